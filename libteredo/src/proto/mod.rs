@@ -3,7 +3,14 @@
 //! current time, and collects what the engine wants sent in [`Output`]s.
 //! No sockets, no clock, no threads, no randomness but the caller's.
 
+pub mod client;
+pub mod discovery;
 pub mod peers;
+pub mod ratelimit;
+pub mod relay;
+pub mod server;
+pub mod siphash;
+pub mod stats;
 
 use std::net::{Ipv6Addr, SocketAddrV4};
 

@@ -1,0 +1,621 @@
+//! The Teredo client engine: qualification (RFC 4380 5.2.1) with the
+//! RFC 5991 changes (never the cone bit, random flags), NAT behaviour
+//! observed through the secondary server address, maintenance (5.2.5),
+//! server loss and requalification, and the forwarding rules shared with
+//! relays ([`super::relay::Forwarder`]) plus local discovery (5.2.8).
+
+use super::discovery::{Discovery, DiscoveryConfig};
+use super::relay::{ClientIdentity, Forwarder, ForwarderConfig, Received};
+use super::stats::{DropReason, Stats};
+use super::{Event, NatBehaviour, Output, Random, Transmit};
+use crate::addr::{self, TeredoAddr, LINK_LOCAL_CONE, LINK_LOCAL_RESTRICTED, TEREDO_PORT};
+use crate::wire::icmpv6::{self, Icmpv6Repr, RouterAdvert};
+use crate::wire::ipv6::next_header;
+use crate::wire::teredo::{Auth, TeredoPacket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// RFC 4380 5.2.1: wait T = 4 s for an RA ...
+pub const RS_TIMEOUT: Duration = Duration::from_secs(4);
+/// ... and try N = 3 times.
+pub const RS_ATTEMPTS: u8 = 3;
+/// RFC 4380 2.15: the Teredo refresh interval.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// The first wait before qualifying again after a failed round; it doubles
+/// up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_secs(10);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The MTU when the RA carries none (RFC 4380 5.1.2).
+pub const DEFAULT_MTU: u16 = 1280;
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The primary server address (ServerAddress).
+    pub server: Ipv4Addr,
+    /// The secondary server address (ServerAddress2; primary + 1 by default).
+    pub server2: Ipv4Addr,
+    pub forwarder: ForwarderConfig,
+    pub refresh_interval: Duration,
+    /// Local client discovery (RFC 4380 5.2.8); `None` disables it.
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+impl ClientConfig {
+    /// Defaults for a server: ServerAddress2 = ServerAddress + 1.
+    pub fn new(server: Ipv4Addr) -> Self {
+        ClientConfig {
+            server,
+            server2: Ipv4Addr::from(u32::from(server).wrapping_add(1)),
+            forwarder: ForwarderConfig::default(),
+            refresh_interval: REFRESH_INTERVAL,
+            discovery: None,
+        }
+    }
+}
+
+/// The client's connectivity status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// Soliciting the server.
+    Probing,
+    Qualified,
+    /// The last round failed; the next starts later.
+    Offline,
+}
+
+impl std::fmt::Display for ClientState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientState::Probing => "probing",
+            ClientState::Qualified => "qualified",
+            ClientState::Offline => "offline",
+        })
+    }
+}
+
+/// What we are qualified with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Qualification {
+    pub addr: Ipv6Addr,
+    pub mapped: SocketAddrV4,
+    pub mtu: u16,
+    pub prefix: u32,
+}
+
+/// An outstanding router solicitation.
+#[derive(Clone, Copy, Debug)]
+struct Solicit {
+    nonce: [u8; 8],
+    /// Where it went.
+    server: Ipv4Addr,
+    /// Whether its source carried the cone bit (a NAT probe only).
+    cone: bool,
+    attempts: u8,
+    next: Instant,
+}
+
+/// The NAT determination after qualification.
+#[derive(Clone, Copy, Debug, Default)]
+struct NatProbe {
+    /// Mapped endpoint seen by the secondary address: Some(None) = no answer.
+    secondary: Option<Option<SocketAddrV4>>,
+    /// Whether the RS with the cone bit was answered: Some(false) = no.
+    cone: Option<bool>,
+}
+
+/// The client engine.
+pub struct Client {
+    cfg: ClientConfig,
+    rng: Box<dyn Random + Send>,
+    fwd: Forwarder,
+    discovery: Option<Discovery>,
+    state: ClientState,
+    current: Option<Qualification>,
+    /// The qualification or maintenance solicitation.
+    primary: Option<Solicit>,
+    secondary: Option<Solicit>,
+    cone_probe: Option<Solicit>,
+    nat: NatBehaviour,
+    nat_probe: NatProbe,
+    last_server_rx: Instant,
+    /// When the next maintenance check is due (qualified).
+    next_refresh: Option<Instant>,
+    /// When to start a new qualification round (offline).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig, mut rng: Box<dyn Random + Send>, now: Instant) -> Self {
+        let fwd = Forwarder::new_client(&cfg.forwarder, rng.as_mut(), now);
+        let discovery = cfg.discovery.clone().map(|c| {
+            let mut d = Discovery::new(c);
+            d.seed(rng.as_mut());
+            d
+        });
+        Client {
+            cfg,
+            rng,
+            fwd,
+            discovery,
+            state: ClientState::Probing,
+            current: None,
+            primary: None,
+            secondary: None,
+            cone_probe: None,
+            nat: NatBehaviour::Unknown,
+            nat_probe: NatProbe::default(),
+            last_server_rx: now,
+            next_refresh: None,
+            // Start at once.
+            retry_at: Some(now),
+            backoff: MIN_BACKOFF,
+        }
+    }
+
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    pub fn qualification(&self) -> Option<Qualification> {
+        self.current
+    }
+
+    pub fn nat(&self) -> NatBehaviour {
+        self.nat
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.fwd.stats
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.fwd.peers.len()
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// Changes the servers (a reload). A different primary server starts a
+    /// new qualification.
+    pub fn set_servers(
+        &mut self,
+        now: Instant,
+        server: Ipv4Addr,
+        server2: Ipv4Addr,
+        out: &mut Vec<Output>,
+    ) {
+        let changed = server != self.cfg.server;
+        self.cfg.server = server;
+        self.cfg.server2 = server2;
+        if changed {
+            self.lose(now, out);
+            self.retry_at = Some(now);
+        }
+    }
+
+    fn nonce(&mut self) -> [u8; 8] {
+        let mut n = [0u8; 8];
+        self.rng.fill(&mut n);
+        n
+    }
+
+    /// Sends (or resends) a router solicitation.
+    fn send_rs(s: &mut Solicit, now: Instant, out: &mut Vec<Output>) {
+        let src = if s.cone {
+            LINK_LOCAL_CONE
+        } else {
+            LINK_LOCAL_RESTRICTED
+        };
+        let mut payload = Vec::with_capacity(13 + 48);
+        Auth {
+            client_id: &[],
+            auth_value: &[],
+            nonce: s.nonce,
+            confirmation: 0,
+        }
+        .emit(&mut payload);
+        payload.extend_from_slice(&icmpv6::build_packet(
+            src,
+            addr::ALL_ROUTERS,
+            255,
+            &Icmpv6Repr::RouterSolicit,
+        ));
+        out.push(Output::Udp(Transmit {
+            from: None,
+            to: SocketAddrV4::new(s.server, TEREDO_PORT),
+            payload,
+            ecn: 0,
+        }));
+        s.attempts += 1;
+        s.next = now + RS_TIMEOUT;
+    }
+
+    fn new_solicit(&mut self, server: Ipv4Addr, cone: bool, now: Instant) -> Solicit {
+        Solicit {
+            nonce: self.nonce(),
+            server,
+            cone,
+            attempts: 0,
+            next: now,
+        }
+    }
+
+    /// Forgets the qualification (server lost or servers changed).
+    fn lose(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if let Some(q) = self.current.take() {
+            out.push(Output::Event(Event::ServerLost { old: q.addr }));
+        }
+        self.fwd.set_identity(None);
+        self.primary = None;
+        self.secondary = None;
+        self.cone_probe = None;
+        self.next_refresh = None;
+        self.state = ClientState::Probing;
+        self.retry_at = Some(now);
+    }
+
+    // ------------------------------------------------------------------
+
+    /// A datagram received on the Teredo service port (or, with
+    /// `to_local` the discovery address, on the discovery socket).
+    pub fn handle_udp(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        to_local: SocketAddrV4,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        self.fwd.stats.udp_rx_packets += 1;
+        self.fwd.stats.udp_rx_bytes += bytes.len() as u64;
+        let Ok(pkt) = TeredoPacket::parse(bytes) else {
+            self.fwd.stats.drop(DropReason::Malformed);
+            return;
+        };
+        let from_server = from.port() == TEREDO_PORT
+            && (*from.ip() == self.cfg.server || *from.ip() == self.cfg.server2);
+        if from_server && !to_local.ip().is_multicast() {
+            self.handle_server_packet(now, from, &pkt, out);
+            return;
+        }
+        if pkt.auth.is_some() || pkt.origin.is_some() {
+            // Only our server may send these.
+            self.fwd.stats.drop(DropReason::Unexpected);
+            return;
+        }
+        if self.fwd.handle_peer_packet(now, from, to_local, &pkt, out) == Received::Discovery {
+            match (&mut self.discovery, self.current) {
+                (Some(d), Some(q)) => d.handle_bubble(&mut self.fwd, now, &q, from, &pkt, out),
+                _ => self.fwd.stats.drop(DropReason::Unexpected),
+            }
+        }
+    }
+
+    fn handle_server_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        pkt: &TeredoPacket<'_>,
+        out: &mut Vec<Output>,
+    ) {
+        let ip = &pkt.ipv6;
+        if ip.next_header() == next_header::ICMPV6 {
+            if let Ok(Icmpv6Repr::RouterAdvert(ra)) =
+                Icmpv6Repr::parse(&ip.src_addr(), &ip.dst_addr(), ip.payload())
+            {
+                self.handle_ra(now, from, pkt, &ra, out);
+                return;
+            }
+        }
+        if *from.ip() != self.cfg.server {
+            self.fwd.stats.drop(DropReason::Unexpected);
+            return;
+        }
+        // RFC 4380 5.2.3: anything from the server proves the mapping.
+        if self.current.is_some() {
+            self.last_server_rx = now;
+        }
+        let Some(me) = self.current else {
+            self.fwd.stats.drop(DropReason::NotQualified);
+            return;
+        };
+        if ip.dst_addr() != me.addr {
+            self.fwd.stats.drop(DropReason::WrongDestination);
+            return;
+        }
+        match pkt.origin {
+            Some(origin) if ip.is_bubble() => {
+                // A peer (client or relay) bubbled us through our server:
+                // a direct bubble to its origin opens our NAT for it.
+                self.fwd.stats.bubbles_received += 1;
+                self.fwd.answer_indirect(now, origin.0, ip.src_addr(), out);
+            }
+            _ => self.fwd.stats.drop(DropReason::Unexpected),
+        }
+    }
+
+    /// Which outstanding solicitation an RA answers, by nonce.
+    fn match_solicit(&self, nonce: &[u8; 8]) -> Option<u8> {
+        [self.primary, self.secondary, self.cone_probe]
+            .iter()
+            .position(|s| s.is_some_and(|s| s.nonce == *nonce))
+            .map(|i| i as u8)
+    }
+
+    fn handle_ra(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        pkt: &TeredoPacket<'_>,
+        ra: &RouterAdvert,
+        out: &mut Vec<Output>,
+    ) {
+        // RFC 4380 5.2.1, 5.2.2: the nonce must be ours, the origin
+        // indication present, the destination our link-local, exactly one
+        // prefix, and that prefix a Teredo prefix of our server.
+        let (Some(auth), Some(origin)) = (pkt.auth, pkt.origin) else {
+            self.fwd.stats.drop(DropReason::Unexpected);
+            return;
+        };
+        let Some(which) = self.match_solicit(&auth.nonce) else {
+            self.fwd.stats.drop(DropReason::Spoofed);
+            return;
+        };
+        let solicit = match which {
+            0 => self.primary,
+            1 => self.secondary,
+            _ => self.cone_probe,
+        };
+        let Some(solicit) = solicit else { return };
+        let expect_dst = if solicit.cone {
+            LINK_LOCAL_CONE
+        } else {
+            LINK_LOCAL_RESTRICTED
+        };
+        let prefix_ok = ra.prefix_count == 1
+            && ra.prefix.is_some_and(|p| {
+                let o = p.prefix.octets();
+                p.prefix_len == 64 && Ipv4Addr::new(o[4], o[5], o[6], o[7]) == self.cfg.server
+            });
+        if pkt.ipv6.dst_addr() != expect_dst || !prefix_ok || auth.confirmation != 0 {
+            self.fwd.stats.drop(DropReason::Unexpected);
+            return;
+        }
+        // A non-cone RS is answered from the address it went to.
+        if !solicit.cone && *from.ip() != solicit.server {
+            self.fwd.stats.drop(DropReason::Spoofed);
+            return;
+        }
+        let mapped = origin.0;
+        if !addr::is_global_unicast_v4(*mapped.ip()) {
+            self.fwd.stats.drop(DropReason::NotGlobal);
+            return;
+        }
+        match which {
+            0 => {
+                let Some(p) = ra.prefix else { return };
+                let o = p.prefix.octets();
+                let prefix = u32::from_be_bytes([o[0], o[1], o[2], o[3]]);
+                let mtu = ra
+                    .mtu
+                    .and_then(|m| u16::try_from(m).ok())
+                    .filter(|m| *m >= 1280)
+                    .unwrap_or(DEFAULT_MTU);
+                self.primary = None;
+                self.qualified(now, prefix, mapped, mtu, out);
+            }
+            1 => {
+                self.secondary = None;
+                self.nat_probe.secondary = Some(Some(mapped));
+                self.decide_nat(out);
+            }
+            _ => {
+                self.cone_probe = None;
+                self.nat_probe.cone = Some(true);
+                self.decide_nat(out);
+            }
+        }
+    }
+
+    /// A valid answer to the qualification or maintenance solicitation.
+    fn qualified(
+        &mut self,
+        now: Instant,
+        prefix: u32,
+        mapped: SocketAddrV4,
+        mtu: u16,
+        out: &mut Vec<Output>,
+    ) {
+        self.last_server_rx = now;
+        self.state = ClientState::Qualified;
+        self.retry_at = None;
+        self.backoff = MIN_BACKOFF;
+        self.schedule_refresh(now);
+        if let Some(q) = self.current {
+            if q.mapped == mapped && q.prefix == prefix && q.mtu == mtu {
+                return; // Maintenance: nothing changed.
+            }
+        }
+        // A new mapping: a new address, with new random flags (RFC 5991),
+        // never the cone bit.
+        let flags = addr::random_flags(self.rng.next_u32() as u16);
+        let addr = TeredoAddr {
+            prefix,
+            server: self.cfg.server,
+            flags,
+            mapped_port: mapped.port(),
+            mapped_addr: *mapped.ip(),
+        }
+        .to_ipv6();
+        let old = self.current.map(|q| q.addr);
+        if let Some(q) = self.current {
+            if q.mapped == mapped && q.prefix == prefix {
+                // Only the MTU changed: keep the address.
+                self.current = Some(Qualification { mtu, ..q });
+                out.push(Output::Event(Event::Qualified {
+                    addr: q.addr,
+                    old: None,
+                    mapped,
+                    mtu,
+                    nat: self.nat,
+                }));
+                return;
+            }
+        }
+        let q = Qualification {
+            addr,
+            mapped,
+            mtu,
+            prefix,
+        };
+        self.current = Some(q);
+        self.fwd.set_identity(Some(ClientIdentity {
+            addr,
+            server: self.cfg.server,
+            mapped,
+        }));
+        self.fwd.set_prefix(prefix);
+        out.push(Output::Event(Event::Qualified {
+            addr,
+            old,
+            mapped,
+            mtu,
+            nat: self.nat,
+        }));
+        // Learn the NAT's behaviour (reported, never fatal).
+        self.nat_probe = NatProbe::default();
+        let mut s2 = self.new_solicit(self.cfg.server2, false, now);
+        Self::send_rs(&mut s2, now, out);
+        self.secondary = Some(s2);
+        let mut c = self.new_solicit(self.cfg.server, true, now);
+        Self::send_rs(&mut c, now, out);
+        self.cone_probe = Some(c);
+        if let Some(d) = &mut self.discovery {
+            d.qualified(now);
+        }
+    }
+
+    fn decide_nat(&mut self, out: &mut Vec<Output>) {
+        let current = self.current.map(|q| q.mapped);
+        let nat = match (self.nat_probe.secondary, self.nat_probe.cone) {
+            (Some(Some(m)), _) if Some(m) != current => NatBehaviour::Symmetric,
+            (_, Some(true)) => NatBehaviour::Cone,
+            (Some(Some(_)), Some(false)) => NatBehaviour::Restricted,
+            (Some(None), Some(false)) => NatBehaviour::Unknown,
+            _ => return, // Not decided yet.
+        };
+        if nat != self.nat || !matches!(nat, NatBehaviour::Unknown) {
+            self.nat = nat;
+            out.push(Output::Event(Event::NatObserved(nat)));
+        }
+    }
+
+    fn schedule_refresh(&mut self, now: Instant) {
+        // RFC 4380 5.2: the randomized refresh interval is 75 % to 100 % of
+        // the refresh interval.
+        let base = self.cfg.refresh_interval;
+        let jitter = u64::from(self.rng.next_u32() % 1000);
+        let d = base.mul_f64(0.75) + base.mul_f64(0.25).mul_f64(jitter as f64 / 1000.0);
+        self.next_refresh = Some(now + d);
+    }
+
+    // ------------------------------------------------------------------
+
+    /// An IPv6 packet from the TUN device.
+    pub fn handle_tun(&mut self, now: Instant, pkt: &[u8], out: &mut Vec<Output>) {
+        self.fwd.handle_tun(now, pkt, out);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
+        // Qualification rounds.
+        if let Some(at) = self.retry_at {
+            if at <= now && self.primary.is_none() {
+                self.retry_at = None;
+                self.state = if self.current.is_some() {
+                    ClientState::Qualified
+                } else {
+                    ClientState::Probing
+                };
+                let mut s = self.new_solicit(self.cfg.server, false, now);
+                Self::send_rs(&mut s, now, out);
+                self.primary = Some(s);
+            }
+        }
+        // Maintenance (RFC 4380 5.2.5).
+        if let Some(at) = self.next_refresh {
+            if at <= now && self.primary.is_none() {
+                self.next_refresh = None;
+                // Like the C miredo, solicit at every refresh: this keeps
+                // the NAT's mapping towards the server alive and finds out
+                // at once when the server is gone.
+                if self.current.is_some() {
+                    let mut s = self.new_solicit(self.cfg.server, false, now);
+                    Self::send_rs(&mut s, now, out);
+                    self.primary = Some(s);
+                }
+            }
+        }
+        if let Some(mut s) = self.primary {
+            if s.next <= now {
+                if s.attempts < RS_ATTEMPTS {
+                    Self::send_rs(&mut s, now, out);
+                    self.primary = Some(s);
+                } else {
+                    self.primary = None;
+                    // No answer to three solicitations: the server is lost
+                    // (maintenance) or unreachable (qualification).
+                    self.lose(now, out);
+                    self.state = ClientState::Offline;
+                    self.retry_at = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        for which in 1..=2u8 {
+            let slot = if which == 1 {
+                &mut self.secondary
+            } else {
+                &mut self.cone_probe
+            };
+            if let Some(mut s) = *slot {
+                if s.next <= now {
+                    if s.attempts < RS_ATTEMPTS {
+                        Self::send_rs(&mut s, now, out);
+                        *slot = Some(s);
+                    } else {
+                        *slot = None;
+                        if which == 1 {
+                            self.nat_probe.secondary = Some(None);
+                        } else {
+                            self.nat_probe.cone = Some(false);
+                        }
+                        self.decide_nat(out);
+                    }
+                }
+            }
+        }
+        if let (Some(d), Some(q)) = (&mut self.discovery, self.current) {
+            d.handle_timeout(&mut self.fwd, now, &q, out);
+        }
+        self.fwd.handle_timeout(now, out);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.fwd.poll_timeout();
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        consider(self.retry_at);
+        consider(self.next_refresh);
+        consider(self.primary.map(|s| s.next));
+        consider(self.secondary.map(|s| s.next));
+        consider(self.cone_probe.map(|s| s.next));
+        consider(self.discovery.as_ref().and_then(|d| d.poll_timeout()));
+        t
+    }
+}

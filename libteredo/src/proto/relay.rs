@@ -1,0 +1,805 @@
+//! The forwarding rules shared by Teredo clients and relays: packet
+//! reception (RFC 4380 5.2.3, 5.4.2), transmission with queueing and
+//! bubbles (5.2.4, 5.2.6, 5.4.1), the direct IPv6 connectivity test (5.2.9),
+//! and ICMPv6 errors for what cannot be delivered.
+//!
+//! [`Forwarder`] is the shared core; [`Relay`] wraps it into the relay
+//! engine, and the client engine ([`super::client`]) embeds it.
+
+use super::peers::{
+    PeerTable, Stamp, DEFAULT_CAPACITY, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES,
+};
+use super::ratelimit::TokenBucket;
+use super::siphash::siphash24;
+use super::stats::{DropReason, Stats};
+use super::{Output, Random, Transmit};
+use crate::addr::{self, TeredoAddr, TEREDO_PORT, TEREDO_PREFIX};
+use crate::wire::icmpv6::{self, unreachable_code, Icmpv6Repr};
+use crate::wire::ipv6::{build_bubble, next_header, Ipv6Packet};
+use crate::wire::teredo::TeredoPacket;
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+/// RFC 4380 5.2.6: at most one bubble per 2 s to a peer.
+pub const BUBBLE_INTERVAL: Duration = Duration::from_secs(2);
+/// RFC 4380 5.2.6: at most 4 bubbles without an answer ...
+pub const MAX_BUBBLES: u8 = 4;
+/// ... in 300 s.
+pub const BUBBLE_WINDOW: Duration = Duration::from_secs(300);
+/// RFC 4380 5.2.4: a peer entry is valid while the last reception is less
+/// than 30 s old.
+pub const PEER_VALIDITY: Duration = Duration::from_secs(30);
+
+/// Settings of the forwarding core.
+#[derive(Clone, Debug)]
+pub struct ForwarderConfig {
+    /// The first 32 bits of Teredo addresses (2001:0000 by default).
+    pub prefix: u32,
+    pub peer_capacity: usize,
+    pub queue_bytes: usize,
+    pub total_queue_bytes: usize,
+    /// ICMPv6 errors per second (burst the same).
+    pub icmp_per_second: u32,
+    /// Direct connectivity tests started per second.
+    pub ping_tests_per_second: u32,
+    /// Bubbles sent in answer to bubbles received, per second.
+    pub bubble_replies_per_second: u32,
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        ForwarderConfig {
+            prefix: TEREDO_PREFIX,
+            peer_capacity: DEFAULT_CAPACITY,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            total_queue_bytes: DEFAULT_TOTAL_QUEUE_BYTES,
+            icmp_per_second: 20,
+            ping_tests_per_second: 50,
+            bubble_replies_per_second: 1000,
+        }
+    }
+}
+
+/// The identity of a qualified client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Our Teredo address.
+    pub addr: Ipv6Addr,
+    /// Our Teredo server.
+    pub server: Ipv4Addr,
+    /// Our mapped endpoint, as the server saw it.
+    pub mapped: SocketAddrV4,
+}
+
+/// Which side of the protocol the forwarder serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Relay,
+    Client,
+}
+
+/// What a received datagram turned out to be, for the embedding engine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Handled (delivered, dropped, or answered).
+    Done,
+    /// A local discovery bubble: the client's discovery logic decides.
+    Discovery,
+}
+
+/// The forwarding core.
+pub struct Forwarder {
+    cfg: ForwarderConfig,
+    epoch: Instant,
+    pub peers: PeerTable,
+    prefix: u32,
+    role: Role,
+    /// Set while a client is qualified.
+    me: Option<ClientIdentity>,
+    ping_key: [u8; 16],
+    /// Peers with queued packets, in order of their next retry (all retries
+    /// are `BUBBLE_INTERVAL` apart, so pushing at the back keeps the order).
+    retries: VecDeque<(Ipv6Addr, Instant)>,
+    icmp_limit: TokenBucket,
+    ping_limit: TokenBucket,
+    bubble_reply_limit: TokenBucket,
+    pub stats: Stats,
+}
+
+/// The source of our bubbles when we have no Teredo address (a relay).
+const RELAY_BUBBLE_SOURCE: Ipv6Addr = addr::LINK_LOCAL_RESTRICTED;
+
+impl Forwarder {
+    fn new(cfg: &ForwarderConfig, role: Role, rng: &mut dyn Random, now: Instant) -> Self {
+        let mut ping_key = [0u8; 16];
+        rng.fill(&mut ping_key);
+        Forwarder {
+            cfg: cfg.clone(),
+            epoch: now,
+            peers: PeerTable::new(
+                cfg.peer_capacity,
+                cfg.queue_bytes,
+                cfg.total_queue_bytes,
+                now,
+            ),
+            prefix: cfg.prefix,
+            role,
+            me: None,
+            ping_key,
+            retries: VecDeque::new(),
+            icmp_limit: TokenBucket::new(cfg.icmp_per_second, cfg.icmp_per_second.max(1)),
+            ping_limit: TokenBucket::new(
+                cfg.ping_tests_per_second,
+                cfg.ping_tests_per_second.max(1),
+            ),
+            bubble_reply_limit: TokenBucket::new(
+                cfg.bubble_replies_per_second,
+                cfg.bubble_replies_per_second.max(1),
+            ),
+            stats: Stats::default(),
+        }
+    }
+
+    /// A forwarder for a client (not yet qualified).
+    pub fn new_client(cfg: &ForwarderConfig, rng: &mut dyn Random, now: Instant) -> Self {
+        Self::new(cfg, Role::Client, rng, now)
+    }
+
+    /// A forwarder for a relay.
+    pub fn new_relay(cfg: &ForwarderConfig, rng: &mut dyn Random, now: Instant) -> Self {
+        Self::new(cfg, Role::Relay, rng, now)
+    }
+
+    pub fn identity(&self) -> Option<ClientIdentity> {
+        self.me
+    }
+
+    /// Sets (or clears) the client's identity. A new identity forgets every
+    /// peer: what they trusted was our old address.
+    pub fn set_identity(&mut self, me: Option<ClientIdentity>) {
+        if self.me != me {
+            self.me = me;
+            self.retries.clear();
+            let c = &self.cfg;
+            self.peers = PeerTable::new(
+                c.peer_capacity,
+                c.queue_bytes,
+                c.total_queue_bytes,
+                self.epoch,
+            );
+        }
+    }
+
+    pub fn prefix(&self) -> u32 {
+        self.prefix
+    }
+
+    /// The Teredo prefix a client learnt from its server's RA.
+    pub fn set_prefix(&mut self, prefix: u32) {
+        self.prefix = prefix;
+    }
+
+    fn teredo(&self, a: &Ipv6Addr) -> Option<TeredoAddr> {
+        TeredoAddr::parse_with_prefix(a, self.prefix)
+    }
+
+    /// The source of bubbles we send.
+    fn bubble_source(&self) -> Ipv6Addr {
+        self.me.map_or(RELAY_BUBBLE_SOURCE, |m| m.addr)
+    }
+
+    /// The payload of our direct connectivity test to `peer`: a keyed hash,
+    /// unguessable without the key, checkable without state.
+    fn ping_payload(&self, peer: &Ipv6Addr) -> [u8; 8] {
+        let mut data = [0u8; 32];
+        data[..16].copy_from_slice(&peer.octets());
+        data[16..].copy_from_slice(&self.bubble_source().octets());
+        siphash24(&self.ping_key, &data).to_be_bytes()
+    }
+
+    fn udp(to: SocketAddrV4, payload: Vec<u8>, ecn: u8) -> Output {
+        Output::Udp(Transmit {
+            from: None,
+            to,
+            payload,
+            ecn,
+        })
+    }
+
+    /// Sends an ICMPv6 destination unreachable about `invoking`, if the
+    /// rate limit allows.
+    fn unreachable(&mut self, now: Instant, code: u8, invoking: &[u8], out: &mut Vec<Output>) {
+        if !self.icmp_limit.take(now) {
+            return;
+        }
+        let src = self.me.map_or(RELAY_BUBBLE_SOURCE, |m| m.addr);
+        if let Some(p) = icmpv6::build_unreachable(src, code, invoking) {
+            self.stats.icmp_errors += 1;
+            out.push(Output::Tun(p));
+        }
+    }
+
+    /// Whether the RFC 4380 5.2.6 limits let us send a bubble to `peer` now;
+    /// if so, records it.
+    fn bubble_allowed(&mut self, peer: &Ipv6Addr, now: Instant) -> bool {
+        let s = self.peers.stamp(now);
+        let Some(p) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        let since = s.elapsed_since(p.last_tx);
+        if since >= BUBBLE_WINDOW {
+            p.bubbles = 0;
+        }
+        if p.bubbles > 0 && since < BUBBLE_INTERVAL {
+            return false;
+        }
+        if p.bubbles >= MAX_BUBBLES {
+            return false;
+        }
+        p.bubbles += 1;
+        p.last_tx = s;
+        true
+    }
+
+    /// Direct and indirect bubbles to the Teredo peer `dst` (RFC 4380 5.2.4
+    /// case 5, 5.4.1 case 3: we ignore the cone bit, as RFC 5991 advises).
+    fn send_bubbles(&mut self, dst: &Ipv6Addr, t: &TeredoAddr, out: &mut Vec<Output>) {
+        let bubble = build_bubble(self.bubble_source(), *dst);
+        out.push(Self::udp(t.mapped(), bubble.to_vec(), 0));
+        out.push(Self::udp(
+            SocketAddrV4::new(t.server, TEREDO_PORT),
+            bubble.to_vec(),
+            0,
+        ));
+        self.stats.bubbles_sent += 2;
+    }
+
+    /// The connectivity test echo request to the native peer `dst`, through
+    /// our server (RFC 4380 5.2.9).
+    fn send_ping_test(&mut self, dst: &Ipv6Addr, out: &mut Vec<Output>) {
+        let Some(me) = self.me else { return };
+        let data = self.ping_payload(dst);
+        let p = icmpv6::build_packet(
+            me.addr,
+            *dst,
+            64,
+            &Icmpv6Repr::EchoRequest {
+                ident: 0,
+                seq: 0,
+                data: &data,
+            },
+        );
+        self.stats.ping_tests_sent += 1;
+        out.push(Self::udp(SocketAddrV4::new(me.server, TEREDO_PORT), p, 0));
+    }
+
+    fn schedule_retry(&mut self, peer: Ipv6Addr, now: Instant) {
+        if !self.retries.iter().any(|(a, _)| *a == peer) {
+            self.retries.push_back((peer, now + BUBBLE_INTERVAL));
+        }
+    }
+
+    /// Sends what is queued for `peer` to its endpoint.
+    fn flush_queue(&mut self, peer: &Ipv6Addr, now: Instant, out: &mut Vec<Output>) {
+        let Some(endpoint) = self.peers.get(peer).map(|p| p.endpoint) else {
+            return;
+        };
+        let queued = self.peers.dequeue_all(peer);
+        if queued.is_empty() {
+            return;
+        }
+        let s = self.peers.stamp(now);
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.last_tx = s;
+        }
+        for pkt in queued {
+            self.emit_data(endpoint, pkt, out);
+        }
+    }
+
+    fn emit_data(&mut self, to: SocketAddrV4, pkt: Vec<u8>, out: &mut Vec<Output>) {
+        // RFC 9601 / RFC 6040 normal mode: the inner ECN field goes to the
+        // outer header.
+        let ecn = Ipv6Packet::new_checked(&pkt[..]).map_or(0, |p| p.ecn());
+        self.stats.udp_tx_packets += 1;
+        self.stats.udp_tx_bytes += pkt.len() as u64;
+        out.push(Self::udp(to, pkt, ecn));
+    }
+
+    // ------------------------------------------------------------------
+    // Transmission: an IPv6 packet from the TUN device.
+
+    /// Handles an IPv6 packet the host wants sent over Teredo.
+    pub fn handle_tun(&mut self, now: Instant, pkt: &[u8], out: &mut Vec<Output>) {
+        self.stats.tun_rx_packets += 1;
+        self.stats.tun_rx_bytes += pkt.len() as u64;
+        let Ok(ip) = Ipv6Packet::new_checked(pkt) else {
+            self.stats.drop(DropReason::Malformed);
+            return;
+        };
+        if !ip.trailer().is_empty() {
+            self.stats.drop(DropReason::Malformed);
+            return;
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        if dst.is_multicast() || !addr::is_global_v6(&dst) {
+            // Neighbour discovery and other link traffic has nowhere to go.
+            self.stats.drop(DropReason::NotGlobal);
+            return;
+        }
+        match self.role {
+            Role::Client => {
+                let Some(me) = self.me else {
+                    self.stats.drop(DropReason::NotQualified);
+                    self.unreachable(now, unreachable_code::NO_ROUTE, pkt, out);
+                    return;
+                };
+                if src != me.addr {
+                    self.stats.drop(DropReason::WrongSource);
+                    return;
+                }
+            }
+            Role::Relay => {
+                if self.teredo(&src).is_some() {
+                    // Teredo to Teredo never goes through a relay.
+                    self.stats.drop(DropReason::WrongSource);
+                    return;
+                }
+            }
+        }
+        match self.teredo(&dst) {
+            Some(t) => self.transmit_teredo(now, &dst, &t, pkt, out),
+            None if self.role == Role::Client => self.transmit_native(now, &dst, pkt, out),
+            None => {
+                self.stats.drop(DropReason::NotTeredo);
+                self.unreachable(now, unreachable_code::NO_ROUTE, pkt, out);
+            }
+        }
+    }
+
+    /// RFC 4380 5.2.4 cases 1, 3 and 5; 5.4.1.
+    fn transmit_teredo(
+        &mut self,
+        now: Instant,
+        dst: &Ipv6Addr,
+        t: &TeredoAddr,
+        pkt: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let s = self.peers.stamp(now);
+        if let Some(p) = self.peers.get(dst) {
+            if p.trusted {
+                let fresh = s.elapsed_since(p.last_rx) < PEER_VALIDITY;
+                let endpoint = p.endpoint;
+                if !fresh && !p.local {
+                    // Still send (nothing is lost), and renew the trust with
+                    // bubbles, before the data: the bubble limits count from
+                    // the last transmission.
+                    if self.bubble_allowed(dst, now) {
+                        self.send_bubbles(dst, t, out);
+                    }
+                }
+                if let Some(p) = self.peers.get_mut(dst) {
+                    p.last_tx = s;
+                }
+                self.peers.touch(dst, now);
+                self.emit_data(endpoint, pkt.to_vec(), out);
+                return;
+            }
+        }
+        // RFC 4380 5.2.4: never send to a non-global mapped IPv4 (nor to a
+        // non-global server) unless the peer is trusted (local discovery).
+        if !t.is_valid_peer() {
+            self.stats.drop(DropReason::NotGlobal);
+            return;
+        }
+        let local = self.peers.get(dst).is_some_and(|p| p.local);
+        self.peers.get_or_insert(*dst, t.mapped(), now);
+        self.peers.touch(dst, now);
+        if !self.peers.enqueue(dst, pkt) {
+            self.stats.drop(DropReason::QueueFull);
+        }
+        if local {
+            // RFC 4380 5.2.4 case 3: a unicast bubble to the local endpoint
+            // and a discovery bubble.
+            if let Some(endpoint) = self.peers.get(dst).map(|p| p.endpoint) {
+                if self.bubble_local(now, dst, endpoint, out) {
+                    if let Some(me) = self.me {
+                        out.push(Self::udp(
+                            SocketAddrV4::new(addr::DISCOVERY_ADDR, TEREDO_PORT),
+                            super::discovery::build_discovery_bubble(me.addr),
+                            0,
+                        ));
+                        self.stats.bubbles_sent += 1;
+                    }
+                }
+            }
+            return;
+        }
+        if self.bubble_allowed(dst, now) {
+            self.send_bubbles(dst, t, out);
+        }
+        self.schedule_retry(*dst, now);
+    }
+
+    /// RFC 4380 5.2.4 case 2: a native IPv6 destination from a client.
+    fn transmit_native(&mut self, now: Instant, dst: &Ipv6Addr, pkt: &[u8], out: &mut Vec<Output>) {
+        let s = self.peers.stamp(now);
+        if let Some(p) = self.peers.get(dst) {
+            if p.trusted && s.elapsed_since(p.last_rx) < PEER_VALIDITY {
+                let endpoint = p.endpoint;
+                if let Some(p) = self.peers.get_mut(dst) {
+                    p.last_tx = s;
+                }
+                self.peers.touch(dst, now);
+                self.emit_data(endpoint, pkt.to_vec(), out);
+                return;
+            }
+        }
+        let unspecified = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+        let trusted_stale = self.peers.get(dst).is_some_and(|p| p.trusted);
+        let p = self.peers.get_or_insert(*dst, unspecified, now);
+        if trusted_stale {
+            // A relay that served us but went quiet: test again, and keep
+            // sending through it meanwhile.
+            let endpoint = p.endpoint;
+            if let Some(p) = self.peers.get_mut(dst) {
+                p.last_tx = s;
+            }
+            if self.bubble_allowed(dst, now) && self.ping_limit.take(now) {
+                self.send_ping_test(dst, out);
+            }
+            self.peers.touch(dst, now);
+            self.emit_data(endpoint, pkt.to_vec(), out);
+            return;
+        }
+        self.peers.touch(dst, now);
+        if !self.peers.enqueue(dst, pkt) {
+            self.stats.drop(DropReason::QueueFull);
+        }
+        if self.ping_limit.take(now) && self.bubble_allowed(dst, now) {
+            self.send_ping_test(dst, out);
+        }
+        self.schedule_retry(*dst, now);
+    }
+
+    // ------------------------------------------------------------------
+    // Reception: a Teredo datagram from a peer (not from our server).
+
+    /// Handles a datagram from `from` that is not from our own server.
+    /// `pkt` is already parsed. Returns what the embedding engine must do.
+    pub fn handle_peer_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        to_local: SocketAddrV4,
+        pkt: &TeredoPacket<'_>,
+        out: &mut Vec<Output>,
+    ) -> Received {
+        let ip = &pkt.ipv6;
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        if to_local.ip().is_multicast() {
+            return Received::Discovery;
+        }
+        if !self.check_common(ip) {
+            return Received::Done;
+        }
+        match self.role {
+            Role::Client => {
+                let Some(me) = self.me else {
+                    self.stats.drop(DropReason::NotQualified);
+                    return Received::Done;
+                };
+                if dst != me.addr {
+                    self.stats.drop(DropReason::WrongDestination);
+                    return Received::Done;
+                }
+            }
+            Role::Relay => {
+                // RFC 4380 5.4.2: forward only to what we serve: native
+                // global IPv6. Bubbles (to our link-local) are fine too.
+                let to_native = addr::is_global_v6(&dst) && self.teredo(&dst).is_none();
+                if !to_native && !ip.is_bubble() {
+                    self.stats.drop(DropReason::WrongDestination);
+                    return Received::Done;
+                }
+            }
+        }
+        let s = self.peers.stamp(now);
+        let src_teredo = self.teredo(&src);
+
+        // Case 1: a trusted entry whose endpoint matches.
+        if let Some(p) = self.peers.get_mut(&src) {
+            if p.trusted && p.endpoint == from {
+                p.last_rx = s;
+                p.bubbles = 0;
+                self.peers.touch(&src, now);
+                self.flush_queue(&src, now, out);
+                self.deliver(ip, out);
+                return Received::Done;
+            }
+        }
+
+        // Case 2: the answer to our connectivity test, from the relay that
+        // serves this native peer.
+        if self.role == Role::Client && src_teredo.is_none() && self.peers.get(&src).is_some() {
+            if let Some(true) = self.is_our_ping_reply(ip) {
+                if let Some(p) = self.peers.get_mut(&src) {
+                    p.trusted = true;
+                    p.endpoint = from;
+                    p.last_rx = s;
+                    p.bubbles = 0;
+                }
+                self.peers.touch(&src, now);
+                self.stats.ping_tests_ok += 1;
+                self.flush_queue(&src, now, out);
+                return Received::Done;
+            }
+        }
+
+        if let Some(t) = src_teredo {
+            if t.mapped() == from {
+                // Case 3: the source address proves the endpoint.
+                if !addr::is_global_unicast_v4(*from.ip()) {
+                    // CVE-2006-6264: no peer behind a non-global address.
+                    self.stats.drop(DropReason::NotGlobal);
+                    return Received::Done;
+                }
+                let p = self.peers.get_or_insert(src, from, now);
+                p.endpoint = from;
+                p.trusted = true;
+                p.local = false;
+                p.last_rx = s;
+                p.bubbles = 0;
+                self.peers.touch(&src, now);
+                self.flush_queue(&src, now, out);
+                if ip.is_bubble() {
+                    self.stats.bubbles_received += 1;
+                } else {
+                    self.deliver(ip, out);
+                }
+                return Received::Done;
+            }
+            // Case 5: a local peer found by discovery.
+            if let Some(p) = self.peers.get_mut(&src) {
+                if p.local && p.endpoint == from {
+                    p.trusted = true;
+                    p.last_rx = s;
+                    p.bubbles = 0;
+                    self.peers.touch(&src, now);
+                    self.flush_queue(&src, now, out);
+                    if ip.is_bubble() {
+                        self.stats.bubbles_received += 1;
+                    } else {
+                        self.deliver(ip, out);
+                    }
+                    return Received::Done;
+                }
+            }
+            // A Teredo source from the wrong endpoint: spoofed.
+            self.stats.drop(DropReason::Spoofed);
+            return Received::Done;
+        }
+
+        // Case 6: a native source through a relay we have not tested.
+        match self.role {
+            Role::Client if !ip.is_bubble() => {
+                // RFC 4380 5.2.9: accept generously, send carefully: the
+                // packet is delivered, but nothing is sent to `from` until a
+                // connectivity test (started when we have something to send)
+                // proves it serves `src`.
+                self.deliver(ip, out);
+            }
+            _ => self.stats.drop(DropReason::UnknownPeer),
+        }
+        Received::Done
+    }
+
+    /// Checks every forwarded packet must pass: a well-formed extension
+    /// chain and no routing header with segments left (CVE-2006-6263).
+    pub(crate) fn check_common(&mut self, ip: &Ipv6Packet<&[u8]>) -> bool {
+        match ip.upper_layer() {
+            Err(_) => {
+                self.stats.drop(DropReason::Malformed);
+                false
+            }
+            Ok(u) if u.routing_segments_left => {
+                self.stats.drop(DropReason::RoutingHeader);
+                false
+            }
+            Ok(_) => true,
+        }
+    }
+
+    /// Whether `ip` is an echo reply carrying our connectivity-test payload;
+    /// `None` if it is no echo reply at all.
+    fn is_our_ping_reply(&self, ip: &Ipv6Packet<&[u8]>) -> Option<bool> {
+        if ip.next_header() != next_header::ICMPV6 {
+            return None;
+        }
+        match Icmpv6Repr::parse(&ip.src_addr(), &ip.dst_addr(), ip.payload()) {
+            Ok(Icmpv6Repr::EchoReply { data, .. }) => {
+                Some(data == self.ping_payload(&ip.src_addr()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Hands a packet to the TUN device (without any trailer).
+    pub(crate) fn deliver(&mut self, ip: &Ipv6Packet<&[u8]>, out: &mut Vec<Output>) {
+        if ip.is_bubble() {
+            self.stats.bubbles_received += 1;
+            return;
+        }
+        let p = ip.packet();
+        self.stats.tun_tx_packets += 1;
+        self.stats.tun_tx_bytes += p.len() as u64;
+        out.push(Output::Tun(p.to_vec()));
+    }
+
+    /// A bubble (or packet) relayed by a server with an origin indication:
+    /// a peer is trying to reach us; a direct bubble to the origin opens our
+    /// NAT for it (RFC 4380 5.2.3, 5.4.1).
+    pub fn answer_indirect(
+        &mut self,
+        now: Instant,
+        origin: SocketAddrV4,
+        peer: Ipv6Addr,
+        out: &mut Vec<Output>,
+    ) {
+        if !addr::is_global_unicast_v4(*origin.ip()) {
+            self.stats.drop(DropReason::NotGlobal);
+            return;
+        }
+        if !self.bubble_reply_limit.take(now) {
+            self.stats.drop(DropReason::RateLimited);
+            return;
+        }
+        let bubble = build_bubble(self.bubble_source(), peer);
+        self.stats.bubbles_sent += 1;
+        out.push(Self::udp(origin, bubble.to_vec(), 0));
+    }
+
+    /// A unicast bubble to a local peer (RFC 4380 5.2.8), within the
+    /// bubble limits of 5.2.6. Returns whether it was sent.
+    pub(crate) fn bubble_local(
+        &mut self,
+        now: Instant,
+        peer: &Ipv6Addr,
+        to: SocketAddrV4,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        if !self.bubble_allowed(peer, now) {
+            return false;
+        }
+        let bubble = build_bubble(self.bubble_source(), *peer);
+        self.stats.bubbles_sent += 1;
+        out.push(Self::udp(to, bubble.to_vec(), 0));
+        true
+    }
+
+    // ------------------------------------------------------------------
+    // Timers.
+
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
+        while let Some(&(peer, due)) = self.retries.front() {
+            if due > now {
+                break;
+            }
+            self.retries.pop_front();
+            let Some(p) = self.peers.get(&peer) else {
+                continue;
+            };
+            if p.trusted || p.queue.is_empty() {
+                continue;
+            }
+            if p.local {
+                continue;
+            }
+            if p.bubbles < MAX_BUBBLES {
+                if self.bubble_allowed(&peer, now) {
+                    match self.teredo(&peer) {
+                        Some(t) => self.send_bubbles(&peer, &t, out),
+                        None => self.send_ping_test(&peer, out),
+                    }
+                }
+                self.retries.push_back((peer, now + BUBBLE_INTERVAL));
+            } else {
+                // RFC 4380 5.4.1: give up; the queue goes, the sender hears
+                // why. The entry stays (bubble count kept) until it expires,
+                // so a flood cannot buy more bubbles.
+                let dropped = self.peers.dequeue_all(&peer);
+                self.stats.drops_queue_expired += dropped.len() as u64;
+                if let Some(first) = dropped.first() {
+                    self.unreachable(now, unreachable_code::ADDRESS, first, out);
+                }
+            }
+        }
+        self.peers.expire(now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let r = self.retries.front().map(|(_, d)| *d);
+        match (r, self.peers.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A stamp of the peer table (for the embedding engines).
+    pub fn stamp(&self, now: Instant) -> Stamp {
+        self.peers.stamp(now)
+    }
+}
+
+// ----------------------------------------------------------------------
+// The relay engine.
+
+/// A Teredo relay (RFC 4380 5.4): forwards between native IPv6 (the TUN
+/// device, routing the Teredo prefix) and Teredo clients over UDP.
+pub struct Relay {
+    fwd: Forwarder,
+}
+
+impl Relay {
+    pub fn new(cfg: &ForwarderConfig, rng: &mut dyn Random, now: Instant) -> Self {
+        Relay {
+            fwd: Forwarder::new_relay(cfg, rng, now),
+        }
+    }
+
+    /// A datagram received on the relay's Teredo port.
+    pub fn handle_udp(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        to_local: SocketAddrV4,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let f = &mut self.fwd;
+        f.stats.udp_rx_packets += 1;
+        f.stats.udp_rx_bytes += bytes.len() as u64;
+        let Ok(pkt) = TeredoPacket::parse(bytes) else {
+            f.stats.drop(DropReason::Malformed);
+            return;
+        };
+        if let Some(origin) = pkt.origin {
+            // A server relayed a peer's bubble to us (a relay behind a NAT):
+            // open the path.
+            if pkt.ipv6.is_bubble() && from.port() == TEREDO_PORT {
+                let peer = pkt.ipv6.src_addr();
+                f.answer_indirect(now, origin.0, peer, out);
+                return;
+            }
+        }
+        if pkt.auth.is_some() {
+            // Only RAs carry authentication; a relay asked for none.
+            f.stats.drop(DropReason::Unexpected);
+            return;
+        }
+        let _ = f.handle_peer_packet(now, from, to_local, &pkt, out);
+    }
+
+    /// An IPv6 packet from the TUN device (routed to the Teredo prefix).
+    pub fn handle_tun(&mut self, now: Instant, pkt: &[u8], out: &mut Vec<Output>) {
+        self.fwd.handle_tun(now, pkt, out);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.fwd.handle_timeout(now, out);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.fwd.poll_timeout()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.fwd.stats
+    }
+
+    pub fn peers(&self) -> &PeerTable {
+        &self.fwd.peers
+    }
+}

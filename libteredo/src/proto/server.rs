@@ -1,0 +1,275 @@
+//! The Teredo server engine (RFC 4380 5.3): stateless. Answers router
+//! solicitations with router advertisements carrying an origin indication
+//! (5.3.2), forwards bubbles and ICMPv6 echo to clients (with an origin
+//! indication for the clients it serves) and to native IPv6, and drops the
+//! rest after the checks of 5.3.1.
+
+use super::stats::{DropReason, Stats};
+use super::{Output, Transmit};
+use crate::addr::{self, TeredoAddr, TEREDO_PORT, TEREDO_PREFIX};
+use crate::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
+use crate::wire::ipv6::next_header;
+use crate::wire::teredo::{Auth, Origin, TeredoPacket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::Instant;
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// ServerBindAddress: the primary address, embedded in the prefix.
+    pub primary: Ipv4Addr,
+    /// ServerBindAddress2: the secondary address (primary + 1 by default).
+    pub secondary: Ipv4Addr,
+    /// The first 32 bits of the Teredo prefix (2001:0000 by default).
+    pub prefix: u32,
+    /// The MTU advertised in RAs.
+    pub mtu: u16,
+}
+
+impl ServerConfig {
+    pub fn new(primary: Ipv4Addr) -> Self {
+        ServerConfig {
+            primary,
+            secondary: Ipv4Addr::from(u32::from(primary).wrapping_add(1)),
+            prefix: TEREDO_PREFIX,
+            mtu: 1280,
+        }
+    }
+}
+
+/// The server engine. It keeps no per-client state.
+pub struct Server {
+    cfg: ServerConfig,
+    link_local: Ipv6Addr,
+    pub stats: Stats,
+}
+
+impl Server {
+    pub fn new(cfg: ServerConfig) -> Self {
+        let link_local = addr::server_link_local(cfg.primary);
+        Server {
+            cfg,
+            link_local,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// A datagram received on `to_local` (the primary or secondary address,
+    /// port 3544).
+    pub fn handle_udp(
+        &mut self,
+        _now: Instant,
+        from: SocketAddrV4,
+        to_local: SocketAddrV4,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        self.stats.udp_rx_packets += 1;
+        self.stats.udp_rx_bytes += bytes.len() as u64;
+        // 5.3.1 (1): a well-formed Teredo packet. Origin indications come
+        // only from servers: a client sending one is lying.
+        let Ok(pkt) = TeredoPacket::parse(bytes) else {
+            self.stats.drop(DropReason::Malformed);
+            return;
+        };
+        if pkt.origin.is_some() {
+            self.stats.drop(DropReason::Malformed);
+            return;
+        }
+        let ip = pkt.ipv6;
+        // Bytes after the IPv6 packet (an RFC 6081 trailer) are not ours to
+        // forward.
+        let packet = ip.packet();
+        // 5.3.1 (2): bubbles and ICMPv6 only.
+        let upper = match ip.upper_layer() {
+            Ok(u) => u,
+            Err(_) => {
+                self.stats.drop(DropReason::Malformed);
+                return;
+            }
+        };
+        if upper.routing_segments_left {
+            self.stats.drop(DropReason::RoutingHeader);
+            return;
+        }
+        let is_bubble = ip.is_bubble();
+        let icmp = if upper.protocol == next_header::ICMPV6 && upper.offset == 0 && !upper.fragment
+        {
+            match Icmpv6Repr::parse(&ip.src_addr(), &ip.dst_addr(), ip.payload()) {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    self.stats.drop(DropReason::Malformed);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if !is_bubble && icmp.is_none() {
+            self.stats.drop(DropReason::Unexpected);
+            return;
+        }
+        // 5.3.1 (3): the IPv4 source must be global.
+        if !addr::is_global_unicast_v4(*from.ip()) {
+            self.stats.drop(DropReason::NotGlobal);
+            return;
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        // 5.3.1 (4): router solicitations.
+        if addr::is_link_local_v6(&src) && dst == addr::ALL_ROUTERS {
+            if let Some(Icmpv6Repr::RouterSolicit) = icmp {
+                self.answer_rs(from, to_local, src, pkt.auth, out);
+            } else {
+                self.stats.drop(DropReason::Unexpected);
+            }
+            return;
+        }
+        let src_teredo = TeredoAddr::parse_with_prefix(&src, self.cfg.prefix);
+        let dst_teredo = TeredoAddr::parse_with_prefix(&dst, self.cfg.prefix);
+        let accepted = match src_teredo {
+            // 5.3.1 (5): a Teredo source must match where it came from.
+            Some(t) => t.mapped() == from,
+            // 5.3.1 (6): a non-Teredo source may reach the clients of this
+            // server (a relay's indirect bubble).
+            None => dst_teredo.is_some_and(|t| t.server == self.cfg.primary),
+        };
+        if !accepted {
+            self.stats.drop(DropReason::Spoofed);
+            return;
+        }
+        if dst == self.link_local || dst == addr::ALL_ROUTERS {
+            // Nothing else addressed to the server itself needs an answer.
+            self.stats.drop(DropReason::Unexpected);
+            return;
+        }
+        if !addr::is_global_v6(&dst) {
+            self.stats.drop(DropReason::NotGlobal);
+            return;
+        }
+        // Only bubbles, echo requests and echo replies are relayed (5.3).
+        let relayable = is_bubble
+            || matches!(
+                icmp,
+                Some(Icmpv6Repr::EchoRequest { .. }) | Some(Icmpv6Repr::EchoReply { .. })
+            );
+        if !relayable {
+            self.stats.drop(DropReason::Unexpected);
+            return;
+        }
+        match dst_teredo {
+            Some(t) => {
+                if !addr::is_global_unicast_v4(t.mapped_addr) {
+                    self.stats.drop(DropReason::NotGlobal);
+                    return;
+                }
+                let mut payload = Vec::with_capacity(8 + packet.len());
+                if t.server == self.cfg.primary {
+                    Origin(from).emit(&mut payload);
+                }
+                payload.extend_from_slice(packet);
+                self.stats.udp_tx_packets += 1;
+                self.stats.udp_tx_bytes += payload.len() as u64;
+                out.push(Output::Udp(Transmit {
+                    from: Some(SocketAddrV4::new(self.cfg.primary, TEREDO_PORT)),
+                    to: t.mapped(),
+                    payload,
+                    ecn: 0,
+                }));
+            }
+            None => {
+                // To native IPv6 (a client's connectivity test): only from
+                // a Teredo source, and never a bubble.
+                if src_teredo.is_none() || is_bubble {
+                    self.stats.drop(DropReason::Unexpected);
+                    return;
+                }
+                self.stats.tun_tx_packets += 1;
+                self.stats.tun_tx_bytes += packet.len() as u64;
+                out.push(Output::Tun(packet.to_vec()));
+            }
+        }
+    }
+
+    /// 5.3.2: the RA, from the address the RS came to, or from the other
+    /// one when the RS carried the cone bit.
+    fn answer_rs(
+        &mut self,
+        from: SocketAddrV4,
+        to_local: SocketAddrV4,
+        rs_src: Ipv6Addr,
+        auth: Option<Auth<'_>>,
+        out: &mut Vec<Output>,
+    ) {
+        let cone = TeredoAddr::from_ipv6(&rs_src).is_cone();
+        let received_on = *to_local.ip();
+        let reply_from = if cone {
+            if received_on == self.cfg.primary {
+                self.cfg.secondary
+            } else {
+                self.cfg.primary
+            }
+        } else {
+            received_on
+        };
+        let prefix = {
+            let p = addr::server_prefix(self.cfg.prefix, self.cfg.primary);
+            let mut o = [0u8; 16];
+            o[..8].copy_from_slice(&p);
+            Ipv6Addr::from(o)
+        };
+        let ra = RouterAdvert {
+            cur_hop_limit: 0,
+            flags: 0,
+            router_lifetime: 0,
+            reachable_time: 0,
+            retrans_timer: 2000,
+            prefix: Some(PrefixInfo {
+                prefix_len: 64,
+                flags: 0x40,
+                valid_lifetime: 0xffff_ffff,
+                preferred_lifetime: 0xffff_ffff,
+                prefix,
+            }),
+            prefix_count: 1,
+            mtu: Some(u32::from(self.cfg.mtu)),
+        };
+        let mut payload = Vec::with_capacity(13 + 8 + 96);
+        if let Some(a) = auth {
+            // 5.3.2: the same identifier and nonce; confirmation 0.
+            Auth {
+                client_id: a.client_id,
+                auth_value: &[],
+                nonce: a.nonce,
+                confirmation: 0,
+            }
+            .emit(&mut payload);
+        }
+        Origin(from).emit(&mut payload);
+        payload.extend_from_slice(&icmpv6::build_packet(
+            self.link_local,
+            rs_src,
+            255,
+            &Icmpv6Repr::RouterAdvert(ra),
+        ));
+        self.stats.udp_tx_packets += 1;
+        self.stats.udp_tx_bytes += payload.len() as u64;
+        out.push(Output::Udp(Transmit {
+            from: Some(SocketAddrV4::new(reply_from, TEREDO_PORT)),
+            to: from,
+            payload,
+            ecn: 0,
+        }));
+    }
+
+    /// The server keeps no timers: the engine contract's timeout calls are
+    /// here for uniformity and do nothing.
+    pub fn handle_timeout(&mut self, _now: Instant, _out: &mut Vec<Output>) {}
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}

@@ -1,0 +1,103 @@
+//! Counters an engine keeps: packets and bytes each way, drops by reason.
+
+/// Why a packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not a well-formed Teredo or IPv6 packet.
+    Malformed,
+    /// A destination or mapped IPv4 address that is not global.
+    NotGlobal,
+    /// Not qualified yet (client).
+    NotQualified,
+    /// A source address that is not ours (client) or is Teredo (relay).
+    WrongSource,
+    /// A destination we do not serve.
+    WrongDestination,
+    /// A non-Teredo destination on a relay.
+    NotTeredo,
+    /// The peer's or the table's queue is full.
+    QueueFull,
+    /// A Teredo source address whose endpoint does not match.
+    Spoofed,
+    /// From a peer we have no reason to trust.
+    UnknownPeer,
+    /// A routing header with segments left (CVE-2006-6263).
+    RoutingHeader,
+    /// Over a rate limit.
+    RateLimited,
+    /// A message that has no business here (e.g. an unsolicited RA).
+    Unexpected,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Malformed,
+        DropReason::NotGlobal,
+        DropReason::NotQualified,
+        DropReason::WrongSource,
+        DropReason::WrongDestination,
+        DropReason::NotTeredo,
+        DropReason::QueueFull,
+        DropReason::Spoofed,
+        DropReason::UnknownPeer,
+        DropReason::RoutingHeader,
+        DropReason::RateLimited,
+        DropReason::Unexpected,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NotGlobal => "not-global",
+            DropReason::NotQualified => "not-qualified",
+            DropReason::WrongSource => "wrong-source",
+            DropReason::WrongDestination => "wrong-destination",
+            DropReason::NotTeredo => "not-teredo",
+            DropReason::QueueFull => "queue-full",
+            DropReason::Spoofed => "spoofed",
+            DropReason::UnknownPeer => "unknown-peer",
+            DropReason::RoutingHeader => "routing-header",
+            DropReason::RateLimited => "rate-limited",
+            DropReason::Unexpected => "unexpected",
+        }
+    }
+}
+
+/// Counters. Plain integers: an engine lives on one thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub udp_rx_packets: u64,
+    pub udp_rx_bytes: u64,
+    pub udp_tx_packets: u64,
+    pub udp_tx_bytes: u64,
+    pub tun_rx_packets: u64,
+    pub tun_rx_bytes: u64,
+    pub tun_tx_packets: u64,
+    pub tun_tx_bytes: u64,
+    pub bubbles_sent: u64,
+    pub bubbles_received: u64,
+    pub ping_tests_sent: u64,
+    pub ping_tests_ok: u64,
+    pub icmp_errors: u64,
+    pub drops_queue_expired: u64,
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+impl Stats {
+    pub fn drop(&mut self, why: DropReason) {
+        if let Some(i) = DropReason::ALL.iter().position(|d| *d == why) {
+            self.drops[i] += 1;
+        }
+    }
+
+    pub fn dropped(&self, why: DropReason) -> u64 {
+        DropReason::ALL
+            .iter()
+            .position(|d| *d == why)
+            .map_or(0, |i| self.drops[i])
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
