@@ -6,5 +6,6 @@
 //! - [`proto`]: sans-IO protocol engines (client, relay, server, discovery).
 
 pub mod addr;
+pub mod conf;
 pub mod proto;
 pub mod wire;

@@ -1,0 +1,138 @@
+//! Splits a configuration file into directives: `Name value` per line,
+//! `#` comments, blank lines ignored, names case-insensitive, each
+//! directive at most once.
+
+use super::ConfError;
+
+/// One directive as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry<'a> {
+    /// Line number, from 1.
+    pub line: usize,
+    /// The name as the file spells it (for messages).
+    pub name: &'a str,
+    /// The value: one word, never empty.
+    pub value: &'a str,
+}
+
+/// Reads `text` against the directive names in `known` (canonical
+/// spelling). Returns, for each known name, its occurrence if any; every
+/// line that is not a well-formed, known, first occurrence of a directive
+/// adds an error.
+pub(crate) fn lex<'a>(
+    text: &'a str,
+    file: &str,
+    known: &[&str],
+    errors: &mut Vec<ConfError>,
+) -> Vec<Option<Entry<'a>>> {
+    let mut found: Vec<Option<Entry<'a>>> = vec![None; known.len()];
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        // A comment runs from '#' to the end of the line. No value of either
+        // file can contain '#', so this never cuts a value short.
+        let content = match raw.find('#') {
+            Some(at) => raw.get(..at).unwrap_or(""),
+            None => raw,
+        };
+        let mut words = content.split_ascii_whitespace();
+        let Some(name) = words.next() else {
+            continue; // blank or comment only
+        };
+        let Some(value) = words.next() else {
+            errors.push(ConfError::at(file, line, name, "missing value"));
+            continue;
+        };
+        let rest: Vec<&str> = words.collect();
+        if !rest.is_empty() {
+            // The C tool silently drops everything after the first word;
+            // a second word is much more likely a mistake than a comment.
+            errors.push(ConfError::at(
+                file,
+                line,
+                name,
+                format!(
+                    "unexpected text after the value \"{value}\": \"{}\" (a value is a single word)",
+                    rest.join(" ")
+                ),
+            ));
+            continue;
+        }
+        let Some(slot) = known
+            .iter()
+            .position(|k| k.eq_ignore_ascii_case(name))
+            .and_then(|i| found.get_mut(i))
+        else {
+            errors.push(ConfError::at(file, line, name, "unknown directive"));
+            continue;
+        };
+        match slot {
+            Some(first) => errors.push(ConfError::at(
+                file,
+                line,
+                name,
+                format!("given twice (first at line {})", first.line),
+            )),
+            None => *slot = Some(Entry { line, name, value }),
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KNOWN: &[&str] = &["Alpha", "Beta"];
+
+    fn run(text: &str) -> (Vec<Option<Entry<'_>>>, Vec<String>) {
+        let mut errors = Vec::new();
+        let found = lex(text, "t", KNOWN, &mut errors);
+        (found, errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_spacing_is_free() {
+        let (found, errors) = run("  aLPHA\t\t1  \nBETA 2\r\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            found[0],
+            Some(Entry {
+                line: 1,
+                name: "aLPHA",
+                value: "1"
+            })
+        );
+        assert_eq!(found[1].map(|e| (e.line, e.value)), Some((2, "2")));
+    }
+
+    #[test]
+    fn comments_and_blank_lines() {
+        let (found, errors) = run("# Alpha 1\n\n   \n  # x\nAlpha 1 # trailing\nBeta 2#tight\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(found[0].map(|e| (e.line, e.value)), Some((5, "1")));
+        assert_eq!(found[1].map(|e| e.value), Some("2"));
+    }
+
+    #[test]
+    fn every_error_is_collected() {
+        let (_, errors) = run("Alpha\nGamma 1\nAlpha 1\nalpha 2\nBeta 1 2\nBeta #3\n");
+        assert_eq!(
+            errors,
+            vec![
+                "t:1: Alpha: missing value",
+                "t:2: Gamma: unknown directive",
+                "t:4: alpha: given twice (first at line 3)",
+                "t:5: Beta: unexpected text after the value \"1\": \"2\" (a value is a single word)",
+                "t:6: Beta: missing value",
+            ]
+        );
+    }
+
+    #[test]
+    fn last_line_without_newline_counts() {
+        // The C tool calls this an "overly long line" and fails.
+        let (found, errors) = run("Alpha 1");
+        assert!(errors.is_empty());
+        assert!(found[0].is_some());
+    }
+}

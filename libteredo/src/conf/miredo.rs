@@ -1,0 +1,710 @@
+//! `miredo.conf`: the configuration of the client and relay daemon.
+//!
+//! Which directives apply depends on `RelayType`: the client modes use the
+//! server and local discovery directives, the relay modes the prefix and
+//! MTU. A directive that the chosen mode does not use is an error
+//! ("superfluous"), as in the C tool: it is most likely a mistake about the
+//! mode.
+
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::lexer::{lex, Entry};
+use super::values::{
+    check_host, parse_bool, parse_ifname, parse_ipv4, parse_netmask, parse_prefix, parse_uint,
+    prefix_display, DiscoveryInterfaces, SyslogFacility, DEFAULT_MTU, MAX_MTU, MIN_MTU,
+};
+use super::{next_ipv4, read_text, resolve, ConfError, LoadError};
+use crate::addr::TEREDO_PREFIX;
+
+/// The Teredo server a client uses when the file names none.
+pub const DEFAULT_SERVER: &str = "teredo.remlab.net";
+
+/// The interface name when the file gives none.
+pub const DEFAULT_INTERFACE_NAME: &str = "teredo";
+
+/// What the daemon is (`RelayType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RelayType {
+    /// A Teredo client (RFC 4380 section 5.2): qualifies with a server,
+    /// gets a Teredo address, and reaches IPv6 through relays. The default.
+    #[default]
+    Client,
+    /// Written `autoclient`. Once a client that stepped aside whenever
+    /// another interface gave global IPv6; since miredo 1.1 it is exactly a
+    /// client, and so it is here.
+    AutoClient,
+    /// A Teredo relay (RFC 4380 section 5.4) on a public IPv4 address or
+    /// behind a full cone NAT: it routes the Teredo prefix between Teredo
+    /// clients and native IPv6. Written `cone` or `relay` (a synonym).
+    Cone,
+    /// A relay that also sends direct bubbles, for restricted NATs. Kept
+    /// for old files; it makes NAT traversal unreliable, so the daemon and
+    /// miredo-checkconf warn about it.
+    Restricted,
+}
+
+impl RelayType {
+    /// Whether this is one of the client modes.
+    pub fn is_client(self) -> bool {
+        matches!(self, RelayType::Client | RelayType::AutoClient)
+    }
+
+    /// Whether this is one of the relay modes.
+    pub fn is_relay(self) -> bool {
+        !self.is_client()
+    }
+
+    /// The canonical spelling in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayType::Client => "client",
+            RelayType::AutoClient => "autoclient",
+            RelayType::Cone => "cone",
+            RelayType::Restricted => "restricted",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "client" => Ok(RelayType::Client),
+            "autoclient" => Ok(RelayType::AutoClient),
+            "cone" | "relay" => Ok(RelayType::Cone),
+            "restricted" => Ok(RelayType::Restricted),
+            _ => Err(format!(
+                "invalid relay type \"{value}\" (expected client, autoclient, relay, cone or restricted)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for RelayType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `LocalDiscovery`: the optional local client discovery of RFC 4380
+/// section 5.2.8 (bubbles to 224.0.0.253:3544 so that Teredo clients behind
+/// the same NAT talk directly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LocalDiscovery {
+    /// No discovery bubbles sent or accepted. The default, as in miredo
+    /// 1.2.x, which has no local discovery.
+    #[default]
+    Disabled,
+    /// Discovery on the multicast-capable interfaces whose IPv4 address is
+    /// not global (the networks behind a NAT), filtered by
+    /// `DiscoveryInterfaces`. Also written yes, true, on, 1.
+    Enabled,
+    /// As `Enabled`, on interfaces with global IPv4 addresses too.
+    Forced,
+}
+
+impl LocalDiscovery {
+    /// The canonical spelling in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalDiscovery::Disabled => "disabled",
+            LocalDiscovery::Enabled => "enabled",
+            LocalDiscovery::Forced => "forced",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self, String> {
+        if value.eq_ignore_ascii_case("forced") {
+            return Ok(LocalDiscovery::Forced);
+        }
+        match parse_bool(value) {
+            Ok(true) => Ok(LocalDiscovery::Enabled),
+            Ok(false) => Ok(LocalDiscovery::Disabled),
+            Err(_) => Err(format!(
+                "invalid value \"{value}\" (expected enabled, forced or disabled, or a boolean)"
+            )),
+        }
+    }
+}
+
+/// The content of a valid `miredo.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MiredoConfig {
+    /// `RelayType`.
+    pub relay_type: RelayType,
+    /// `ServerAddress`: host name or IPv4 literal, resolved by the daemon
+    /// at start and on reload ([`MiredoConfig::resolve_servers`]). `Some`
+    /// in the client modes, `None` in the relay modes.
+    pub server_address: Option<String>,
+    /// True when the client modes use [`DEFAULT_SERVER`] because the file
+    /// names no server (the daemon says so in its log).
+    pub server_address_is_default: bool,
+    /// `ServerAddress2`; `None` means the primary address plus one.
+    pub server_address2: Option<String>,
+    /// `LocalDiscovery` (client modes).
+    pub local_discovery: LocalDiscovery,
+    /// `DiscoveryInterfaces` (client modes); `None` means every suitable
+    /// interface.
+    pub discovery_interfaces: Option<DiscoveryInterfaces>,
+    /// `DiscoveryNetmask` (client modes); `None` means each interface's own.
+    pub discovery_netmask: Option<Ipv4Addr>,
+    /// `Prefix` (relay modes), as its first 32 bits; 2001:0:: by default.
+    pub prefix: u32,
+    /// `InterfaceMTU` (relay modes); 1280 by default.
+    pub interface_mtu: u16,
+    /// `InterfaceName`; `teredo` by default.
+    pub interface_name: String,
+    /// `BindAddress`; 0.0.0.0 (any) by default.
+    pub bind_address: Ipv4Addr,
+    /// `BindPort`; 0 (any, chosen by the kernel) by default.
+    pub bind_port: u16,
+    /// `SyslogFacility`; daemon by default.
+    pub syslog_facility: SyslogFacility,
+    /// Things worth saying that do not make the file invalid.
+    pub warnings: Vec<ConfError>,
+}
+
+impl Default for MiredoConfig {
+    /// The configuration of an empty file: a client of the default server.
+    fn default() -> Self {
+        MiredoConfig {
+            relay_type: RelayType::Client,
+            server_address: Some(DEFAULT_SERVER.to_owned()),
+            server_address_is_default: true,
+            server_address2: None,
+            local_discovery: LocalDiscovery::Disabled,
+            discovery_interfaces: None,
+            discovery_netmask: None,
+            prefix: TEREDO_PREFIX,
+            interface_mtu: DEFAULT_MTU,
+            interface_name: DEFAULT_INTERFACE_NAME.to_owned(),
+            bind_address: Ipv4Addr::UNSPECIFIED,
+            bind_port: 0,
+            syslog_facility: SyslogFacility::Daemon,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The directives of the file, canonical spelling; the indices below
+/// follow this order.
+const NAMES: [&str; 12] = [
+    "RelayType",
+    "ServerAddress",
+    "ServerAddress2",
+    "LocalDiscovery",
+    "DiscoveryInterfaces",
+    "DiscoveryNetmask",
+    "Prefix",
+    "InterfaceMTU",
+    "InterfaceName",
+    "BindAddress",
+    "BindPort",
+    "SyslogFacility",
+];
+const RELAY_TYPE: usize = 0;
+const SERVER_ADDRESS: usize = 1;
+const SERVER_ADDRESS2: usize = 2;
+const LOCAL_DISCOVERY: usize = 3;
+const DISCOVERY_INTERFACES: usize = 4;
+const DISCOVERY_NETMASK: usize = 5;
+const PREFIX: usize = 6;
+const INTERFACE_MTU: usize = 7;
+const INTERFACE_NAME: usize = 8;
+const BIND_ADDRESS: usize = 9;
+const BIND_PORT: usize = 10;
+const SYSLOG_FACILITY: usize = 11;
+
+/// Directives only the client modes use.
+const CLIENT_ONLY: [usize; 5] = [
+    SERVER_ADDRESS,
+    SERVER_ADDRESS2,
+    LOCAL_DISCOVERY,
+    DISCOVERY_INTERFACES,
+    DISCOVERY_NETMASK,
+];
+/// Directives only the relay modes use.
+const RELAY_ONLY: [usize; 2] = [PREFIX, INTERFACE_MTU];
+
+impl MiredoConfig {
+    /// Parses the text of a `miredo.conf`. `file_name` only labels errors.
+    /// Returns every error of the file, in line order.
+    pub fn parse(text: &str, file_name: &str) -> Result<MiredoConfig, Vec<ConfError>> {
+        let mut errors = Vec::new();
+        let mut found = lex(text, file_name, &NAMES, &mut errors);
+        let mut conf = MiredoConfig::default();
+
+        // The mode decides what else is allowed; when it is invalid, the
+        // mode checks are skipped rather than guessed.
+        let mut mode_known = true;
+        if let Some(e) = entry(&found, RELAY_TYPE) {
+            match RelayType::parse(e.value) {
+                Ok(t) => conf.relay_type = t,
+                Err(why) => {
+                    errors.push(ConfError::at(file_name, e.line, e.name, why));
+                    mode_known = false;
+                }
+            }
+        }
+        if conf.relay_type == RelayType::Restricted {
+            if let Some(e) = entry(&found, RELAY_TYPE) {
+                conf.warnings.push(ConfError::at(
+                    file_name,
+                    e.line,
+                    e.name,
+                    "restricted is deprecated: direct bubbles make NAT traversal unreliable; use cone",
+                ));
+            }
+        }
+        if mode_known {
+            let mode_source = match entry(&found, RELAY_TYPE) {
+                Some(e) => format!("RelayType is {} at line {}", e.value, e.line),
+                None => "RelayType is client by default".to_owned(),
+            };
+            let (unused, used_by) = if conf.relay_type.is_client() {
+                (&RELAY_ONLY[..], "the relay modes (cone, restricted)")
+            } else {
+                (&CLIENT_ONLY[..], "the client modes (client, autoclient)")
+            };
+            for &index in unused {
+                if let Some(e) = found.get_mut(index).and_then(Option::take) {
+                    errors.push(ConfError::at(
+                        file_name,
+                        e.line,
+                        e.name,
+                        format!("superfluous: only {used_by} use it, and {mode_source}"),
+                    ));
+                }
+            }
+        }
+
+        let mut check = |index: usize, apply: &mut dyn FnMut(&str) -> Result<(), String>| {
+            if let Some(e) = entry(&found, index) {
+                if let Err(why) = apply(e.value) {
+                    errors.push(ConfError::at(file_name, e.line, e.name, why));
+                }
+            }
+        };
+        check(SERVER_ADDRESS, &mut |v| {
+            conf.server_address = Some(check_host(v)?);
+            conf.server_address_is_default = false;
+            Ok(())
+        });
+        check(SERVER_ADDRESS2, &mut |v| {
+            conf.server_address2 = Some(check_host(v)?);
+            Ok(())
+        });
+        check(LOCAL_DISCOVERY, &mut |v| {
+            conf.local_discovery = LocalDiscovery::parse(v)?;
+            Ok(())
+        });
+        check(DISCOVERY_INTERFACES, &mut |v| {
+            conf.discovery_interfaces = Some(DiscoveryInterfaces::parse(v)?);
+            Ok(())
+        });
+        check(DISCOVERY_NETMASK, &mut |v| {
+            conf.discovery_netmask = Some(parse_netmask(v)?);
+            Ok(())
+        });
+        check(PREFIX, &mut |v| {
+            conf.prefix = parse_prefix(v)?;
+            Ok(())
+        });
+        check(INTERFACE_MTU, &mut |v| {
+            conf.interface_mtu = mtu(parse_uint(v, MIN_MTU.into(), MAX_MTU.into())?);
+            Ok(())
+        });
+        check(INTERFACE_NAME, &mut |v| {
+            conf.interface_name = parse_ifname(v)?;
+            Ok(())
+        });
+        check(BIND_ADDRESS, &mut |v| {
+            conf.bind_address = parse_ipv4(v)?;
+            Ok(())
+        });
+        check(BIND_PORT, &mut |v| {
+            conf.bind_port = port(parse_uint(v, 0, u16::MAX.into())?);
+            Ok(())
+        });
+        check(SYSLOG_FACILITY, &mut |v| {
+            conf.syslog_facility = SyslogFacility::parse(v)?;
+            Ok(())
+        });
+
+        if let (Some(e), None) = (
+            entry(&found, SERVER_ADDRESS2),
+            entry(&found, SERVER_ADDRESS),
+        ) {
+            errors.push(ConfError::at(
+                file_name,
+                e.line,
+                e.name,
+                "given without ServerAddress: a secondary address needs its primary",
+            ));
+        }
+        if conf.relay_type.is_relay() {
+            conf.server_address = None;
+            conf.server_address_is_default = false;
+            if conf.interface_mtu != DEFAULT_MTU && conf.prefix == TEREDO_PREFIX {
+                if let Some(e) = entry(&found, INTERFACE_MTU) {
+                    conf.warnings.push(ConfError::at(
+                        file_name,
+                        e.line,
+                        e.name,
+                        format!(
+                            "an MTU other than {DEFAULT_MTU} with the standard prefix {}:: breaks other Teredo implementations",
+                            prefix_display(TEREDO_PREFIX)
+                        ),
+                    ));
+                }
+            }
+        } else if conf.local_discovery == LocalDiscovery::Disabled {
+            for index in [DISCOVERY_INTERFACES, DISCOVERY_NETMASK] {
+                if let Some(e) = entry(&found, index) {
+                    conf.warnings.push(ConfError::at(
+                        file_name,
+                        e.line,
+                        e.name,
+                        "has no effect while LocalDiscovery is disabled",
+                    ));
+                }
+            }
+        }
+
+        if errors.is_empty() {
+            conf.warnings.sort_by_key(|w| w.line);
+            Ok(conf)
+        } else {
+            errors.sort_by_key(|e| e.line);
+            Err(errors)
+        }
+    }
+
+    /// Reads and parses a `miredo.conf`.
+    pub fn load(path: impl AsRef<Path>) -> Result<MiredoConfig, LoadError> {
+        let path = path.as_ref();
+        let text = read_text(path)?;
+        MiredoConfig::parse(&text, &path.display().to_string()).map_err(LoadError::Invalid)
+    }
+
+    /// Resolves the primary and secondary server addresses (client modes);
+    /// `Ok(None)` in the relay modes. Blocks on the system resolver.
+    pub fn resolve_servers(&self) -> io::Result<Option<(Ipv4Addr, Ipv4Addr)>> {
+        let Some(primary_name) = &self.server_address else {
+            return Ok(None);
+        };
+        let primary = resolve(primary_name)?;
+        let secondary = match &self.server_address2 {
+            Some(name) => resolve(name)?,
+            None => next_ipv4(primary).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{primary_name} resolves to {primary}, which has no next address; set ServerAddress2"),
+                )
+            })?,
+        };
+        Ok(Some((primary, secondary)))
+    }
+}
+
+fn entry<'a>(found: &[Option<Entry<'a>>], index: usize) -> Option<Entry<'a>> {
+    found.get(index).copied().flatten()
+}
+
+/// `parse_uint` was given a u16 range.
+fn mtu(n: u32) -> u16 {
+    u16::try_from(n).unwrap_or(MAX_MTU)
+}
+
+/// `parse_uint` was given a u16 range.
+fn port(n: u32) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> MiredoConfig {
+        match MiredoConfig::parse(text, "m.conf") {
+            Ok(c) => c,
+            Err(e) => panic!("{text:?}: {e:?}"),
+        }
+    }
+
+    fn errs(text: &str) -> Vec<String> {
+        match MiredoConfig::parse(text, "m.conf") {
+            Ok(c) => panic!("{text:?} accepted: {c:?}"),
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    fn one_err(text: &str) -> String {
+        let e = errs(text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        e.into_iter().next().unwrap_or_default()
+    }
+
+    #[test]
+    fn empty_file_is_a_client_of_the_default_server() {
+        let c = ok("");
+        assert_eq!(c, MiredoConfig::default());
+        assert_eq!(c.relay_type, RelayType::Client);
+        assert_eq!(c.server_address.as_deref(), Some("teredo.remlab.net"));
+        assert!(c.server_address_is_default);
+        assert_eq!(c.interface_name, "teredo");
+        assert_eq!(c.interface_mtu, 1280);
+        assert_eq!(c.prefix, 0x2001_0000);
+        assert_eq!(c.bind_address, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(c.bind_port, 0);
+        assert_eq!(c.syslog_facility, SyslogFacility::Daemon);
+        assert_eq!(c.local_discovery, LocalDiscovery::Disabled);
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn debian_default_file() {
+        let c = ok("# Please refer to the miredo.conf(5) man page for details.\nInterfaceName\tteredo\n\n# Pick a Teredo server:\n#ServerAddress\tteredo.ipv6.microsoft.com\nServerAddress\tteredo-debian.remlab.net\n\n#BindPort\t3545\n");
+        assert_eq!(
+            c.server_address.as_deref(),
+            Some("teredo-debian.remlab.net")
+        );
+        assert!(!c.server_address_is_default);
+    }
+
+    #[test]
+    fn relay_types() {
+        for (v, t) in [
+            ("client", RelayType::Client),
+            ("AutoClient", RelayType::AutoClient),
+            ("relay", RelayType::Cone),
+            ("CONE", RelayType::Cone),
+            ("restricted", RelayType::Restricted),
+        ] {
+            assert_eq!(ok(&format!("RelayType {v}\n")).relay_type, t, "{v}");
+        }
+        assert!(RelayType::AutoClient.is_client());
+        assert!(RelayType::Restricted.is_relay());
+        assert_eq!(
+            one_err("RelayType server\n"),
+            "m.conf:1: RelayType: invalid relay type \"server\" (expected client, autoclient, relay, cone or restricted)"
+        );
+        let c = ok("RelayType cone\n");
+        assert_eq!(c.server_address, None);
+        assert!(!c.server_address_is_default);
+        assert!(c.warnings.is_empty());
+        let w = ok("relaytype restricted\n").warnings;
+        assert_eq!(w.len(), 1);
+        assert!(w[0]
+            .to_string()
+            .starts_with("m.conf:1: relaytype: restricted is deprecated"));
+    }
+
+    #[test]
+    fn invalid_mode_skips_mode_checks() {
+        // Prefix may be right or wrong depending on the intended mode: do
+        // not guess, report only the mode.
+        assert_eq!(
+            errs("RelayType bogus\nPrefix 2001::\nServerAddress 192.0.2.1\n").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn server_addresses() {
+        let c = ok("ServerAddress 192.0.2.1\nServerAddress2 192.0.2.9\n");
+        assert_eq!(c.server_address.as_deref(), Some("192.0.2.1"));
+        assert_eq!(c.server_address2.as_deref(), Some("192.0.2.9"));
+        assert_eq!(
+            c.resolve_servers().unwrap(),
+            Some((Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 9)))
+        );
+        let c = ok("ServerAddress 192.0.2.255\n");
+        assert_eq!(
+            c.resolve_servers().unwrap(),
+            Some((Ipv4Addr::new(192, 0, 2, 255), Ipv4Addr::new(192, 0, 3, 0)))
+        );
+        assert!(ok("ServerAddress 255.255.255.255\n")
+            .resolve_servers()
+            .is_err());
+        assert_eq!(ok("RelayType cone\n").resolve_servers().unwrap(), None);
+        assert_eq!(
+            ok("ServerAddress teredo.example.net\n")
+                .server_address
+                .as_deref(),
+            Some("teredo.example.net")
+        );
+        assert_eq!(
+            one_err("ServerAddress 192.0.2\n"),
+            "m.conf:1: ServerAddress: invalid IPv4 address \"192.0.2\" (expected a dotted quad such as 192.0.2.1, or a host name)"
+        );
+        assert!(one_err("ServerAddress bad_name\n").contains("invalid host name"));
+        assert!(one_err("ServerAddress 192.0.2.1\nServerAddress2 -x\n")
+            .starts_with("m.conf:2: ServerAddress2:"));
+        assert_eq!(
+            one_err("ServerAddress2 192.0.2.9\n"),
+            "m.conf:1: ServerAddress2: given without ServerAddress: a secondary address needs its primary"
+        );
+    }
+
+    #[test]
+    fn local_discovery() {
+        for (v, d) in [
+            ("enabled", LocalDiscovery::Enabled),
+            ("Forced", LocalDiscovery::Forced),
+            ("disabled", LocalDiscovery::Disabled),
+            ("yes", LocalDiscovery::Enabled),
+            ("ON", LocalDiscovery::Enabled),
+            ("true", LocalDiscovery::Enabled),
+            ("off", LocalDiscovery::Disabled),
+            ("no", LocalDiscovery::Disabled),
+            ("false", LocalDiscovery::Disabled),
+        ] {
+            assert_eq!(
+                ok(&format!("LocalDiscovery {v}\n")).local_discovery,
+                d,
+                "{v}"
+            );
+        }
+        assert!(one_err("LocalDiscovery maybe\n").contains("expected enabled, forced or disabled"));
+        let c = ok("LocalDiscovery enabled\nDiscoveryInterfaces ^(eth|wlan)[0-9]+$\nDiscoveryNetmask 255.255.0.0\n");
+        assert_eq!(
+            c.discovery_interfaces.as_ref().map(|d| d.as_str()),
+            Some("^(eth|wlan)[0-9]+$")
+        );
+        assert_eq!(c.discovery_netmask, Some(Ipv4Addr::new(255, 255, 0, 0)));
+        assert!(c.warnings.is_empty());
+        assert!(one_err("DiscoveryInterfaces (eth\n")
+            .contains("invalid extended regular expression \"(eth\": a '(' is not closed"));
+        assert!(one_err("DiscoveryNetmask 255.0.255.0\n").contains("contiguous"));
+        let c = ok("DiscoveryInterfaces eth0\nDiscoveryNetmask 255.255.255.0\n");
+        assert_eq!(c.warnings.len(), 2);
+        assert!(c.warnings[0]
+            .to_string()
+            .contains("no effect while LocalDiscovery is disabled"));
+    }
+
+    #[test]
+    fn relay_directives() {
+        let c = ok("RelayType cone\nPrefix 3ffe:831f::\nInterfaceMTU 1500\n");
+        assert_eq!(c.prefix, 0x3ffe_831f);
+        assert_eq!(c.interface_mtu, 1500);
+        assert!(c.warnings.is_empty());
+        let c = ok("RelayType cone\nInterfaceMTU 1400\n");
+        assert!(c.warnings[0]
+            .reason
+            .contains("breaks other Teredo implementations"));
+        assert_eq!(
+            ok("RelayType cone\nInterfaceMTU 0x500\n").interface_mtu,
+            1280
+        );
+        assert_eq!(
+            one_err("RelayType cone\nInterfaceMTU 1000\n"),
+            "m.conf:2: InterfaceMTU: 1000 is out of range: must be between 1280 and 65535"
+        );
+        assert!(one_err("RelayType cone\nInterfaceMTU 70000\n").contains("between 1280 and 65535"));
+        assert!(one_err("RelayType cone\nPrefix 3ffe::1:2\n").contains("not a /32 prefix"));
+        assert!(one_err("RelayType cone\nPrefix ::\n").contains("unspecified"));
+    }
+
+    #[test]
+    fn superfluous_directives() {
+        assert_eq!(
+            one_err("Prefix 2001::\n"),
+            "m.conf:1: Prefix: superfluous: only the relay modes (cone, restricted) use it, and RelayType is client by default"
+        );
+        assert_eq!(
+            one_err("RelayType client\nInterfaceMTU 1280\n"),
+            "m.conf:2: InterfaceMTU: superfluous: only the relay modes (cone, restricted) use it, and RelayType is client at line 1"
+        );
+        let e = errs("RelayType relay\nServerAddress 192.0.2.1\nServerAddress2 x\nLocalDiscovery on\nDiscoveryInterfaces a\nDiscoveryNetmask 255.0.0.0\n");
+        assert_eq!(e.len(), 5, "{e:?}");
+        assert_eq!(
+            e[0],
+            "m.conf:2: ServerAddress: superfluous: only the client modes (client, autoclient) use it, and RelayType is relay at line 1"
+        );
+        // A superfluous directive is not also checked for its value.
+        assert_eq!(errs("Prefix nonsense\n").len(), 1);
+    }
+
+    #[test]
+    fn general_directives() {
+        let c = ok(
+            "InterfaceName miredo0\nBindAddress 192.0.2.7\nBindPort 3545\nSyslogFacility local3\n",
+        );
+        assert_eq!(c.interface_name, "miredo0");
+        assert_eq!(c.bind_address, Ipv4Addr::new(192, 0, 2, 7));
+        assert_eq!(c.bind_port, 3545);
+        assert_eq!(c.syslog_facility, SyslogFacility::Local3);
+        let c = ok("RelayType cone\nInterfaceName t\nBindPort 0\nBindAddress 0.0.0.0\nSyslogFacility USER\n");
+        assert_eq!(c.syslog_facility, SyslogFacility::User);
+        assert_eq!(ok("BindPort 65535\n").bind_port, 65535);
+        assert_eq!(
+            one_err("BindPort 70000\n"),
+            "m.conf:1: BindPort: 70000 is out of range: must be between 0 and 65535"
+        );
+        assert!(one_err("BindPort -1\n").contains("invalid number"));
+        assert!(one_err("BindPort 010\n").contains("octal"));
+        assert!(one_err("BindAddress localhost\n").contains("invalid IPv4 address"));
+        assert!(one_err("InterfaceName abcdefghijklmnopqrstuvwxyz\n").contains("at most 15"));
+        assert!(one_err("InterfaceName a/b\n").contains("does not allow"));
+        assert!(one_err("SyslogFacility local9\n").contains("unknown syslog facility"));
+    }
+
+    #[test]
+    fn case_insensitive_names_and_values() {
+        let c = ok("RELAYTYPE Cone\nprefix 2001:0::\nINTERFACEmtu 1280\nsyslogfacility Daemon\n");
+        assert_eq!(c.relay_type, RelayType::Cone);
+    }
+
+    #[test]
+    fn comments_blank_lines_and_crlf() {
+        let c = ok(
+            "\n# comment\n   # indented\nServerAddress 192.0.2.1 # the server\r\n\t\nBindPort 3545",
+        );
+        assert_eq!(c.bind_port, 3545);
+        assert_eq!(c.server_address.as_deref(), Some("192.0.2.1"));
+    }
+
+    #[test]
+    fn duplicates_unknowns_and_all_errors_at_once() {
+        let e = errs("ServerAddress 192.0.2.1\nFoo bar\nserveraddress 192.0.2.2\nBindPort 99999\nInterfaceName\nBindPort 1 2\n");
+        assert_eq!(
+            e,
+            vec![
+                "m.conf:2: Foo: unknown directive",
+                "m.conf:3: serveraddress: given twice (first at line 1)",
+                "m.conf:4: BindPort: 99999 is out of range: must be between 0 and 65535",
+                "m.conf:5: InterfaceName: missing value",
+                "m.conf:6: BindPort: unexpected text after the value \"1\": \"2\" (a value is a single word)",
+            ]
+        );
+    }
+
+    #[test]
+    fn load_distinguishes_unreadable_from_invalid() {
+        let dir = std::env::temp_dir().join(format!("libteredo-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.conf");
+        let bad = dir.join("bad.conf");
+        std::fs::write(&good, "ServerAddress 192.0.2.1\n").unwrap();
+        std::fs::write(&bad, b"ServerAddress \xff\n").unwrap();
+        assert!(MiredoConfig::load(&good).is_ok());
+        match MiredoConfig::load(&bad) {
+            Err(LoadError::Invalid(e)) => {
+                assert_eq!(e.len(), 1);
+                assert!(e[0].file.ends_with("bad.conf"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            MiredoConfig::load(dir.join("missing.conf")),
+            Err(LoadError::Unreadable { .. })
+        ));
+        assert!(matches!(
+            MiredoConfig::load(&dir),
+            Err(LoadError::Unreadable { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
