@@ -25,6 +25,11 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_secs(10);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Solicitations with the cone bit (NAT test only).
+pub const CONE_PROBE_ATTEMPTS: u8 = 2;
+/// How long Linux keeps the connection-tracking entry of an unanswered UDP
+/// packet (nf_conntrack_udp_timeout), plus a margin.
+pub const CONNTRACK_WAIT: Duration = Duration::from_secs(32);
 /// The MTU when the RA carries none (RFC 4380 5.1.2).
 pub const DEFAULT_MTU: u16 = 1280;
 
@@ -116,6 +121,8 @@ pub struct Client {
     primary: Option<Solicit>,
     secondary: Option<Solicit>,
     cone_probe: Option<Solicit>,
+    /// When to solicit the secondary address.
+    secondary_at: Option<Instant>,
     nat: NatBehaviour,
     nat_probe: NatProbe,
     last_server_rx: Instant,
@@ -144,6 +151,7 @@ impl Client {
             primary: None,
             secondary: None,
             cone_probe: None,
+            secondary_at: None,
             nat: NatBehaviour::Unknown,
             nat_probe: NatProbe::default(),
             last_server_rx: now,
@@ -252,6 +260,7 @@ impl Client {
         self.primary = None;
         self.secondary = None;
         self.cone_probe = None;
+        self.secondary_at = None;
         self.next_refresh = None;
         self.state = ClientState::Probing;
         self.retry_at = Some(now);
@@ -485,11 +494,13 @@ impl Client {
             mtu,
             nat: self.nat,
         }));
-        // Learn the NAT's behaviour (reported, never fatal).
+        // Learn the NAT's behaviour (reported, never fatal). First the cone
+        // test: an RS with the cone bit, answered from the other server
+        // address. Only then the secondary address: had we sent to it
+        // first, a restricted NAT would let its answer to the cone test in.
         self.nat_probe = NatProbe::default();
-        let mut s2 = self.new_solicit(self.cfg.server2, false, now);
-        Self::send_rs(&mut s2, now, out);
-        self.secondary = Some(s2);
+        self.secondary = None;
+        self.secondary_at = None;
         let mut c = self.new_solicit(self.cfg.server, true, now);
         Self::send_rs(&mut c, now, out);
         self.cone_probe = Some(c);
@@ -500,17 +511,15 @@ impl Client {
 
     fn decide_nat(&mut self, out: &mut Vec<Output>) {
         let current = self.current.map(|q| q.mapped);
-        let nat = match (self.nat_probe.secondary, self.nat_probe.cone) {
-            (Some(Some(m)), _) if Some(m) != current => NatBehaviour::Symmetric,
-            (_, Some(true)) => NatBehaviour::Cone,
-            (Some(Some(_)), Some(false)) => NatBehaviour::Restricted,
-            (Some(None), Some(false)) => NatBehaviour::Unknown,
+        let nat = match (self.nat_probe.cone, self.nat_probe.secondary) {
+            (Some(true), _) => NatBehaviour::Cone,
+            (Some(false), Some(Some(m))) if Some(m) != current => NatBehaviour::Symmetric,
+            (Some(false), Some(Some(_))) => NatBehaviour::Restricted,
+            (Some(false), Some(None)) => NatBehaviour::Unknown,
             _ => return, // Not decided yet.
         };
-        if nat != self.nat || !matches!(nat, NatBehaviour::Unknown) {
-            self.nat = nat;
-            out.push(Output::Event(Event::NatObserved(nat)));
-        }
+        self.nat = nat;
+        out.push(Output::Event(Event::NatObserved(nat)));
     }
 
     fn schedule_refresh(&mut self, now: Instant) {
@@ -574,6 +583,14 @@ impl Client {
                 }
             }
         }
+        if let Some(at) = self.secondary_at {
+            if at <= now && self.current.is_some() {
+                self.secondary_at = None;
+                let mut s2 = self.new_solicit(self.cfg.server2, false, now);
+                Self::send_rs(&mut s2, now, out);
+                self.secondary = Some(s2);
+            }
+        }
         for which in 1..=2u8 {
             let slot = if which == 1 {
                 &mut self.secondary
@@ -582,7 +599,12 @@ impl Client {
             };
             if let Some(mut s) = *slot {
                 if s.next <= now {
-                    if s.attempts < RS_ATTEMPTS {
+                    let max = if which == 1 {
+                        RS_ATTEMPTS
+                    } else {
+                        CONE_PROBE_ATTEMPTS
+                    };
+                    if s.attempts < max {
                         Self::send_rs(&mut s, now, out);
                         *slot = Some(s);
                     } else {
@@ -591,6 +613,13 @@ impl Client {
                             self.nat_probe.secondary = Some(None);
                         } else {
                             self.nat_probe.cone = Some(false);
+                            // The unanswered test left a connection-tracking
+                            // entry in a Linux NAT for the secondary address
+                            // and our mapped port; were we to solicit that
+                            // address now, the NAT would pick another port
+                            // and we would wrongly see a symmetric NAT. Let
+                            // the entry expire first.
+                            self.secondary_at = Some(now + CONNTRACK_WAIT);
                         }
                         self.decide_nat(out);
                     }
@@ -615,6 +644,7 @@ impl Client {
         consider(self.primary.map(|s| s.next));
         consider(self.secondary.map(|s| s.next));
         consider(self.cone_probe.map(|s| s.next));
+        consider(self.secondary_at);
         consider(self.discovery.as_ref().and_then(|d| d.poll_timeout()));
         t
     }

@@ -45,6 +45,14 @@ pub struct ForwarderConfig {
     pub ping_tests_per_second: u32,
     /// Bubbles sent in answer to bubbles received, per second.
     pub bubble_replies_per_second: u32,
+    /// Whether to send direct bubbles to a peer's mapped endpoint besides
+    /// the indirect one through its server (RFC 4380 5.2.4 case 5, 5.4.1
+    /// case 3). Needed behind a NAT (clients, `RelayType restricted`); a
+    /// relay on a public address (`RelayType cone`) sends none: an
+    /// unsolicited packet would only create a connection-tracking entry in
+    /// the client's NAT, which then maps the client's answer to another
+    /// port.
+    pub direct_bubbles: bool,
 }
 
 impl Default for ForwarderConfig {
@@ -57,6 +65,7 @@ impl Default for ForwarderConfig {
             icmp_per_second: 20,
             ping_tests_per_second: 50,
             bubble_replies_per_second: 1000,
+            direct_bubbles: true,
         }
     }
 }
@@ -246,13 +255,16 @@ impl Forwarder {
     /// case 5, 5.4.1 case 3: we ignore the cone bit, as RFC 5991 advises).
     fn send_bubbles(&mut self, dst: &Ipv6Addr, t: &TeredoAddr, out: &mut Vec<Output>) {
         let bubble = build_bubble(self.bubble_source(), *dst);
-        out.push(Self::udp(t.mapped(), bubble.to_vec(), 0));
+        if self.cfg.direct_bubbles {
+            out.push(Self::udp(t.mapped(), bubble.to_vec(), 0));
+            self.stats.bubbles_sent += 1;
+        }
         out.push(Self::udp(
             SocketAddrV4::new(t.server, TEREDO_PORT),
             bubble.to_vec(),
             0,
         ));
-        self.stats.bubbles_sent += 2;
+        self.stats.bubbles_sent += 1;
     }
 
     /// The connectivity test echo request to the native peer `dst`, through
@@ -691,7 +703,7 @@ impl Forwarder {
             let Some(p) = self.peers.get(&peer) else {
                 continue;
             };
-            if p.trusted || p.queue.is_empty() {
+            if p.trusted || p.queue().is_empty() {
                 continue;
             }
             if p.local {

@@ -1,0 +1,642 @@
+//! Simulator scenarios: the engines in a virtual Internet with NATs, on a
+//! virtual clock, reproducible from a seed. Every test name contains `sim`.
+
+mod simnet;
+
+use libteredo::addr::{TeredoAddr, TEREDO_PORT};
+use libteredo::proto::client::{ClientConfig, ClientState};
+use libteredo::proto::discovery::DiscoveryConfig;
+use libteredo::proto::peers::DEFAULT_QUEUE_BYTES;
+use libteredo::proto::relay::ForwarderConfig;
+use libteredo::proto::stats::DropReason;
+use libteredo::proto::{Event, NatBehaviour};
+use libteredo::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
+use libteredo::wire::ipv6::{build_bubble, Ipv6Repr};
+use libteredo::wire::teredo::{Auth, Origin};
+use simnet::*;
+use std::net::{Ipv6Addr, SocketAddrV4};
+use std::time::Duration;
+
+const SERVER: &str = "198.18.1.1";
+const RELAY: &str = "198.18.2.1";
+const NAT_WAN: &str = "198.18.3.1";
+const NAT2_WAN: &str = "198.18.4.1";
+const NATIVE: &str = "2001:db8:9::1";
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+struct Lab {
+    w: World,
+    server: NodeId,
+    relay: NodeId,
+    native: usize,
+    nat: NatId,
+    client: NodeId,
+}
+
+/// Server, relay, native host, and one client behind a NAT of `kind`.
+fn lab(seed: u64, kind: NatKind) -> Lab {
+    let mut w = World::new(seed);
+    let server = w.add_server(ip(SERVER));
+    let relay = w.add_relay(ip(RELAY), None);
+    let native = w.add_native(ip6(NATIVE));
+    let (nat, lan) = w.add_nat(kind, ip(NAT_WAN), false);
+    let client = w.add_client(ip("192.168.1.2"), 40000, Some(lan), ip(SERVER));
+    Lab {
+        w,
+        server,
+        relay,
+        native,
+        nat,
+        client,
+    }
+}
+
+/// The NAT behaviour the client reported, waiting for the NAT tests.
+fn reported_nat(w: &mut World, id: NodeId) -> NatBehaviour {
+    let ok = w.run_until_cond(SECS(90), |w| {
+        w.events(id)
+            .iter()
+            .any(|e| matches!(e, Event::NatObserved(_)))
+    });
+    assert!(ok, "no NAT report\n{}", w.trace.join("\n"));
+    w.client(id).nat()
+}
+
+fn check_qualified_behind(kind: NatKind, expect: NatBehaviour, seed: u64) {
+    let mut l = lab(seed, kind);
+    let addr = l.w.qualify(l.client, SECS(10));
+    let t = TeredoAddr::parse(&addr).unwrap();
+    assert_eq!(t.server, ip(SERVER));
+    assert_eq!(*t.mapped().ip(), ip(NAT_WAN));
+    // RFC 5991: never the cone bit, R/U/G clear.
+    assert!(!t.is_cone());
+    assert!(t.flags_valid_rfc5991());
+    assert_eq!(l.w.client(l.client).state(), ClientState::Qualified);
+    assert_eq!(reported_nat(&mut l.w, l.client), expect, "{kind:?}");
+}
+
+#[test]
+fn sim_qualify_no_nat_reports_cone() {
+    let mut w = World::new(1);
+    w.add_server(ip(SERVER));
+    let c = w.add_client(ip("198.18.5.9"), 40000, None, ip(SERVER));
+    let addr = w.qualify(c, SECS(5));
+    let t = TeredoAddr::parse(&addr).unwrap();
+    assert_eq!(t.mapped(), SocketAddrV4::new(ip("198.18.5.9"), 40000));
+    assert_eq!(reported_nat(&mut w, c), NatBehaviour::Cone);
+}
+
+#[test]
+fn sim_qualify_full_cone() {
+    check_qualified_behind(NatKind::FullCone, NatBehaviour::Cone, 2);
+}
+
+#[test]
+fn sim_qualify_address_restricted() {
+    check_qualified_behind(NatKind::AddressRestricted, NatBehaviour::Restricted, 3);
+}
+
+#[test]
+fn sim_qualify_port_restricted() {
+    check_qualified_behind(NatKind::PortRestricted, NatBehaviour::Restricted, 4);
+}
+
+#[test]
+fn sim_qualify_symmetric_is_qualified_and_reported() {
+    check_qualified_behind(NatKind::Symmetric, NatBehaviour::Symmetric, 5);
+}
+
+#[test]
+fn sim_qualify_linux_masquerade_is_restricted_not_symmetric() {
+    // The unanswered cone test leaves a conntrack entry; a naive secondary
+    // test would then see another port and call the NAT symmetric.
+    check_qualified_behind(NatKind::Masquerade, NatBehaviour::Restricted, 6);
+}
+
+#[test]
+fn sim_qualify_with_loss_retries() {
+    let mut l = lab(7, NatKind::PortRestricted);
+    l.w.loss = 0.3;
+    l.w.qualify(l.client, SECS(60));
+}
+
+#[test]
+fn sim_native_both_ways_through_relay_nothing_lost() {
+    let mut l = lab(8, NatKind::PortRestricted);
+    let addr = l.w.qualify(l.client, SECS(10));
+    let native = ip6(NATIVE);
+
+    // Native -> client first: the relay queues the first packet, bubbles
+    // the client through its server, and delivers after the exchange.
+    l.w.native_send(echo_request(native, addr, 1, 1, 56));
+    l.w.run_for(SECS(3));
+    assert_eq!(
+        l.w.client_echo_requests(l.client, 1),
+        vec![1],
+        "{}",
+        l.w.trace.join("\n")
+    );
+    // The client's kernel answered; the reply needs a connectivity test
+    // towards the native host, then goes through the relay.
+    l.w.run_for(SECS(3));
+    assert_eq!(
+        l.w.native_echo_replies(l.native, 1),
+        vec![1],
+        "{}",
+        l.w.trace.join("\n")
+    );
+    for seq in 2..=10 {
+        l.w.native_send(echo_request(native, addr, 1, seq, 56));
+        l.w.run_for(Duration::from_millis(200));
+    }
+    l.w.run_for(SECS(1));
+    assert_eq!(
+        l.w.native_echo_replies(l.native, 1),
+        (1..=10).collect::<Vec<_>>()
+    );
+
+    // Client -> native.
+    for seq in 1..=5 {
+        l.w.client_send(l.client, echo_request(addr, native, 2, seq, 100));
+        l.w.run_for(Duration::from_millis(200));
+    }
+    l.w.run_for(SECS(1));
+    assert_eq!(
+        l.w.native_echo_requests(l.native, 2),
+        (1..=5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        l.w.client_echo_replies(l.client, 2),
+        (1..=5).collect::<Vec<_>>()
+    );
+    assert_eq!(l.w.relay_engine(l.relay).stats().total_drops(), 0);
+}
+
+#[test]
+fn sim_client_initiates_to_native_first_packet_queued() {
+    let mut l = lab(9, NatKind::Masquerade);
+    let addr = l.w.qualify(l.client, SECS(10));
+    let native = ip6(NATIVE);
+    // The first packet waits for the connectivity test; none is lost.
+    l.w.client_send(l.client, echo_request(addr, native, 3, 1, 10));
+    l.w.client_send(l.client, echo_request(addr, native, 3, 2, 10));
+    l.w.run_for(SECS(3));
+    assert_eq!(
+        l.w.native_echo_requests(l.native, 3),
+        vec![1, 2],
+        "{}",
+        l.w.trace.join("\n")
+    );
+    assert_eq!(l.w.client_echo_replies(l.client, 3), vec![1, 2]);
+    assert!(l.w.client(l.client).stats().ping_tests_ok >= 1);
+}
+
+fn two_clients(seed: u64, k1: NatKind, k2: NatKind) -> (World, NodeId, NodeId) {
+    let mut w = World::new(seed);
+    w.add_server(ip(SERVER));
+    let (_, lan1) = w.add_nat(k1, ip(NAT_WAN), false);
+    let (_, lan2) = w.add_nat(k2, ip(NAT2_WAN), false);
+    let a = w.add_client(ip("192.168.1.2"), 40000, Some(lan1), ip(SERVER));
+    let b = w.add_client(ip("192.168.2.2"), 50000, Some(lan2), ip(SERVER));
+    (w, a, b)
+}
+
+fn ping_both_ways(w: &mut World, a: NodeId, b: NodeId) {
+    let aa = w.qualify(a, SECS(10));
+    let ba = w.qualify(b, SECS(10));
+    for seq in 1..=3 {
+        w.client_send(a, echo_request(aa, ba, 10, seq, 32));
+        w.run_for(Duration::from_millis(500));
+    }
+    w.run_for(SECS(5));
+    assert_eq!(
+        w.client_echo_requests(b, 10),
+        vec![1, 2, 3],
+        "{}",
+        w.trace.join("\n")
+    );
+    assert_eq!(
+        w.client_echo_replies(a, 10),
+        vec![1, 2, 3],
+        "{}",
+        w.trace.join("\n")
+    );
+    for seq in 1..=3 {
+        w.client_send(b, echo_request(ba, aa, 11, seq, 32));
+        w.run_for(Duration::from_millis(500));
+    }
+    w.run_for(SECS(2));
+    assert_eq!(w.client_echo_replies(b, 11), vec![1, 2, 3]);
+}
+
+#[test]
+fn sim_client_to_client_two_port_restricted_nats() {
+    let (mut w, a, b) = two_clients(10, NatKind::PortRestricted, NatKind::PortRestricted);
+    ping_both_ways(&mut w, a, b);
+}
+
+#[test]
+fn sim_client_to_client_full_cone_and_restricted() {
+    let (mut w, a, b) = two_clients(11, NatKind::FullCone, NatKind::AddressRestricted);
+    ping_both_ways(&mut w, a, b);
+}
+
+#[test]
+fn sim_two_clients_one_nat_no_hairpin_local_discovery() {
+    let mut w = World::new(12);
+    w.add_server(ip(SERVER));
+    let (_, lan) = w.add_nat(NatKind::PortRestricted, ip(NAT_WAN), false);
+    let mut cfg = ClientConfig::new(ip(SERVER));
+    cfg.discovery = Some(DiscoveryConfig {
+        local_nets: vec![(ip("192.168.1.0"), 24)],
+        any_mapped: false,
+    });
+    let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan), cfg.clone());
+    let b = w.add_client_with(ip("192.168.1.3"), 40001, Some(lan), cfg);
+    ping_both_ways(&mut w, a, b);
+    // The traffic went over the LAN: to b's local endpoint, never through
+    // the NAT's (absent) hairpin.
+    let to_b_local = w.sent[&a]
+        .iter()
+        .filter(|(to, _)| *to == SocketAddrV4::new(ip("192.168.1.3"), 40001))
+        .count();
+    assert!(to_b_local >= 3, "{to_b_local}");
+}
+
+#[test]
+fn sim_two_clients_one_nat_without_discovery_fail_without_hairpin() {
+    // The control experiment for the scenario above: no discovery, no
+    // hairpin, no path.
+    let mut w = World::new(13);
+    w.add_server(ip(SERVER));
+    let (_, lan) = w.add_nat(NatKind::PortRestricted, ip(NAT_WAN), false);
+    let a = w.add_client(ip("192.168.1.2"), 40000, Some(lan), ip(SERVER));
+    let b = w.add_client(ip("192.168.1.3"), 40001, Some(lan), ip(SERVER));
+    let aa = w.qualify(a, SECS(10));
+    let ba = w.qualify(b, SECS(10));
+    w.client_send(a, echo_request(aa, ba, 12, 1, 8));
+    w.run_for(SECS(15));
+    assert!(w.client_echo_requests(b, 12).is_empty());
+}
+
+#[test]
+fn sim_server_silent_loss_then_recovery() {
+    let mut l = lab(14, NatKind::PortRestricted);
+    let addr = l.w.qualify(l.client, SECS(10));
+    l.w.nodes[l.server].up = false;
+    let start = l.w.elapsed();
+    let lost = l.w.run_until_cond(SECS(120), |w| {
+        w.events(l.client)
+            .iter()
+            .any(|e| matches!(e, Event::ServerLost { .. }))
+    });
+    assert!(lost, "{}", l.w.trace.join("\n"));
+    let lost_after = l.w.elapsed() - start;
+    // RFC timers: refresh within 22.5..30 s, then 3 solicitations 4 s apart.
+    assert!(
+        lost_after >= SECS(22) && lost_after <= SECS(45),
+        "{lost_after:?}"
+    );
+    assert!(l.w.teredo_addr(l.client).is_none());
+    assert!(l
+        .w
+        .events(l.client)
+        .contains(&Event::ServerLost { old: addr }));
+    l.w.nodes[l.server].up = true;
+    let again = l.w.qualify(l.client, SECS(120));
+    // Same NAT mapping: the address is rebuilt on the same mapped endpoint.
+    assert_eq!(
+        TeredoAddr::parse(&again).unwrap().mapped(),
+        TeredoAddr::parse(&addr).unwrap().mapped()
+    );
+}
+
+#[test]
+fn sim_nat_remap_new_address_old_withdrawn() {
+    let mut l = lab(15, NatKind::PortRestricted);
+    let old = l.w.qualify(l.client, SECS(10));
+    l.w.nats[l.nat].reboot(Some(ip("198.18.3.77")));
+    let moved = l.w.run_until_cond(SECS(60), |w| {
+        w.teredo_addr(l.client).is_some_and(|a| a != old)
+    });
+    assert!(moved, "{}", l.w.trace.join("\n"));
+    let new = l.w.teredo_addr(l.client).unwrap();
+    assert_eq!(
+        *TeredoAddr::parse(&new).unwrap().mapped().ip(),
+        ip("198.18.3.77")
+    );
+    let ev = l.w.events(l.client);
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Qualified { addr, old: Some(o), .. } if *addr == new && *o == old)),
+        "{ev:?}"
+    );
+    // The native host reaches the new address.
+    l.w.native_send(echo_request(ip6(NATIVE), new, 20, 1, 8));
+    l.w.run_for(SECS(5));
+    assert_eq!(l.w.native_echo_replies(l.native, 20), vec![1]);
+}
+
+#[test]
+fn sim_mapping_kept_alive_by_maintenance() {
+    let mut l = lab(16, NatKind::PortRestricted);
+    l.w.nats[l.nat].timeout = SECS(60);
+    let addr = l.w.qualify(l.client, SECS(10));
+    l.w.run_for(SECS(600));
+    assert_eq!(l.w.teredo_addr(l.client), Some(addr));
+    assert!(!l
+        .w
+        .events(l.client)
+        .iter()
+        .any(|e| matches!(e, Event::ServerLost { .. })));
+}
+
+#[test]
+fn sim_peer_expiry_after_30s() {
+    let mut l = lab(17, NatKind::PortRestricted);
+    let addr = l.w.qualify(l.client, SECS(10));
+    l.w.native_send(echo_request(ip6(NATIVE), addr, 30, 1, 8));
+    l.w.run_for(SECS(5));
+    assert_eq!(l.w.native_echo_replies(l.native, 30), vec![1]);
+    assert!(l.w.relay_engine(l.relay).peers().get(&addr).is_some());
+    l.w.run_for(SECS(31));
+    assert!(l.w.relay_engine(l.relay).peers().get(&addr).is_none());
+}
+
+#[test]
+fn sim_pending_queue_cap() {
+    let mut l = lab(18, NatKind::PortRestricted);
+    let addr = l.w.qualify(l.client, SECS(10));
+    // The server is silenced so no bubble gets through: everything waits.
+    l.w.nodes[l.server].up = false;
+    let per = 1000;
+    let n = DEFAULT_QUEUE_BYTES / (per + 48) + 5;
+    for seq in 0..n as u16 {
+        l.w.native_send(echo_request(ip6(NATIVE), addr, 31, seq, per));
+    }
+    l.w.run_for(Duration::from_millis(100));
+    let relay = l.w.relay_engine(l.relay);
+    let p = relay.peers().get(&addr).unwrap();
+    assert!(p.queue().bytes() <= DEFAULT_QUEUE_BYTES);
+    assert_eq!(p.queue().len(), DEFAULT_QUEUE_BYTES / (per + 48));
+    assert_eq!(relay.stats().dropped(DropReason::QueueFull), 5);
+}
+
+#[test]
+fn sim_bubble_limits_exact() {
+    // A relay trying to reach a client that never answers: one bubble pair
+    // per 2 s at most, 4 in 300 s, then nothing until the window passes.
+    let mut w = World::new(19);
+    w.add_server(ip(SERVER));
+    let relay = w.add_relay(ip(RELAY), None);
+    w.add_native(ip6(NATIVE));
+    let dead = TeredoAddr {
+        prefix: 0x2001_0000,
+        server: ip(SERVER),
+        flags: 0,
+        mapped_port: 4444,
+        mapped_addr: ip("198.18.9.9"),
+    }
+    .to_ipv6();
+    let mut times = Vec::new();
+    for i in 0..320u64 {
+        let before = w.sent.get(&relay).map_or(0, |v| v.len());
+        w.native_send(echo_request(ip6(NATIVE), dead, 40, i as u16, 8));
+        w.run_for(SECS(1));
+        let after = w.sent.get(&relay).map_or(0, |v| v.len());
+        for _ in before..after {
+            times.push(i);
+        }
+    }
+    let sent = &w.sent[&relay];
+    // Each attempt is one indirect bubble (a public relay sends no direct
+    // bubble), through the client's server.
+    assert!(sent
+        .iter()
+        .all(|(to, p)| p.len() == 40 && *to == SocketAddrV4::new(ip(SERVER), TEREDO_PORT)));
+    let attempts = times;
+    // Four attempts, 2 s apart; then silence until 300 s after the last
+    // one; then four more.
+    assert_eq!(attempts, vec![0, 2, 4, 6, 306, 308, 310, 312]);
+}
+
+#[test]
+fn sim_spoofed_teredo_source_from_wrong_endpoint_dropped() {
+    let mut l = lab(20, NatKind::FullCone);
+    let addr = l.w.qualify(l.client, SECS(10));
+    // An attacker at 198.18.66.6 claims to be a Teredo peer whose mapped
+    // endpoint is elsewhere.
+    let victim = TeredoAddr {
+        prefix: 0x2001_0000,
+        server: ip(SERVER),
+        flags: 0,
+        mapped_port: 5555,
+        mapped_addr: ip("198.18.7.7"),
+    }
+    .to_ipv6();
+    let pkt = echo_request(victim, addr, 50, 1, 8);
+    let dst = SocketAddrV4::new(
+        ip(NAT_WAN),
+        l.w.client(l.client).qualification().unwrap().mapped.port(),
+    );
+    l.w.send_v4(SocketAddrV4::new(ip("198.18.66.6"), 3544), dst, pkt, None);
+    l.w.run_for(SECS(1));
+    assert!(l.w.client_echo_requests(l.client, 50).is_empty());
+    assert_eq!(l.w.client(l.client).stats().dropped(DropReason::Spoofed), 1);
+    assert!(l.w.client(l.client).peer_count() == 0);
+}
+
+/// An RA such as a server would send, for a forged answer.
+fn forged_ra(nonce: [u8; 8], origin: SocketAddrV4) -> Vec<u8> {
+    let ra = RouterAdvert {
+        cur_hop_limit: 0,
+        flags: 0,
+        router_lifetime: 0,
+        reachable_time: 0,
+        retrans_timer: 0,
+        prefix: Some(PrefixInfo {
+            prefix_len: 64,
+            flags: 0x40,
+            valid_lifetime: 0xffff_ffff,
+            preferred_lifetime: 0xffff_ffff,
+            prefix: ip6("2001:0:c612:101::"),
+        }),
+        prefix_count: 1,
+        mtu: Some(1280),
+    };
+    let mut v = Vec::new();
+    Auth {
+        client_id: &[],
+        auth_value: &[],
+        nonce,
+        confirmation: 0,
+    }
+    .emit(&mut v);
+    Origin(origin).emit(&mut v);
+    v.extend_from_slice(&icmpv6::build_packet(
+        libteredo::addr::server_link_local(ip(SERVER)),
+        libteredo::addr::LINK_LOCAL_RESTRICTED,
+        255,
+        &Icmpv6Repr::RouterAdvert(ra),
+    ));
+    v
+}
+
+#[test]
+fn sim_ra_with_wrong_nonce_dropped() {
+    let mut w = World::new(21);
+    w.add_server(ip(SERVER));
+    let c = w.add_client(ip("198.18.5.9"), 40000, None, ip(SERVER));
+    let real = w.qualify(c, SECS(5));
+    // Forged RAs from the server's address, announcing another mapping,
+    // with guessed nonces: never accepted.
+    for i in 0..50u8 {
+        let ra = forged_ra([i; 8], SocketAddrV4::new(ip("198.18.66.6"), 6666));
+        w.send_v4(
+            SocketAddrV4::new(ip(SERVER), TEREDO_PORT),
+            SocketAddrV4::new(ip("198.18.5.9"), 40000),
+            ra,
+            None,
+        );
+    }
+    w.run_for(SECS(120));
+    assert_eq!(w.teredo_addr(c), Some(real));
+    assert!(w.client(c).stats().dropped(DropReason::Spoofed) >= 50);
+}
+
+#[test]
+fn sim_non_global_mapped_peer_refused_cve_2006_6264() {
+    let mut l = lab(22, NatKind::FullCone);
+    let addr = l.w.qualify(l.client, SECS(10));
+    // A Teredo address whose mapped IPv4 is an intranet address: nothing
+    // may be sent there, and no peer entry made.
+    let intranet = TeredoAddr {
+        prefix: 0x2001_0000,
+        server: ip(SERVER),
+        flags: 0,
+        mapped_port: 80,
+        mapped_addr: ip("192.168.1.1"),
+    }
+    .to_ipv6();
+    let before = l.w.sent.get(&l.client).map_or(0, |v| v.len());
+    l.w.client_send(l.client, echo_request(addr, intranet, 60, 1, 8));
+    let after = l.w.sent.get(&l.client).map_or(0, |v| v.len());
+    assert_eq!(before, after);
+    assert_eq!(l.w.client(l.client).peer_count(), 0);
+    // Same at the relay, from the native side.
+    l.w.native_send(echo_request(ip6(NATIVE), intranet, 61, 1, 8));
+    l.w.run_for(SECS(1));
+    assert!(l.w.sent.get(&l.relay).is_none_or(|v| v.is_empty()));
+    assert_eq!(
+        l.w.relay_engine(l.relay)
+            .stats()
+            .dropped(DropReason::NotGlobal),
+        1
+    );
+}
+
+#[test]
+fn sim_relay_never_forwards_routing_header_cve_2006_6263() {
+    let mut l = lab(23, NatKind::FullCone);
+    let addr = l.w.qualify(l.client, SECS(10));
+    // Open the path first.
+    l.w.native_send(echo_request(ip6(NATIVE), addr, 70, 1, 8));
+    l.w.run_for(SECS(5));
+    assert_eq!(l.w.native_echo_replies(l.native, 70), vec![1]);
+    // The client sends a packet with a type 0 routing header, segments
+    // left 1, bouncing through the relay towards a third party.
+    let mut rh = vec![59u8, 2, 0, 1, 0, 0, 0, 0];
+    rh.extend_from_slice(&ip6("2001:db8:66::6").octets());
+    let pkt = Ipv6Repr {
+        src: addr,
+        dst: ip6(NATIVE),
+        next_header: 43,
+        payload_len: 0,
+        hop_limit: 64,
+        traffic_class: 0,
+    }
+    .build(&rh);
+    let relay_tun_before = l.w.natives[l.native].rx.len();
+    let mapped = l.w.client(l.client).qualification().unwrap().mapped;
+    l.w.send_v4(mapped, SocketAddrV4::new(ip(RELAY), TEREDO_PORT), pkt, None);
+    l.w.run_for(SECS(1));
+    assert_eq!(l.w.natives[l.native].rx.len(), relay_tun_before);
+    assert_eq!(
+        l.w.relay_engine(l.relay)
+            .stats()
+            .dropped(DropReason::RoutingHeader),
+        1
+    );
+}
+
+#[test]
+fn sim_bubble_from_relay_opens_restricted_nat() {
+    // The relay's indirect bubble reaches the client through the server
+    // with an origin indication; the client answers with a direct bubble.
+    let mut l = lab(24, NatKind::PortRestricted);
+    let addr = l.w.qualify(l.client, SECS(10));
+    l.w.native_send(echo_request(ip6(NATIVE), addr, 80, 1, 8));
+    l.w.run_for(SECS(3));
+    let direct = l.w.sent[&l.client]
+        .iter()
+        .filter(|(to, p)| *to == SocketAddrV4::new(ip(RELAY), TEREDO_PORT) && p.len() == 40)
+        .count();
+    assert_eq!(direct, 1);
+    assert_eq!(l.w.client_echo_requests(l.client, 80), vec![1]);
+}
+
+#[test]
+fn sim_same_seed_same_trace() {
+    let run = |seed| {
+        let mut l = lab(seed, NatKind::Masquerade);
+        l.w.loss = 0.1;
+        let addr = l.w.qualify(l.client, SECS(60));
+        for s in 0..5 {
+            l.w.native_send(echo_request(ip6(NATIVE), addr, 90, s, 20));
+            l.w.run_for(SECS(1));
+        }
+        l.w.run_for(SECS(60));
+        (
+            addr,
+            l.w.trace.clone(),
+            l.w.native_echo_replies(l.native, 90),
+        )
+    };
+    let a = run(99);
+    let b = run(99);
+    assert_eq!(a, b);
+    let c = run(100);
+    assert_ne!(a.0, c.0, "another seed, other random flags");
+}
+
+#[test]
+fn sim_relay_icmp_unreachable_after_bubbles_fail() {
+    let mut w = World::new(25);
+    w.add_server(ip(SERVER));
+    let relay = w.add_relay_with(ip(RELAY), None, ForwarderConfig::default());
+    let h = w.add_native(ip6(NATIVE));
+    let dead = TeredoAddr {
+        prefix: 0x2001_0000,
+        server: ip(SERVER),
+        flags: 0,
+        mapped_port: 4444,
+        mapped_addr: ip("198.18.9.9"),
+    }
+    .to_ipv6();
+    w.native_send(echo_request(ip6(NATIVE), dead, 41, 1, 8));
+    w.run_for(SECS(12));
+    let unreachables = w.natives[h]
+        .rx
+        .iter()
+        .filter(|p| {
+            let ip = libteredo::wire::ipv6::Ipv6Packet::new_checked(&p[..]).unwrap();
+            matches!(
+                Icmpv6Repr::parse(&ip.src_addr(), &ip.dst_addr(), ip.payload()),
+                Ok(Icmpv6Repr::DstUnreachable { code: 3, .. })
+            )
+        })
+        .count();
+    assert_eq!(unreachables, 1);
+    assert_eq!(w.relay_engine(relay).stats().icmp_errors, 1);
+    let _: Ipv6Addr = dead;
+    let _ = build_bubble;
+}
