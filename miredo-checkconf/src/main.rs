@@ -1,4 +1,68 @@
-fn main() {
-    eprintln!("miredo-checkconf: not implemented yet");
-    std::process::exit(2);
+//! miredo-checkconf: checks a miredo.conf (or, with -s, a
+//! miredo-server.conf) and reports every problem as
+//! `FILE:LINE: Directive: reason`.
+//!
+//! Exit status: 0 valid, 1 invalid, 2 unreadable (or a bad command line).
+
+mod check;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The default files, as in the C miredo.
+const MIREDO_CONF: &str = "/etc/miredo/miredo.conf";
+const SERVER_CONF: &str = "/etc/miredo/miredo-server.conf";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "miredo-checkconf",
+    version,
+    about = "Check a miredo.conf, or with -s a miredo-server.conf",
+    long_about = "Check a miredo.conf, or with -s a miredo-server.conf, without starting \
+                  anything. Every problem is printed on standard error as \
+                  FILE:LINE: Directive: reason; warnings do not make a file invalid. \
+                  Host names are checked for syntax, not resolved.",
+    after_help = "Exit status: 0 if the file is valid, 1 if it is not, \
+                  2 if it cannot be read or the command line is wrong."
+)]
+struct Args {
+    /// Check a miredo-server.conf (default /etc/miredo/miredo-server.conf)
+    /// instead of a miredo.conf (default /etc/miredo/miredo.conf)
+    #[arg(short, long)]
+    server: bool,
+
+    /// The file to check (the C tool's -c/--config is accepted too)
+    #[arg(
+        short = 'c',
+        long = "config",
+        visible_alias = "conf",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+
+    /// The file to check
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let kind = if args.server {
+        check::Kind::Server
+    } else {
+        check::Kind::Miredo
+    };
+    let default = if args.server {
+        SERVER_CONF
+    } else {
+        MIREDO_CONF
+    };
+    let path = args
+        .file
+        .or(args.config)
+        .unwrap_or_else(|| PathBuf::from(default));
+    let mut stderr = std::io::stderr().lock();
+    ExitCode::from(check::run(kind, &path, &mut stderr) as u8)
 }
