@@ -38,6 +38,16 @@ pub(crate) fn lex<'a>(
         let Some(name) = words.next() else {
             continue; // blank or comment only
         };
+        if content.contains(char::REPLACEMENT_CHARACTER) {
+            // read_text turned bytes that are not UTF-8 into U+FFFD.
+            errors.push(ConfError::at(
+                file,
+                line,
+                name,
+                "the line is not valid UTF-8 text",
+            ));
+            continue;
+        }
         let Some(value) = words.next() else {
             errors.push(ConfError::at(file, line, name, "missing value"));
             continue;
@@ -126,6 +136,14 @@ mod tests {
                 "t:6: Beta: missing value",
             ]
         );
+    }
+
+    #[test]
+    fn bytes_that_were_not_utf8() {
+        let (found, errors) = run("Alpha t\u{fffd}redo\n# caf\u{fffd}\nBeta 1\n");
+        assert_eq!(errors, vec!["t:1: Alpha: the line is not valid UTF-8 text"]);
+        assert!(found[0].is_none());
+        assert!(found[1].is_some());
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl std::error::Error for LoadError {
 }
 
 /// Reads a file for a parser. Bytes that are not UTF-8 become U+FFFD, which
-/// no directive or value accepts, so they surface as ordinary errors.
+/// the lexer reports as an error of the line (outside comments).
 pub(crate) fn read_text(path: &Path) -> Result<String, LoadError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
