@@ -1,0 +1,9 @@
+//! Linux-only plumbing shared by the daemons: randomness, privileges,
+//! pid files, logging, daemonizing, signals. No protocol logic here.
+
+pub mod daemon;
+pub mod logging;
+pub mod pidfile;
+pub mod privileges;
+pub mod random;
+pub mod signals;

@@ -1,0 +1,77 @@
+//! Dropping privileges for good: chroot, the unprivileged user's ids, no
+//! capability in any set, and no_new_privs (OpenSSH's recipe).
+
+use nix::unistd::{chroot, setgroups, setresgid, setresuid, Gid, Uid, User};
+use std::io;
+use std::path::Path;
+
+/// Whom to become.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+}
+
+/// Looks up a user by name (or a numeric uid).
+pub fn lookup(user: &str) -> io::Result<Target> {
+    let found = match user.parse::<u32>() {
+        Ok(n) => User::from_uid(Uid::from_raw(n)),
+        Err(_) => User::from_name(user),
+    }
+    .map_err(io::Error::from)?;
+    let u = found
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such user: {user}")))?;
+    Ok(Target {
+        name: u.name,
+        uid: u.uid,
+        gid: u.gid,
+    })
+}
+
+/// Makes `dir` (and its parents) exist as a directory nobody but root can
+/// write, for use as an empty chroot.
+pub fn ensure_empty_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))?;
+    Ok(())
+}
+
+/// Enters `root`, becomes `target`, and clears every capability set. After
+/// this nothing can bring a privilege back.
+pub fn drop_to(target: &Target, root: &Path) -> io::Result<()> {
+    std::env::set_current_dir(root)?;
+    chroot(".").map_err(io::Error::from)?;
+    std::env::set_current_dir("/")?;
+    setgroups(&[target.gid]).map_err(io::Error::from)?;
+    setresgid(target.gid, target.gid, target.gid).map_err(io::Error::from)?;
+    setresuid(target.uid, target.uid, target.uid).map_err(io::Error::from)?;
+    clear_capabilities()?;
+    nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Empties the effective, permitted, inheritable and ambient sets.
+pub fn clear_capabilities() -> io::Result<()> {
+    use caps::CapSet;
+    let err = |e: caps::errors::CapsError| io::Error::other(e.to_string());
+    caps::clear(None, CapSet::Ambient).map_err(err)?;
+    caps::clear(None, CapSet::Inheritable).map_err(err)?;
+    caps::clear(None, CapSet::Effective).map_err(err)?;
+    caps::clear(None, CapSet::Permitted).map_err(err)?;
+    Ok(())
+}
+
+/// Whether the process holds any capability in any set.
+pub fn holds_any_capability() -> bool {
+    use caps::CapSet;
+    [
+        CapSet::Effective,
+        CapSet::Permitted,
+        CapSet::Inheritable,
+        CapSet::Ambient,
+    ]
+    .into_iter()
+    .any(|s| caps::read(None, s).map_or(true, |c| !c.is_empty()))
+}
