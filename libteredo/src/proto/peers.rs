@@ -2,8 +2,14 @@
 //! IPv6 address, with expiry and a per-peer queue of packets waiting for a
 //! bubble exchange or a direct connectivity test.
 //!
-//! API CONTRACT (implementation pending: see the issue brief).
+//! The layout: a `HashMap` from address to a slot number, and a slab of
+//! nodes threaded on an intrusive doubly linked list in touch order (least
+//! recently touched at the head). Lookups, insertions, touches and removals
+//! are O(1); expiry pops from the head, so it costs O(1) per removed entry.
+//! Times are 32-bit millisecond stamps since the table's epoch, which keeps
+//! a node at 56 bytes on 64-bit targets.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -49,72 +55,198 @@ pub struct Peer {
     pub bubbles: u8,
     pub last_rx: Stamp,
     pub last_tx: Stamp,
+    /// Packets waiting for this peer to become trusted. Private so that the
+    /// table's byte total changes only through [`PeerTable::enqueue`],
+    /// [`PeerTable::dequeue_all`], removal, eviction and expiry.
+    queue: Pending,
+    /// The last touch (creation or [`PeerTable::touch`]): the entry expires
+    /// `EXPIRY` after it.
+    touched: Stamp,
+}
+
+impl Peer {
     /// Packets waiting for this peer to become trusted.
-    pub queue: Pending,
+    pub fn queue(&self) -> &Pending {
+        &self.queue
+    }
+
+    /// The queue of a peer out of the table (from [`PeerTable::remove`]);
+    /// its bytes were already released from the table's total.
+    pub fn into_queue(self) -> Pending {
+        self.queue
+    }
+
+    /// The last touch: the peer expires [`EXPIRY`] after it.
+    pub fn last_touch(&self) -> Stamp {
+        self.touched
+    }
 }
 
 /// A byte-capped FIFO of IPv6 packets. Empty costs one pointer.
 #[derive(Debug, Default)]
 pub struct Pending {
-    // implementation detail
+    inner: Option<Box<PendingInner>>,
+}
+
+#[derive(Debug, Default)]
+struct PendingInner {
+    bytes: usize,
+    packets: VecDeque<Vec<u8>>,
 }
 
 impl Pending {
     /// Bytes queued.
     pub fn bytes(&self) -> usize {
-        todo!()
+        self.inner.as_ref().map_or(0, |q| q.bytes)
     }
+
     pub fn len(&self) -> usize {
-        todo!()
+        self.inner.as_ref().map_or(0, |q| q.packets.len())
     }
+
     pub fn is_empty(&self) -> bool {
-        todo!()
+        self.len() == 0
     }
+
     /// Takes every queued packet, oldest first, leaving the queue empty.
+    /// Only reachable on a queue the caller owns (see [`Peer::into_queue`]):
+    /// the queues inside a table are emptied by [`PeerTable::dequeue_all`].
     pub fn take(&mut self) -> Vec<Vec<u8>> {
-        todo!()
+        self.inner
+            .take()
+            .map_or_else(Vec::new, |q| Vec::from(q.packets))
+    }
+
+    fn push(&mut self, packet: &[u8]) {
+        let q = self.inner.get_or_insert_with(Box::default);
+        q.bytes += packet.len();
+        q.packets.push_back(packet.to_vec());
+    }
+}
+
+/// The end of the list.
+const NIL: u32 = u32::MAX;
+
+/// A slot of the slab. A free slot keeps a blank node (no queue, so no heap
+/// memory) and is chained on the free list through `next`.
+struct Node {
+    addr: Ipv6Addr,
+    /// Towards the head (less recently touched).
+    prev: u32,
+    /// Towards the tail (more recently touched), or the next free slot.
+    next: u32,
+    peer: Peer,
+}
+
+impl Peer {
+    fn new(endpoint: SocketAddrV4, now: Stamp) -> Peer {
+        let ago = now.minus(EXPIRY);
+        Peer {
+            endpoint,
+            trusted: false,
+            local: false,
+            bubbles: 0,
+            last_rx: ago,
+            last_tx: ago,
+            queue: Pending::default(),
+            touched: now,
+        }
     }
 }
 
 /// The table.
+///
+/// Invariant: every slot number in `index`, on the touch-order list or on
+/// the free list is below `slots.len()`; that is what makes the slab
+/// indexing below infallible.
 pub struct PeerTable {
-    // implementation detail
+    index: HashMap<Ipv6Addr, u32>,
+    slots: Vec<Node>,
+    /// First free slot, reused before the slab grows.
+    free: u32,
+    /// Least recently touched.
+    head: u32,
+    /// Most recently touched.
+    tail: u32,
+    capacity: usize,
+    queue_bytes: usize,
+    total_queue_bytes: usize,
+    /// Bytes queued over all peers.
+    queued: usize,
+    epoch: Instant,
+    /// The latest instant seen: every touch is at or before it, so the
+    /// touch order stays monotonic even if a caller's clock stutters.
+    latest: Instant,
+}
+
+impl std::fmt::Debug for PeerTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTable")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PeerTable {
     /// `capacity` peers at most; `queue_bytes` per peer; `total_queue_bytes`
-    /// over all peers.
-    pub fn new(capacity: usize, queue_bytes: usize, total_queue_bytes: usize, epoch: Instant) -> Self {
-        let _ = (capacity, queue_bytes, total_queue_bytes, epoch);
-        todo!()
+    /// over all peers. A capacity of 0 is taken as 1 (the table must hold
+    /// the peer `get_or_insert` returns); slot numbers are 32-bit, so the
+    /// capacity is also capped below `u32::MAX`. Memory grows with use, not
+    /// with the capacity.
+    pub fn new(
+        capacity: usize,
+        queue_bytes: usize,
+        total_queue_bytes: usize,
+        epoch: Instant,
+    ) -> Self {
+        PeerTable {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: NIL,
+            head: NIL,
+            tail: NIL,
+            capacity: capacity.clamp(1, NIL as usize),
+            queue_bytes,
+            total_queue_bytes,
+            queued: 0,
+            epoch,
+            latest: epoch,
+        }
     }
 
-    /// Converts an instant to a stamp of this table.
+    /// Converts an instant to a stamp of this table (milliseconds since the
+    /// epoch, rounded down, wrapping; instants before the epoch give 0).
     pub fn stamp(&self, now: Instant) -> Stamp {
-        let _ = now;
-        todo!()
+        Stamp(now.saturating_duration_since(self.epoch).as_millis() as u32)
     }
 
     pub fn len(&self) -> usize {
-        todo!()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        todo!()
+        self.index.is_empty()
     }
 
     pub fn capacity(&self) -> usize {
-        todo!()
+        self.capacity
+    }
+
+    /// Bytes queued over all peers.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
     }
 
     pub fn get(&self, addr: &Ipv6Addr) -> Option<&Peer> {
-        let _ = addr;
-        todo!()
+        let i = *self.index.get(addr)?;
+        self.slots.get(i as usize).map(|n| &n.peer)
     }
 
     pub fn get_mut(&mut self, addr: &Ipv6Addr) -> Option<&mut Peer> {
-        let _ = addr;
-        todo!()
+        let i = *self.index.get(addr)?;
+        self.slots.get_mut(i as usize).map(|n| &mut n.peer)
     }
 
     /// The peer for `addr`, created if absent. A new peer has
@@ -122,43 +254,657 @@ impl PeerTable {
     /// `last_rx` and `last_tx` 30 s before `now` (RFC 4380 5.2.3, 5.2.6).
     /// When the table is full, the least recently touched peer is evicted
     /// first (its queue dropped). Creating counts as a touch.
-    pub fn get_or_insert(&mut self, addr: Ipv6Addr, endpoint: SocketAddrV4, now: Instant) -> &mut Peer {
-        let _ = (addr, endpoint, now);
-        todo!()
+    ///
+    /// An existing peer is returned as it is: not touched, and its endpoint
+    /// not replaced by `endpoint`.
+    pub fn get_or_insert(
+        &mut self,
+        addr: Ipv6Addr,
+        endpoint: SocketAddrV4,
+        now: Instant,
+    ) -> &mut Peer {
+        let i = match self.index.get(&addr) {
+            Some(&i) => i,
+            None => {
+                if self.index.len() >= self.capacity {
+                    self.evict_head();
+                }
+                let touched = self.clock(now);
+                let i = self.alloc(addr, Peer::new(endpoint, touched));
+                self.index.insert(addr, i);
+                self.link_tail(i);
+                i
+            }
+        };
+        &mut self.slots[i as usize].peer
     }
 
     /// Marks activity: the peer will not expire before `now + EXPIRY`.
     pub fn touch(&mut self, addr: &Ipv6Addr, now: Instant) {
-        let _ = (addr, now);
-        todo!()
+        let Some(&i) = self.index.get(addr) else {
+            return;
+        };
+        let stamp = self.clock(now);
+        self.unlink(i);
+        self.slots[i as usize].peer.touched = stamp;
+        self.link_tail(i);
     }
 
+    /// Removes the peer, releasing its queued bytes from the table's total;
+    /// its packets stay reachable through [`Peer::into_queue`].
     pub fn remove(&mut self, addr: &Ipv6Addr) -> Option<Peer> {
-        let _ = addr;
-        todo!()
+        let i = self.index.remove(addr)?;
+        Some(self.release(i))
     }
 
     /// Queues `packet` for `addr` (which must exist). Returns false, queuing
-    /// nothing, if the peer's or the table's byte cap would be exceeded.
+    /// nothing, if the peer's or the table's byte cap would be exceeded, and
+    /// for an empty packet (it would take memory while counting no bytes).
     pub fn enqueue(&mut self, addr: &Ipv6Addr, packet: &[u8]) -> bool {
-        let _ = (addr, packet);
-        todo!()
+        let len = packet.len();
+        if len == 0 || self.queued.saturating_add(len) > self.total_queue_bytes {
+            return false;
+        }
+        let cap = self.queue_bytes;
+        let Some(peer) = self.get_mut(addr) else {
+            return false;
+        };
+        if peer.queue.bytes().saturating_add(len) > cap {
+            return false;
+        }
+        peer.queue.push(packet);
+        self.queued += len;
+        true
     }
 
     /// Takes the packets queued for `addr`, oldest first.
     pub fn dequeue_all(&mut self, addr: &Ipv6Addr) -> Vec<Vec<u8>> {
-        let _ = addr;
-        todo!()
+        let Some(peer) = self.get_mut(addr) else {
+            return Vec::new();
+        };
+        let bytes = peer.queue.bytes();
+        let packets = peer.queue.take();
+        self.queued = self.queued.saturating_sub(bytes);
+        packets
     }
 
     /// Removes every peer not touched for `EXPIRY`; returns how many.
+    ///
+    /// Stamps wrap after 49 days, so the table relies on being expired more
+    /// often than that (the engines expire at [`PeerTable::next_expiry`]).
+    /// If no time was seen for `EXPIRY`, every entry is stale and the table
+    /// is emptied without reading stamps.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let _ = now;
-        todo!()
+        let idle = now.saturating_duration_since(self.latest);
+        let now = self.clock(now);
+        if idle >= EXPIRY {
+            let n = self.len();
+            self.clear();
+            return n;
+        }
+        let mut removed = 0;
+        while let Some(head) = self.slots.get(self.head as usize) {
+            if now.elapsed_since(head.peer.touched) < EXPIRY {
+                break;
+            }
+            self.evict_head();
+            removed += 1;
+        }
+        removed
     }
 
-    /// When the next peer would expire, if any.
+    /// When the next peer would expire, if any: [`PeerTable::expire`] at
+    /// that instant removes it.
     pub fn next_expiry(&self) -> Option<Instant> {
-        todo!()
+        let head = self.slots.get(self.head as usize)?;
+        // Rebuild the head's absolute touch time from the latest instant:
+        // its stamp only holds the low 32 bits of the milliseconds.
+        let latest_ms = self
+            .latest
+            .saturating_duration_since(self.epoch)
+            .as_millis();
+        let age = self.stamp(self.latest).0.wrapping_sub(head.peer.touched.0);
+        let at_ms = latest_ms.saturating_sub(u128::from(age)) + EXPIRY.as_millis();
+        let at = Duration::from_millis(u64::try_from(at_ms).unwrap_or(u64::MAX));
+        Some(self.epoch.checked_add(at).unwrap_or(self.latest))
+    }
+
+    /// Advances the latest instant seen and returns its stamp.
+    fn clock(&mut self, now: Instant) -> Stamp {
+        if now > self.latest {
+            self.latest = now;
+        }
+        self.stamp(self.latest)
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free = NIL;
+        self.head = NIL;
+        self.tail = NIL;
+        self.queued = 0;
+    }
+
+    /// Puts a node in a free slot, or a new one; returns the slot number.
+    fn alloc(&mut self, addr: Ipv6Addr, peer: Peer) -> u32 {
+        let node = Node {
+            addr,
+            prev: NIL,
+            next: NIL,
+            peer,
+        };
+        match self.slots.get_mut(self.free as usize) {
+            Some(slot) => {
+                let i = self.free;
+                self.free = slot.next;
+                *slot = node;
+                i
+            }
+            None => {
+                self.slots.push(node);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn evict_head(&mut self) {
+        if let Some(head) = self.slots.get(self.head as usize) {
+            let addr = head.addr;
+            self.index.remove(&addr);
+            self.release(self.head);
+        }
+    }
+
+    /// Unlinks slot `i`, puts it on the free list and releases its queued
+    /// bytes; returns its peer. The caller removed it from the index.
+    fn release(&mut self, i: u32) -> Peer {
+        self.unlink(i);
+        let free = self.free;
+        let slot = &mut self.slots[i as usize];
+        slot.next = free;
+        let blank = Peer::new(
+            SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            Stamp(0),
+        );
+        let peer = std::mem::replace(&mut slot.peer, blank);
+        self.free = i;
+        self.queued = self.queued.saturating_sub(peer.queue.bytes());
+        peer
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Node { prev, next, .. } = self.slots[i as usize];
+        match self.slots.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match self.slots.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    /// Links slot `i` (unlinked) after the tail.
+    fn link_tail(&mut self, i: u32) {
+        let tail = self.tail;
+        match self.slots.get_mut(tail as usize) {
+            Some(t) => t.next = i,
+            None => self.head = i,
+        }
+        let node = &mut self.slots[i as usize];
+        node.prev = tail;
+        node.next = NIL;
+        self.tail = i;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    const EP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 3544);
+
+    fn addr(n: u32) -> Ipv6Addr {
+        Ipv6Addr::from(0x2001_0000_0000_0000_0000_0000_0000_0000u128 | u128::from(n))
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn table(capacity: usize) -> (PeerTable, Instant) {
+        let t0 = Instant::now();
+        (PeerTable::new(capacity, 1000, 2500, t0), t0)
+    }
+
+    impl PeerTable {
+        /// Walks the list both ways and checks it against the index, the
+        /// free list and the byte total.
+        fn check(&self) {
+            let mut order = Vec::new();
+            let mut prev = NIL;
+            let mut i = self.head;
+            while i != NIL {
+                let n = &self.slots[i as usize];
+                assert_eq!(n.prev, prev);
+                assert_eq!(self.index.get(&n.addr), Some(&i));
+                order.push(i);
+                prev = i;
+                i = n.next;
+            }
+            assert_eq!(self.tail, prev);
+            assert_eq!(order.len(), self.index.len());
+            let mut free = 0;
+            let mut f = self.free;
+            while f != NIL {
+                assert!(self.slots[f as usize].peer.queue.inner.is_none());
+                free += 1;
+                f = self.slots[f as usize].next;
+            }
+            assert_eq!(free + order.len(), self.slots.len());
+            let bytes: usize = order
+                .iter()
+                .map(|&i| self.slots[i as usize].peer.queue.bytes())
+                .sum();
+            assert_eq!(bytes, self.queued);
+            assert!(self.len() <= self.capacity);
+        }
+
+        /// Addresses from least to most recently touched.
+        fn order(&self) -> Vec<Ipv6Addr> {
+            let mut v = Vec::new();
+            let mut i = self.head;
+            while i != NIL {
+                v.push(self.slots[i as usize].addr);
+                i = self.slots[i as usize].next;
+            }
+            v
+        }
+    }
+
+    #[test]
+    fn entries_stay_compact() {
+        // One pointer for an empty queue; a node of 56 bytes on 64-bit.
+        assert_eq!(std::mem::size_of::<Pending>(), std::mem::size_of::<usize>());
+        if std::mem::size_of::<usize>() == 8 {
+            assert!(std::mem::size_of::<Peer>() <= 32);
+            assert!(std::mem::size_of::<Node>() <= 56);
+        }
+    }
+
+    #[test]
+    fn new_peer_defaults() {
+        let (mut t, t0) = table(4);
+        let now = t0 + ms(40_000);
+        let p = t.get_or_insert(addr(1), EP, now);
+        assert_eq!(p.endpoint, EP);
+        assert!(!p.trusted && !p.local);
+        assert_eq!(p.bubbles, 0);
+        assert_eq!(p.last_rx, Stamp(10_000));
+        assert_eq!(p.last_tx, Stamp(10_000));
+        assert_eq!(p.last_touch(), Stamp(40_000));
+        assert!(p.queue().is_empty());
+        // An existing peer is returned unchanged.
+        p.trusted = true;
+        let other = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 1);
+        let p = t.get_or_insert(addr(1), other, now + ms(5));
+        assert!(p.trusted);
+        assert_eq!(p.endpoint, EP);
+        assert_eq!(p.last_touch(), Stamp(40_000));
+        assert_eq!(t.len(), 1);
+        assert!(t.get(&addr(2)).is_none());
+        t.check();
+    }
+
+    #[test]
+    fn expires_at_exactly_thirty_seconds() {
+        let (mut t, t0) = table(4);
+        t.get_or_insert(addr(1), EP, t0 + ms(1000));
+        assert_eq!(t.next_expiry(), Some(t0 + ms(31_000)));
+        assert_eq!(t.expire(t0 + ms(30_999)), 0);
+        assert!(t.get(&addr(1)).is_some());
+        assert_eq!(t.expire(t0 + ms(31_000)), 1);
+        assert!(t.get(&addr(1)).is_none());
+        assert!(t.is_empty());
+        assert_eq!(t.next_expiry(), None);
+        t.check();
+    }
+
+    #[test]
+    fn touch_refreshes() {
+        let (mut t, t0) = table(4);
+        t.get_or_insert(addr(1), EP, t0);
+        t.get_or_insert(addr(2), EP, t0 + ms(10));
+        t.touch(&addr(1), t0 + ms(20_000));
+        assert_eq!(t.order(), vec![addr(2), addr(1)]);
+        assert_eq!(t.next_expiry(), Some(t0 + ms(30_010)));
+        assert_eq!(t.expire(t0 + ms(30_010)), 1);
+        assert!(t.get(&addr(2)).is_none());
+        assert_eq!(t.next_expiry(), Some(t0 + ms(50_000)));
+        assert_eq!(t.expire(t0 + ms(49_999)), 0);
+        assert_eq!(t.expire(t0 + ms(50_000)), 1);
+        // Touching an absent peer does nothing.
+        t.touch(&addr(3), t0 + ms(50_001));
+        assert!(t.is_empty());
+        t.check();
+    }
+
+    #[test]
+    fn long_silence_expires_everything() {
+        let (mut t, t0) = table(8);
+        for n in 0..5 {
+            t.get_or_insert(addr(n), EP, t0 + ms(u64::from(n)));
+        }
+        // Exactly one wrap of the stamps later: a stamp comparison alone
+        // would see the entries as fresh.
+        let later = t0 + ms(u64::from(u32::MAX) + 1);
+        assert_eq!(t.expire(later), 5);
+        assert!(t.is_empty());
+        t.check();
+    }
+
+    #[test]
+    fn evicts_least_recently_touched_when_full() {
+        let (mut t, t0) = table(3);
+        for n in 1..=3 {
+            t.get_or_insert(addr(n), EP, t0 + ms(u64::from(n)));
+        }
+        assert!(t.enqueue(&addr(2), &[0; 100]));
+        t.touch(&addr(1), t0 + ms(10));
+        // Order now 2, 3, 1: inserting 4 evicts 2 and its queue.
+        t.get_or_insert(addr(4), EP, t0 + ms(11));
+        assert_eq!(t.len(), 3);
+        assert!(t.get(&addr(2)).is_none());
+        assert_eq!(t.queued_bytes(), 0);
+        assert_eq!(t.order(), vec![addr(3), addr(1), addr(4)]);
+        t.get_or_insert(addr(5), EP, t0 + ms(12));
+        assert_eq!(t.order(), vec![addr(1), addr(4), addr(5)]);
+        // Looking up an existing peer neither evicts nor touches.
+        t.get_or_insert(addr(1), EP, t0 + ms(13));
+        assert_eq!(t.order(), vec![addr(1), addr(4), addr(5)]);
+        t.check();
+    }
+
+    #[test]
+    fn capacity_zero_holds_one() {
+        let (mut t, t0) = {
+            let t0 = Instant::now();
+            (PeerTable::new(0, 10, 10, t0), t0)
+        };
+        assert_eq!(t.capacity(), 1);
+        t.get_or_insert(addr(1), EP, t0);
+        t.get_or_insert(addr(2), EP, t0);
+        assert_eq!(t.order(), vec![addr(2)]);
+        t.check();
+    }
+
+    #[test]
+    fn per_peer_byte_cap() {
+        let (mut t, t0) = table(4);
+        t.get_or_insert(addr(1), EP, t0);
+        assert!(t.enqueue(&addr(1), &[1; 600]));
+        assert!(!t.enqueue(&addr(1), &[2; 401]));
+        assert!(t.enqueue(&addr(1), &[3; 400]));
+        assert!(!t.enqueue(&addr(1), &[4; 1]));
+        let q = t.get(&addr(1)).map(Peer::queue);
+        assert_eq!(q.map(Pending::bytes), Some(1000));
+        assert_eq!(q.map(Pending::len), Some(2));
+        assert_eq!(t.queued_bytes(), 1000);
+        // Absent peers and empty packets queue nothing.
+        assert!(!t.enqueue(&addr(9), &[1; 10]));
+        assert!(!t.enqueue(&addr(1), &[]));
+        t.check();
+    }
+
+    #[test]
+    fn total_byte_cap() {
+        let (mut t, t0) = table(4);
+        for n in 1..=3 {
+            t.get_or_insert(addr(n), EP, t0);
+        }
+        assert!(t.enqueue(&addr(1), &[0; 1000]));
+        assert!(t.enqueue(&addr(2), &[0; 1000]));
+        assert!(!t.enqueue(&addr(3), &[0; 501]));
+        assert!(t.enqueue(&addr(3), &[0; 500]));
+        assert!(!t.enqueue(&addr(3), &[0; 1]));
+        assert_eq!(t.queued_bytes(), 2500);
+        // Dequeuing, removal and expiry give the bytes back.
+        assert_eq!(t.dequeue_all(&addr(1)).len(), 1);
+        assert_eq!(t.queued_bytes(), 1500);
+        let removed = t.remove(&addr(2));
+        assert_eq!(t.queued_bytes(), 500);
+        let mut q = removed.map(Peer::into_queue).unwrap_or_default();
+        assert_eq!(q.take(), vec![vec![0; 1000]]);
+        assert!(q.is_empty());
+        t.touch(&addr(1), t0 + ms(1));
+        assert_eq!(t.expire(t0 + ms(30_000)), 1);
+        assert!(t.get(&addr(3)).is_none());
+        assert_eq!(t.queued_bytes(), 0);
+        assert!(t.enqueue(&addr(1), &[0; 1000]));
+        t.check();
+    }
+
+    #[test]
+    fn dequeue_oldest_first() {
+        let (mut t, t0) = table(4);
+        t.get_or_insert(addr(1), EP, t0);
+        for b in 1..=5u8 {
+            assert!(t.enqueue(&addr(1), &[b; 3]));
+        }
+        let got = t.dequeue_all(&addr(1));
+        let want: Vec<Vec<u8>> = (1..=5u8).map(|b| vec![b; 3]).collect();
+        assert_eq!(got, want);
+        assert!(t.dequeue_all(&addr(1)).is_empty());
+        assert!(t.dequeue_all(&addr(2)).is_empty());
+        assert_eq!(t.get(&addr(1)).map(|p| p.queue().is_empty()), Some(true));
+        assert_eq!(t.queued_bytes(), 0);
+        t.check();
+    }
+
+    #[test]
+    fn stamps_wrap() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(4, 100, 100, t0);
+        let base = u64::from(u32::MAX) - 10_000;
+        let before_wrap = t0 + ms(base);
+        t.get_or_insert(addr(1), EP, before_wrap);
+        assert_eq!(
+            t.get(&addr(1)).map(Peer::last_touch),
+            Some(Stamp(u32::MAX - 10_000))
+        );
+        // 20 s later the stamps wrapped past zero.
+        let after_wrap = before_wrap + ms(20_000);
+        assert_eq!(t.stamp(after_wrap), Stamp(9_999));
+        t.get_or_insert(addr(2), EP, after_wrap);
+        assert_eq!(
+            t.stamp(after_wrap).elapsed_since(Stamp(u32::MAX - 10_000)),
+            ms(20_000)
+        );
+        assert_eq!(t.next_expiry(), Some(before_wrap + EXPIRY));
+        assert_eq!(t.expire(before_wrap + ms(29_999)), 0);
+        assert_eq!(t.expire(before_wrap + ms(30_000)), 1);
+        assert_eq!(t.next_expiry(), Some(after_wrap + EXPIRY));
+        assert_eq!(t.expire(after_wrap + ms(29_999)), 0);
+        assert_eq!(t.expire(after_wrap + ms(30_000)), 1);
+        t.check();
+        // A new peer's last reception is 30 s back, across the wrap too.
+        let mut t = PeerTable::new(4, 100, 100, t0);
+        let p = t.get_or_insert(addr(3), EP, t0 + ms(5));
+        let last_rx = p.last_rx;
+        assert_eq!(last_rx, Stamp(5u32.wrapping_sub(30_000)));
+        assert_eq!(t.stamp(t0 + ms(5)).elapsed_since(last_rx), EXPIRY);
+    }
+
+    #[test]
+    fn stamp_arithmetic() {
+        assert_eq!(Stamp(5).elapsed_since(Stamp(u32::MAX)), ms(6));
+        assert_eq!(Stamp(5).minus(ms(6)), Stamp(u32::MAX));
+        let t0 = Instant::now();
+        let t = PeerTable::new(1, 1, 1, t0 + ms(100));
+        assert_eq!(t.stamp(t0), Stamp(0));
+        assert_eq!(t.stamp(t0 + ms(1100)), Stamp(1000));
+    }
+
+    #[test]
+    fn clock_going_back_keeps_the_order() {
+        let (mut t, t0) = table(4);
+        t.get_or_insert(addr(1), EP, t0 + ms(5000));
+        t.get_or_insert(addr(2), EP, t0 + ms(1000));
+        assert_eq!(t.get(&addr(2)).map(Peer::last_touch), Some(Stamp(5000)));
+        assert_eq!(t.expire(t0 + ms(34_999)), 0);
+        assert_eq!(t.expire(t0 + ms(35_000)), 2);
+    }
+
+    #[test]
+    fn slots_are_reused() {
+        let (mut t, t0) = table(3);
+        for round in 0..10u32 {
+            for n in 0..3 {
+                t.get_or_insert(addr(round * 3 + n), EP, t0 + ms(u64::from(round)));
+            }
+            t.remove(&addr(round * 3 + 1));
+        }
+        assert!(t.slots.len() <= 3);
+        t.check();
+    }
+
+    // A reference model: a map with a touch sequence number for the order.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8),
+        Get(u8),
+        Touch(u8),
+        Remove(u8),
+        Enqueue(u8, u16),
+        Dequeue(u8),
+        Expire,
+        Advance(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..12u8).prop_map(Op::Insert),
+            2 => (0..12u8).prop_map(Op::Get),
+            3 => (0..12u8).prop_map(Op::Touch),
+            1 => (0..12u8).prop_map(Op::Remove),
+            3 => (0..12u8, 0..400u16).prop_map(|(a, n)| Op::Enqueue(a, n)),
+            1 => (0..12u8).prop_map(Op::Dequeue),
+            2 => Just(Op::Expire),
+            3 => prop_oneof![0..100u32, 0..40_000u32, Just(30_000), Just(29_999)].prop_map(Op::Advance),
+        ]
+    }
+
+    struct ModelPeer {
+        endpoint: SocketAddrV4,
+        created_ms: u64,
+        touched_ms: u64,
+        seq: u64,
+        queue: Vec<Vec<u8>>,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn matches_reference_model(
+            capacity in 1usize..8,
+            per_peer in 0usize..1200,
+            total in 0usize..2500,
+            start_ms in prop_oneof![Just(0u64), Just(u64::from(u32::MAX) - 50_000)],
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let t0 = Instant::now();
+            let mut t = PeerTable::new(capacity, per_peer, total, t0);
+            let mut model: BTreeMap<Ipv6Addr, ModelPeer> = BTreeMap::new();
+            let mut now_ms = start_ms;
+            let mut seq = 0u64;
+            for op in ops {
+                let now = t0 + ms(now_ms);
+                match op {
+                    Op::Insert(a) => {
+                        let a6 = addr(u32::from(a));
+                        let ep = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, a), u16::from(a));
+                        if !model.contains_key(&a6) {
+                            if model.len() >= capacity {
+                                let lru = model.iter().min_by_key(|(_, p)| p.seq).map(|(k, _)| *k);
+                                if let Some(k) = lru {
+                                    model.remove(&k);
+                                }
+                            }
+                            seq += 1;
+                            model.insert(a6, ModelPeer { endpoint: ep, created_ms: now_ms, touched_ms: now_ms, seq, queue: Vec::new() });
+                        }
+                        let m = &model[&a6];
+                        let p = t.get_or_insert(a6, ep, now);
+                        prop_assert_eq!(p.endpoint, m.endpoint);
+                        prop_assert_eq!(p.last_rx, Stamp((m.created_ms as u32).wrapping_sub(30_000)));
+                    }
+                    Op::Get(a) => {
+                        let a6 = addr(u32::from(a));
+                        let got = t.get(&a6).map(|p| (p.endpoint, p.last_touch(), p.queue().len()));
+                        let want = model.get(&a6).map(|m| (m.endpoint, Stamp(m.touched_ms as u32), m.queue.len()));
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Touch(a) => {
+                        let a6 = addr(u32::from(a));
+                        if let Some(m) = model.get_mut(&a6) {
+                            seq += 1;
+                            m.seq = seq;
+                            m.touched_ms = now_ms;
+                        }
+                        t.touch(&a6, now);
+                    }
+                    Op::Remove(a) => {
+                        let a6 = addr(u32::from(a));
+                        let want = model.remove(&a6).map(|m| m.queue);
+                        let got = t.remove(&a6).map(|p| p.into_queue().take());
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Enqueue(a, n) => {
+                        let a6 = addr(u32::from(a));
+                        let pkt = vec![a; usize::from(n)];
+                        let all: usize = model.values().flat_map(|m| &m.queue).map(Vec::len).sum();
+                        let want = match model.get_mut(&a6) {
+                            Some(m) => {
+                                let mine: usize = m.queue.iter().map(Vec::len).sum();
+                                let ok = n > 0 && mine + pkt.len() <= per_peer && all + pkt.len() <= total;
+                                if ok {
+                                    m.queue.push(pkt.clone());
+                                }
+                                ok
+                            }
+                            None => false,
+                        };
+                        prop_assert_eq!(t.enqueue(&a6, &pkt), want);
+                    }
+                    Op::Dequeue(a) => {
+                        let a6 = addr(u32::from(a));
+                        let want = model.get_mut(&a6).map(|m| std::mem::take(&mut m.queue)).unwrap_or_default();
+                        prop_assert_eq!(t.dequeue_all(&a6), want);
+                    }
+                    Op::Expire => {
+                        let before = model.len();
+                        model.retain(|_, m| now_ms - m.touched_ms < 30_000);
+                        prop_assert_eq!(t.expire(now), before - model.len());
+                    }
+                    Op::Advance(d) => now_ms += u64::from(d),
+                }
+                t.check();
+                prop_assert_eq!(t.len(), model.len());
+                let order: Vec<Ipv6Addr> = {
+                    let mut v: Vec<_> = model.iter().map(|(k, m)| (m.seq, *k)).collect();
+                    v.sort();
+                    v.into_iter().map(|(_, k)| k).collect()
+                };
+                prop_assert_eq!(t.order(), order);
+                let queued: usize = model.values().flat_map(|m| &m.queue).map(Vec::len).sum();
+                prop_assert_eq!(t.queued_bytes(), queued);
+                let next = model.values().map(|m| m.touched_ms).min().map(|m| t0 + ms(m + 30_000));
+                prop_assert_eq!(t.next_expiry(), next);
+            }
+        }
     }
 }
