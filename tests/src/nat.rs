@@ -68,12 +68,27 @@ pub(crate) fn ruleset(
         let lo = 20000 + 1000 * (generation % 40);
         format!(" to :{lo}-{}", lo + 999)
     };
+    // nft accepts a port range only after a match on a protocol with ports;
+    // ICMP then falls through to the plain masquerade below.
+    let l4 = if generation == 0 {
+        ""
+    } else {
+        "meta l4proto { tcp, udp } "
+    };
     match kind {
         NatKind::PortRestricted => {
-            s += &format!("add rule ip nat post oifname {wan_if} masquerade{range}\n");
+            s += &format!("add rule ip nat post oifname {wan_if} {l4}masquerade{range}\n");
+            if generation != 0 {
+                s += &format!("add rule ip nat post oifname {wan_if} masquerade\n");
+            }
         }
         NatKind::Symmetric => {
-            s += &format!("add rule ip nat post oifname {wan_if} masquerade{range} fully-random\n");
+            s += &format!(
+                "add rule ip nat post oifname {wan_if} {l4}masquerade{range} fully-random\n"
+            );
+            if generation != 0 {
+                s += &format!("add rule ip nat post oifname {wan_if} masquerade fully-random\n");
+            }
         }
         NatKind::FullCone {
             client_port,
