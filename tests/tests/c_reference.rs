@@ -137,3 +137,108 @@ fn c_client_behind_symmetric_nat() {
         &format!("C reference behind a symmetric NAT: {verdict}"),
     );
 }
+
+/// Two C clients, one behind a port-restricted NAT and one behind a
+/// symmetric NAT, ping each other's Teredo addresses (direct
+/// client-to-client, RFC 4380 5.2.4 to 5.2.6). Reported, not asserted,
+/// beyond both qualifying.
+#[test]
+fn c_clients_across_two_nats() {
+    require_root!();
+    require_c_miredo!();
+    let test = "c_clients_across_two_nats";
+    let w = World::build(test, &[NatKind::PortRestricted, NatKind::Symmetric]);
+    let prefix = w.prefix().to_string();
+    w.start_server(Impl::C);
+    w.start_relay(Impl::C, "cone");
+    let c1 = w.start_client(1, Impl::C, "");
+    let c2 = w.start_client(2, Impl::C, "");
+    let (a1, t1) = w
+        .wait_qualified(&c1, 1, QUALIFY_TIMEOUT)
+        .expect("client 1 qualifies behind a port-restricted NAT");
+    let q2 = w.wait_qualified(&c2, 2, QUALIFY_TIMEOUT);
+    report(
+        test,
+        &format!("client 1 (port-restricted) qualified in {t1:?}; client 2 (symmetric): {q2:?}"),
+    );
+    if let Some((a2, _)) = q2 {
+        let one_to_two = ping6_stats(w.client(1), a2, 3, PING_TIMEOUT);
+        let two_to_one = ping6_stats(w.client(2), a1, 3, PING_TIMEOUT);
+        report(
+            test,
+            &format!(
+                "C client to client: port-restricted -> symmetric {}/{}, symmetric -> port-restricted {}/{}",
+                one_to_two.1, one_to_two.0, two_to_one.1, two_to_one.0
+            ),
+        );
+    }
+    report(
+        test,
+        &format!("NAT 2 flows:\n{}", w.nat_flows(2).trim_end()),
+    );
+    drop(w);
+    assert!(leftover_namespaces(&prefix).is_empty());
+}
+
+/// The NAT of a qualified C client reboots and comes back with another
+/// mapped port. Reports how long the client takes to notice, which
+/// address(es) its interface carries then, and whether the native host
+/// reaches it again. Asserts only that the client was qualified first.
+#[test]
+fn c_client_after_nat_reboot() {
+    require_root!();
+    require_c_miredo!();
+    let test = "c_client_after_nat_reboot";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let prefix = w.prefix().to_string();
+    w.start_server(Impl::C);
+    w.start_relay(Impl::C, "cone");
+    let cli = w.start_client(1, Impl::C, "");
+    let (old, _) = w
+        .wait_qualified(&cli, 1, QUALIFY_TIMEOUT)
+        .expect("the C client qualifies behind a port-restricted NAT");
+    w.nat_reboot(1, teredo_lab::NatReboot::NewPort)
+        .expect("the NAT reboots");
+    let rebooted = std::time::Instant::now();
+    // RFC 4380 5.2.7: the client refreshes its mapping every 30 s, so it
+    // sees the new mapping within one refresh interval and a few retries.
+    let client = w.client(1).clone();
+    let new = teredo_lab::wait_for(Duration::from_secs(45), || {
+        let addrs: Vec<_> = client
+            .ipv6_addrs(teredo_lab::TEREDO_IFACE)
+            .into_iter()
+            .filter(teredo_lab::is_teredo)
+            .collect();
+        addrs.iter().any(|a| *a != old).then_some(addrs)
+    });
+    match new {
+        Some(addrs) => {
+            let current = addrs.iter().copied().find(|a| *a != old);
+            report(
+                test,
+                &format!(
+                    "after the NAT reboot the C client moved from {old} to {current:?} in {:?}; \
+                     Teredo addresses on its interface: {addrs:?} (old one kept: {})",
+                    rebooted.elapsed(),
+                    addrs.contains(&old)
+                ),
+            );
+            if let Some(a) = current {
+                let back = ping6_stats(w.v6h(), a, 3, PING_TIMEOUT);
+                report(
+                    test,
+                    &format!("native host -> new address: {}/{}", back.1, back.0),
+                );
+            }
+        }
+        None => report(
+            test,
+            &format!(
+                "45 s after the NAT reboot the C client still shows only {old}; its log:\n{}",
+                w.log_of(&cli)
+            ),
+        ),
+    }
+    drop(w);
+    assert!(leftover_namespaces(&prefix).is_empty());
+}
