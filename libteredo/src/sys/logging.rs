@@ -7,6 +7,15 @@ use std::sync::Mutex;
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
+static FACILITY: Mutex<Option<syslog::Facility>> = Mutex::new(None);
+
+/// Changes the syslog facility of the installed logger (SIGHUP).
+pub fn set_facility(facility: &str) {
+    if let (Ok(f), Ok(mut g)) = (facility.parse::<syslog::Facility>(), FACILITY.lock()) {
+        *g = Some(f);
+    }
+}
+
 struct Logger {
     syslog: Mutex<Option<Syslog>>,
     stderr: bool,
@@ -25,6 +34,9 @@ impl Log for Logger {
         let msg = r.args().to_string();
         if let Ok(mut guard) = self.syslog.lock() {
             if let Some(s) = guard.as_mut() {
+                if let Ok(Some(f)) = FACILITY.lock().map(|g| *g) {
+                    s.formatter.facility = f;
+                }
                 let _ = match r.level() {
                     Level::Error => s.err(&msg),
                     Level::Warn => s.warning(&msg),

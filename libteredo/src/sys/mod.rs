@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod logging;
+pub mod netlink;
 pub mod pidfile;
 pub mod privileges;
 pub mod random;

@@ -1,0 +1,62 @@
+//! miredo: Teredo IPv6 tunneling client and relay (RFC 4380), a drop-in
+//! replacement of the C miredo 1.2.x daemon.
+
+mod daemon;
+mod setup;
+mod status;
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/miredo/miredo.conf";
+/// The default pid file.
+pub const DEFAULT_PIDFILE: &str = "/run/miredo/miredo.pid";
+
+/// Teredo IPv6 tunneling client and relay (RFC 4380).
+#[derive(Parser, Debug)]
+#[command(name = "miredo", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file [default: /etc/miredo/miredo.conf; when that file
+    /// is absent, built-in defaults: client mode, server teredo.remlab.net]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Stay in the foreground and log to standard error as well as syslog
+    #[arg(short = 'f', long = "foreground")]
+    pub foreground: bool,
+    /// Pid file [default: /run/miredo/miredo.pid]
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Directory to chroot into once set up [default: an empty directory,
+    /// /run/miredo/empty]
+    #[arg(short = 't', long = "chrootdir", value_name = "DIR")]
+    pub chrootdir: Option<PathBuf>,
+    /// User to run as once set up
+    #[arg(
+        short = 'u',
+        long = "user",
+        value_name = "USER",
+        default_value = "nobody"
+    )]
+    pub user: String,
+    /// Log debugging messages too
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Teredo server to use (client mode), overriding ServerAddress
+    #[arg(value_name = "server_name")]
+    pub server_name: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match setup::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Logging may not be set up yet: say it on stderr too.
+            eprintln!("miredo: {e}");
+            log::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

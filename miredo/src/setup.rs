@@ -1,0 +1,412 @@
+//! Everything miredo does as root, in order: read the configuration, open
+//! the TUN device and the sockets, configure the relay's interface, start
+//! miredo-privproc (client), detach, write the pid file, and drop every
+//! privilege for good. Then the unprivileged event loop takes over.
+
+use crate::daemon::{Daemon, EngineKind, Io};
+use crate::{Cli, DEFAULT_CONFIG, DEFAULT_PIDFILE};
+use libteredo::conf::miredo::{LocalDiscovery, MiredoConfig};
+use libteredo::conf::LoadError;
+use libteredo::proto::client::{Client, ClientConfig};
+use libteredo::proto::discovery::DiscoveryConfig;
+use libteredo::proto::relay::{ForwarderConfig, Relay};
+use libteredo::sys::random::OsRandom;
+use libteredo::sys::{daemon, logging, pidfile::PidFile, privileges, signals};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Where status sockets live: `/run/miredo/IFACE.status`.
+pub const STATUS_DIR: &str = "/run/miredo";
+/// The empty directory miredo chroots into when no -t is given.
+pub const EMPTY_CHROOT: &str = "/run/miredo/empty";
+
+/// The configuration as loaded, with where it came from.
+pub struct Loaded {
+    pub conf: MiredoConfig,
+    /// The file, if one was read (None: built-in defaults).
+    pub path: Option<PathBuf>,
+}
+
+/// Reads the configuration: an explicit -c must exist; the default file may
+/// be absent, and then the built-in defaults apply.
+pub fn load_config(cli: &Cli) -> Result<Loaded, String> {
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    match MiredoConfig::load(&path) {
+        Ok(conf) => Ok(Loaded {
+            conf,
+            path: Some(path),
+        }),
+        Err(LoadError::Unreadable { ref source, .. })
+            if !explicit && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(Loaded {
+                conf: MiredoConfig::default(),
+                path: None,
+            })
+        }
+        Err(LoadError::Invalid(errs)) => Err(errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The forwarding settings for a mode.
+fn forwarder_config(conf: &MiredoConfig) -> ForwarderConfig {
+    use libteredo::conf::miredo::RelayType;
+    ForwarderConfig {
+        prefix: conf.prefix,
+        // A relay on a public address sends no direct bubbles (RFC 4380
+        // 5.4.1); one behind a NAT (restricted) must.
+        direct_bubbles: !matches!(conf.relay_type, RelayType::Cone),
+        ..ForwarderConfig::default()
+    }
+}
+
+/// Builds the client's discovery settings from the configuration.
+pub fn discovery_config(conf: &MiredoConfig) -> Option<DiscoveryConfig> {
+    match conf.local_discovery {
+        LocalDiscovery::Disabled => None,
+        LocalDiscovery::Enabled | LocalDiscovery::Forced => Some(DiscoveryConfig {
+            local_nets: Vec::new(),
+            any_mapped: matches!(conf.local_discovery, LocalDiscovery::Forced),
+        }),
+    }
+}
+
+/// Opens the Teredo UDP socket.
+fn bind_udp(addr: SocketAddrV4) -> Result<UdpSocket, String> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| format!("UDP socket: {e}"))?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    // Multicast (local discovery) stays on the link and is not looped back.
+    let _ = s.set_multicast_ttl_v4(1);
+    let _ = s.set_multicast_loop_v4(false);
+    // Big buffers: bursts of tunnelled packets must not be dropped here.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&addr.into())
+        .map_err(|e| format!("cannot bind UDP {addr}: {e}"))?;
+    Ok(s.into())
+}
+
+/// Opens the local discovery socket: 224.0.0.253:3544, shared with other
+/// clients on the host.
+fn bind_discovery(bind: Ipv4Addr) -> Result<UdpSocket, String> {
+    let group = libteredo::addr::DISCOVERY_ADDR;
+    let s =
+        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| e.to_string())?;
+    s.set_reuse_address(true).map_err(|e| e.to_string())?;
+    s.set_reuse_port(true).map_err(|e| e.to_string())?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let addr = SocketAddrV4::new(group, libteredo::addr::TEREDO_PORT);
+    s.bind(&addr.into())
+        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    s.join_multicast_v4(&group, &bind)
+        .map_err(|e| format!("cannot join {group}: {e}"))?;
+    Ok(s.into())
+}
+
+/// The run directory (status sockets, default pid file), owned by the
+/// user miredo runs as, so that it can remove its files when it stops.
+fn make_run_dir(target: &privileges::Target) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(STATUS_DIR).map_err(|e| format!("{STATUS_DIR}: {e}"))?;
+    nix::unistd::chown(STATUS_DIR, Some(target.uid), Some(target.gid))
+        .map_err(|e| format!("{STATUS_DIR}: {e}"))?;
+    std::fs::set_permissions(STATUS_DIR, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("{STATUS_DIR}: {e}"))?;
+    Ok(())
+}
+
+/// A file to remove at exit, reachable after chroot through its directory.
+pub struct Removable {
+    dir: OwnedFd,
+    name: std::ffi::OsString,
+}
+
+impl Removable {
+    pub fn new(path: &Path) -> Option<Removable> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let f = File::open(dir).ok()?;
+        Some(Removable {
+            dir: f.into(),
+            name: path.file_name()?.to_os_string(),
+        })
+    }
+
+    pub fn remove(&self) {
+        let _ = nix::unistd::unlinkat(
+            &self.dir,
+            self.name.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+}
+
+/// The status socket, bound as root where any local user can query it.
+fn bind_status(iface: &str) -> Result<(UnixListener, PathBuf), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = Path::new(STATUS_DIR).join(format!("{iface}.status"));
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
+    Ok((l, path))
+}
+
+/// Finds miredo-privproc: $MIREDO_PRIVPROC, next to our own executable,
+/// or in /usr/libexec/miredo, /usr/sbin.
+fn privproc_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("MIREDO_PRIVPROC") {
+        return PathBuf::from(p);
+    }
+    if let Ok(me) = std::env::current_exe() {
+        if let Some(dir) = me.parent() {
+            let p = dir.join("miredo-privproc");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    for p in [
+        "/usr/libexec/miredo/miredo-privproc",
+        "/usr/sbin/miredo-privproc",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("miredo-privproc")
+}
+
+/// Starts miredo-privproc with one end of a socketpair as its standard
+/// input; returns our end.
+fn spawn_privproc(conf: &MiredoConfig) -> Result<UnixStream, String> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let theirs: OwnedFd = theirs.into();
+    let prefix = std::net::Ipv6Addr::from((u128::from(conf.prefix)) << 96);
+    let path = privproc_path();
+    let mut cmd = Command::new(&path);
+    cmd.arg("--interface")
+        .arg(&conf.interface_name)
+        .arg("--prefix")
+        .arg(format!("{prefix}/32"))
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::null());
+    // privproc must not die with our process group's terminal signals
+    // before it has cleaned up: it leaves when its input closes.
+    cmd.process_group(0);
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+    Ok(ours)
+}
+
+/// The whole start-up; returns when the daemon stops.
+pub fn run(cli: Cli) -> Result<(), String> {
+    let mut loaded = load_config(&cli)?;
+    let conf = &mut loaded.conf;
+    if let Some(name) = &cli.server_name {
+        if !conf.relay_type.is_client() {
+            return Err(format!(
+                "a server name ({name}) is only meaningful in client mode, not with RelayType {}",
+                conf.relay_type.as_str()
+            ));
+        }
+        conf.server_address = Some(name.clone());
+        conf.server_address_is_default = false;
+        conf.server_address2 = None;
+    }
+    logging::init(
+        "miredo",
+        conf.syslog_facility.as_str(),
+        cli.foreground,
+        cli.verbose,
+    );
+    match &loaded.path {
+        Some(p) => log::info!("starting with configuration {}", p.display()),
+        None => log::info!(
+            "{DEFAULT_CONFIG} is absent: running on built-in defaults (client mode, interface {}, server {})",
+            conf.interface_name,
+            conf.server_address.as_deref().unwrap_or("teredo.remlab.net")
+        ),
+    }
+    for w in &conf.warnings {
+        log::warn!("{w}");
+    }
+    let conf = loaded.conf.clone();
+    let target = privileges::lookup(&cli.user).map_err(|e| format!("user {}: {e}", cli.user))?;
+
+    // Servers are resolved while we can still read /etc/resolv.conf.
+    let servers = if conf.relay_type.is_client() {
+        let (s1, s2) = conf
+            .resolve_servers()
+            .map_err(|e| format!("cannot resolve the Teredo server: {e}"))?
+            .ok_or("no Teredo server configured")?;
+        log::info!("Teredo server {s1}, secondary address {s2}");
+        Some((s1, s2))
+    } else {
+        None
+    };
+
+    let mtu = if conf.relay_type.is_client() {
+        1280
+    } else {
+        conf.interface_mtu
+    };
+    let tun = tun_rs::DeviceBuilder::new()
+        .name(conf.interface_name.as_str())
+        .mtu(mtu)
+        .build_sync()
+        .map_err(|e| {
+            format!(
+                "cannot create the TUN interface {}: {e}",
+                conf.interface_name
+            )
+        })?;
+    tun.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let ifindex = tun.if_index().map_err(|e| e.to_string())?;
+
+    let bind = SocketAddrV4::new(conf.bind_address, conf.bind_port);
+    let udp = bind_udp(bind)?;
+    let local = match udp.local_addr() {
+        Ok(std::net::SocketAddr::V4(a)) => a,
+        _ => bind,
+    };
+    log::info!("Teredo service port {local}");
+    let discovery = match (&servers, discovery_config(&conf)) {
+        (Some(_), Some(_)) => match bind_discovery(conf.bind_address) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("local discovery disabled: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
+
+    if !conf.relay_type.is_client() {
+        crate::daemon::configure_relay_interface(ifindex, conf.prefix, conf.interface_mtu)
+            .map_err(|e| format!("cannot configure {}: {e}", conf.interface_name))?;
+        log::info!(
+            "relay interface {} up, routing {}/32, MTU {}",
+            conf.interface_name,
+            std::net::Ipv6Addr::from(u128::from(conf.prefix) << 96),
+            conf.interface_mtu
+        );
+    }
+    make_run_dir(&target)?;
+    let (status, status_path) = bind_status(&conf.interface_name)?;
+    let status_file = Removable::new(&status_path);
+
+    // Keep the configuration's directory open: after chroot, SIGHUP reads
+    // the file through it.
+    let conf_dir = loaded.path.as_ref().and_then(|p| {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = p.file_name()?.to_os_string();
+        File::open(dir)
+            .ok()
+            .map(|f| (OwnedFd::from(f), name, p.clone()))
+    });
+
+    if !cli.foreground {
+        daemon::daemonize().map_err(|e| format!("cannot detach: {e}"))?;
+    }
+    let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
+    let pid_path = cli
+        .pidfile
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PIDFILE));
+    let _pid =
+        PidFile::create(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
+    let pid_file = Removable::new(&pid_path);
+
+    // miredo-privproc: the only process that keeps a privilege.
+    let privproc = if servers.is_some() {
+        Some(spawn_privproc(&conf)?)
+    } else {
+        None
+    };
+
+    let root = cli
+        .chrootdir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(EMPTY_CHROOT));
+    if cli.chrootdir.is_none() {
+        privileges::ensure_empty_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    }
+    privileges::drop_to(&target, &root).map_err(|e| {
+        format!(
+            "cannot drop privileges to {} in {}: {e}",
+            target.name,
+            root.display()
+        )
+    })?;
+    if privileges::holds_any_capability() {
+        return Err("capabilities are still held after dropping them: refusing to run".into());
+    }
+    log::info!(
+        "running as {} (uid {}), chrooted in {}, no capabilities",
+        target.name,
+        target.uid,
+        root.display()
+    );
+
+    let now = Instant::now();
+    let engine = match servers {
+        Some((s1, s2)) => {
+            let mut cc = ClientConfig::new(s1);
+            cc.server2 = s2;
+            cc.forwarder = forwarder_config(&conf);
+            cc.discovery = discovery.as_ref().and(discovery_config(&conf));
+            EngineKind::Client(Box::new(Client::new(cc, Box::new(OsRandom), now)))
+        }
+        None => {
+            let mut rng = OsRandom;
+            EngineKind::Relay(Box::new(Relay::new(
+                &forwarder_config(&conf),
+                &mut rng,
+                now,
+            )))
+        }
+    };
+    let io = Io {
+        tun,
+        ifindex,
+        udp,
+        local,
+        discovery,
+        sigfd,
+        status,
+        privproc,
+    };
+    let mut d = Daemon::new(conf, engine, io, conf_dir);
+    let result = d.run();
+    // Through the directories opened before chroot: the pid file (in a
+    // directory we may write, such as the default /run/miredo) and the
+    // status socket.
+    for f in [status_file, pid_file].into_iter().flatten() {
+        f.remove();
+    }
+    drop(d);
+    log::info!("stopped");
+    result
+}

@@ -1,0 +1,72 @@
+//! The status page served on `/run/miredo/IFACE.status`: `key: value`
+//! lines, read by `teredo-mire status`.
+
+use crate::daemon::{Daemon, EngineKind};
+use libteredo::proto::stats::DropReason;
+use std::fmt::Write;
+
+pub fn render(d: &Daemon) -> String {
+    let mut s = String::new();
+    let conf = d.conf();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(s, "{k}: {v}");
+    };
+    line("interface", conf.interface_name.clone());
+    line("mode", conf.relay_type.as_str().to_string());
+    line("uptime", format!("{}s", d.uptime().as_secs()));
+    line("service-port", d.local().to_string());
+    let stats = d.stats().clone();
+    match d.engine() {
+        EngineKind::Client(c) => {
+            line("state", c.state().to_string());
+            let cfg = c.config();
+            line("server", cfg.server.to_string());
+            line("server2", cfg.server2.to_string());
+            match c.qualification() {
+                Some(q) => {
+                    line("address", q.addr.to_string());
+                    line("mapped-address", q.mapped.ip().to_string());
+                    line("mapped-port", q.mapped.port().to_string());
+                    line("mtu", q.mtu.to_string());
+                }
+                None => {
+                    line("address", "none".into());
+                    line("mtu", "1280".into());
+                }
+            }
+            line("nat", c.nat().to_string());
+            if let Some(t) = d.qualified_after() {
+                line("qualified-after", format!("{}ms", t.as_millis()));
+            }
+            line("peers", c.peer_count().to_string());
+        }
+        EngineKind::Relay(r) => {
+            line("state", "relaying".into());
+            line(
+                "prefix",
+                format!(
+                    "{}/32",
+                    std::net::Ipv6Addr::from(u128::from(conf.prefix) << 96)
+                ),
+            );
+            line("mtu", conf.interface_mtu.to_string());
+            line("peers", r.peers().len().to_string());
+        }
+    }
+    line("udp-rx-packets", stats.udp_rx_packets.to_string());
+    line("udp-rx-bytes", stats.udp_rx_bytes.to_string());
+    line("udp-tx-packets", stats.udp_tx_packets.to_string());
+    line("udp-tx-bytes", stats.udp_tx_bytes.to_string());
+    line("tun-rx-packets", stats.tun_rx_packets.to_string());
+    line("tun-rx-bytes", stats.tun_rx_bytes.to_string());
+    line("tun-tx-packets", stats.tun_tx_packets.to_string());
+    line("tun-tx-bytes", stats.tun_tx_bytes.to_string());
+    line("bubbles-sent", stats.bubbles_sent.to_string());
+    line("bubbles-received", stats.bubbles_received.to_string());
+    line("icmp-errors-sent", stats.icmp_errors.to_string());
+    for r in DropReason::ALL {
+        line(&format!("drop-{}", r.name()), stats.dropped(r).to_string());
+    }
+    line("drop-queue-expired", stats.drops_queue_expired.to_string());
+    s
+}
