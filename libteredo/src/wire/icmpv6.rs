@@ -17,6 +17,7 @@ pub mod msg_type {
     pub const ECHO_REPLY: u8 = 129;
     pub const ROUTER_SOLICIT: u8 = 133;
     pub const ROUTER_ADVERT: u8 = 134;
+    pub const REDIRECT: u8 = 137;
 }
 
 /// Destination-unreachable codes (RFC 4443 3.1).
@@ -157,7 +158,8 @@ impl<'a> Icmpv6Repr<'a> {
                     prefix_count: 0,
                     mtu: None,
                 };
-                for (kind, body) in options(&msg[16..])? {
+                for opt in options(&msg[16..]) {
+                    let (kind, body) = opt?;
                     match kind {
                         option_type::PREFIX_INFO => {
                             // Length 4 (32 bytes) exactly (RFC 4861 4.6.2).
@@ -311,9 +313,14 @@ pub fn build_unreachable(src: Ipv6Addr, code: u8, invoking: &[u8]) -> Option<Vec
     if dst.is_unspecified() || dst.is_multicast() || ip.dst_addr().is_multicast() {
         return None;
     }
-    if ip.next_header() == next_header::ICMPV6 {
-        match ip.payload().first() {
-            Some(t) if *t < 128 => return None,
+    // RFC 4443 2.4(e.1, e.2): no error about an ICMPv6 error or a redirect,
+    // wherever the ICMPv6 header sits in the extension-header chain. A
+    // chain we cannot walk, or a truncated ICMPv6 header, gets no error
+    // either: we cannot tell what it carries.
+    let upper = ip.upper_layer().ok()?;
+    if upper.protocol == next_header::ICMPV6 && !upper.later_fragment {
+        match ip.payload().get(upper.offset) {
+            Some(t) if *t < 128 || *t == msg_type::REDIRECT => return None,
             None => return None,
             _ => {}
         }
@@ -332,24 +339,43 @@ pub fn build_unreachable(src: Ipv6Addr, code: u8, invoking: &[u8]) -> Option<Vec
 }
 
 /// Walks neighbour-discovery options: each has a type, a length in units of
-/// 8 bytes (never 0), and must fit (RFC 4861 4.6).
-fn options(mut b: &[u8]) -> Result<impl Iterator<Item = (u8, &[u8])>> {
-    let mut v: Vec<(u8, &[u8])> = Vec::new();
-    while !b.is_empty() {
-        let h = b.get(..2).ok_or(Error::BadIcmp)?;
-        let len = usize::from(h[1]) * 8;
-        if len == 0 {
-            return Err(Error::BadIcmp);
+/// 8 bytes (never 0), and must fit (RFC 4861 4.6). Yields `(type, body)`
+/// where the body follows the two-byte option header; a malformed option
+/// yields one `Err` and ends the walk. Allocates nothing.
+struct Options<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Options<'a> {
+    type Item = Result<(u8, &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
         }
-        let opt = b.get(..len).ok_or(Error::BadIcmp)?;
-        v.push((opt[0], &opt[2..]));
-        b = &b[len..];
+        let opt = match self.rest.get(1).map(|l| usize::from(*l) * 8) {
+            Some(len) if len > 0 => self.rest.get(..len),
+            _ => None,
+        };
+        match opt.and_then(|o| Some((*o.first()?, o.get(2..)?))) {
+            Some((kind, body)) => {
+                self.rest = self.rest.get(body.len() + 2..).unwrap_or_default();
+                Some(Ok((kind, body)))
+            }
+            None => {
+                self.rest = &[];
+                Some(Err(Error::BadIcmp))
+            }
+        }
     }
-    Ok(v.into_iter())
+}
+
+fn options(b: &[u8]) -> Options<'_> {
+    Options { rest: b }
 }
 
 fn check_options(b: &[u8]) -> Result<()> {
-    options(b).map(|_| ())
+    options(b).try_for_each(|o| o.map(|_| ()))
 }
 
 #[cfg(test)]

@@ -141,6 +141,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         let mut off = 0usize;
         let mut routing_segments_left = false;
         let mut fragment = false;
+        let mut later_fragment = false;
         // A chain can't be longer than the payload in 8-byte units; the
         // bound also stops any loop.
         for _ in 0..=payload.len() / 8 {
@@ -168,6 +169,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
                     // Only the first fragment carries the upper layer; stop.
                     let frag_off = u16::from_be_bytes([h[2], h[3]]) >> 3;
                     if frag_off != 0 {
+                        later_fragment = true;
                         break;
                     }
                 }
@@ -179,6 +181,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             offset: off,
             routing_segments_left,
             fragment,
+            later_fragment,
         })
     }
 }
@@ -194,6 +197,9 @@ pub struct UpperLayer {
     pub routing_segments_left: bool,
     /// A fragment header is in the chain.
     pub fragment: bool,
+    /// The fragment has a non-zero offset: the bytes at `offset` are the
+    /// middle of the upper-layer message, not its header.
+    pub later_fragment: bool,
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
@@ -201,6 +207,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
         let b = &mut self.buffer.as_mut()[field::VER_TC_FLOW];
         b[0] = (b[0] & 0xf0) | (tc >> 4);
         b[1] = (b[1] & 0x0f) | (tc << 4);
+    }
+
+    /// Sets the 20-bit flow label (higher bits of `label` are ignored).
+    pub fn set_flow_label(&mut self, label: u32) {
+        let l = label.to_be_bytes();
+        let b = &mut self.buffer.as_mut()[field::VER_TC_FLOW];
+        b[1] = (b[1] & 0xf0) | (l[1] & 0x0f);
+        b[2] = l[2];
+        b[3] = l[3];
     }
 
     pub fn set_hop_limit(&mut self, h: u8) {
@@ -252,30 +267,52 @@ impl Ipv6Repr {
         Ok(())
     }
 
-    /// Builds header plus payload into a new vector.
+    /// Builds header plus payload into a new vector; `payload_len` is set
+    /// from the payload. A payload longer than 65535 bytes (a jumbogram,
+    /// which Teredo cannot carry) is cut to 65535 so that the length field
+    /// always tells the truth.
     pub fn build(&self, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![0u8; HEADER_LEN + payload.len()];
+        let payload = payload.get(..usize::from(u16::MAX)).unwrap_or(payload);
+        let mut v = Vec::with_capacity(HEADER_LEN + payload.len());
+        v.resize(HEADER_LEN, 0);
         let mut repr = *self;
         repr.payload_len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
-        // The buffer is 40 bytes or more: emit cannot fail.
+        // The buffer is 40 bytes long: emit cannot fail.
         let _ = repr.emit(&mut v);
-        v[HEADER_LEN..].copy_from_slice(payload);
+        v.extend_from_slice(payload);
         v
     }
 }
 
-/// Builds a bubble: an IPv6 header with no next header and no payload, hop
-/// limit 255 (RFC 4380 section 2.8).
+/// The hop limit of the bubbles the C miredo sends (and so do we): zero.
+/// RFC 4380 2.8 leaves it open; a bubble is never forwarded as IPv6, and a
+/// zero hop limit guarantees that even a leaked one goes no further.
+pub const BUBBLE_HOP_LIMIT: u8 = 0;
+
+/// Builds a bubble: an IPv6 header with no next header and no payload
+/// (RFC 4380 section 2.8), hop limit [`BUBBLE_HOP_LIMIT`], byte for byte
+/// what the C miredo sends.
 pub fn build_bubble(src: Ipv6Addr, dst: Ipv6Addr) -> [u8; HEADER_LEN] {
+    build_bubble_with_hop_limit(src, dst, BUBBLE_HOP_LIMIT)
+}
+
+/// Builds a bubble with the given hop limit (a local discovery bubble has
+/// hop limit 1, RFC 4380 5.2.8).
+pub fn build_bubble_with_hop_limit(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+) -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
     let repr = Ipv6Repr {
         src,
         dst,
         next_header: next_header::NO_NEXT_HEADER,
         payload_len: 0,
-        hop_limit: 255,
+        hop_limit,
         traffic_class: 0,
     };
+    // The buffer is exactly 40 bytes: emit cannot fail.
     let _ = repr.emit(&mut b);
     b
 }

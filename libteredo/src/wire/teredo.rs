@@ -20,9 +20,10 @@ pub struct Auth<'a> {
 }
 
 impl Auth<'_> {
-    /// Encoded length.
+    /// Encoded length (client id and auth value count at most 255 bytes
+    /// each, as [`Auth::emit`] writes them).
     pub fn len(&self) -> usize {
-        AUTH_MIN_LEN + self.client_id.len() + self.auth_value.len()
+        AUTH_MIN_LEN + self.client_id.len().min(255) + self.auth_value.len().min(255)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -59,10 +60,17 @@ impl Origin {
         out.extend_from_slice(&self.to_bytes());
     }
 
-    fn parse(b: &[u8]) -> Self {
-        let port = !u16::from_be_bytes([b[2], b[3]]);
-        let a = Ipv4Addr::new(!b[4], !b[5], !b[6], !b[7]);
-        Origin(SocketAddrV4::new(a, port))
+    /// Decodes the 8 bytes on the wire; `None` unless they start with the
+    /// two zero octets of an origin indication.
+    pub fn from_bytes(b: &[u8; ORIGIN_LEN]) -> Option<Self> {
+        let [0, 0, p0, p1, a0, a1, a2, a3] = *b else {
+            return None;
+        };
+        let port = !u16::from_be_bytes([p0, p1]);
+        Some(Origin(SocketAddrV4::new(
+            Ipv4Addr::new(!a0, !a1, !a2, !a3),
+            port,
+        )))
     }
 }
 
@@ -103,17 +111,21 @@ impl<'a> TeredoPacket<'a> {
             off += total;
         }
         if b.first() == Some(&0) && b.get(1) == Some(&0) {
-            let h = b.get(..ORIGIN_LEN).ok_or(Error::Truncated)?;
-            origin = Some(Origin::parse(h));
+            let h: &[u8; ORIGIN_LEN] = b
+                .get(..ORIGIN_LEN)
+                .and_then(|h| h.try_into().ok())
+                .ok_or(Error::Truncated)?;
+            origin = Some(Origin::from_bytes(h).ok_or(Error::BadEncapsulation)?);
             b = &b[ORIGIN_LEN..];
             off += ORIGIN_LEN;
         }
-        if b.first().is_some_and(|v| v >> 4 != 6) {
-            return Err(if b[0] == 0 {
-                Error::BadEncapsulation
-            } else {
-                Error::BadVersion
-            });
+        match b.first() {
+            // RFC 4380 5.1.1: a leading zero octet announces an
+            // encapsulation header, and none is valid here (unknown type,
+            // or a second or misplaced header).
+            Some(0) => return Err(Error::BadEncapsulation),
+            Some(v) if v >> 4 != 6 => return Err(Error::BadVersion),
+            _ => {}
         }
         let ipv6 = Ipv6Packet::new_checked(b)?;
         Ok(TeredoPacket {
