@@ -42,7 +42,7 @@ fn every_case_gives_the_expected_status_and_messages() {
 fn unreadable_files_exit_2_and_say_why() {
     let dir = scratch("unreadable");
     let missing = dir.join("missing.conf");
-    let missing = missing.to_str().unwrap_or_default();
+    let missing = missing.to_str().expect("UTF-8 temp path");
     let (status, stderr) = run(common::ours(), &[missing]);
     assert_eq!(status, 2);
     assert_eq!(stderr.len(), 1, "{stderr:?}");
@@ -55,7 +55,7 @@ fn unreadable_files_exit_2_and_say_why() {
     let (status, stderr) = run(common::ours(), &["-s", missing]);
     assert_eq!(status, 2, "{stderr:?}");
 
-    let as_dir = dir.to_str().unwrap_or_default();
+    let as_dir = dir.to_str().expect("UTF-8 temp path");
     let (status, stderr) = run(common::ours(), &[as_dir]);
     assert_eq!(status, 2);
     assert!(
@@ -70,8 +70,8 @@ fn bytes_that_are_not_utf8_are_invalid_not_unreadable() {
     let dir = scratch("utf8");
     let path = dir.join("latin1.conf");
     std::fs::write(&path, b"ServerAddress 192.0.2.1\nInterfaceName t\xe9redo\n")
-        .unwrap_or_default();
-    let (status, stderr) = run(common::ours(), &[path.to_str().unwrap_or_default()]);
+        .expect("write test file");
+    let (status, stderr) = run(common::ours(), &[path.to_str().expect("UTF-8 temp path")]);
     assert_eq!(status, 1, "{stderr:?}");
     assert_eq!(stderr.len(), 1, "{stderr:?}");
     assert!(
@@ -85,8 +85,8 @@ fn bytes_that_are_not_utf8_are_invalid_not_unreadable() {
 fn c_style_config_option_is_accepted() {
     let dir = scratch("dash-c");
     let path = dir.join("m.conf");
-    std::fs::write(&path, "ServerAddress 192.0.2.1\n").unwrap_or_default();
-    let path = path.to_str().unwrap_or_default();
+    std::fs::write(&path, "ServerAddress 192.0.2.1\n").expect("write test file");
+    let path = path.to_str().expect("UTF-8 temp path");
     assert_eq!(run(common::ours(), &["-c", path]).0, 0);
     assert_eq!(run(common::ours(), &["--config", path]).0, 0);
     assert_eq!(run(common::ours(), &["--conf", path]).0, 0);

@@ -22,7 +22,7 @@ fn agrees_with_the_c_tool_where_it_is_right() {
     let mut tally = [0usize; 5];
     for case in CORPUS.iter().filter(|c| c.format == Format::Miredo) {
         let path = write_case(&dir, case);
-        let (c_status, c_stderr) = run(C_TOOL, &[path.to_str().unwrap_or_default()]);
+        let (c_status, c_stderr) = run(C_TOOL, &[path.to_str().expect("UTF-8 temp path")]);
         let (our_status, _) = run_ours(case, &path);
         let c_valid = c_status == 0;
         let ours_valid = our_status == 0;
@@ -62,8 +62,8 @@ fn the_c_tool_still_has_the_documented_faults() {
     }
     let dir = scratch("interop-faults");
     let path = dir.join("range.conf");
-    std::fs::write(&path, "ServerAddress 192.0.2.1\nBindPort 70000\n").unwrap_or_default();
-    let (status, stderr) = run(C_TOOL, &[path.to_str().unwrap_or_default()]);
+    std::fs::write(&path, "ServerAddress 192.0.2.1\nBindPort 70000\n").expect("write test file");
+    let (status, stderr) = run(C_TOOL, &[path.to_str().expect("UTF-8 temp path")]);
     assert_ne!(status, 0);
     // PROTOCOL.md: an integer out of range is reported with a stale errno.
     assert!(stderr.iter().any(|l| l.contains("70000")), "{stderr:?}");
