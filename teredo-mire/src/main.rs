@@ -1,0 +1,134 @@
+//! teredo-mire: a stateless Teredo ICMPv6 echo responder (the job of the C
+//! tool of the same name), plus diagnostics: decode a Teredo address, probe
+//! a Teredo server without creating an interface, and read the status of a
+//! running miredo.
+//!
+//! Exit status: 0 success, 1 failure (the reason is printed on standard
+//! error), 2 a bad command line.
+
+mod decode;
+mod probe;
+mod random;
+mod responder;
+mod status;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "teredo-mire",
+    version,
+    about = "Stateless Teredo IPv6 echo responder and Teredo diagnostics",
+    long_about = "Without a command, answer ICMPv6 echo requests (pings) that arrive \
+                  over Teredo on UDP ports 3544 and 3545, statelessly, one reply per \
+                  request, never larger than the request. The commands decode a Teredo \
+                  address, probe a Teredo server, or show the status of a running miredo.",
+    after_help = "Exit status: 0 on success, 1 on failure (the reason is printed on \
+                  standard error), 2 for a bad command line.",
+    args_conflicts_with_subcommands = true
+)]
+struct Args {
+    /// Responder: the local IPv4 address to listen on (ports 3544 and 3545)
+    #[arg(short, long, value_name = "ADDR", default_value_t = Ipv4Addr::UNSPECIFIED)]
+    bind: Ipv4Addr,
+
+    /// Responder: also answer requests whose IPv4 source is not a global
+    /// unicast address (private, loopback, link-local, ...)
+    #[arg(long)]
+    allow_private: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Decode a Teredo IPv6 address and check it against RFC 4380 and RFC 5991
+    Decode {
+        /// The IPv6 address to decode
+        #[arg(value_name = "ADDRESS")]
+        address: String,
+    },
+    /// Qualify with a Teredo server over UDP, without creating an interface,
+    /// and report the address, the mapped endpoint and the NAT behaviour
+    Probe {
+        /// The Teredo server (host name or IPv4 address)
+        #[arg(value_name = "SERVER", default_value = probe::DEFAULT_SERVER)]
+        server: String,
+
+        /// The secondary server address (default: SERVER's address + 1)
+        #[arg(long, value_name = "ADDR")]
+        server2: Option<String>,
+
+        /// The local UDP endpoint to send from
+        #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:0")]
+        bind: SocketAddrV4,
+
+        /// How long to wait for qualification, in seconds
+        #[arg(long, value_name = "SECS", default_value_t = 15.0)]
+        timeout: f64,
+
+        /// Stop right after qualification, without learning the NAT behaviour
+        /// (which can take up to about a minute)
+        #[arg(long)]
+        no_nat_test: bool,
+    },
+    /// Show the status of a running miredo (read from its status socket)
+    Status {
+        /// The Teredo interface of the miredo instance
+        #[arg(value_name = "IFACE", default_value = status::DEFAULT_IFACE)]
+        iface: String,
+
+        /// Read this Unix socket instead of /run/miredo/IFACE.status
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        None => responder::run(args.bind, args.allow_private),
+        Some(Command::Decode { address }) => decode::run(&address),
+        Some(Command::Probe {
+            server,
+            server2,
+            bind,
+            timeout,
+            no_nat_test,
+        }) => match timeout_from_secs(timeout) {
+            Ok(timeout) => probe::run(&probe::Options {
+                server,
+                server2,
+                bind,
+                timeout,
+                nat_test: !no_nat_test,
+            }),
+            Err(e) => Err(e),
+        },
+        Some(Command::Status { iface, socket }) => status::run(&iface, socket.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("teredo-mire: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A timeout in seconds from the command line: positive and at most a day.
+fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "invalid timeout {secs}: give a number of seconds between 0 and 86400"
+        ))
+    }
+}

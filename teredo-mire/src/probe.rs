@@ -1,0 +1,340 @@
+//! `teredo-mire probe`: qualification with a Teredo server (RFC 4380
+//! 5.2.1) over a plain UDP socket, without any interface: the client engine
+//! of libteredo driven by a blocking loop. Results go to standard output as
+//! `key: value` lines, progress to standard error.
+
+use crate::random::OsRandom;
+use libteredo::addr::{LINK_LOCAL_CONE, TEREDO_PORT};
+use libteredo::proto::client::{
+    Client, ClientConfig, CONE_PROBE_ATTEMPTS, CONNTRACK_WAIT, RS_ATTEMPTS,
+};
+use libteredo::proto::stats::{DropReason, Stats};
+use libteredo::proto::{Event, NatBehaviour, Output, Transmit};
+use libteredo::wire::icmpv6::msg_type;
+use libteredo::wire::ipv6::next_header;
+use libteredo::wire::teredo::TeredoPacket;
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// The public server of the C miredo's author, its default too.
+pub const DEFAULT_SERVER: &str = "teredo.remlab.net";
+
+/// How long the NAT test may take after qualification. The engine needs
+/// at most two cone solicitations, the conntrack wait and three
+/// solicitations of the secondary address: about 52 s.
+const NAT_TEST_LIMIT: Duration = Duration::from_secs(90);
+
+/// A wait longer than this gets a progress line.
+const LONG_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Options {
+    pub server: String,
+    pub server2: Option<String>,
+    pub bind: SocketAddrV4,
+    pub timeout: Duration,
+    pub nat_test: bool,
+}
+
+/// The first IPv4 address of a host name (or the address itself).
+fn resolve(host: &str) -> Result<Ipv4Addr, String> {
+    if let Ok(a) = host.parse::<Ipv4Addr>() {
+        return Ok(a);
+    }
+    let addrs = (host, TEREDO_PORT)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    addrs
+        .filter_map(|a| match a {
+            SocketAddr::V4(a) => Some(*a.ip()),
+            SocketAddr::V6(_) => None,
+        })
+        .next()
+        .ok_or_else(|| format!("{host} has no IPv4 address"))
+}
+
+/// What a solicitation the engine sends is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Qualification,
+    Maintenance,
+    ConeTest,
+    SecondaryTest,
+}
+
+/// Progress of the run, as seen from outside the engine.
+struct Run {
+    server: Ipv4Addr,
+    server2: Ipv4Addr,
+    first_rs: Option<Instant>,
+    qualified_at: Option<Instant>,
+    addr_shown: bool,
+    /// Attempts per solicitation nonce.
+    attempts: HashMap<[u8; 8], u8>,
+    rs_sent: u64,
+    cone_test_sent: bool,
+    secondary_test_sent: bool,
+    last_send_error: Option<String>,
+    /// The deadline a waiting line was printed for.
+    announced_wait: Option<Instant>,
+    nat: Option<NatBehaviour>,
+}
+
+pub fn run(o: &Options) -> Result<(), String> {
+    let server = resolve(&o.server)?;
+    let server2 = match &o.server2 {
+        Some(s) => resolve(s)?,
+        None => Ipv4Addr::from(u32::from(server).wrapping_add(1)),
+    };
+    let sock = UdpSocket::bind(o.bind).map_err(|e| format!("cannot bind {}: {e}", o.bind))?;
+    let local = match sock.local_addr() {
+        Ok(SocketAddr::V4(a)) => a,
+        Ok(a) => return Err(format!("unexpected local address {a}")),
+        Err(e) => return Err(format!("cannot read the local address: {e}")),
+    };
+    let rng = OsRandom::new()?;
+    let start = Instant::now();
+    let mut cfg = ClientConfig::new(server);
+    cfg.server2 = server2;
+    let mut client = Client::new(cfg, Box::new(rng), start);
+
+    println!("server: {server}");
+    println!("secondary server: {server2}");
+    println!("local: {local}");
+
+    let mut r = Run {
+        server,
+        server2,
+        first_rs: None,
+        qualified_at: None,
+        addr_shown: false,
+        attempts: HashMap::new(),
+        rs_sent: 0,
+        cone_test_sent: false,
+        secondary_test_sent: false,
+        last_send_error: None,
+        announced_wait: None,
+        nat: None,
+    };
+    let qualify_deadline = start + o.timeout;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    client.handle_timeout(start, &mut out);
+    loop {
+        for output in out.drain(..) {
+            match output {
+                Output::Udp(t) => r.send(&sock, &t),
+                Output::Tun(_) => {}
+                Output::Event(e) => r.event(&e)?,
+            }
+        }
+        if r.qualified_at.is_some() && (!o.nat_test || r.nat.is_some()) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let deadline = match r.qualified_at {
+            None => qualify_deadline,
+            Some(q) => q + NAT_TEST_LIMIT,
+        };
+        if now >= deadline {
+            return match r.qualified_at {
+                None => Err(r.failure(client.stats(), o.timeout)),
+                Some(_) => {
+                    println!(
+                        "nat: undetermined (no decision within {} s)",
+                        NAT_TEST_LIMIT.as_secs()
+                    );
+                    Ok(())
+                }
+            };
+        }
+        let wake = client.poll_timeout().map_or(deadline, |t| t.min(deadline));
+        if r.qualified_at.is_some() {
+            r.announce_wait(now, wake);
+        }
+        let wait = wake
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        // A zero timeout would mean "block forever".
+        sock.set_read_timeout(Some(wait))
+            .map_err(|e| format!("cannot set the socket timeout: {e}"))?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, SocketAddr::V4(from))) => {
+                let now = Instant::now();
+                if let Some(d) = buf.get(..n) {
+                    client.handle_udp(now, from, local, d, &mut out);
+                }
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            // ICMP errors reported on the socket (e.g. ECONNREFUSED) are
+            // noted; the engine's own timeouts decide.
+            Err(e) => r.last_send_error = Some(e.to_string()),
+        }
+        let now = Instant::now();
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now, &mut out);
+        }
+    }
+}
+
+impl Run {
+    fn purpose(&self, t: &Transmit) -> Option<Purpose> {
+        let pkt = TeredoPacket::parse(&t.payload).ok()?;
+        let ip = &pkt.ipv6;
+        let is_rs = ip.next_header() == next_header::ICMPV6
+            && ip.payload().first() == Some(&msg_type::ROUTER_SOLICIT);
+        if !is_rs {
+            return None;
+        }
+        Some(if ip.src_addr() == LINK_LOCAL_CONE {
+            Purpose::ConeTest
+        } else if *t.to.ip() == self.server2 && self.server2 != self.server {
+            Purpose::SecondaryTest
+        } else if self.qualified_at.is_some() {
+            Purpose::Maintenance
+        } else {
+            Purpose::Qualification
+        })
+    }
+
+    fn send(&mut self, sock: &UdpSocket, t: &Transmit) {
+        let purpose = self.purpose(t);
+        let nonce = TeredoPacket::parse(&t.payload)
+            .ok()
+            .and_then(|p| p.auth)
+            .map(|a| a.nonce);
+        if let (Some(p), Some(nonce)) = (purpose, nonce) {
+            let n = self.attempts.entry(nonce).or_insert(0);
+            *n = n.saturating_add(1);
+            let n = *n;
+            let (what, max) = match p {
+                Purpose::Qualification => ("qualification", RS_ATTEMPTS),
+                Purpose::Maintenance => ("maintenance", RS_ATTEMPTS),
+                Purpose::ConeTest => ("NAT test: cone bit set", CONE_PROBE_ATTEMPTS),
+                Purpose::SecondaryTest => ("NAT test: secondary address", RS_ATTEMPTS),
+            };
+            eprintln!(
+                "sending a router solicitation to {} ({what}, attempt {n} of {max})",
+                t.to
+            );
+            self.cone_test_sent |= p == Purpose::ConeTest;
+            self.secondary_test_sent |= p == Purpose::SecondaryTest;
+        }
+        let sent_at = Instant::now();
+        match sock.send_to(&t.payload, t.to) {
+            Ok(_) => {
+                if purpose.is_some() {
+                    self.rs_sent += 1;
+                    if self.first_rs.is_none() {
+                        self.first_rs = Some(sent_at);
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("cannot send to {}: {e}", t.to);
+                self.last_send_error = Some(e.to_string());
+            }
+        }
+    }
+
+    fn event(&mut self, e: &Event) -> Result<(), String> {
+        match e {
+            Event::Qualified {
+                addr, mapped, mtu, ..
+            } => {
+                let now = Instant::now();
+                if !self.addr_shown {
+                    self.addr_shown = true;
+                    self.qualified_at = Some(now);
+                    let rtt = self.first_rs.map_or(Duration::ZERO, |t| now - t);
+                    println!("rtt: {:.3} ms", rtt.as_secs_f64() * 1000.0);
+                    println!("teredo address: {addr}");
+                    println!("mapped address: {}", mapped.ip());
+                    println!("mapped port: {}", mapped.port());
+                    println!("mtu: {mtu}");
+                } else {
+                    eprintln!("the server now sees {mapped}: new Teredo address {addr}, mtu {mtu}");
+                }
+            }
+            Event::NatObserved(n) => {
+                self.nat = Some(*n);
+                match n {
+                    NatBehaviour::Unknown => println!(
+                        "nat: unknown (the secondary address {} did not answer)",
+                        self.server2
+                    ),
+                    n => println!("nat: {n}"),
+                }
+            }
+            Event::ServerLost { .. } => {
+                return Err(format!(
+                    "the server {} stopped answering during the NAT test",
+                    self.server
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Says what a long wait of the NAT test is for.
+    fn announce_wait(&mut self, now: Instant, wake: Instant) {
+        let left = wake.saturating_duration_since(now);
+        if left < LONG_WAIT || self.announced_wait == Some(wake) {
+            return;
+        }
+        self.announced_wait = Some(wake);
+        if self.cone_test_sent && !self.secondary_test_sent {
+            eprintln!(
+                "the cone test got no answer; waiting {} s for a NAT's connection-tracking \
+                 entry (about {} s on Linux) to expire before trying the secondary address",
+                left.as_secs(),
+                CONNTRACK_WAIT.as_secs()
+            );
+        } else {
+            eprintln!(
+                "waiting up to {} s for an answer from the server",
+                left.as_secs()
+            );
+        }
+    }
+
+    /// Why qualification failed.
+    fn failure(&self, stats: &Stats, timeout: Duration) -> String {
+        let secs = timeout.as_secs_f64();
+        let send = self
+            .last_send_error
+            .as_ref()
+            .map(|e| format!("; last socket error: {e}"))
+            .unwrap_or_default();
+        if stats.udp_rx_packets == 0 {
+            return format!(
+                "no answer from {}:{TEREDO_PORT} within {secs} s \
+                 ({} router solicitations sent){send}",
+                self.server, self.rs_sent
+            );
+        }
+        let reasons: Vec<String> = DropReason::ALL
+            .iter()
+            .filter(|d| stats.dropped(**d) > 0)
+            .map(|d| format!("{}: {}", d.name(), stats.dropped(*d)))
+            .collect();
+        format!(
+            "no valid router advertisement from {}:{TEREDO_PORT} within {secs} s: \
+             {} datagrams received, {} dropped ({}){send}",
+            self.server,
+            stats.udp_rx_packets,
+            stats.total_drops(),
+            if reasons.is_empty() {
+                "none".to_string()
+            } else {
+                reasons.join(", ")
+            }
+        )
+    }
+}

@@ -1,0 +1,124 @@
+//! `teredo-mire status [IFACE]`: the client side of miredo's status socket.
+//! The daemon writes `key: value` lines on `/run/miredo/IFACE.status` to
+//! whoever connects, then closes; we print them.
+
+use std::io::{ErrorKind, Read};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_IFACE: &str = "teredo";
+/// Where miredo puts its status sockets.
+pub const STATUS_DIR: &str = "/run/miredo";
+/// How long the whole exchange may take.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+/// A status is a few dozen lines; more than this is not one.
+const MAX_STATUS: usize = 1 << 20;
+
+/// The status socket of an interface. The name must be a valid Linux
+/// interface name (1 to 15 bytes, no `/`, no white space), which also keeps
+/// the path inside [`STATUS_DIR`].
+pub fn socket_path(iface: &str) -> Result<PathBuf, String> {
+    let ok = !iface.is_empty()
+        && iface.len() <= 15
+        && iface != "."
+        && iface != ".."
+        && iface
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if !ok {
+        return Err(format!("{iface:?} is not a valid interface name"));
+    }
+    Ok(Path::new(STATUS_DIR).join(format!("{iface}.status")))
+}
+
+pub fn run(iface: &str, socket: Option<&Path>) -> Result<(), String> {
+    let path = match socket {
+        Some(p) => p.to_path_buf(),
+        None => socket_path(iface)?,
+    };
+    let text = fetch(&path, TIMEOUT).map_err(|e| match e.kind() {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => format!(
+            "cannot connect to {}: {e}; is miredo running for interface {iface}?",
+            path.display()
+        ),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+            "no complete status from {} within {} s",
+            path.display(),
+            TIMEOUT.as_secs()
+        ),
+        _ => format!("cannot read the status from {}: {e}", path.display()),
+    })?;
+    print!("{}", printable(&text));
+    if !text.is_empty() && !text.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}
+
+/// Reads everything the socket sends until it closes, within `timeout`.
+pub fn fetch(path: &Path, timeout: Duration) -> std::io::Result<String> {
+    let deadline = Instant::now() + timeout;
+    let mut s = UnixStream::connect(path)?;
+    // We have nothing to say: the daemon speaks first and last.
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                if buf.len() > MAX_STATUS {
+                    return Err(std::io::Error::new(
+                        ErrorKind::InvalidData,
+                        "the status is larger than 1 MiB",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The text with control characters (other than newline and tab) shown as
+/// `?`, so that a status cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            socket_path("teredo").unwrap(),
+            PathBuf::from("/run/miredo/teredo.status")
+        );
+        for bad in ["", "..", "a/b", "a b", "0123456789abcdef", "x:1"] {
+            assert!(socket_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn control_characters() {
+        assert_eq!(printable("a: b\x1b[2J\n\tc\r"), "a: b?[2J\n\tc?");
+    }
+}
