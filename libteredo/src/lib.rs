@@ -7,5 +7,6 @@
 
 pub mod addr;
 pub mod conf;
+pub mod privsep;
 pub mod proto;
 pub mod wire;

@@ -1,0 +1,157 @@
+//! The client hook: the administrator's script that configures the Teredo
+//! interface, run with the environment the C miredo gives it.
+
+use std::net::Ipv6Addr;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libteredo::privsep::link_local;
+
+/// A hook that has not returned by then is killed: privproc must answer
+/// before miredo stops waiting (10 s).
+const HOOK_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The value of `STATE` / `OLD_STATE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Up,
+    Down,
+    /// Sent once, after the last `down`, when miredo is gone.
+    Destroy,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::Destroy => "destroy",
+        }
+    }
+}
+
+/// What the interface carries (or is about to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub state: State,
+    pub address: Option<Ipv6Addr>,
+    pub mtu: Option<u16>,
+}
+
+impl Settings {
+    pub fn up(address: Ipv6Addr, mtu: u16) -> Self {
+        Settings {
+            state: State::Up,
+            address: Some(address),
+            mtu: Some(mtu),
+        }
+    }
+
+    pub fn down() -> Self {
+        Settings {
+            state: State::Down,
+            address: None,
+            mtu: None,
+        }
+    }
+
+    pub fn destroy() -> Self {
+        Settings {
+            state: State::Destroy,
+            ..Settings::down()
+        }
+    }
+}
+
+/// Refuses a hook that is not a regular, executable file owned by root and
+/// writable by root alone: privproc runs it with CAP_NET_ADMIN.
+pub fn check_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("hook {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode();
+    let why = if !meta.is_file() {
+        "not a regular file"
+    } else if mode & 0o111 == 0 {
+        "not executable"
+    } else if meta.uid() != 0 {
+        "not owned by root"
+    } else if mode & 0o022 != 0 {
+        "writable by group or others"
+    } else {
+        return Ok(());
+    };
+    Err(format!("hook {}: {why}", path.display()))
+}
+
+/// The hook of one interface.
+pub struct Hook {
+    path: PathBuf,
+    ifname: String,
+    ifindex: u32,
+}
+
+impl Hook {
+    pub fn new(path: PathBuf, ifname: String, ifindex: u32) -> Self {
+        Hook {
+            path,
+            ifname,
+            ifindex,
+        }
+    }
+
+    /// Runs the hook for the move from `old` to `next`: `STATE`, `IFACE`,
+    /// `IFINDEX`, `ADDRESS`, `LLADDRESS`, `MTU` describe `next`, the `OLD_`
+    /// variables `old`. A variable without value is left unset.
+    pub fn run(&self, next: &Settings, old: &Settings) -> Result<(), String> {
+        let mut cmd = Command::new(&self.path);
+        cmd.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("IFACE", &self.ifname)
+            .env("IFINDEX", self.ifindex.to_string())
+            .current_dir("/")
+            .stdin(Stdio::null());
+        for (prefix, s) in [("", next), ("OLD_", old)] {
+            cmd.env(format!("{prefix}STATE"), s.state.as_str());
+            if let Some(a) = s.address {
+                cmd.env(format!("{prefix}ADDRESS"), a.to_string());
+                cmd.env(format!("{prefix}LLADDRESS"), link_local(&a).to_string());
+            }
+            if let Some(mtu) = s.mtu {
+                cmd.env(format!("{prefix}MTU"), mtu.to_string());
+            }
+        }
+        // The hook's output joins ours on stderr (syslog); never fd 0.
+        if let Ok(err) = std::io::stderr().as_fd().try_clone_to_owned() {
+            cmd.stdout(Stdio::from(err));
+        } else {
+            cmd.stdout(Stdio::null());
+        }
+        let name = self.path.display();
+        let mut child = cmd.spawn().map_err(|e| format!("hook {name}: {e}"))?;
+        let start = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if start.elapsed() < HOOK_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("hook {name}: killed after {HOOK_TIMEOUT:?}"));
+                }
+                Err(e) => return Err(format!("hook {name}: {e}")),
+            }
+        };
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("hook {name} ({}): {status}", next.state.as_str()))
+        }
+    }
+}
