@@ -1,0 +1,54 @@
+//! miredo-server: a Teredo server (RFC 4380 5.3) on two consecutive public
+//! IPv4 addresses, UDP port 3544; a drop-in replacement of the C
+//! miredo-server 1.2.x.
+
+mod server;
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const DEFAULT_CONFIG: &str = "/etc/miredo/miredo-server.conf";
+pub const DEFAULT_PIDFILE: &str = "/run/miredo-server.pid";
+
+/// Teredo server (RFC 4380).
+#[derive(Parser, Debug)]
+#[command(name = "miredo-server", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file
+    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Stay in the foreground and log to standard error as well as syslog
+    #[arg(short = 'f', long = "foreground")]
+    pub foreground: bool,
+    /// Pid file
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE", default_value = DEFAULT_PIDFILE)]
+    pub pidfile: PathBuf,
+    /// Directory to chroot into once the sockets are open [default: an
+    /// empty directory, /run/miredo/empty]
+    #[arg(short = 't', long = "chrootdir", value_name = "DIR")]
+    pub chrootdir: Option<PathBuf>,
+    /// User to run as once the sockets are open
+    #[arg(
+        short = 'u',
+        long = "user",
+        value_name = "USER",
+        default_value = "nobody"
+    )]
+    pub user: String,
+    /// Log debugging messages too
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match server::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("miredo-server: {e}");
+            log::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Start-up as root (configuration, sockets), then the unprivileged loop
+//! around the stateless server engine.
+
+use crate::Cli;
+use libteredo::addr::{is_global_unicast_v4, TEREDO_PORT};
+use libteredo::conf::server::ServerConfig as ServerFile;
+use libteredo::conf::LoadError;
+use libteredo::proto::server::{Server, ServerConfig};
+use libteredo::proto::Output;
+use libteredo::sys::{daemon, logging, pidfile::PidFile, privileges, signals};
+use libteredo::wire::ipv6::Ipv6Packet;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The empty directory we chroot into without -t.
+const EMPTY_CHROOT: &str = "/run/miredo/empty";
+/// Datagrams handled per socket and wake-up.
+const BATCH: usize = 64;
+
+fn load(path: &Path) -> Result<ServerFile, String> {
+    match ServerFile::load(path) {
+        Ok(c) => Ok(c),
+        Err(LoadError::Invalid(errs)) => Err(errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn engine_config(f: &ServerFile) -> ServerConfig {
+    ServerConfig {
+        primary: f.server_bind_address,
+        secondary: f.server_bind_address2,
+        prefix: f.prefix,
+        mtu: f.interface_mtu,
+    }
+}
+
+fn bind(addr: SocketAddrV4) -> Result<UdpSocket, String> {
+    let s =
+        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| e.to_string())?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.bind(&addr.into())
+        .map_err(|e| format!("cannot bind UDP {addr}: {e}"))?;
+    Ok(s.into())
+}
+
+/// A raw IPv6 socket that sends whole packets (IPPROTO_RAW implies the
+/// header is included): the server's way to the native IPv6 Internet.
+fn raw_ipv6() -> Result<Socket, String> {
+    let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(255)))
+        .map_err(|e| format!("raw IPv6 socket: {e}"))?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+pub fn run(cli: Cli) -> Result<(), String> {
+    let file = load(&cli.config)?;
+    logging::init(
+        "miredo-server",
+        file.syslog_facility.as_str(),
+        cli.foreground,
+        cli.verbose,
+    );
+    for w in &file.warnings {
+        log::warn!("{w}");
+    }
+    for a in [file.server_bind_address, file.server_bind_address2] {
+        if !is_global_unicast_v4(a) {
+            return Err(format!(
+                "{a} is not a global unicast IPv4 address: a Teredo server must be reachable from the whole IPv4 Internet (RFC 4380 5.3)"
+            ));
+        }
+    }
+    let target = privileges::lookup(&cli.user).map_err(|e| format!("user {}: {e}", cli.user))?;
+    let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT))?;
+    let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT))?;
+    let raw = match raw_ipv6() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("{e}: echo requests from clients will not be forwarded to native IPv6");
+            None
+        }
+    };
+    let conf_dir = {
+        let dir = cli
+            .config
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = cli.config.file_name().map(|n| n.to_os_string());
+        match (File::open(dir), name) {
+            (Ok(f), Some(n)) => Some((OwnedFd::from(f), n)),
+            _ => None,
+        }
+    };
+    if !cli.foreground {
+        daemon::daemonize().map_err(|e| format!("cannot detach: {e}"))?;
+    }
+    let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
+    let pid = PidFile::create(&cli.pidfile)
+        .map_err(|e| format!("pid file {}: {e}", cli.pidfile.display()))?;
+    let root = cli
+        .chrootdir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(EMPTY_CHROOT));
+    if cli.chrootdir.is_none() {
+        privileges::ensure_empty_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    }
+    let pid_dir = cli
+        .pidfile
+        .parent()
+        .and_then(|d| {
+            File::open(if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            })
+            .ok()
+        })
+        .map(OwnedFd::from);
+    privileges::drop_to(&target, &root).map_err(|e| {
+        format!(
+            "cannot drop privileges to {} in {}: {e}",
+            target.name,
+            root.display()
+        )
+    })?;
+    if privileges::holds_any_capability() {
+        return Err("capabilities are still held after dropping them: refusing to run".into());
+    }
+    log::info!(
+        "serving on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {}/32, MTU {}; running as {}, no capabilities",
+        file.server_bind_address,
+        file.server_bind_address2,
+        std::net::Ipv6Addr::from(u128::from(file.prefix) << 96),
+        file.interface_mtu,
+        target.name
+    );
+
+    let mut s = Loop {
+        engine: Server::new(engine_config(&file)),
+        file,
+        primary,
+        secondary,
+        raw,
+        out: Vec::with_capacity(8),
+    };
+    let result = s.run(&sigfd, conf_dir.as_ref(), &cli.config);
+    // Removable if the directory is ours to write; a stale file is
+    // recognised and replaced at the next start anyway.
+    if let (Some(dir), Some(name)) = (&pid_dir, pid.path().file_name()) {
+        let _ = nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    }
+    log::info!("stopped");
+    result
+}
+
+struct Loop {
+    engine: Server,
+    file: ServerFile,
+    primary: UdpSocket,
+    secondary: UdpSocket,
+    raw: Option<Socket>,
+    out: Vec<Output>,
+}
+
+impl Loop {
+    fn run(
+        &mut self,
+        sigfd: &nix::sys::signalfd::SignalFd,
+        conf_dir: Option<&(OwnedFd, std::ffi::OsString)>,
+        path: &Path,
+    ) -> Result<(), String> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (r1, r2, rs) = {
+                let mut fds = [
+                    PollFd::new(self.primary.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.secondary.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("poll: {e}")),
+                }
+                let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+                (ready(0), ready(1), ready(2))
+            };
+            if rs {
+                for sig in signals::drain(sigfd) {
+                    match sig {
+                        Signal::SIGHUP => self.reload(conf_dir, path),
+                        Signal::SIGINT | Signal::SIGTERM => {
+                            log::info!("{sig}: stopping");
+                            return Ok(());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if r1 {
+                self.read(false, &mut buf);
+            }
+            if r2 {
+                self.read(true, &mut buf);
+            }
+        }
+    }
+
+    fn read(&mut self, second: bool, buf: &mut [u8]) {
+        let local = SocketAddrV4::new(
+            if second {
+                self.file.server_bind_address2
+            } else {
+                self.file.server_bind_address
+            },
+            TEREDO_PORT,
+        );
+        for _ in 0..BATCH {
+            let sock = if second {
+                &self.secondary
+            } else {
+                &self.primary
+            };
+            let (n, from) = match sock.recv_from(buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => continue,
+            };
+            let SocketAddr::V4(from) = from else { continue };
+            let mut out = std::mem::take(&mut self.out);
+            self.engine
+                .handle_udp(Instant::now(), from, local, &buf[..n], &mut out);
+            for o in out.drain(..) {
+                self.emit(o);
+            }
+            self.out = out;
+        }
+    }
+
+    fn emit(&mut self, o: Output) {
+        match o {
+            Output::Udp(t) => {
+                let sock = match t.from {
+                    Some(f) if *f.ip() == self.file.server_bind_address2 => &self.secondary,
+                    _ => &self.primary,
+                };
+                if let Err(e) = sock.send_to(&t.payload, t.to) {
+                    log::debug!("send to {}: {e}", t.to);
+                }
+            }
+            Output::Tun(p) => {
+                let (Some(raw), Ok(ip)) = (&self.raw, Ipv6Packet::new_checked(&p[..])) else {
+                    return;
+                };
+                let dst = SockAddr::from(SocketAddrV6::new(ip.dst_addr(), 0, 0, 0));
+                if let Err(e) = raw.send_to(&p, &dst) {
+                    log::debug!("raw IPv6 send to {}: {e}", ip.dst_addr());
+                }
+            }
+            Output::Event(_) => {}
+        }
+    }
+
+    /// SIGHUP: the prefix, MTU and syslog facility change at once; the
+    /// addresses need the privilege to bind, so a change there waits for a
+    /// restart.
+    fn reload(&mut self, conf_dir: Option<&(OwnedFd, std::ffi::OsString)>, path: &Path) {
+        let Some((dir, name)) = conf_dir else { return };
+        let text = nix::fcntl::openat(
+            dir,
+            name.as_os_str(),
+            nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(io::Error::from)
+        .and_then(|fd| {
+            let mut s = String::new();
+            File::from(fd).read_to_string(&mut s).map(|_| s)
+        });
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!(
+                    "SIGHUP: cannot read {}: {e}; keeping the running configuration",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let new = match ServerFile::parse(&text, &path.to_string_lossy()) {
+            Ok(c) => c,
+            Err(errs) => {
+                for e in errs {
+                    log::error!("SIGHUP: {e}");
+                }
+                log::error!(
+                    "SIGHUP: {} is invalid; keeping the running configuration",
+                    path.display()
+                );
+                return;
+            }
+        };
+        if new.server_bind_address != self.file.server_bind_address
+            || new.server_bind_address2 != self.file.server_bind_address2
+        {
+            log::warn!("SIGHUP: ServerBindAddress changed: that needs privileges, restart miredo-server to apply it; the old addresses stay");
+        }
+        let mut applied = self.file.clone();
+        applied.prefix = new.prefix;
+        applied.interface_mtu = new.interface_mtu;
+        if new.syslog_facility != applied.syslog_facility {
+            logging::set_facility(new.syslog_facility.as_str());
+            applied.syslog_facility = new.syslog_facility;
+        }
+        self.engine = Server::new(engine_config(&applied));
+        self.file = applied;
+        log::info!("SIGHUP: configuration {} reloaded", path.display());
+    }
+}
