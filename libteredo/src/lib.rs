@@ -9,4 +9,5 @@ pub mod addr;
 pub mod conf;
 pub mod privsep;
 pub mod proto;
+pub mod sys;
 pub mod wire;
