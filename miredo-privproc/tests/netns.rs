@@ -27,7 +27,11 @@ fn skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return false;
     }
-    eprintln!("SKIPPED {test}: needs root (network namespaces, TUN, CAP_NET_ADMIN)");
+    // Straight to fd 2: libtest captures eprintln! of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root (network namespaces, TUN, CAP_NET_ADMIN)"
+    );
     true
 }
 
@@ -494,4 +498,45 @@ fn refuses_to_start_with_an_unsafe_hook_or_a_non_socket_stdin() {
         .status()
         .unwrap();
     assert_eq!(st.code(), Some(2));
+}
+
+/// The hook of Debian's miredo package, when installed, works with
+/// CAP_NET_ADMIN alone (the privilege trade-off of the man page).
+#[test]
+fn debian_hook_works_with_net_admin_only() {
+    if skip("debian_hook_works_with_net_admin_only") {
+        return;
+    }
+    let hook = Path::new("/etc/miredo/client-hook");
+    if !hook.exists() || !Path::new("/sbin/ip").exists() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED debian_hook_works_with_net_admin_only: no /etc/miredo/client-hook"
+        );
+        return;
+    }
+    let ns = Netns::new("debhook");
+    let ifindex = ns.ifindex();
+    let mut pp = Privproc::start(&ns, &["--hook", "/etc/miredo/client-hook"]);
+    assert_eq!(pp.ask(&up(ifindex, ADDR_A, 1280)), Reply::Ok);
+    assert_eq!(pp.status_field("CapEff:"), "0000000000001000");
+    let mut addrs = ns.addrs();
+    addrs.sort();
+    assert_eq!(
+        addrs,
+        [format!("{ADDR_A}/32"), "fe80::ffff:ffff:ffff/64".into()]
+    );
+    assert!(ns.routes().contains("metric 1029"), "{}", ns.routes());
+    assert!(ns.is_up());
+    assert_eq!(pp.ask(&up(ifindex, ADDR_B, 1280)), Reply::Ok);
+    let mut addrs = ns.addrs();
+    addrs.sort();
+    assert_eq!(
+        addrs,
+        [format!("{ADDR_B}/32"), "fe80::ffff:ffff:ffff/64".into()]
+    );
+    drop(pp.sock.shutdown(Shutdown::Both));
+    assert!(pp.wait().success());
+    assert!(ns.addrs().is_empty(), "{:?}", ns.addrs());
+    assert!(!ns.is_up());
 }
