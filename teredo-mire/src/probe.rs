@@ -6,7 +6,7 @@
 use crate::random::OsRandom;
 use libteredo::addr::{LINK_LOCAL_CONE, TEREDO_PORT};
 use libteredo::proto::client::{
-    Client, ClientConfig, CONE_PROBE_ATTEMPTS, CONNTRACK_WAIT, RS_ATTEMPTS,
+    Client, ClientConfig, CONE_PROBE_ATTEMPTS, CONNTRACK_WAIT, RS_ATTEMPTS, RS_TIMEOUT,
 };
 use libteredo::proto::stats::{DropReason, Stats};
 use libteredo::proto::{Event, NatBehaviour, Output, Transmit};
@@ -25,9 +25,6 @@ pub const DEFAULT_SERVER: &str = "teredo.remlab.net";
 /// at most two cone solicitations, the conntrack wait and three
 /// solicitations of the secondary address: about 52 s.
 const NAT_TEST_LIMIT: Duration = Duration::from_secs(90);
-
-/// A wait longer than this gets a progress line.
-const LONG_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Options {
     pub server: String,
@@ -65,6 +62,7 @@ enum Purpose {
 
 /// Progress of the run, as seen from outside the engine.
 struct Run {
+    nat_test: bool,
     server: Ipv4Addr,
     server2: Ipv4Addr,
     first_rs: Option<Instant>,
@@ -73,11 +71,12 @@ struct Run {
     /// Attempts per solicitation nonce.
     attempts: HashMap<[u8; 8], u8>,
     rs_sent: u64,
-    cone_test_sent: bool,
+    /// When the last attempt of the cone test went out.
+    cone_test_last: Option<Instant>,
     secondary_test_sent: bool,
     last_send_error: Option<String>,
-    /// The deadline a waiting line was printed for.
-    announced_wait: Option<Instant>,
+    /// Whether the conntrack wait was announced.
+    announced_wait: bool,
     nat: Option<NatBehaviour>,
 }
 
@@ -104,6 +103,7 @@ pub fn run(o: &Options) -> Result<(), String> {
     println!("local: {local}");
 
     let mut r = Run {
+        nat_test: o.nat_test,
         server,
         server2,
         first_rs: None,
@@ -111,10 +111,10 @@ pub fn run(o: &Options) -> Result<(), String> {
         addr_shown: false,
         attempts: HashMap::new(),
         rs_sent: 0,
-        cone_test_sent: false,
+        cone_test_last: None,
         secondary_test_sent: false,
         last_send_error: None,
-        announced_wait: None,
+        announced_wait: false,
         nat: None,
     };
     let qualify_deadline = start + o.timeout;
@@ -150,9 +150,7 @@ pub fn run(o: &Options) -> Result<(), String> {
             };
         }
         let wake = client.poll_timeout().map_or(deadline, |t| t.min(deadline));
-        if r.qualified_at.is_some() {
-            r.announce_wait(now, wake);
-        }
+        r.announce_wait(now);
         let wait = wake
             .saturating_duration_since(now)
             .max(Duration::from_millis(1));
@@ -223,7 +221,9 @@ impl Run {
                 "sending a router solicitation to {} ({what}, attempt {n} of {max})",
                 t.to
             );
-            self.cone_test_sent |= p == Purpose::ConeTest;
+            if p == Purpose::ConeTest && n >= CONE_PROBE_ATTEMPTS {
+                self.cone_test_last = Some(Instant::now());
+            }
             self.secondary_test_sent |= p == Purpose::SecondaryTest;
         }
         let sent_at = Instant::now();
@@ -258,6 +258,12 @@ impl Run {
                     println!("mapped address: {}", mapped.ip());
                     println!("mapped port: {}", mapped.port());
                     println!("mtu: {mtu}");
+                    if self.nat_test {
+                        eprintln!(
+                            "qualified; now learning the NAT's behaviour (up to about a \
+                             minute; --no-nat-test skips this)"
+                        );
+                    }
                 } else {
                     eprintln!("the server now sees {mapped}: new Teredo address {addr}, mtu {mtu}");
                 }
@@ -282,26 +288,24 @@ impl Run {
         Ok(())
     }
 
-    /// Says what a long wait of the NAT test is for.
-    fn announce_wait(&mut self, now: Instant, wake: Instant) {
-        let left = wake.saturating_duration_since(now);
-        if left < LONG_WAIT || self.announced_wait == Some(wake) {
+    /// Says what the long wait of the NAT test is for, once: after an
+    /// unanswered cone test the engine lets a NAT's connection-tracking
+    /// entry expire before it solicits the secondary address.
+    fn announce_wait(&mut self, now: Instant) {
+        let Some(last) = self.cone_test_last else {
+            return;
+        };
+        let failed_at = last + RS_TIMEOUT;
+        if self.announced_wait || self.secondary_test_sent || now < failed_at {
             return;
         }
-        self.announced_wait = Some(wake);
-        if self.cone_test_sent && !self.secondary_test_sent {
-            eprintln!(
-                "the cone test got no answer; waiting {} s for a NAT's connection-tracking \
-                 entry (about {} s on Linux) to expire before trying the secondary address",
-                left.as_secs(),
-                CONNTRACK_WAIT.as_secs()
-            );
-        } else {
-            eprintln!(
-                "waiting up to {} s for an answer from the server",
-                left.as_secs()
-            );
-        }
+        self.announced_wait = true;
+        let left = (failed_at + CONNTRACK_WAIT).saturating_duration_since(now);
+        eprintln!(
+            "the cone test got no answer (not a cone NAT); waiting {} s for a NAT's \
+             connection-tracking entry to expire before soliciting the secondary address",
+            left.as_secs()
+        );
     }
 
     /// Why qualification failed.

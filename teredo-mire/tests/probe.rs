@@ -195,3 +195,79 @@ fn unresolvable_server_fails() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot resolve no-such-host.invalid"), "{err}");
 }
+
+#[test]
+fn wrong_answers_are_counted() {
+    use libteredo::wire::icmpv6::{build_packet, Icmpv6Repr, PrefixInfo, RouterAdvert};
+    use libteredo::wire::teredo::{Auth, Origin};
+    use std::net::{SocketAddrV4, UdpSocket};
+
+    if let Some(why) = netns_unavailable() {
+        return skip("wrong_answers_are_counted", &why);
+    }
+    let ns = Netns::new("mirew");
+    let cmd = {
+        let mut c = ns.command(BIN);
+        c.args(["probe", "127.0.0.1", "--no-nat-test", "--timeout", "2"]);
+        c
+    };
+    let out = ns.run_in(move || {
+        let mut cmd = cmd;
+        // A fake server: every solicitation gets garbage and a router
+        // advertisement with a nonce that is not the client's.
+        let fake = UdpSocket::bind("127.0.0.1:3544").unwrap();
+        fake.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(run(&mut cmd, Duration::from_secs(30)));
+        });
+        let mut ra = Vec::new();
+        Auth {
+            client_id: b"",
+            auth_value: b"",
+            nonce: [0xee; 8],
+            confirmation: 0,
+        }
+        .emit(&mut ra);
+        Origin(SocketAddrV4::new("198.18.0.2".parse().unwrap(), 4096)).emit(&mut ra);
+        ra.extend_from_slice(&build_packet(
+            "fe80::8000:f227:80ff:fffe".parse().unwrap(),
+            "fe80::ffff:ffff:ffff".parse().unwrap(),
+            255,
+            &Icmpv6Repr::RouterAdvert(RouterAdvert {
+                cur_hop_limit: 0,
+                flags: 0,
+                router_lifetime: 0,
+                reachable_time: 0,
+                retrans_timer: 2000,
+                prefix: Some(PrefixInfo {
+                    prefix_len: 64,
+                    flags: 0x40,
+                    valid_lifetime: u32::MAX,
+                    preferred_lifetime: u32::MAX,
+                    prefix: "2001:0:7f00:1::".parse().unwrap(),
+                }),
+                prefix_count: 1,
+                mtu: None,
+            }),
+        ));
+        let mut buf = [0u8; 2000];
+        loop {
+            if let Ok(out) = rx.try_recv() {
+                return out;
+            }
+            if let Ok((_, from)) = fake.recv_from(&mut buf) {
+                let _ = fake.send_to(b"garbage", from);
+                let _ = fake.send_to(&ra, from);
+            }
+        }
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no valid router advertisement from 127.0.0.1:3544 within 2 s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("malformed: 1, spoofed: 1"), "{stderr}");
+}

@@ -36,8 +36,12 @@ pub fn netns_unavailable() -> Option<String> {
     }
 }
 
+/// Says loudly that a test did not run. Written to the stderr handle
+/// itself, which the test harness does not capture, so that the line shows
+/// even when the test "passes".
 pub fn skip(test: &str, reason: &str) {
-    eprintln!("SKIPPED {test}: {reason}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
 
 /// Runs a command to completion within `limit`, killing it otherwise.
