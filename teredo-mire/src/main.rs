@@ -128,7 +128,7 @@ fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
         Ok(Duration::from_secs_f64(secs))
     } else {
         Err(format!(
-            "invalid timeout {secs}: give a number of seconds between 0 and 86400"
+            "invalid timeout {secs}: give a number of seconds above 0 and at most 86400"
         ))
     }
 }

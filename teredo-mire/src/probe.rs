@@ -34,21 +34,25 @@ pub struct Options {
     pub nat_test: bool,
 }
 
-/// The first IPv4 address of a host name (or the address itself).
+/// The first IPv4 address of a host name (or the address itself), which
+/// must be unicast: a server cannot be a group or "any".
 fn resolve(host: &str) -> Result<Ipv4Addr, String> {
-    if let Ok(a) = host.parse::<Ipv4Addr>() {
-        return Ok(a);
+    let a = match host.parse::<Ipv4Addr>() {
+        Ok(a) => a,
+        Err(_) => (host, TEREDO_PORT)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .filter_map(|a| match a {
+                SocketAddr::V4(a) => Some(*a.ip()),
+                SocketAddr::V6(_) => None,
+            })
+            .next()
+            .ok_or_else(|| format!("{host} has no IPv4 address"))?,
+    };
+    if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+        return Err(format!("{a} is not a unicast IPv4 address"));
     }
-    let addrs = (host, TEREDO_PORT)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    addrs
-        .filter_map(|a| match a {
-            SocketAddr::V4(a) => Some(*a.ip()),
-            SocketAddr::V6(_) => None,
-        })
-        .next()
-        .ok_or_else(|| format!("{host} has no IPv4 address"))
+    Ok(a)
 }
 
 /// What a solicitation the engine sends is for.
@@ -340,5 +344,21 @@ impl Run {
                 reasons.join(", ")
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_must_be_unicast() {
+        assert_eq!(resolve("198.18.1.1"), Ok(Ipv4Addr::new(198, 18, 1, 1)));
+        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.253"] {
+            assert!(resolve(bad).unwrap_err().contains("not a unicast"), "{bad}");
+        }
+        assert!(resolve("no-such-host.invalid")
+            .unwrap_err()
+            .contains("cannot resolve"));
     }
 }
