@@ -471,6 +471,63 @@ mod tests {
     }
 
     #[test]
+    fn no_error_about_an_error_behind_extension_headers() {
+        // RFC 4443 2.4(e): an unreachable inside a destination-options
+        // header is still an ICMPv6 error; so is a redirect.
+        let inner = build_packet(
+            a("2001::1"),
+            a("2001:db8::1"),
+            64,
+            &Icmpv6Repr::DstUnreachable {
+                code: 3,
+                invoking: &[0; 8],
+            },
+        );
+        let mut payload = vec![next_header::ICMPV6, 0, 1, 4, 0, 0, 0, 0];
+        payload.extend_from_slice(&inner[HEADER_LEN..]);
+        let ip = Ipv6Repr {
+            src: a("2001::1"),
+            dst: a("2001:db8::1"),
+            next_header: next_header::DEST_OPTS,
+            payload_len: 0,
+            hop_limit: 64,
+            traffic_class: 0,
+        };
+        let pkt = ip.build(&payload);
+        assert!(build_unreachable(a("2001::2"), 0, &pkt).is_none());
+        let redirect = build_packet(
+            a("fe80::1"),
+            a("2001:db8::1"),
+            255,
+            &Icmpv6Repr::Other {
+                msg_type: msg_type::REDIRECT,
+                code: 0,
+            },
+        );
+        assert!(build_unreachable(a("2001::2"), 0, &redirect).is_none());
+        // An echo behind the same header does get one.
+        payload.truncate(8);
+        payload.extend_from_slice(&[128, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(build_unreachable(a("2001::2"), 0, &ip.build(&payload)).is_some());
+    }
+
+    /// The RA the C miredo-server 1.2.6 sent in the lab (without its
+    /// Teredo headers; `tests/vectors/ra.hex`).
+    #[test]
+    fn ra_matches_c_miredo_server() {
+        let c: [u8; 56] = [
+            0x86, 0x00, 0x95, 0x4c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x07, 0xd0, 0x03, 0x04, 0x40,
+            0x40, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x20, 0x01, 0, 0,
+            0xc6, 0x12, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x05, 0x01, 0, 0, 0, 0, 0x05, 0x00,
+        ];
+        let (s, d) = (a("fe80::8000:f227:39ed:fefe"), a("fe80::ffff:ffff:ffff"));
+        let r = Icmpv6Repr::parse(&s, &d, &c).unwrap();
+        let mut out = [0u8; 56];
+        r.emit(&s, &d, &mut out).unwrap();
+        assert_eq!(out, c);
+    }
+
+    #[test]
     fn zero_length_option_refused() {
         let mut m = vec![msg_type::ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0, 1, 0];
         m.extend_from_slice(&[0; 6]);

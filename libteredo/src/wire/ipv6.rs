@@ -316,3 +316,128 @@ pub fn build_bubble_with_hop_limit(
     let _ = repr.emit(&mut b);
     b
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct bubble the C miredo client sent to the C relay in the
+    /// lab (`tests/vectors/bubble-direct-client-to-relay.hex`).
+    const C_BUBBLE: [u8; 40] = [
+        0x60, 0, 0, 0, 0, 0, 0x3b, 0, 0x20, 0x01, 0, 0, 0xc6, 0x12, 0x01, 0x01, 0x18, 0xc0, 0x50,
+        0x74, 0x39, 0xed, 0xfc, 0xfe, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x24, 0xb0, 0x72, 0xf8, 0x9e,
+        0x6c, 0x6e, 0x5e,
+    ];
+
+    #[test]
+    fn bubble_matches_c_miredo() {
+        let p = Ipv6Packet::new_checked(&C_BUBBLE[..]).unwrap();
+        assert!(p.is_bubble());
+        assert_eq!(build_bubble(p.src_addr(), p.dst_addr()), C_BUBBLE);
+    }
+
+    fn with_chain(chain: &[u8], first: u8) -> Vec<u8> {
+        let repr = Ipv6Repr {
+            src: Ipv6Addr::LOCALHOST,
+            dst: Ipv6Addr::LOCALHOST,
+            next_header: first,
+            payload_len: 0,
+            hop_limit: 64,
+            traffic_class: 0,
+        };
+        repr.build(chain)
+    }
+
+    #[test]
+    fn extension_chain() {
+        // Hop-by-hop (8 bytes) -> routing (segments left 1) -> ICMPv6.
+        let mut chain = vec![next_header::ROUTING, 0, 0, 0, 0, 0, 0, 0];
+        chain.extend_from_slice(&[next_header::ICMPV6, 0, 0, 1, 0, 0, 0, 0]);
+        chain.extend_from_slice(&[128, 0, 0, 0]);
+        let b = with_chain(&chain, next_header::HOP_BY_HOP);
+        let up = Ipv6Packet::new_checked(&b[..])
+            .unwrap()
+            .upper_layer()
+            .unwrap();
+        assert_eq!(up.protocol, next_header::ICMPV6);
+        assert_eq!(up.offset, 16);
+        assert!(up.routing_segments_left);
+        assert!(!up.fragment && !up.later_fragment);
+
+        // Hop-by-hop anywhere but first is refused (RFC 8200 4.3).
+        let chain = [
+            next_header::HOP_BY_HOP,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            59,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let b = with_chain(&chain, next_header::DEST_OPTS);
+        let p = Ipv6Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.upper_layer(), Err(Error::BadExtensionHeader));
+
+        // A header running past the payload is refused.
+        let b = with_chain(
+            &[next_header::ICMPV6, 1, 0, 0, 0, 0, 0, 0],
+            next_header::DEST_OPTS,
+        );
+        let p = Ipv6Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.upper_layer(), Err(Error::BadExtensionHeader));
+    }
+
+    #[test]
+    fn fragments() {
+        // First fragment: the upper layer follows.
+        let b = with_chain(&[58, 0, 0, 1, 0, 0, 0, 9, 128, 0], next_header::FRAGMENT);
+        let up = Ipv6Packet::new_checked(&b[..])
+            .unwrap()
+            .upper_layer()
+            .unwrap();
+        assert_eq!((up.protocol, up.offset), (58, 8));
+        assert!(up.fragment && !up.later_fragment);
+        // Offset 8: the bytes after the header are the middle of a message.
+        let b = with_chain(&[58, 0, 0, 8, 0, 0, 0, 9, 1, 0], next_header::FRAGMENT);
+        let up = Ipv6Packet::new_checked(&b[..])
+            .unwrap()
+            .upper_layer()
+            .unwrap();
+        assert!(up.fragment && up.later_fragment);
+    }
+
+    #[test]
+    fn header_checks() {
+        assert_eq!(
+            Ipv6Packet::new_checked(&C_BUBBLE[..39]).unwrap_err(),
+            Error::Truncated
+        );
+        let mut b = C_BUBBLE;
+        b[0] = 0x45;
+        assert_eq!(
+            Ipv6Packet::new_checked(&b[..]).unwrap_err(),
+            Error::BadVersion
+        );
+        let mut b = C_BUBBLE;
+        b[5] = 1;
+        assert_eq!(
+            Ipv6Packet::new_checked(&b[..]).unwrap_err(),
+            Error::BadLength
+        );
+        // A trailer (RFC 6081) is kept apart from the packet.
+        let mut v = C_BUBBLE.to_vec();
+        v.extend_from_slice(&[1, 2]);
+        let p = Ipv6Packet::new_checked(&v[..]).unwrap();
+        assert_eq!(p.trailer(), &[1, 2]);
+        assert_eq!(p.packet(), &C_BUBBLE[..]);
+    }
+}

@@ -149,6 +149,17 @@ mod tests {
     }
 
     #[test]
+    fn origin_from_c_miredo_server() {
+        // The origin indication the C miredo-server put on the relay's
+        // bubble in the lab (`tests/vectors/bubble-forwarded-origin.hex`).
+        let b = [0, 0, 0x18, 0xa8, 0x39, 0xed, 0xfd, 0xfe];
+        let o = Origin(SocketAddrV4::new(Ipv4Addr::new(198, 18, 2, 1), 59223));
+        assert_eq!(Origin::from_bytes(&b), Some(o));
+        assert_eq!(o.to_bytes(), b);
+        assert_eq!(Origin::from_bytes(&[0, 1, 0, 0, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
     fn auth_origin_ipv6() {
         let mut v = Vec::new();
         Auth {
