@@ -332,19 +332,14 @@ impl PeerTable {
     ///
     /// Stamps wrap after 49 days, so the table relies on being expired more
     /// often than that (the engines expire at [`PeerTable::next_expiry`]).
-    /// If no time was seen for `EXPIRY`, every entry is stale and the table
-    /// is emptied without reading stamps.
+    /// If no time was seen for `EXPIRY`, every entry is stale whatever its
+    /// stamp says, and the table is emptied.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let idle = now.saturating_duration_since(self.latest);
+        let all_stale = now.saturating_duration_since(self.latest) >= EXPIRY;
         let now = self.clock(now);
-        if idle >= EXPIRY {
-            let n = self.len();
-            self.clear();
-            return n;
-        }
         let mut removed = 0;
         while let Some(head) = self.slots.get(self.head as usize) {
-            if now.elapsed_since(head.peer.touched) < EXPIRY {
+            if !all_stale && now.elapsed_since(head.peer.touched) < EXPIRY {
                 break;
             }
             self.evict_head();
@@ -375,15 +370,6 @@ impl PeerTable {
             self.latest = now;
         }
         self.stamp(self.latest)
-    }
-
-    fn clear(&mut self) {
-        self.index.clear();
-        self.slots.clear();
-        self.free = NIL;
-        self.head = NIL;
-        self.tail = NIL;
-        self.queued = 0;
     }
 
     /// Puts a node in a free slot, or a new one; returns the slot number.
