@@ -640,3 +640,50 @@ fn sim_relay_icmp_unreachable_after_bubbles_fail() {
     let _: Ipv6Addr = dead;
     let _ = build_bubble;
 }
+
+/// An echo request whose traffic class carries `ecn`.
+fn echo_request_ecn(src: Ipv6Addr, dst: Ipv6Addr, ident: u16, seq: u16, ecn: u8) -> Vec<u8> {
+    let mut p = echo_request(src, dst, ident, seq, 16);
+    p[1] = (p[1] & 0x0f) | (ecn << 4);
+    p
+}
+
+fn tun_ecn(p: &[u8]) -> u8 {
+    libteredo::wire::ipv6::Ipv6Packet::new_checked(p)
+        .unwrap()
+        .ecn()
+}
+
+#[test]
+fn sim_ecn_copied_out_and_ce_carried_in_rfc9601() {
+    use libteredo::proto::ecn::{CE, ECT0, NOT_ECT};
+    let mut l = lab(26, NatKind::PortRestricted);
+    let addr = l.w.qualify(l.client, SECS(10));
+    // Open the path.
+    l.w.native_send(echo_request(ip6(NATIVE), addr, 95, 0, 8));
+    l.w.run_for(SECS(5));
+    assert_eq!(l.w.native_echo_replies(l.native, 95), vec![0]);
+
+    // Encapsulation copies the inner ECN field to the outer header.
+    let before = l.w.sent_ecn.get(&l.relay).map_or(0, |v| v.len());
+    l.w.native_send(echo_request_ecn(ip6(NATIVE), addr, 95, 1, ECT0));
+    l.w.run_for(SECS(1));
+    assert_eq!(l.w.sent_ecn[&l.relay][before..], [ECT0]);
+    let last = l.w.nodes[l.client].tun_rx.last().unwrap().clone();
+    assert_eq!(tun_ecn(&last), ECT0);
+
+    // A congested router marks CE on the outer header: the client's host
+    // sees CE on the inner one.
+    l.w.mark_ce = true;
+    l.w.native_send(echo_request_ecn(ip6(NATIVE), addr, 95, 2, ECT0));
+    l.w.run_for(SECS(1));
+    assert_eq!(l.w.client_echo_requests(l.client, 95), vec![0, 1, 2]);
+    let last = l.w.nodes[l.client].tun_rx.last().unwrap().clone();
+    assert_eq!(tun_ecn(&last), CE);
+    // Not-ECT packets are never marked, and arrive unchanged.
+    l.w.native_send(echo_request_ecn(ip6(NATIVE), addr, 95, 3, NOT_ECT));
+    l.w.run_for(SECS(1));
+    let last = l.w.nodes[l.client].tun_rx.last().unwrap().clone();
+    assert_eq!(tun_ecn(&last), NOT_ECT);
+    assert_eq!(l.w.client_echo_requests(l.client, 95), vec![0, 1, 2, 3]);
+}

@@ -15,8 +15,8 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsFd, OwnedFd};
+use std::net::{SocketAddrV4, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -50,10 +50,60 @@ pub struct Daemon {
     /// The configuration's directory, file name and full path (for SIGHUP).
     conf_dir: Option<(OwnedFd, OsString, PathBuf)>,
     out: Vec<Output>,
-    /// The outer TOS we last set on the socket (RFC 9601 ECN).
-    tos: u8,
     started: Instant,
     qualified_at: Option<Duration>,
+}
+
+/// Receives a datagram with the ECN field of its IPv4 header (RFC 9601:
+/// congestion marked on the way must reach the inner packet).
+fn recv_with_ecn(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<SocketAddrV4>, u8)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(libc_int);
+    let msg = recvmsg::<SockaddrIn>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let tos = msg
+        .cmsgs()
+        .ok()
+        .and_then(|mut c| {
+            c.find_map(|m| match m {
+                ControlMessageOwned::Ipv4Tos(t) => Some(t),
+                _ => None,
+            })
+        })
+        .unwrap_or(0);
+    let from = msg.address.map(|a| SocketAddrV4::new(a.ip(), a.port()));
+    Ok((msg.bytes, from, tos & 0b11))
+}
+
+#[allow(non_camel_case_types)]
+type libc_int = i32;
+
+/// Sends a datagram whose IPv4 header carries `ecn` (RFC 9601: the inner
+/// ECN field copied out), per packet, without changing the socket.
+fn send_with_ecn(sock: &UdpSocket, payload: &[u8], to: SocketAddrV4, ecn: u8) -> io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
+    if ecn == 0 {
+        return sock.send_to(payload, to);
+    }
+    let tos = i32::from(ecn & 0b11);
+    let addr = SockaddrIn::from(to);
+    sendmsg(
+        sock.as_raw_fd(),
+        &[io::IoSlice::new(payload)],
+        &[ControlMessage::Ipv4Tos(&(tos as u8))],
+        MsgFlags::empty(),
+        Some(&addr),
+    )
+    .map_err(io::Error::from)
 }
 
 /// Configures a relay's interface: the Teredo prefix routed to it, MTU, up.
@@ -75,7 +125,6 @@ impl Daemon {
             io,
             conf_dir,
             out: Vec::with_capacity(64),
-            tos: 0,
             started: Instant::now(),
             qualified_at: None,
         }
@@ -199,7 +248,7 @@ impl Daemon {
             } else {
                 &self.io.udp
             };
-            let (n, from) = match sock.recv_from(buf) {
+            let (n, from, ecn) = match recv_with_ecn(sock, buf) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -207,7 +256,7 @@ impl Daemon {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return Err(format!("UDP receive: {e}")),
             };
-            let SocketAddr::V4(from) = from else { continue };
+            let Some(from) = from else { continue };
             let to = if discovery {
                 SocketAddrV4::new(
                     libteredo::addr::DISCOVERY_ADDR,
@@ -219,8 +268,8 @@ impl Daemon {
             let now = Instant::now();
             let mut out = std::mem::take(&mut self.out);
             match &mut self.engine {
-                EngineKind::Client(c) => c.handle_udp(now, from, to, &buf[..n], &mut out),
-                EngineKind::Relay(r) => r.handle_udp(now, from, to, &buf[..n], &mut out),
+                EngineKind::Client(c) => c.handle_udp_ecn(now, from, to, ecn, &buf[..n], &mut out),
+                EngineKind::Relay(r) => r.handle_udp_ecn(now, from, to, ecn, &buf[..n], &mut out),
             }
             self.flush(&mut out)?;
             self.out = out;
@@ -252,22 +301,13 @@ impl Daemon {
     fn flush(&mut self, out: &mut Vec<Output>) -> Result<(), String> {
         for o in out.drain(..) {
             match o {
-                Output::Udp(t) => {
-                    // RFC 9601: the inner ECN field on the outer header.
-                    if t.ecn != self.tos {
-                        let s = socket2::SockRef::from(&self.io.udp);
-                        if s.set_tos_v4(u32::from(t.ecn)).is_ok() {
-                            self.tos = t.ecn;
-                        }
+                Output::Udp(t) => match send_with_ecn(&self.io.udp, &t.payload, t.to, t.ecn) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        log::debug!("UDP send buffer full: dropped a datagram to {}", t.to)
                     }
-                    match self.io.udp.send_to(&t.payload, t.to) {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            log::debug!("UDP send buffer full: dropped a datagram to {}", t.to)
-                        }
-                        Err(e) => log::debug!("UDP send to {}: {e}", t.to),
-                    }
-                }
+                    Err(e) => log::debug!("UDP send to {}: {e}", t.to),
+                },
                 Output::Tun(p) => {
                     if let Err(e) = self.io.tun.send(&p) {
                         if e.kind() != io::ErrorKind::WouldBlock {

@@ -94,6 +94,9 @@ fn bind_udp(addr: SocketAddrV4) -> Result<UdpSocket, String> {
     // Multicast (local discovery) stays on the link and is not looped back.
     let _ = s.set_multicast_ttl_v4(1);
     let _ = s.set_multicast_loop_v4(false);
+    // The outer ECN field of every datagram comes with it (RFC 9601).
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpRecvTos, &true)
+        .map_err(|e| format!("IP_RECVTOS: {e}"))?;
     // Big buffers: bursts of tunnelled packets must not be dropped here.
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);

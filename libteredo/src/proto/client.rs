@@ -278,6 +278,21 @@ impl Client {
         bytes: &[u8],
         out: &mut Vec<Output>,
     ) {
+        self.handle_udp_ecn(now, from, to_local, 0, bytes, out);
+    }
+
+    /// [`Client::handle_udp`] for a datagram whose outer IPv4 header
+    /// carried the ECN field `ecn` (RFC 9601).
+    pub fn handle_udp_ecn(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        to_local: SocketAddrV4,
+        ecn: u8,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        self.fwd.set_rx_ecn(ecn);
         self.fwd.stats.udp_rx_packets += 1;
         self.fwd.stats.udp_rx_bytes += bytes.len() as u64;
         let Ok(pkt) = TeredoPacket::parse(bytes) else {

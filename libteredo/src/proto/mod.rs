@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod discovery;
+pub mod ecn;
 pub mod peers;
 pub mod ratelimit;
 pub mod relay;

@@ -6,6 +6,7 @@
 //! [`Forwarder`] is the shared core; [`Relay`] wraps it into the relay
 //! engine, and the client engine ([`super::client`]) embeds it.
 
+use super::ecn;
 use super::peers::{
     PeerTable, Stamp, DEFAULT_CAPACITY, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES,
 };
@@ -113,6 +114,8 @@ pub struct Forwarder {
     icmp_limit: TokenBucket,
     ping_limit: TokenBucket,
     bubble_reply_limit: TokenBucket,
+    /// The outer ECN field of the datagram being handled.
+    rx_ecn: u8,
     pub stats: Stats,
 }
 
@@ -146,6 +149,7 @@ impl Forwarder {
                 cfg.bubble_replies_per_second,
                 cfg.bubble_replies_per_second.max(1),
             ),
+            rx_ecn: 0,
             stats: Stats::default(),
         }
     }
@@ -313,7 +317,7 @@ impl Forwarder {
     fn emit_data(&mut self, to: SocketAddrV4, pkt: Vec<u8>, out: &mut Vec<Output>) {
         // RFC 9601 / RFC 6040 normal mode: the inner ECN field goes to the
         // outer header.
-        let ecn = Ipv6Packet::new_checked(&pkt[..]).map_or(0, |p| p.ecn());
+        let ecn = Ipv6Packet::new_checked(&pkt[..]).map_or(0, |p| ecn::encapsulate(p.ecn()));
         self.stats.udp_tx_packets += 1;
         self.stats.udp_tx_bytes += pkt.len() as u64;
         out.push(Self::udp(to, pkt, ecn));
@@ -644,10 +648,32 @@ impl Forwarder {
             self.stats.bubbles_received += 1;
             return;
         }
-        let p = ip.packet();
+        let mut p = ip.packet().to_vec();
+        // RFC 9601 / RFC 6040: congestion marked on the outer header
+        // reaches the inner one.
+        if self.rx_ecn != ecn::NOT_ECT {
+            let inner = ip.ecn();
+            match ecn::decapsulate(inner, self.rx_ecn) {
+                None => {
+                    self.stats.drop(DropReason::EcnNotCapable);
+                    return;
+                }
+                Some(e) if e != inner => {
+                    let mut v = Ipv6Packet::new_unchecked(&mut p[..]);
+                    let tc = v.traffic_class();
+                    v.set_traffic_class((tc & !0b11) | e);
+                }
+                Some(_) => {}
+            }
+        }
         self.stats.tun_tx_packets += 1;
         self.stats.tun_tx_bytes += p.len() as u64;
-        out.push(Output::Tun(p.to_vec()));
+        out.push(Output::Tun(p));
+    }
+
+    /// Sets the ECN field of the outer header of the datagram being handled.
+    pub fn set_rx_ecn(&mut self, ecn: u8) {
+        self.rx_ecn = ecn & 0b11;
     }
 
     /// A bubble (or packet) relayed by a server with an origin indication:
@@ -770,7 +796,22 @@ impl Relay {
         bytes: &[u8],
         out: &mut Vec<Output>,
     ) {
+        self.handle_udp_ecn(now, from, to_local, 0, bytes, out);
+    }
+
+    /// [`Relay::handle_udp`] for a datagram whose outer IPv4 header carried
+    /// the ECN field `ecn` (RFC 9601).
+    pub fn handle_udp_ecn(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        to_local: SocketAddrV4,
+        ecn: u8,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
         let f = &mut self.fwd;
+        f.set_rx_ecn(ecn);
         f.stats.udp_rx_packets += 1;
         f.stats.udp_rx_bytes += bytes.len() as u64;
         let Ok(pkt) = TeredoPacket::parse(bytes) else {

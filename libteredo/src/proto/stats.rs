@@ -27,10 +27,13 @@ pub enum DropReason {
     RateLimited,
     /// A message that has no business here (e.g. an unsolicited RA).
     Unexpected,
+    /// Congestion marked on a packet whose transport is not ECN-capable
+    /// (RFC 6040 4.2: dropped).
+    EcnNotCapable,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::NotGlobal,
         DropReason::NotQualified,
@@ -43,6 +46,7 @@ impl DropReason {
         DropReason::RoutingHeader,
         DropReason::RateLimited,
         DropReason::Unexpected,
+        DropReason::EcnNotCapable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +63,7 @@ impl DropReason {
             DropReason::RoutingHeader => "routing-header",
             DropReason::RateLimited => "rate-limited",
             DropReason::Unexpected => "unexpected",
+            DropReason::EcnNotCapable => "ecn-not-capable",
         }
     }
 }

@@ -198,6 +198,8 @@ struct Datagram {
     src: SocketAddrV4,
     dst: SocketAddrV4,
     payload: Vec<u8>,
+    /// The ECN field of the outer IPv4 header.
+    ecn: u8,
     /// The sender's LAN, for multicast and hairpinning.
     lan: Option<LanId>,
 }
@@ -264,6 +266,11 @@ pub struct World {
     pub stray: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)>,
     /// Count of datagrams each node sent.
     pub sent: HashMap<NodeId, Vec<(SocketAddrV4, Vec<u8>)>>,
+    /// A congested router on the IPv4 Internet: ECN-capable datagrams are
+    /// marked CE (RFC 3168).
+    pub mark_ce: bool,
+    /// The outer ECN field of every datagram each node sent.
+    pub sent_ecn: HashMap<NodeId, Vec<u8>>,
 }
 
 pub const TEREDO_PORT: u16 = 3544;
@@ -287,6 +294,8 @@ impl World {
             relay: None,
             stray: Vec::new(),
             sent: HashMap::new(),
+            mark_ce: false,
+            sent_ecn: HashMap::new(),
         }
     }
 
@@ -477,7 +486,8 @@ impl World {
                         .entry(id)
                         .or_default()
                         .push((t.to, t.payload.clone()));
-                    self.send_v4(src, t.to, t.payload, lan);
+                    self.sent_ecn.entry(id).or_default().push(t.ecn);
+                    self.send_v4_ecn(src, t.to, t.payload, lan, t.ecn);
                 }
                 Output::Tun(p) => match self.nodes[id].engine {
                     Engine::Client(_) => {
@@ -508,6 +518,17 @@ impl World {
         payload: Vec<u8>,
         lan: Option<LanId>,
     ) {
+        self.send_v4_ecn(src, dst, payload, lan, 0);
+    }
+
+    fn send_v4_ecn(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: Vec<u8>,
+        lan: Option<LanId>,
+        ecn: u8,
+    ) {
         if self.lost() {
             self.log(format!("lost {src} -> {dst}"));
             return;
@@ -520,6 +541,7 @@ impl World {
                 dst,
                 payload,
                 lan,
+                ecn,
             }),
         );
     }
@@ -536,7 +558,11 @@ impl World {
             dst,
             payload,
             lan,
+            mut ecn,
         } = d;
+        if self.mark_ce && ecn != 0 {
+            ecn = 0b11;
+        }
         // Multicast stays on the sender's LAN.
         if dst.ip().is_multicast() {
             let targets: Vec<NodeId> = (0..self.nodes.len())
@@ -551,7 +577,7 @@ impl World {
                 .collect();
             for i in targets {
                 self.log(format!("multicast {src} -> {dst} to node {i}"));
-                self.node_udp(i, src, dst, &payload);
+                self.node_udp(i, src, dst, &payload, ecn);
             }
             return;
         }
@@ -560,7 +586,7 @@ impl World {
         // same LAN.
         if let Some(l) = lan {
             if let Some(id) = self.node_at(*dst.ip(), dst.port(), Some(l)) {
-                self.node_udp(id, src, dst, &payload);
+                self.node_udp(id, src, dst, &payload, ecn);
                 return;
             }
             if let Some(nat) = self.lan_nat[l] {
@@ -578,7 +604,7 @@ impl World {
         let _ = from_lan;
         // On the Internet: a public node, or a NAT's WAN address.
         if let Some(id) = self.node_at(*dst.ip(), dst.port(), None) {
-            self.node_udp(id, src, dst, &payload);
+            self.node_udp(id, src, dst, &payload, ecn);
             return;
         }
         if let Some(nat) = self.nats.iter().position(|n| n.wan == *dst.ip()) {
@@ -587,7 +613,7 @@ impl World {
                 Some(internal) => {
                     let lan = self.nats[nat].lan;
                     match self.node_at(*internal.ip(), internal.port(), Some(lan)) {
-                        Some(id) => self.node_udp(id, src, internal, &payload),
+                        Some(id) => self.node_udp(id, src, internal, &payload, ecn),
                         None => self.log(format!("nat {nat}: nobody at {internal}")),
                     }
                 }
@@ -598,7 +624,14 @@ impl World {
         self.stray.push((src, dst, payload));
     }
 
-    fn node_udp(&mut self, id: NodeId, from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) {
+    fn node_udp(
+        &mut self,
+        id: NodeId,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+        payload: &[u8],
+        ecn: u8,
+    ) {
         if !self.nodes[id].up {
             return;
         }
@@ -606,8 +639,8 @@ impl World {
         let mut out = Vec::new();
         match &mut self.nodes[id].engine {
             Engine::Server(s) => s.handle_udp(now, from, to, payload, &mut out),
-            Engine::Relay(r) => r.handle_udp(now, from, to, payload, &mut out),
-            Engine::Client(c) => c.handle_udp(now, from, to, payload, &mut out),
+            Engine::Relay(r) => r.handle_udp_ecn(now, from, to, ecn, payload, &mut out),
+            Engine::Client(c) => c.handle_udp_ecn(now, from, to, ecn, payload, &mut out),
         }
         self.apply(id, out);
     }
