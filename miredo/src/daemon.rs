@@ -1,6 +1,7 @@
-//! The unprivileged event loop: the TUN device, the Teredo UDP socket, the
-//! discovery socket, signals, the status socket and miredo-privproc, around
-//! one sans-IO engine.
+//! The unprivileged daemon: one thread per direction doing blocking I/O
+//! (TUN -> UDP, UDP -> TUN), as cheap per packet as a plain copy loop, and
+//! the main thread for timers, signals, the status socket, local discovery
+//! and miredo-privproc. The sans-IO engine sits in between, behind a mutex.
 
 use crate::status;
 use libteredo::conf::miredo::MiredoConfig;
@@ -19,10 +20,10 @@ use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Packets handled per wake-up and per source before looking at the others.
-const BATCH: usize = 64;
 /// The largest datagram or packet we accept.
 const BUF: usize = 65536;
 
@@ -31,7 +32,52 @@ pub enum EngineKind {
     Relay(Box<Relay>),
 }
 
-/// The daemon's descriptors.
+impl EngineKind {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            EngineKind::Client(c) => c.poll_timeout(),
+            EngineKind::Relay(r) => r.poll_timeout(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        match self {
+            EngineKind::Client(c) => c.stats(),
+            EngineKind::Relay(r) => r.stats(),
+        }
+    }
+
+    fn handle_udp(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+        ecn: u8,
+        b: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        match self {
+            EngineKind::Client(c) => c.handle_udp_ecn(now, from, to, ecn, b, out),
+            EngineKind::Relay(r) => r.handle_udp_ecn(now, from, to, ecn, b, out),
+        }
+    }
+
+    fn handle_tun(&mut self, now: Instant, b: &[u8], out: &mut Vec<Output>) {
+        match self {
+            EngineKind::Client(c) => c.handle_tun(now, b, out),
+            EngineKind::Relay(r) => r.handle_tun(now, b, out),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
+        match self {
+            EngineKind::Client(c) => c.handle_timeout(now, out),
+            EngineKind::Relay(r) => r.handle_timeout(now, out),
+        }
+    }
+}
+
+/// The daemon's descriptors, as set up by root.
 pub struct Io {
     pub tun: tun_rs::SyncDevice,
     pub ifindex: u32,
@@ -43,13 +89,132 @@ pub struct Io {
     pub privproc: Option<UnixStream>,
 }
 
+/// What the I/O threads and the main thread share.
+struct Shared {
+    engine: Mutex<EngineKind>,
+    tun: tun_rs::SyncDevice,
+    udp: UdpSocket,
+    local: SocketAddrV4,
+    /// Engine events for the main thread (privproc, logs).
+    events: Mutex<Vec<Event>>,
+    /// A fatal error in an I/O thread.
+    fatal: Mutex<Option<String>>,
+    /// Written to wake the main thread.
+    wake_tx: UnixStream,
+    /// When the main thread means to wake up next (ns after `base`).
+    deadline: AtomicU64,
+    base: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn wake(&self) {
+        let _ = (&self.wake_tx).write(&[1]);
+    }
+
+    /// Carries out what the engine asked for (engine lock released).
+    fn dispatch(&self, out: &mut Vec<Output>) {
+        let mut events = false;
+        for o in out.drain(..) {
+            match o {
+                Output::Udp(t) => match send_with_ecn(&self.udp, &t.payload, t.to, t.ecn) {
+                    Ok(_) => {}
+                    Err(e) => log::debug!("UDP send to {}: {e}", t.to),
+                },
+                Output::Tun(p) => {
+                    if let Err(e) = self.tun.send(&p) {
+                        log::debug!("TUN send: {e}");
+                    }
+                }
+                Output::Event(e) => {
+                    lock(&self.events).push(e);
+                    events = true;
+                }
+            }
+        }
+        if events {
+            self.wake();
+        }
+    }
+
+    /// Wakes the main thread if the engine now wants a timer earlier than
+    /// the one the main thread sleeps on.
+    fn check_deadline(&self, next: Option<Instant>) {
+        if let Some(t) = next {
+            let ns = t
+                .saturating_duration_since(self.base)
+                .as_nanos()
+                .min(u128::from(u64::MAX - 1)) as u64;
+            if ns < self.deadline.load(Ordering::Relaxed) {
+                self.deadline.store(ns, Ordering::Relaxed);
+                self.wake();
+            }
+        }
+    }
+
+    fn die(&self, why: String) {
+        *lock(&self.fatal) = Some(why);
+        self.wake();
+    }
+
+    /// TUN -> engine -> UDP: blocking reads, one packet at a time.
+    fn tun_loop(&self) {
+        let mut buf = vec![0u8; BUF];
+        let mut out = Vec::with_capacity(8);
+        loop {
+            let n = match self.tun.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.die(format!("TUN receive: {e}")),
+            };
+            let next = {
+                let mut e = lock(&self.engine);
+                e.handle_tun(Instant::now(), &buf[..n], &mut out);
+                e.poll_timeout()
+            };
+            self.dispatch(&mut out);
+            self.check_deadline(next);
+        }
+    }
+
+    /// UDP -> engine -> TUN.
+    fn udp_loop(&self) {
+        let mut buf = vec![0u8; BUF];
+        let mut out = Vec::with_capacity(8);
+        loop {
+            let (n, from, ecn) = match recv_with_ecn(&self.udp, &mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors from earlier sends surface here: not fatal.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return self.die(format!("UDP receive: {e}")),
+            };
+            let Some(from) = from else { continue };
+            let next = {
+                let mut e = lock(&self.engine);
+                e.handle_udp(Instant::now(), from, self.local, ecn, &buf[..n], &mut out);
+                e.poll_timeout()
+            };
+            self.dispatch(&mut out);
+            self.check_deadline(next);
+        }
+    }
+}
+
 pub struct Daemon {
     conf: MiredoConfig,
-    engine: EngineKind,
-    io: Io,
+    sh: Arc<Shared>,
+    ifindex: u32,
+    discovery: Option<UdpSocket>,
+    sigfd: SignalFd,
+    status: UnixListener,
+    privproc: Option<UnixStream>,
+    wake_rx: UnixStream,
     /// The configuration's directory, file name and full path (for SIGHUP).
     conf_dir: Option<(OwnedFd, OsString, PathBuf)>,
-    out: Vec<Output>,
     started: Instant,
     qualified_at: Option<Duration>,
 }
@@ -118,62 +283,88 @@ impl Daemon {
         engine: EngineKind,
         io: Io,
         conf_dir: Option<(OwnedFd, OsString, PathBuf)>,
-    ) -> Self {
-        Daemon {
+    ) -> io::Result<Self> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        // The I/O threads block in their reads.
+        io.tun.set_nonblocking(false)?;
+        io.udp.set_nonblocking(false)?;
+        let base = Instant::now();
+        let sh = Arc::new(Shared {
+            engine: Mutex::new(engine),
+            tun: io.tun,
+            udp: io.udp,
+            local: io.local,
+            events: Mutex::new(Vec::new()),
+            fatal: Mutex::new(None),
+            wake_tx,
+            deadline: AtomicU64::new(0),
+            base,
+        });
+        Ok(Daemon {
             conf,
-            engine,
-            io,
+            sh,
+            ifindex: io.ifindex,
+            discovery: io.discovery,
+            sigfd: io.sigfd,
+            status: io.status,
+            privproc: io.privproc,
+            wake_rx,
             conf_dir,
-            out: Vec::with_capacity(64),
-            started: Instant::now(),
+            started: base,
             qualified_at: None,
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        match &self.engine {
-            EngineKind::Client(c) => c.poll_timeout(),
-            EngineKind::Relay(r) => r.poll_timeout(),
-        }
-    }
-
-    pub fn stats(&self) -> &Stats {
-        match &self.engine {
-            EngineKind::Client(c) => c.stats(),
-            EngineKind::Relay(r) => r.stats(),
-        }
+        })
     }
 
     /// Runs until SIGINT or SIGTERM (Ok) or a fatal error.
     pub fn run(&mut self) -> Result<(), String> {
+        for (name, f) in [
+            ("tun", Shared::tun_loop as fn(&Shared)),
+            ("udp", Shared::udp_loop),
+        ] {
+            let sh = Arc::clone(&self.sh);
+            std::thread::Builder::new()
+                .name(format!("miredo-{name}"))
+                .spawn(move || f(&sh))
+                .map_err(|e| format!("cannot start a thread: {e}"))?;
+        }
         let mut buf = vec![0u8; BUF];
-        // Start the engine's timers (the client solicits at once).
-        self.timeouts(Instant::now())?;
         loop {
-            let timeout = match self.poll_timeout() {
+            self.timeouts();
+            self.events()?;
+            if let Some(why) = lock(&self.sh.fatal).take() {
+                return Err(why);
+            }
+            let next = lock(&self.sh.engine).poll_timeout();
+            let timeout = match next {
                 Some(t) => {
                     let d = t.saturating_duration_since(Instant::now());
                     // Round up: waking a millisecond early would spin.
-                    let ms = d.as_micros().div_ceil(1000).min(60_000) as u16;
-                    PollTimeout::from(ms)
+                    PollTimeout::from(d.as_micros().div_ceil(1000).min(60_000) as u16)
                 }
                 None => PollTimeout::from(60_000u16),
             };
-            let (tun_r, udp_r, disc_r, sig_r, status_r, priv_r) = {
+            let deadline = next.map_or(u64::MAX, |t| {
+                t.saturating_duration_since(self.sh.base)
+                    .as_nanos()
+                    .min(u128::from(u64::MAX - 1)) as u64
+            });
+            self.sh.deadline.store(deadline, Ordering::Relaxed);
+            let (sig_r, status_r, wake_r, disc_r, priv_r) = {
                 let mut fds = vec![
-                    PollFd::new(self.io.tun.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.io.udp.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.io.sigfd.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.io.status.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.status.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.wake_rx.as_fd(), PollFlags::POLLIN),
                 ];
-                if let Some(d) = &self.io.discovery {
+                let disc_idx = self.discovery.as_ref().map(|d| {
                     fds.push(PollFd::new(d.as_fd(), PollFlags::POLLIN));
-                }
-                let priv_idx = self.io.privproc.as_ref().map(|p| {
+                    fds.len() - 1
+                });
+                let priv_idx = self.privproc.as_ref().map(|p| {
                     fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
                     fds.len() - 1
                 });
-                let disc_idx = self.io.discovery.as_ref().map(|_| 4);
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -183,14 +374,16 @@ impl Daemon {
                 (
                     ready(0),
                     ready(1),
-                    disc_idx.is_some_and(ready),
                     ready(2),
-                    ready(3),
+                    disc_idx.is_some_and(ready),
                     priv_idx.is_some_and(ready),
                 )
             };
+            if wake_r {
+                while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+            }
             if sig_r {
-                for s in signals::drain(&self.io.sigfd) {
+                for s in signals::drain(&self.sigfd) {
                     match s {
                         Signal::SIGHUP => self.reload(),
                         Signal::SIGINT | Signal::SIGTERM => {
@@ -209,116 +402,52 @@ impl Daemon {
                 );
                 return Err("miredo-privproc exited".into());
             }
-            if udp_r {
-                self.read_udp(&mut buf, false)?;
-            }
             if disc_r {
-                self.read_udp(&mut buf, true)?;
-            }
-            if tun_r {
-                self.read_tun(&mut buf)?;
+                self.read_discovery(&mut buf);
             }
             if status_r {
                 self.answer_status();
             }
-            self.timeouts(Instant::now())?;
         }
     }
 
-    fn timeouts(&mut self, now: Instant) -> Result<(), String> {
-        if self.poll_timeout().is_some_and(|t| t <= now) {
-            let mut out = std::mem::take(&mut self.out);
-            match &mut self.engine {
-                EngineKind::Client(c) => c.handle_timeout(now, &mut out),
-                EngineKind::Relay(r) => r.handle_timeout(now, &mut out),
+    fn timeouts(&mut self) {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        {
+            let mut e = lock(&self.sh.engine);
+            if e.poll_timeout().is_some_and(|t| t <= now) {
+                e.handle_timeout(now, &mut out);
             }
-            self.flush(&mut out)?;
-            self.out = out;
+        }
+        self.sh.dispatch(&mut out);
+    }
+
+    /// Acts on what the engine reported.
+    fn events(&mut self) -> Result<(), String> {
+        let events = std::mem::take(&mut *lock(&self.sh.events));
+        for e in events {
+            self.event(e)?;
         }
         Ok(())
     }
 
-    fn read_udp(&mut self, buf: &mut [u8], discovery: bool) -> Result<(), String> {
-        for _ in 0..BATCH {
-            let sock = if discovery {
-                match &self.io.discovery {
-                    Some(s) => s,
-                    None => return Ok(()),
-                }
-            } else {
-                &self.io.udp
-            };
+    fn read_discovery(&mut self, buf: &mut [u8]) {
+        for _ in 0..16 {
+            let Some(sock) = &self.discovery else { return };
             let (n, from, ecn) = match recv_with_ecn(sock, buf) {
                 Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP errors from earlier sends surface here: not fatal.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(e) => return Err(format!("UDP receive: {e}")),
+                Err(_) => return,
             };
             let Some(from) = from else { continue };
-            let to = if discovery {
-                SocketAddrV4::new(
-                    libteredo::addr::DISCOVERY_ADDR,
-                    libteredo::addr::TEREDO_PORT,
-                )
-            } else {
-                self.io.local
-            };
-            let now = Instant::now();
-            let mut out = std::mem::take(&mut self.out);
-            match &mut self.engine {
-                EngineKind::Client(c) => c.handle_udp_ecn(now, from, to, ecn, &buf[..n], &mut out),
-                EngineKind::Relay(r) => r.handle_udp_ecn(now, from, to, ecn, &buf[..n], &mut out),
-            }
-            self.flush(&mut out)?;
-            self.out = out;
+            let to = SocketAddrV4::new(
+                libteredo::addr::DISCOVERY_ADDR,
+                libteredo::addr::TEREDO_PORT,
+            );
+            let mut out = Vec::new();
+            lock(&self.sh.engine).handle_udp(Instant::now(), from, to, ecn, &buf[..n], &mut out);
+            self.sh.dispatch(&mut out);
         }
-        Ok(())
-    }
-
-    fn read_tun(&mut self, buf: &mut [u8]) -> Result<(), String> {
-        for _ in 0..BATCH {
-            let n = match self.io.tun.recv(buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("TUN receive: {e}")),
-            };
-            let now = Instant::now();
-            let mut out = std::mem::take(&mut self.out);
-            match &mut self.engine {
-                EngineKind::Client(c) => c.handle_tun(now, &buf[..n], &mut out),
-                EngineKind::Relay(r) => r.handle_tun(now, &buf[..n], &mut out),
-            }
-            self.flush(&mut out)?;
-            self.out = out;
-        }
-        Ok(())
-    }
-
-    /// Carries out what the engine asked for.
-    fn flush(&mut self, out: &mut Vec<Output>) -> Result<(), String> {
-        for o in out.drain(..) {
-            match o {
-                Output::Udp(t) => match send_with_ecn(&self.io.udp, &t.payload, t.to, t.ecn) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        log::debug!("UDP send buffer full: dropped a datagram to {}", t.to)
-                    }
-                    Err(e) => log::debug!("UDP send to {}: {e}", t.to),
-                },
-                Output::Tun(p) => {
-                    if let Err(e) = self.io.tun.send(&p) {
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            log::debug!("TUN send: {e}");
-                        }
-                    }
-                }
-                Output::Event(e) => self.event(e)?,
-            }
-        }
-        Ok(())
     }
 
     fn event(&mut self, e: Event) -> Result<(), String> {
@@ -341,7 +470,7 @@ impl Daemon {
                     ),
                 }
                 self.privproc(Request::Up {
-                    ifindex: self.io.ifindex,
+                    ifindex: self.ifindex,
                     address: addr,
                     mtu,
                 })
@@ -351,7 +480,7 @@ impl Daemon {
                     "the Teredo server stopped answering: {old} withdrawn, qualifying again"
                 );
                 self.privproc(Request::Down {
-                    ifindex: self.io.ifindex,
+                    ifindex: self.ifindex,
                 })
             }
             Event::NatObserved(nat) => {
@@ -363,7 +492,7 @@ impl Daemon {
 
     /// Sends a request to miredo-privproc and waits for its answer.
     fn privproc(&mut self, req: Request) -> Result<(), String> {
-        let Some(p) = self.io.privproc.as_mut() else {
+        let Some(p) = self.privproc.as_mut() else {
             return Ok(());
         };
         let _ = p.set_read_timeout(Some(Duration::from_secs(10)));
@@ -382,28 +511,30 @@ impl Daemon {
     /// SIGINT/SIGTERM: take the address down before leaving (privproc
     /// destroys the interface when our end of the socket closes).
     fn shutdown(&mut self) {
-        if let EngineKind::Client(c) = &self.engine {
-            if c.qualification().is_some() {
-                let _ = self.privproc(Request::Down {
-                    ifindex: self.io.ifindex,
-                });
-            }
+        let qualified =
+            matches!(&*lock(&self.sh.engine), EngineKind::Client(c) if c.qualification().is_some());
+        if qualified {
+            let _ = self.privproc(Request::Down {
+                ifindex: self.ifindex,
+            });
         }
     }
 
     fn answer_status(&mut self) {
         for _ in 0..16 {
-            match self.io.status.accept() {
+            match self.status.accept() {
                 Ok((mut s, _)) => {
                     let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-                    let text = status::render(self);
+                    let text = {
+                        let e = lock(&self.sh.engine);
+                        status::render(self, &e)
+                    };
                     let _ = s.write_all(text.as_bytes());
                 }
                 Err(_) => return,
             }
         }
     }
-
     /// SIGHUP: read the file again; apply what needs no privilege.
     fn reload(&mut self) {
         let Some((dir, name, path)) = &self.conf_dir else {
@@ -487,21 +618,23 @@ impl Daemon {
                 new.syslog_facility.as_str()
             );
         }
-        if let EngineKind::Client(c) = &mut self.engine {
+        let mut engine = lock(&self.sh.engine);
+        if let EngineKind::Client(c) = &mut *engine {
             if new.server_address != applied.server_address
                 || new.server_address2 != applied.server_address2
             {
                 match new.resolve_servers() {
                     Ok(Some((s1, s2))) => {
-                        let mut out = std::mem::take(&mut self.out);
+                        let mut out = Vec::new();
                         c.set_servers(Instant::now(), s1, s2, &mut out);
                         applied.server_address = new.server_address.clone();
                         applied.server_address2 = new.server_address2.clone();
                         log::info!("SIGHUP: Teredo server now {s1} (secondary {s2})");
-                        if let Err(e) = self.flush(&mut out) {
-                            log::error!("{e}");
-                        }
-                        self.out = out;
+                        drop(engine);
+                        self.sh.dispatch(&mut out);
+                        self.conf = applied;
+                        log::info!("SIGHUP: configuration {} reloaded", path.display());
+                        return;
                     }
                     Ok(None) => log::error!("SIGHUP: no Teredo server: keeping the running one"),
                     Err(e) => log::error!(
@@ -510,6 +643,7 @@ impl Daemon {
                 }
             }
         }
+        drop(engine);
         self.conf = applied;
         log::info!("SIGHUP: configuration {} reloaded", path.display());
     }
@@ -520,12 +654,8 @@ impl Daemon {
         &self.conf
     }
 
-    pub fn engine(&self) -> &EngineKind {
-        &self.engine
-    }
-
     pub fn local(&self) -> SocketAddrV4 {
-        self.io.local
+        self.sh.local
     }
 
     pub fn uptime(&self) -> Duration {

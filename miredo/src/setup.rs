@@ -401,7 +401,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         status,
         privproc,
     };
-    let mut d = Daemon::new(conf, engine, io, conf_dir);
+    let mut d = Daemon::new(conf, engine, io, conf_dir).map_err(|e| e.to_string())?;
     let result = d.run();
     // Through the directories opened before chroot: the pid file (in a
     // directory we may write, such as the default /run/miredo) and the

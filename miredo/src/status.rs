@@ -5,7 +5,7 @@ use crate::daemon::{Daemon, EngineKind};
 use libteredo::proto::stats::DropReason;
 use std::fmt::Write;
 
-pub fn render(d: &Daemon) -> String {
+pub fn render(d: &Daemon, engine: &EngineKind) -> String {
     let mut s = String::new();
     let conf = d.conf();
     let mut line = |k: &str, v: String| {
@@ -15,8 +15,8 @@ pub fn render(d: &Daemon) -> String {
     line("mode", conf.relay_type.as_str().to_string());
     line("uptime", format!("{}s", d.uptime().as_secs()));
     line("service-port", d.local().to_string());
-    let stats = d.stats().clone();
-    match d.engine() {
+    let stats = engine.stats().clone();
+    match engine {
         EngineKind::Client(c) => {
             line("state", c.state().to_string());
             let cfg = c.config();
