@@ -7,6 +7,7 @@ use libteredo::conf::server::ServerConfig as ServerFile;
 use libteredo::conf::LoadError;
 use libteredo::proto::server::{Server, ServerConfig};
 use libteredo::proto::Output;
+use libteredo::sys::batch::{RecvBatch, SendBatch};
 use libteredo::sys::{daemon, logging, pidfile::PidFile, privileges, signals};
 use libteredo::wire::ipv6::Ipv6Packet;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -14,9 +15,10 @@ use nix::sys::signal::Signal;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fs::File;
 use std::io::{self, Read};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The empty directory we chroot into without -t.
@@ -61,7 +63,6 @@ fn bind(addr: SocketAddrV4) -> Result<UdpSocket, String> {
 fn raw_ipv6() -> Result<Socket, String> {
     let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(255)))
         .map_err(|e| format!("raw IPv6 socket: {e}"))?;
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
     Ok(s)
 }
 
@@ -149,15 +150,29 @@ pub fn run(cli: Cli) -> Result<(), String> {
         target.name
     );
 
-    let mut s = Loop {
-        engine: Server::new(engine_config(&file)),
-        file,
+    let sh = Arc::new(Shared {
+        config: Mutex::new((engine_config(&file), 0)),
         primary,
         secondary,
         raw,
-        out: Vec::with_capacity(8),
-    };
-    let result = s.run(&sigfd, conf_dir.as_ref(), &cli.config);
+        secondary_addr: file.server_bind_address2,
+    });
+    for second in [false, true] {
+        let sh = Arc::clone(&sh);
+        let local = SocketAddrV4::new(
+            if second {
+                file.server_bind_address2
+            } else {
+                file.server_bind_address
+            },
+            TEREDO_PORT,
+        );
+        std::thread::Builder::new()
+            .name(format!("miredo-server-{local}"))
+            .spawn(move || sh.serve(second, local))
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+    }
+    let result = main_loop(&sh, &sigfd, conf_dir.as_ref(), &cli.config, file);
     // Removable if the directory is ours to write; a stale file is
     // recognised and replaced at the next start anyway.
     if let (Some(dir), Some(name)) = (&pid_dir, pid.path().file_name()) {
@@ -167,167 +182,156 @@ pub fn run(cli: Cli) -> Result<(), String> {
     result
 }
 
-struct Loop {
-    engine: Server,
-    file: ServerFile,
+/// What the socket threads share: the sockets, and the engine settings
+/// with a generation number bumped at each reload.
+struct Shared {
+    config: Mutex<(ServerConfig, u64)>,
     primary: UdpSocket,
     secondary: UdpSocket,
     raw: Option<Socket>,
-    out: Vec<Output>,
+    secondary_addr: std::net::Ipv4Addr,
 }
 
-impl Loop {
-    fn run(
-        &mut self,
-        sigfd: &nix::sys::signalfd::SignalFd,
-        conf_dir: Option<&(OwnedFd, std::ffi::OsString)>,
-        path: &Path,
-    ) -> Result<(), String> {
-        let mut buf = vec![0u8; 65536];
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// One socket's loop: batches in, a stateless engine of its own, batches
+    /// out (the answer to a cone-bit solicitation leaves from the other
+    /// address, hence two outgoing batches).
+    fn serve(&self, second: bool, local: SocketAddrV4) {
+        let sock = if second { &self.secondary } else { &self.primary };
+        let (cfg, mut generation) = lock(&self.config).clone();
+        let mut engine = Server::new(cfg);
+        let mut rb = RecvBatch::new(BATCH, 2048);
+        let mut via_primary = SendBatch::new();
+        let mut via_secondary = SendBatch::new();
+        let mut out = Vec::with_capacity(BATCH);
         loop {
-            let (r1, r2, rs) = {
-                let mut fds = [
-                    PollFd::new(self.primary.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.secondary.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-                ];
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) => {}
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(format!("poll: {e}")),
+            let n = match rb.recv(sock.as_fd()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("receive on {local}: {e}");
+                    continue;
                 }
-                let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-                (ready(0), ready(1), ready(2))
             };
-            if rs {
-                for sig in signals::drain(sigfd) {
-                    match sig {
-                        Signal::SIGHUP => self.reload(conf_dir, path),
-                        Signal::SIGINT | Signal::SIGTERM => {
-                            log::info!("{sig}: stopping");
-                            return Ok(());
-                        }
-                        _ => {}
+            {
+                let c = lock(&self.config);
+                if c.1 != generation {
+                    generation = c.1;
+                    engine = Server::new(c.0.clone());
+                }
+            }
+            let now = Instant::now();
+            for i in 0..n {
+                let Some((bytes, Some(from), _)) = rb.get(i) else { continue };
+                engine.handle_udp(now, from, local, bytes, &mut out);
+            }
+            for o in out.drain(..) {
+                match o {
+                    Output::Udp(t) => match t.from {
+                        Some(f) if *f.ip() == self.secondary_addr => via_secondary.push(t.to, &t.payload, t.ecn),
+                        _ => via_primary.push(t.to, &t.payload, t.ecn),
+                    },
+                    Output::Tun(p) => self.to_native(&p),
+                    Output::Event(_) => {}
+                }
+            }
+            if let Err(e) = via_primary.flush(self.primary.as_fd()) {
+                log::debug!("send: {e}");
+            }
+            if let Err(e) = via_secondary.flush(self.secondary.as_fd()) {
+                log::debug!("send: {e}");
+            }
+        }
+    }
+
+    /// An echo request from a client's connectivity test, to native IPv6.
+    fn to_native(&self, p: &[u8]) {
+        let (Some(raw), Ok(ip)) = (&self.raw, Ipv6Packet::new_checked(p)) else {
+            return;
+        };
+        let dst = SockAddr::from(SocketAddrV6::new(ip.dst_addr(), 0, 0, 0));
+        if let Err(e) = raw.send_to(p, &dst) {
+            log::debug!("raw IPv6 send to {}: {e}", ip.dst_addr());
+        }
+    }
+}
+
+/// The main thread: signals only.
+fn main_loop(
+    sh: &Shared,
+    sigfd: &nix::sys::signalfd::SignalFd,
+    conf_dir: Option<&(OwnedFd, std::ffi::OsString)>,
+    path: &Path,
+    mut file: ServerFile,
+) -> Result<(), String> {
+    loop {
+        let mut fds = [PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        for sig in signals::drain(sigfd) {
+            match sig {
+                Signal::SIGHUP => {
+                    if let Some(new) = reload(&file, conf_dir, path) {
+                        let mut c = lock(&sh.config);
+                        *c = (engine_config(&new), c.1 + 1);
+                        file = new;
                     }
                 }
-            }
-            if r1 {
-                self.read(false, &mut buf);
-            }
-            if r2 {
-                self.read(true, &mut buf);
-            }
-        }
-    }
-
-    fn read(&mut self, second: bool, buf: &mut [u8]) {
-        let local = SocketAddrV4::new(
-            if second {
-                self.file.server_bind_address2
-            } else {
-                self.file.server_bind_address
-            },
-            TEREDO_PORT,
-        );
-        for _ in 0..BATCH {
-            let sock = if second {
-                &self.secondary
-            } else {
-                &self.primary
-            };
-            let (n, from) = match sock.recv_from(buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => continue,
-            };
-            let SocketAddr::V4(from) = from else { continue };
-            let mut out = std::mem::take(&mut self.out);
-            self.engine
-                .handle_udp(Instant::now(), from, local, &buf[..n], &mut out);
-            for o in out.drain(..) {
-                self.emit(o);
-            }
-            self.out = out;
-        }
-    }
-
-    fn emit(&mut self, o: Output) {
-        match o {
-            Output::Udp(t) => {
-                let sock = match t.from {
-                    Some(f) if *f.ip() == self.file.server_bind_address2 => &self.secondary,
-                    _ => &self.primary,
-                };
-                if let Err(e) = sock.send_to(&t.payload, t.to) {
-                    log::debug!("send to {}: {e}", t.to);
+                Signal::SIGINT | Signal::SIGTERM => {
+                    log::info!("{sig}: stopping");
+                    return Ok(());
                 }
+                _ => {}
             }
-            Output::Tun(p) => {
-                let (Some(raw), Ok(ip)) = (&self.raw, Ipv6Packet::new_checked(&p[..])) else {
-                    return;
-                };
-                let dst = SockAddr::from(SocketAddrV6::new(ip.dst_addr(), 0, 0, 0));
-                if let Err(e) = raw.send_to(&p, &dst) {
-                    log::debug!("raw IPv6 send to {}: {e}", ip.dst_addr());
-                }
-            }
-            Output::Event(_) => {}
         }
     }
+}
 
-    /// SIGHUP: the prefix, MTU and syslog facility change at once; the
-    /// addresses need the privilege to bind, so a change there waits for a
-    /// restart.
-    fn reload(&mut self, conf_dir: Option<&(OwnedFd, std::ffi::OsString)>, path: &Path) {
-        let Some((dir, name)) = conf_dir else { return };
-        let text = nix::fcntl::openat(
-            dir,
-            name.as_os_str(),
-            nix::fcntl::OFlag::O_RDONLY,
-            nix::sys::stat::Mode::empty(),
-        )
+/// SIGHUP: the prefix, MTU and syslog facility change at once; the
+/// addresses need the privilege to bind, so a change there waits for a
+/// restart. Returns the configuration now in force, if it changed.
+fn reload(file: &ServerFile, conf_dir: Option<&(OwnedFd, std::ffi::OsString)>, path: &Path) -> Option<ServerFile> {
+    let (dir, name) = conf_dir?;
+    let text = nix::fcntl::openat(dir, name.as_os_str(), nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
         .map_err(io::Error::from)
         .and_then(|fd| {
             let mut s = String::new();
             File::from(fd).read_to_string(&mut s).map(|_| s)
         });
-        let text = match text {
-            Ok(t) => t,
-            Err(e) => {
-                log::error!(
-                    "SIGHUP: cannot read {}: {e}; keeping the running configuration",
-                    path.display()
-                );
-                return;
-            }
-        };
-        let new = match ServerFile::parse(&text, &path.to_string_lossy()) {
-            Ok(c) => c,
-            Err(errs) => {
-                for e in errs {
-                    log::error!("SIGHUP: {e}");
-                }
-                log::error!(
-                    "SIGHUP: {} is invalid; keeping the running configuration",
-                    path.display()
-                );
-                return;
-            }
-        };
-        if new.server_bind_address != self.file.server_bind_address
-            || new.server_bind_address2 != self.file.server_bind_address2
-        {
-            log::warn!("SIGHUP: ServerBindAddress changed: that needs privileges, restart miredo-server to apply it; the old addresses stay");
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("SIGHUP: cannot read {}: {e}; keeping the running configuration", path.display());
+            return None;
         }
-        let mut applied = self.file.clone();
-        applied.prefix = new.prefix;
-        applied.interface_mtu = new.interface_mtu;
-        if new.syslog_facility != applied.syslog_facility {
-            logging::set_facility(new.syslog_facility.as_str());
-            applied.syslog_facility = new.syslog_facility;
+    };
+    let new = match ServerFile::parse(&text, &path.to_string_lossy()) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in errs {
+                log::error!("SIGHUP: {e}");
+            }
+            log::error!("SIGHUP: {} is invalid; keeping the running configuration", path.display());
+            return None;
         }
-        self.engine = Server::new(engine_config(&applied));
-        self.file = applied;
-        log::info!("SIGHUP: configuration {} reloaded", path.display());
+    };
+    if new.server_bind_address != file.server_bind_address || new.server_bind_address2 != file.server_bind_address2 {
+        log::warn!("SIGHUP: ServerBindAddress changed: that needs privileges, restart miredo-server to apply it; the old addresses stay");
     }
+    let mut applied = file.clone();
+    applied.prefix = new.prefix;
+    applied.interface_mtu = new.interface_mtu;
+    if new.syslog_facility != applied.syslog_facility {
+        logging::set_facility(new.syslog_facility.as_str());
+        applied.syslog_facility = new.syslog_facility;
+    }
+    log::info!("SIGHUP: configuration {} reloaded", path.display());
+    Some(applied)
 }

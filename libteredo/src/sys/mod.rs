@@ -1,6 +1,7 @@
 //! Linux-only plumbing shared by the daemons: randomness, privileges,
 //! pid files, logging, daemonizing, signals. No protocol logic here.
 
+pub mod batch;
 pub mod daemon;
 pub mod logging;
 pub mod netlink;
