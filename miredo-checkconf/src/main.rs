@@ -45,6 +45,18 @@ struct Args {
     /// The file to check
     #[arg(value_name = "FILE", conflicts_with = "config")]
     file: Option<PathBuf>,
+
+    // The C tool shares miredo's option table, and Debian's service file
+    // runs `miredo-checkconf -f FILE`: miredo's options are accepted and
+    // ignored.
+    #[arg(short = 'f', long = "foreground", hide = true)]
+    _foreground: bool,
+    #[arg(short = 'p', long = "pidfile", hide = true, value_name = "FILE")]
+    _pidfile: Option<PathBuf>,
+    #[arg(short = 't', long = "chrootdir", hide = true, value_name = "DIR")]
+    _chrootdir: Option<PathBuf>,
+    #[arg(short = 'u', long = "user", hide = true, value_name = "USER")]
+    _user: Option<String>,
 }
 
 fn main() -> ExitCode {

@@ -92,6 +92,23 @@ fn c_style_config_option_is_accepted() {
     assert_eq!(run(common::ours(), &["--conf", path]).0, 0);
     // Both a -c file and a positional file: ambiguous, refused.
     assert_eq!(run(common::ours(), &["-c", path, path]).0, 2);
+    // Debian's miredo.service runs `miredo-checkconf -f FILE`: miredo's
+    // own options are accepted and ignored, as by the C tool.
+    assert_eq!(run(common::ours(), &["-f", path]).0, 0);
+    assert_eq!(
+        run(
+            common::ours(),
+            &["-f", "-u", "nobody", "-p", "/x.pid", "-t", "/", path]
+        )
+        .0,
+        0
+    );
+    std::fs::write(dir.join("bad.conf"), "Bogus 1\n").expect("write test file");
+    let bad = dir.join("bad.conf");
+    assert_eq!(
+        run(common::ours(), &["-f", bad.to_str().expect("UTF-8")]).0,
+        1
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -39,6 +39,10 @@ pub struct Cli {
     /// Log debugging messages too
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
+    /// Primary server address, overriding ServerBindAddress (the secondary
+    /// becomes the next address)
+    #[arg(value_name = "SERVER_NAME")]
+    pub server_name: Option<String>,
 }
 
 fn main() -> ExitCode {

@@ -26,16 +26,53 @@ const EMPTY_CHROOT: &str = "/run/miredo/empty";
 /// Datagrams handled per socket and wake-up.
 const BATCH: usize = 64;
 
-fn load(path: &Path) -> Result<ServerFile, String> {
-    match ServerFile::load(path) {
-        Ok(c) => Ok(c),
-        Err(LoadError::Invalid(errs)) => Err(errs
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")),
-        Err(e) => Err(e.to_string()),
+fn joined(errs: Vec<libteredo::conf::ConfError>) -> String {
+    errs.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Parses a configuration; a server name from the command line stands for
+/// ServerBindAddress (and its successor for ServerBindAddress2), so the
+/// file may leave them out, and its own are overridden.
+fn parse(text: &str, path: &Path, server_name: Option<&str>) -> Result<ServerFile, String> {
+    let Some(name) = server_name else {
+        return ServerFile::parse(text, &path.to_string_lossy()).map_err(joined);
+    };
+    let a = libteredo::conf::resolve(name).map_err(|e| format!("{name}: {e}"))?;
+    let b = libteredo::conf::next_ipv4(a)
+        .ok_or_else(|| format!("{a} has no next address for the secondary"))?;
+    // The file's own address lines become comments (line numbers stay
+    // right); ours go last.
+    let mut kept = String::new();
+    for line in text.lines() {
+        let first = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if first == "serverbindaddress" || first == "serverbindaddress2" {
+            kept.push_str("#\n");
+        } else {
+            kept.push_str(line);
+            kept.push('\n');
+        }
     }
+    kept.push_str(&format!("ServerBindAddress {a}\nServerBindAddress2 {b}\n"));
+    ServerFile::parse(&kept, &path.to_string_lossy()).map_err(joined)
+}
+
+fn load(path: &Path, server_name: Option<&str>) -> Result<ServerFile, String> {
+    if server_name.is_none() {
+        return match ServerFile::load(path) {
+            Ok(c) => Ok(c),
+            Err(LoadError::Invalid(errs)) => Err(joined(errs)),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text, path, server_name)
 }
 
 fn engine_config(f: &ServerFile) -> ServerConfig {
@@ -67,7 +104,8 @@ fn raw_ipv6() -> Result<Socket, String> {
 }
 
 pub fn run(cli: Cli) -> Result<(), String> {
-    let file = load(&cli.config)?;
+    // Like the C tool: a name on the command line is the primary address.
+    let file = load(&cli.config, cli.server_name.as_deref())?;
     logging::init(
         "miredo-server",
         file.syslog_facility.as_str(),
@@ -85,6 +123,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
         }
     }
     let target = privileges::lookup(&cli.user).map_err(|e| format!("user {}: {e}", cli.user))?;
+    if target.uid.is_root() {
+        return Err(format!(
+            "refusing to run as {} (uid 0) once set up: name an unprivileged user with -u",
+            target.name
+        ));
+    }
     let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT))?;
     let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT))?;
     let raw = match raw_ipv6() {
@@ -119,18 +163,6 @@ pub fn run(cli: Cli) -> Result<(), String> {
     if cli.chrootdir.is_none() {
         privileges::ensure_empty_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     }
-    let pid_dir = cli
-        .pidfile
-        .parent()
-        .and_then(|d| {
-            File::open(if d.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                d
-            })
-            .ok()
-        })
-        .map(OwnedFd::from);
     privileges::drop_to(&target, &root).map_err(|e| {
         format!(
             "cannot drop privileges to {} in {}: {e}",
@@ -172,12 +204,16 @@ pub fn run(cli: Cli) -> Result<(), String> {
             .spawn(move || sh.serve(second, local))
             .map_err(|e| format!("cannot start a thread: {e}"))?;
     }
-    let result = main_loop(&sh, &sigfd, conf_dir.as_ref(), &cli.config, file);
-    // Removable if the directory is ours to write; a stale file is
-    // recognised and replaced at the next start anyway.
-    if let (Some(dir), Some(name)) = (&pid_dir, pid.path().file_name()) {
-        let _ = nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
-    }
+    let result = main_loop(
+        &sh,
+        &sigfd,
+        conf_dir.as_ref(),
+        &cli.config,
+        cli.server_name.as_deref(),
+        file,
+    );
+    // Removed if the directory lets us, emptied otherwise.
+    pid.release();
     log::info!("stopped");
     result
 }
@@ -201,7 +237,11 @@ impl Shared {
     /// out (the answer to a cone-bit solicitation leaves from the other
     /// address, hence two outgoing batches).
     fn serve(&self, second: bool, local: SocketAddrV4) {
-        let sock = if second { &self.secondary } else { &self.primary };
+        let sock = if second {
+            &self.secondary
+        } else {
+            &self.primary
+        };
         let (cfg, mut generation) = lock(&self.config).clone();
         let mut engine = Server::new(cfg);
         let mut rb = RecvBatch::new(BATCH, 2048);
@@ -226,13 +266,17 @@ impl Shared {
             }
             let now = Instant::now();
             for i in 0..n {
-                let Some((bytes, Some(from), _)) = rb.get(i) else { continue };
+                let Some((bytes, Some(from), _)) = rb.get(i) else {
+                    continue;
+                };
                 engine.handle_udp(now, from, local, bytes, &mut out);
             }
             for o in out.drain(..) {
                 match o {
                     Output::Udp(t) => match t.from {
-                        Some(f) if *f.ip() == self.secondary_addr => via_secondary.push(t.to, &t.payload, t.ecn),
+                        Some(f) if *f.ip() == self.secondary_addr => {
+                            via_secondary.push(t.to, &t.payload, t.ecn)
+                        }
                         _ => via_primary.push(t.to, &t.payload, t.ecn),
                     },
                     Output::Tun(p) => self.to_native(&p),
@@ -266,6 +310,7 @@ fn main_loop(
     sigfd: &nix::sys::signalfd::SignalFd,
     conf_dir: Option<&(OwnedFd, std::ffi::OsString)>,
     path: &Path,
+    server_name: Option<&str>,
     mut file: ServerFile,
 ) -> Result<(), String> {
     loop {
@@ -278,13 +323,13 @@ fn main_loop(
         for sig in signals::drain(sigfd) {
             match sig {
                 Signal::SIGHUP => {
-                    if let Some(new) = reload(&file, conf_dir, path) {
+                    if let Some(new) = reload(&file, conf_dir, path, server_name) {
                         let mut c = lock(&sh.config);
                         *c = (engine_config(&new), c.1 + 1);
                         file = new;
                     }
                 }
-                Signal::SIGINT | Signal::SIGTERM => {
+                Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
                     log::info!("{sig}: stopping");
                     return Ok(());
                 }
@@ -297,32 +342,50 @@ fn main_loop(
 /// SIGHUP: the prefix, MTU and syslog facility change at once; the
 /// addresses need the privilege to bind, so a change there waits for a
 /// restart. Returns the configuration now in force, if it changed.
-fn reload(file: &ServerFile, conf_dir: Option<&(OwnedFd, std::ffi::OsString)>, path: &Path) -> Option<ServerFile> {
+fn reload(
+    file: &ServerFile,
+    conf_dir: Option<&(OwnedFd, std::ffi::OsString)>,
+    path: &Path,
+    server_name: Option<&str>,
+) -> Option<ServerFile> {
     let (dir, name) = conf_dir?;
-    let text = nix::fcntl::openat(dir, name.as_os_str(), nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
-        .map_err(io::Error::from)
-        .and_then(|fd| {
-            let mut s = String::new();
-            File::from(fd).read_to_string(&mut s).map(|_| s)
-        });
+    let text = nix::fcntl::openat(
+        dir,
+        name.as_os_str(),
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io::Error::from)
+    .and_then(|fd| {
+        let mut s = String::new();
+        File::from(fd).read_to_string(&mut s).map(|_| s)
+    });
     let text = match text {
         Ok(t) => t,
         Err(e) => {
-            log::error!("SIGHUP: cannot read {}: {e}; keeping the running configuration", path.display());
+            log::error!(
+                "SIGHUP: cannot read {}: {e}; keeping the running configuration",
+                path.display()
+            );
             return None;
         }
     };
-    let new = match ServerFile::parse(&text, &path.to_string_lossy()) {
+    let new = match parse(&text, path, server_name) {
         Ok(c) => c,
         Err(errs) => {
-            for e in errs {
+            for e in errs.lines() {
                 log::error!("SIGHUP: {e}");
             }
-            log::error!("SIGHUP: {} is invalid; keeping the running configuration", path.display());
+            log::error!(
+                "SIGHUP: {} is invalid; keeping the running configuration",
+                path.display()
+            );
             return None;
         }
     };
-    if new.server_bind_address != file.server_bind_address || new.server_bind_address2 != file.server_bind_address2 {
+    if new.server_bind_address != file.server_bind_address
+        || new.server_bind_address2 != file.server_bind_address2
+    {
         log::warn!("SIGHUP: ServerBindAddress changed: that needs privileges, restart miredo-server to apply it; the old addresses stay");
     }
     let mut applied = file.clone();

@@ -61,3 +61,29 @@ fn errors_name_file_and_line() {
     assert!(err.contains(&format!("{c}:2: InterfaceMTU")), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn server_name_on_the_command_line_replaces_server_bind_address() {
+    // The file has no ServerBindAddress: the command line supplies it, and
+    // it is checked like one from the file.
+    let (dir, c) = conf("positional", "InterfaceMTU 1280\n");
+    let (code, _, err) = server(&["-f", "-c", &c, "192.168.7.7"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("192.168.7.7") && err.contains("global"),
+        "{err}"
+    );
+    let (code, _, err) = server(&["-f", "-c", &c]);
+    assert_eq!(code, 1);
+    assert!(err.contains("ServerBindAddress"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn refuses_to_run_as_root_once_set_up() {
+    let (dir, c) = conf("root", "ServerBindAddress 198.18.1.1\n");
+    let (code, _, err) = server(&["-f", "-u", "0", "-c", &c]);
+    assert_eq!(code, 1);
+    assert!(err.contains("uid 0"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

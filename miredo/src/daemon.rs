@@ -217,6 +217,9 @@ pub struct Daemon {
     conf_dir: Option<(OwnedFd, OsString, PathBuf)>,
     started: Instant,
     qualified_at: Option<Duration>,
+    /// The server named on the command line: it overrides ServerAddress at
+    /// every reload too.
+    cli_server: Option<String>,
 }
 
 /// Receives a datagram with the ECN field of its IPv4 header (RFC 9601:
@@ -283,6 +286,7 @@ impl Daemon {
         engine: EngineKind,
         io: Io,
         conf_dir: Option<(OwnedFd, OsString, PathBuf)>,
+        cli_server: Option<String>,
     ) -> io::Result<Self> {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
@@ -314,6 +318,7 @@ impl Daemon {
             conf_dir,
             started: base,
             qualified_at: None,
+            cli_server,
         })
     }
 
@@ -386,7 +391,7 @@ impl Daemon {
                 for s in signals::drain(&self.sigfd) {
                     match s {
                         Signal::SIGHUP => self.reload(),
-                        Signal::SIGINT | Signal::SIGTERM => {
+                        Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
                             log::info!("{s}: stopping");
                             self.shutdown();
                             return Ok(());
@@ -571,7 +576,14 @@ impl Daemon {
             }
         };
         let new = match MiredoConfig::parse(&text, &path.to_string_lossy()) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                if let Some(name) = &self.cli_server {
+                    c.server_address = Some(name.clone());
+                    c.server_address_is_default = false;
+                    c.server_address2 = None;
+                }
+                c
+            }
             Err(errs) => {
                 for e in errs {
                     log::error!("SIGHUP: {e}");

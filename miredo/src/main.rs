@@ -12,7 +12,7 @@ use std::process::ExitCode;
 /// The default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/miredo/miredo.conf";
 /// The default pid file.
-pub const DEFAULT_PIDFILE: &str = "/run/miredo/miredo.pid";
+pub const DEFAULT_PIDFILE: &str = "/run/miredo.pid";
 
 /// Teredo IPv6 tunneling client and relay (RFC 4380).
 #[derive(Parser, Debug)]
@@ -25,11 +25,11 @@ pub struct Cli {
     /// Stay in the foreground and log to standard error as well as syslog
     #[arg(short = 'f', long = "foreground")]
     pub foreground: bool,
-    /// Pid file [default: /run/miredo/miredo.pid]
+    /// Pid file [default: /run/miredo.pid]
     #[arg(short = 'p', long = "pidfile", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
-    /// Directory to chroot into once set up [default: an empty directory,
-    /// /run/miredo/empty]
+    /// Directory to chroot into once set up [default: /run/miredo/chroot,
+    /// holding only copies of the resolver's files]
     #[arg(short = 't', long = "chrootdir", value_name = "DIR")]
     pub chrootdir: Option<PathBuf>,
     /// User to run as once set up

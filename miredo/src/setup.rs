@@ -24,8 +24,10 @@ use std::time::Instant;
 
 /// Where status sockets live: `/run/miredo/IFACE.status`.
 pub const STATUS_DIR: &str = "/run/miredo";
-/// The empty directory miredo chroots into when no -t is given.
-pub const EMPTY_CHROOT: &str = "/run/miredo/empty";
+/// The directory miredo chroots into when no -t is given: empty but for
+/// copies of the resolver's files, so that a host name can still be
+/// resolved on SIGHUP.
+pub const CHROOT: &str = "/run/miredo/chroot";
 
 /// The configuration as loaded, with where it came from.
 pub struct Loaded {
@@ -254,6 +256,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
     }
     let conf = loaded.conf.clone();
     let target = privileges::lookup(&cli.user).map_err(|e| format!("user {}: {e}", cli.user))?;
+    if target.uid.is_root() {
+        return Err(format!(
+            "refusing to run as {} (uid 0) once set up: name an unprivileged user with -u",
+            target.name
+        ));
+    }
 
     // Servers are resolved while we can still read /etc/resolv.conf.
     let servers = if conf.relay_type.is_client() {
@@ -338,9 +346,8 @@ pub fn run(cli: Cli) -> Result<(), String> {
         .pidfile
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PIDFILE));
-    let _pid =
+    let pid =
         PidFile::create(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
-    let pid_file = Removable::new(&pid_path);
 
     // miredo-privproc: the only process that keeps a privilege.
     let privproc = if servers.is_some() {
@@ -352,9 +359,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
     let root = cli
         .chrootdir
         .clone()
-        .unwrap_or_else(|| PathBuf::from(EMPTY_CHROOT));
+        .unwrap_or_else(|| PathBuf::from(CHROOT));
     if cli.chrootdir.is_none() {
-        privileges::ensure_empty_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        privileges::prepare_chroot(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     }
     privileges::drop_to(&target, &root).map_err(|e| {
         format!(
@@ -401,14 +408,16 @@ pub fn run(cli: Cli) -> Result<(), String> {
         status,
         privproc,
     };
-    let mut d = Daemon::new(conf, engine, io, conf_dir).map_err(|e| e.to_string())?;
+    let mut d = Daemon::new(conf, engine, io, conf_dir, cli.server_name.clone())
+        .map_err(|e| e.to_string())?;
     let result = d.run();
     // Through the directories opened before chroot: the pid file (in a
     // directory we may write, such as the default /run/miredo) and the
     // status socket.
-    for f in [status_file, pid_file].into_iter().flatten() {
+    if let Some(f) = status_file {
         f.remove();
     }
+    pid.release();
     drop(d);
     log::info!("stopped");
     result

@@ -74,3 +74,15 @@ fn server_name_refused_in_relay_mode() {
     assert!(err.contains("client mode"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn refuses_to_run_as_root_once_set_up() {
+    let dir = std::env::temp_dir().join(format!("miredo-cli-root-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("c.conf");
+    std::fs::write(&conf, "ServerAddress 198.18.1.1\n").unwrap();
+    let (code, _, err) = miredo(&["-f", "-u", "root", "-c", conf.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("uid 0"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

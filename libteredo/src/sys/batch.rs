@@ -86,7 +86,13 @@ impl RecvBatch {
         // SAFETY: every pointer in `msgs` points into buffers owned by
         // `self` or `iovs`, which outlive the call; lengths match them.
         let r = unsafe {
-            libc::recvmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         if r < 0 {
             self.count = 0;
@@ -170,7 +176,8 @@ impl SendBatch {
         if n == 0 {
             return Ok(());
         }
-        let mut addrs: Vec<libc::sockaddr_in> = self.items.iter().map(|it| to_sockaddr(it.0)).collect();
+        let mut addrs: Vec<libc::sockaddr_in> =
+            self.items.iter().map(|it| to_sockaddr(it.0)).collect();
         let mut iovs: Vec<libc::iovec> = self
             .items
             .iter()
@@ -194,12 +201,16 @@ impl SendBatch {
                 // for one int-sized message; the macros stay inside it.
                 unsafe {
                     m.msg_hdr.msg_control = cmsgs[i].as_mut_ptr().cast();
-                    m.msg_hdr.msg_controllen = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as _;
+                    m.msg_hdr.msg_controllen =
+                        libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as _;
                     let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
                     (*c).cmsg_level = libc::IPPROTO_IP;
                     (*c).cmsg_type = libc::IP_TOS;
                     (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), libc::c_int::from(ecn));
+                    std::ptr::write_unaligned(
+                        libc::CMSG_DATA(c).cast::<libc::c_int>(),
+                        libc::c_int::from(ecn),
+                    );
                 }
             }
         }
@@ -208,7 +219,14 @@ impl SendBatch {
         while sent < n {
             // SAFETY: the pointers in msgs[sent..] point into buffers that
             // live until the end of this function.
-            let r = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs[sent..].as_mut_ptr(), (n - sent) as libc::c_uint, 0) };
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    msgs[sent..].as_mut_ptr(),
+                    (n - sent) as libc::c_uint,
+                    0,
+                )
+            };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {

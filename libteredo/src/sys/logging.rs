@@ -37,6 +37,9 @@ impl Log for Logger {
                 if let Ok(Some(f)) = FACILITY.lock().map(|g| *g) {
                     s.formatter.facility = f;
                 }
+                // The pid of the process that logs (the daemon after it
+                // detached, not the one that started it).
+                s.formatter.pid = std::process::id();
                 let _ = match r.level() {
                     Level::Error => s.err(&msg),
                     Level::Warn => s.warning(&msg),

@@ -6,10 +6,13 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// A written pid file.
+/// A written pid file. It keeps the file and its directory open so that it
+/// can be released after chroot and the switch to an unprivileged user.
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
+    file: fs::File,
+    dir: Option<std::os::fd::OwnedFd>,
 }
 
 fn alive(pid: i32) -> bool {
@@ -23,6 +26,8 @@ impl PidFile {
         if let Ok(mut f) = fs::File::open(path) {
             let mut s = String::new();
             let _ = f.read_to_string(&mut s);
+            // An empty file was released by a daemon that could not remove
+            // it: stale.
             if let Ok(pid) = s.trim().parse::<i32>() {
                 if pid != std::process::id() as i32 && alive(pid) {
                     return Err(io::Error::new(
@@ -39,9 +44,31 @@ impl PidFile {
             .mode(0o644)
             .open(path)?;
         writeln!(f, "{}", std::process::id())?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = fs::File::open(dir).ok().map(std::os::fd::OwnedFd::from);
         Ok(PidFile {
             path: path.to_path_buf(),
+            file: f,
+            dir,
         })
+    }
+
+    /// At exit, possibly without privileges and chrooted: removes the file
+    /// if the directory lets us, else empties it (an empty pid file names no
+    /// process, for us at the next start as for start-stop-daemon).
+    pub fn release(&self) {
+        let removed = match (&self.dir, self.path.file_name()) {
+            (Some(d), Some(name)) => {
+                nix::unistd::unlinkat(d, name, nix::unistd::UnlinkatFlags::NoRemoveDir).is_ok()
+            }
+            _ => false,
+        };
+        if !removed {
+            let _ = self.file.set_len(0);
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -86,6 +113,14 @@ mod tests {
         fs::write(&p, format!("{}\n", std::process::id())).unwrap();
         pf.remove().unwrap();
         assert!(!p.exists());
+        // Release removes the file when the directory allows it.
+        let pf = PidFile::create(&p).unwrap();
+        pf.release();
+        assert!(!p.exists());
+        // An empty file is stale.
+        fs::write(&p, "").unwrap();
+        let pf = PidFile::create(&p).unwrap();
+        pf.release();
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -38,6 +38,36 @@ pub fn ensure_empty_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The resolver's files, copied into a chroot so that host names still
+/// resolve inside it.
+const RESOLVER_FILES: [&str; 4] = [
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+];
+
+/// Makes `dir` a chroot nobody but root can write, holding nothing but
+/// fresh copies of the resolver's files, and loads the resolver's modules
+/// now (they cannot be loaded from inside the chroot).
+pub fn prepare_chroot(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    for f in RESOLVER_FILES {
+        let to = etc.join(f.trim_start_matches("/etc/"));
+        let _ = std::fs::remove_file(&to);
+        if std::fs::copy(f, &to).is_ok() {
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o444))?;
+        }
+    }
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o555))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))?;
+    use std::net::ToSocketAddrs;
+    let _ = ("localhost", 0).to_socket_addrs();
+    Ok(())
+}
+
 /// Enters `root`, becomes `target`, and clears every capability set. After
 /// this nothing can bring a privilege back.
 pub fn drop_to(target: &Target, root: &Path) -> io::Result<()> {

@@ -5,11 +5,20 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::io;
 
-/// The signals the daemons act on: SIGHUP (reload), SIGINT and SIGTERM
-/// (stop). SIGPIPE is ignored so a vanished peer is an error, not a death.
+/// The signals the daemons act on: SIGHUP (reload), SIGINT, SIGTERM and
+/// SIGQUIT (stop cleanly); SIGUSR1 and SIGUSR2 are taken and ignored, as
+/// the C miredo does. SIGPIPE is ignored so a vanished peer is an error,
+/// not a death.
 pub fn block_and_watch() -> io::Result<SignalFd> {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGTERM] {
+    for s in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
         set.add(s);
     }
     set.thread_block().map_err(io::Error::from)?;
