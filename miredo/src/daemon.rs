@@ -84,6 +84,8 @@ pub struct Io {
     pub udp: UdpSocket,
     pub local: SocketAddrV4,
     pub discovery: Option<UdpSocket>,
+    /// The addresses of the interfaces local discovery runs on.
+    pub discovery_ifaces: Vec<std::net::Ipv4Addr>,
     pub sigfd: SignalFd,
     pub status: UnixListener,
     pub privproc: Option<UnixStream>,
@@ -95,6 +97,8 @@ struct Shared {
     tun: tun_rs::SyncDevice,
     udp: UdpSocket,
     local: SocketAddrV4,
+    /// Multicast (local discovery) goes out of each of these interfaces.
+    discovery_ifaces: Vec<std::net::Ipv4Addr>,
     /// Engine events for the main thread (privproc, logs).
     events: Mutex<Vec<Event>>,
     /// A fatal error in an I/O thread.
@@ -120,6 +124,16 @@ impl Shared {
         let mut events = false;
         for o in out.drain(..) {
             match o {
+                Output::Udp(t) if t.to.ip().is_multicast() => {
+                    // A discovery bubble: once per discovery interface.
+                    let sock = socket2::SockRef::from(&self.udp);
+                    for a in &self.discovery_ifaces {
+                        let _ = sock.set_multicast_if_v4(a);
+                        if let Err(e) = self.udp.send_to(&t.payload, t.to) {
+                            log::debug!("discovery bubble via {a}: {e}");
+                        }
+                    }
+                }
                 Output::Udp(t) => match send_with_ecn(&self.udp, &t.payload, t.to, t.ecn) {
                     Ok(_) => {}
                     Err(e) => log::debug!("UDP send to {}: {e}", t.to),
@@ -300,6 +314,7 @@ impl Daemon {
             tun: io.tun,
             udp: io.udp,
             local: io.local,
+            discovery_ifaces: io.discovery_ifaces,
             events: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
             wake_tx,

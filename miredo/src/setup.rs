@@ -77,12 +77,13 @@ fn forwarder_config(conf: &MiredoConfig) -> ForwarderConfig {
     }
 }
 
-/// Builds the client's discovery settings from the configuration.
-pub fn discovery_config(conf: &MiredoConfig) -> Option<DiscoveryConfig> {
+/// Builds the client's discovery settings: the subnets of the discovery
+/// interfaces are the only places discovery bubbles may come from.
+pub fn discovery_config(conf: &MiredoConfig, ifaces: &[DiscoveryIface]) -> Option<DiscoveryConfig> {
     match conf.local_discovery {
         LocalDiscovery::Disabled => None,
         LocalDiscovery::Enabled | LocalDiscovery::Forced => Some(DiscoveryConfig {
-            local_nets: Vec::new(),
+            local_nets: ifaces.iter().map(|i| (i.addr, i.prefix_len)).collect(),
             any_mapped: matches!(conf.local_discovery, LocalDiscovery::Forced),
         }),
     }
@@ -108,19 +109,22 @@ fn bind_udp(addr: SocketAddrV4) -> Result<UdpSocket, String> {
 }
 
 /// Opens the local discovery socket: 224.0.0.253:3544, shared with other
-/// clients on the host.
-fn bind_discovery(bind: Ipv4Addr) -> Result<UdpSocket, String> {
+/// clients on the host, joined on every discovery interface.
+fn bind_discovery(ifaces: &[DiscoveryIface]) -> Result<UdpSocket, String> {
     let group = libteredo::addr::DISCOVERY_ADDR;
     let s =
         Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| e.to_string())?;
     s.set_reuse_address(true).map_err(|e| e.to_string())?;
     s.set_reuse_port(true).map_err(|e| e.to_string())?;
     s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpRecvTos, &true);
     let addr = SocketAddrV4::new(group, libteredo::addr::TEREDO_PORT);
     s.bind(&addr.into())
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
-    s.join_multicast_v4(&group, &bind)
-        .map_err(|e| format!("cannot join {group}: {e}"))?;
+    for i in ifaces {
+        s.join_multicast_v4(&group, &i.addr)
+            .map_err(|e| format!("cannot join {group} on {} ({}): {e}", i.name, i.addr))?;
+    }
     Ok(s.into())
 }
 
@@ -300,15 +304,30 @@ pub fn run(cli: Cli) -> Result<(), String> {
         _ => bind,
     };
     log::info!("Teredo service port {local}");
-    let discovery = match (&servers, discovery_config(&conf)) {
-        (Some(_), Some(_)) => match bind_discovery(conf.bind_address) {
-            Ok(s) => Some(s),
+    let mut disc_ifaces = Vec::new();
+    let discovery = if servers.is_some()
+        && !matches!(conf.local_discovery, LocalDiscovery::Disabled)
+    {
+        match discovery_interfaces(&conf).and_then(|ifs| {
+            if ifs.is_empty() {
+                return Err("no interface qualifies (up, multicast, and a non-global IPv4 address unless forced)".into());
+            }
+            let s = bind_discovery(&ifs)?;
+            disc_ifaces = ifs;
+            Ok(s)
+        }) {
+            Ok(s) => {
+                let names: Vec<String> = disc_ifaces.iter().map(|i| format!("{} ({}/{})", i.name, i.addr, i.prefix_len)).collect();
+                log::info!("local discovery on {}", names.join(", "));
+                Some(s)
+            }
             Err(e) => {
                 log::warn!("local discovery disabled: {e}");
                 None
             }
-        },
-        _ => None,
+        }
+    } else {
+        None
     };
 
     if !conf.relay_type.is_client() {
@@ -386,7 +405,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
             let mut cc = ClientConfig::new(s1);
             cc.server2 = s2;
             cc.forwarder = forwarder_config(&conf);
-            cc.discovery = discovery.as_ref().and(discovery_config(&conf));
+            cc.discovery = discovery
+                .as_ref()
+                .and(discovery_config(&conf, &disc_ifaces));
             EngineKind::Client(Box::new(Client::new(cc, Box::new(OsRandom), now)))
         }
         None => {
@@ -399,6 +420,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         }
     };
     let io = Io {
+        discovery_ifaces: disc_ifaces.iter().map(|i| i.addr).collect(),
         tun,
         ifindex,
         udp,
@@ -421,4 +443,71 @@ pub fn run(cli: Cli) -> Result<(), String> {
     drop(d);
     log::info!("stopped");
     result
+}
+
+/// An interface local discovery runs on.
+#[derive(Clone, Debug)]
+pub struct DiscoveryIface {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// The interfaces local discovery runs on (RFC 4380 5.2.8): up,
+/// multicast-capable, not loopback, with an IPv4 address that is not
+/// global unless LocalDiscovery is `forced`, and whose name matches
+/// DiscoveryInterfaces when given. DiscoveryNetmask replaces their
+/// netmasks.
+pub fn discovery_interfaces(conf: &MiredoConfig) -> Result<Vec<DiscoveryIface>, String> {
+    use nix::net::if_::InterfaceFlags;
+    let pattern = match &conf.discovery_interfaces {
+        Some(p) => Some(
+            regex::Regex::new(p.as_str())
+                .map_err(|e| format!("DiscoveryInterfaces {}: {e}", p.as_str()))?,
+        ),
+        None => None,
+    };
+    let forced = matches!(conf.local_discovery, LocalDiscovery::Forced);
+    let mut v = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().map_err(|e| format!("getifaddrs: {e}"))? {
+        let f = ifa.flags;
+        if !f.contains(InterfaceFlags::IFF_UP)
+            || !f.contains(InterfaceFlags::IFF_MULTICAST)
+            || f.contains(InterfaceFlags::IFF_LOOPBACK)
+        {
+            continue;
+        }
+        let Some(addr) = ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|a| a.ip())
+        else {
+            continue;
+        };
+        if !forced && libteredo::addr::is_global_unicast_v4(addr) {
+            continue;
+        }
+        if pattern
+            .as_ref()
+            .is_some_and(|p| !p.is_match(&ifa.interface_name))
+        {
+            continue;
+        }
+        let mask = conf
+            .discovery_netmask
+            .or_else(|| {
+                ifa.netmask
+                    .as_ref()
+                    .and_then(|m| m.as_sockaddr_in())
+                    .map(|m| m.ip())
+            })
+            .unwrap_or(Ipv4Addr::new(255, 255, 255, 255));
+        v.push(DiscoveryIface {
+            name: ifa.interface_name.clone(),
+            addr,
+            prefix_len: u32::from(mask).leading_ones() as u8,
+        });
+    }
+    Ok(v)
 }
