@@ -103,14 +103,25 @@ fn sim_qualify_port_restricted() {
 
 #[test]
 fn sim_qualify_symmetric_is_qualified_and_reported() {
-    check_qualified_behind(NatKind::Symmetric, NatBehaviour::Symmetric, 5);
+    check_qualified_behind(NatKind::Symmetric, NatBehaviour::RandomSymmetric, 5);
 }
 
 #[test]
-fn sim_qualify_linux_masquerade_is_restricted_not_symmetric() {
-    // The unanswered cone test leaves a conntrack entry; a naive secondary
-    // test would then see another port and call the NAT symmetric.
-    check_qualified_behind(NatKind::Masquerade, NatBehaviour::Restricted, 6);
+fn sim_qualify_linux_masquerade_is_port_preserving_symmetric() {
+    // The unanswered cone test leaves a conntrack entry for the secondary
+    // address and our port: the secondary test then sees another port,
+    // while the first mapping kept our local port: a port-preserving
+    // symmetric NAT in RFC 6081 terms, which is what masquerade is.
+    check_qualified_behind(
+        NatKind::Masquerade,
+        NatBehaviour::PortPreservingSymmetric,
+        6,
+    );
+}
+
+#[test]
+fn sim_qualify_sequential_symmetric() {
+    check_qualified_behind(NatKind::Sequential, NatBehaviour::SequentialSymmetric, 27);
 }
 
 #[test]
@@ -265,13 +276,16 @@ fn sim_two_clients_one_nat_no_hairpin_local_discovery() {
 
 #[test]
 fn sim_two_clients_one_nat_without_discovery_fail_without_hairpin() {
-    // The control experiment for the scenario above: no discovery, no
-    // hairpin, no path.
+    // The control experiment for the scenario above: RFC 4380 alone, no
+    // discovery, no hairpin, no path (RFC 6081's alternate address is what
+    // fixes it; see sim_rfc6081_hairpinning_alternate_address_without_discovery).
     let mut w = World::new(13);
     w.add_server(ip(SERVER));
     let (_, lan) = w.add_nat(NatKind::PortRestricted, ip(NAT_WAN), false);
-    let a = w.add_client(ip("192.168.1.2"), 40000, Some(lan), ip(SERVER));
-    let b = w.add_client(ip("192.168.1.3"), 40001, Some(lan), ip(SERVER));
+    let mut cfg = ClientConfig::new(ip(SERVER));
+    cfg.forwarder.rfc6081 = false;
+    let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan), cfg.clone());
+    let b = w.add_client_with(ip("192.168.1.3"), 40001, Some(lan), cfg);
     let aa = w.qualify(a, SECS(10));
     let ba = w.qualify(b, SECS(10));
     w.client_send(a, echo_request(aa, ba, 12, 1, 8));
@@ -686,4 +700,192 @@ fn sim_ecn_copied_out_and_ce_carried_in_rfc9601() {
     let last = l.w.nodes[l.client].tun_rx.last().unwrap().clone();
     assert_eq!(tun_ecn(&last), NOT_ECT);
     assert_eq!(l.w.client_echo_requests(l.client, 95), vec![0, 1, 2, 3]);
+}
+
+// ----------------------------------------------------------------------
+// RFC 6081 and the Linux NATs.
+
+/// Two clients behind NATs of the given kinds; `ext` selects RFC 6081 (and
+/// the low-TTL first bubbles) on both.
+fn two_clients_cfg(seed: u64, k1: NatKind, k2: NatKind, ext: bool) -> (World, NodeId, NodeId) {
+    let mut w = World::new(seed);
+    w.add_server(ip(SERVER));
+    let (_, lan1) = w.add_nat(k1, ip(NAT_WAN), false);
+    let (_, lan2) = w.add_nat(k2, ip(NAT2_WAN), false);
+    let mut cfg = ClientConfig::new(ip(SERVER));
+    cfg.forwarder.rfc6081 = ext;
+    cfg.forwarder.low_ttl = if ext { 2 } else { 0 };
+    let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan1), cfg.clone());
+    let b = w.add_client_with(ip("192.168.2.2"), 50000, Some(lan2), cfg);
+    (w, a, b)
+}
+
+/// Pings from `a` to `b` (3 echoes); returns how many replies came back.
+fn ping_count(w: &mut World, a: NodeId, b: NodeId, ident: u16) -> usize {
+    let aa = w.qualify(a, SECS(10));
+    let ba = w.qualify(b, SECS(10));
+    for seq in 1..=3 {
+        w.client_send(a, echo_request(aa, ba, ident, seq, 32));
+        w.run_for(Duration::from_millis(500));
+    }
+    w.run_for(SECS(8));
+    w.client_echo_replies(a, ident).len()
+}
+
+#[test]
+fn sim_rfc6081_two_masquerade_nats_both_ways() {
+    let (mut w, a, b) = two_clients_cfg(30, NatKind::Masquerade, NatKind::Masquerade, true);
+    ping_both_ways(&mut w, a, b);
+}
+
+#[test]
+fn sim_rfc4380_alone_fails_across_two_masquerade_nats() {
+    // The control: without RFC 6081 and the low-TTL first bubble, the first
+    // direct bubble makes the peer's NAT remap its answer, as with the C
+    // miredo in the lab.
+    let (mut w, a, b) = two_clients_cfg(31, NatKind::Masquerade, NatKind::Masquerade, false);
+    assert_eq!(ping_count(&mut w, a, b, 12), 0, "{}", w.trace.join("\n"));
+}
+
+#[test]
+fn sim_rfc6081_symmetric_with_full_cone_both_ways() {
+    let (mut w, a, b) = two_clients_cfg(32, NatKind::FullCone, NatKind::Symmetric, true);
+    ping_both_ways(&mut w, a, b);
+    assert!(w.client(a).stats().endpoints_learnt >= 1);
+}
+
+#[test]
+fn sim_rfc4380_alone_fails_symmetric_with_full_cone() {
+    let (mut w, a, b) = two_clients_cfg(33, NatKind::FullCone, NatKind::Symmetric, false);
+    assert_eq!(ping_count(&mut w, b, a, 13), 0, "{}", w.trace.join("\n"));
+}
+
+#[test]
+fn sim_rfc6081_symmetric_with_address_restricted_both_ways() {
+    let (mut w, a, b) = two_clients_cfg(34, NatKind::AddressRestricted, NatKind::Symmetric, true);
+    ping_both_ways(&mut w, a, b);
+}
+
+#[test]
+fn sim_rfc6081_sequential_with_port_restricted_both_ways() {
+    let (mut w, a, b) = two_clients_cfg(35, NatKind::PortRestricted, NatKind::Sequential, true);
+    // Let the NAT tests finish: the prediction comes from them.
+    w.qualify(a, SECS(10));
+    let ok = w.run_until_cond(SECS(30), |w| {
+        w.client(b).nat() == NatBehaviour::SequentialSymmetric
+    });
+    assert!(ok, "{:?}", w.client(b).nat());
+    ping_both_ways(&mut w, b, a);
+}
+
+#[test]
+fn sim_rfc6081_random_symmetric_with_masquerade_is_impossible() {
+    // Documented limitation: the symmetric side's port towards the peer is
+    // random and the masquerade side only lets in the exact endpoint it
+    // sent to; nobody can learn that port in advance. Only a relay or a
+    // NAT configured otherwise helps.
+    let (mut w, a, b) = two_clients_cfg(36, NatKind::Masquerade, NatKind::Symmetric, true);
+    assert_eq!(ping_count(&mut w, a, b, 14), 0);
+    let (mut w, a, b) = two_clients_cfg(37, NatKind::Masquerade, NatKind::Symmetric, true);
+    assert_eq!(ping_count(&mut w, b, a, 15), 0);
+}
+
+#[test]
+fn sim_rfc6081_peer_without_extensions_still_works() {
+    // One side without RFC 6081 (as the C miredo): port-restricted NATs.
+    let mut w = World::new(38);
+    w.add_server(ip(SERVER));
+    let (_, lan1) = w.add_nat(NatKind::PortRestricted, ip(NAT_WAN), false);
+    let (_, lan2) = w.add_nat(NatKind::PortRestricted, ip(NAT2_WAN), false);
+    let ours = ClientConfig::new(ip(SERVER));
+    let mut plain = ClientConfig::new(ip(SERVER));
+    plain.forwarder.rfc6081 = false;
+    plain.forwarder.low_ttl = 0;
+    let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan1), ours);
+    let b = w.add_client_with(ip("192.168.2.2"), 50000, Some(lan2), plain);
+    ping_both_ways(&mut w, a, b);
+}
+
+#[test]
+fn sim_rfc6081_hairpinning_alternate_address_without_discovery() {
+    // Two clients behind one NAT that does not hairpin, local discovery off:
+    // the alternate address in the bubbles finds the way over the LAN.
+    let mut w = World::new(39);
+    w.add_server(ip(SERVER));
+    let (_, lan) = w.add_nat(NatKind::PortRestricted, ip(NAT_WAN), false);
+    let a = w.add_client(ip("192.168.1.2"), 40000, Some(lan), ip(SERVER));
+    let b = w.add_client(ip("192.168.1.3"), 40001, Some(lan), ip(SERVER));
+    ping_both_ways(&mut w, a, b);
+    let over_lan = w.sent[&a]
+        .iter()
+        .filter(|(to, _)| *to == SocketAddrV4::new(ip("192.168.1.3"), 40001))
+        .count();
+    assert!(over_lan >= 3, "{over_lan}");
+}
+
+#[test]
+fn sim_rfc6081_two_clients_one_nat_with_hairpinning() {
+    let mut w = World::new(40);
+    w.add_server(ip(SERVER));
+    let (_, lan) = w.add_nat(NatKind::PortRestricted, ip(NAT_WAN), true);
+    let a = w.add_client(ip("192.168.1.2"), 40000, Some(lan), ip(SERVER));
+    let b = w.add_client(ip("192.168.1.3"), 40001, Some(lan), ip(SERVER));
+    ping_both_ways(&mut w, a, b);
+}
+
+#[test]
+fn sim_rfc6081_server_load_reduction() {
+    // A one-way flow (the receiver's host never answers) keeps going past
+    // the 30 s validity: the trust is renewed with a direct solicitation,
+    // not with bubbles through the server.
+    let run = |ext: bool| {
+        let (mut w, a, b) =
+            two_clients_cfg(41, NatKind::PortRestricted, NatKind::PortRestricted, ext);
+        w.nodes[b].answers_pings = false;
+        let aa = w.qualify(a, SECS(10));
+        let ba = w.qualify(b, SECS(10));
+        w.run_for(SECS(60)); // NAT tests done
+        let to_server = |w: &World| {
+            w.sent[&a]
+                .iter()
+                .filter(|(to, p)| {
+                    *to == SocketAddrV4::new(ip(SERVER), TEREDO_PORT) && p.len() >= 40 && p[6] == 59
+                })
+                .count()
+        };
+        for seq in 0..3 {
+            w.client_send(a, echo_request(aa, ba, 16, seq, 8));
+            w.run_for(SECS(1));
+        }
+        let before = to_server(&w);
+        for seq in 3..20 {
+            w.client_send(a, echo_request(aa, ba, 16, seq, 8));
+            w.run_for(SECS(5));
+        }
+        (to_server(&w) - before, w.client_echo_requests(b, 16).len())
+    };
+    let (indirect_ext, got_ext) = run(true);
+    let (indirect_plain, got_plain) = run(false);
+    assert_eq!(got_ext, 20);
+    assert_eq!(got_plain, 20);
+    assert_eq!(indirect_ext, 0, "RFC 6081: no bubble through the server");
+    assert!(indirect_plain >= 1, "RFC 4380: bubbles through the server");
+}
+
+#[test]
+fn sim_relay_learns_a_symmetric_clients_port_from_its_bubble() {
+    // A client behind a random symmetric NAT: its answer to the relay's
+    // bubble comes from another port than its address says; addressed to
+    // the relay's keyed link-local source, it proves itself.
+    let mut l = lab(42, NatKind::Symmetric);
+    let addr = l.w.qualify(l.client, SECS(10));
+    l.w.native_send(echo_request(ip6(NATIVE), addr, 43, 1, 8));
+    l.w.run_for(SECS(5));
+    assert_eq!(
+        l.w.native_echo_replies(l.native, 43),
+        vec![1],
+        "{}",
+        l.w.trace.join("\n")
+    );
+    assert!(l.w.relay_engine(l.relay).stats().endpoints_learnt >= 1);
 }

@@ -134,7 +134,7 @@ impl Shared {
                         }
                     }
                 }
-                Output::Udp(t) => match send_with_ecn(&self.udp, &t.payload, t.to, t.ecn) {
+                Output::Udp(t) => match send_with(&self.udp, &t.payload, t.to, t.ecn, t.ttl) {
                     Ok(_) => {}
                     Err(e) => log::debug!("UDP send to {}: {e}", t.to),
                 },
@@ -270,18 +270,34 @@ fn recv_with_ecn(
 type libc_int = i32;
 
 /// Sends a datagram whose IPv4 header carries `ecn` (RFC 9601: the inner
-/// ECN field copied out), per packet, without changing the socket.
-fn send_with_ecn(sock: &UdpSocket, payload: &[u8], to: SocketAddrV4, ecn: u8) -> io::Result<usize> {
+/// ECN field copied out) and, when given, the time to live `ttl` (a direct
+/// bubble that must only open our own NAT), per packet, without changing
+/// the socket.
+fn send_with(
+    sock: &UdpSocket,
+    payload: &[u8],
+    to: SocketAddrV4,
+    ecn: u8,
+    ttl: Option<u8>,
+) -> io::Result<usize> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
-    if ecn == 0 {
+    if ecn == 0 && ttl.is_none() {
         return sock.send_to(payload, to);
     }
-    let tos = i32::from(ecn & 0b11);
+    let tos = ecn & 0b11;
+    let ttl = ttl.map(i32::from);
     let addr = SockaddrIn::from(to);
+    let mut cmsgs = Vec::with_capacity(2);
+    if tos != 0 {
+        cmsgs.push(ControlMessage::Ipv4Tos(&tos));
+    }
+    if let Some(t) = &ttl {
+        cmsgs.push(ControlMessage::Ipv4Ttl(t));
+    }
     sendmsg(
         sock.as_raw_fd(),
         &[io::IoSlice::new(payload)],
-        &[ControlMessage::Ipv4Tos(&(tos as u8))],
+        &cmsgs,
         MsgFlags::empty(),
         Some(&addr),
     )

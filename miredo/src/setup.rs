@@ -408,6 +408,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
             cc.discovery = discovery
                 .as_ref()
                 .and(discovery_config(&conf, &disc_ifaces));
+            // Where a peer behind our NAT reaches us (RFC 6081 hairpinning),
+            // and our port (a port-preserving NAT keeps it).
+            let ip = local_ip_towards(s1).unwrap_or(*local.ip());
+            cc.local = Some(SocketAddrV4::new(ip, local.port()));
             EngineKind::Client(Box::new(Client::new(cc, Box::new(OsRandom), now)))
         }
         None => {
@@ -510,4 +514,16 @@ pub fn discovery_interfaces(conf: &MiredoConfig) -> Result<Vec<DiscoveryIface>, 
         });
     }
     Ok(v)
+}
+
+/// Our IPv4 address on the way to `server` (what a peer behind our NAT
+/// would reach us at), as the kernel's routing picks it.
+fn local_ip_towards(server: Ipv4Addr) -> Option<Ipv4Addr> {
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect(SocketAddrV4::new(server, libteredo::addr::TEREDO_PORT))
+        .ok()?;
+    match s.local_addr().ok()? {
+        std::net::SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
+        _ => None,
+    }
 }

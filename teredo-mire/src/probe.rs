@@ -5,9 +5,7 @@
 
 use crate::random::OsRandom;
 use libteredo::addr::{LINK_LOCAL_CONE, TEREDO_PORT};
-use libteredo::proto::client::{
-    Client, ClientConfig, CONE_PROBE_ATTEMPTS, CONNTRACK_WAIT, RS_ATTEMPTS, RS_TIMEOUT,
-};
+use libteredo::proto::client::{Client, ClientConfig, CONE_PROBE_ATTEMPTS, RS_ATTEMPTS};
 use libteredo::proto::stats::{DropReason, Stats};
 use libteredo::proto::{Event, NatBehaviour, Output, Transmit};
 use libteredo::wire::icmpv6::msg_type;
@@ -22,9 +20,9 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_SERVER: &str = "teredo.remlab.net";
 
 /// How long the NAT test may take after qualification. The engine needs
-/// at most two cone solicitations, the conntrack wait and three
-/// solicitations of the secondary address: about 52 s.
-const NAT_TEST_LIMIT: Duration = Duration::from_secs(90);
+/// at most two cone solicitations and three solicitations of the secondary
+/// address, 4 s apart: 20 s.
+const NAT_TEST_LIMIT: Duration = Duration::from_secs(40);
 
 pub struct Options {
     pub server: String,
@@ -79,8 +77,6 @@ struct Run {
     cone_test_last: Option<Instant>,
     secondary_test_sent: bool,
     last_send_error: Option<String>,
-    /// Whether the conntrack wait was announced.
-    announced_wait: bool,
     nat: Option<NatBehaviour>,
 }
 
@@ -100,6 +96,8 @@ pub fn run(o: &Options) -> Result<(), String> {
     let start = Instant::now();
     let mut cfg = ClientConfig::new(server);
     cfg.server2 = server2;
+    // The local port tells a port-preserving NAT apart.
+    cfg.local = Some(local);
     let mut client = Client::new(cfg, Box::new(rng), start);
 
     println!("server: {server}");
@@ -118,7 +116,6 @@ pub fn run(o: &Options) -> Result<(), String> {
         cone_test_last: None,
         secondary_test_sent: false,
         last_send_error: None,
-        announced_wait: false,
         nat: None,
     };
     let qualify_deadline = start + o.timeout;
@@ -154,7 +151,6 @@ pub fn run(o: &Options) -> Result<(), String> {
             };
         }
         let wake = client.poll_timeout().map_or(deadline, |t| t.min(deadline));
-        r.announce_wait(now);
         let wait = wake
             .saturating_duration_since(now)
             .max(Duration::from_millis(1));
@@ -264,8 +260,8 @@ impl Run {
                     println!("mtu: {mtu}");
                     if self.nat_test {
                         eprintln!(
-                            "qualified; now learning the NAT's behaviour (up to about a \
-                             minute; --no-nat-test skips this)"
+                            "qualified; now learning the NAT's behaviour (up to about 20 s; \
+                             --no-nat-test skips this)"
                         );
                     }
                 } else {
@@ -290,26 +286,6 @@ impl Run {
             }
         }
         Ok(())
-    }
-
-    /// Says what the long wait of the NAT test is for, once: after an
-    /// unanswered cone test the engine lets a NAT's connection-tracking
-    /// entry expire before it solicits the secondary address.
-    fn announce_wait(&mut self, now: Instant) {
-        let Some(last) = self.cone_test_last else {
-            return;
-        };
-        let failed_at = last + RS_TIMEOUT;
-        if self.announced_wait || self.secondary_test_sent || now < failed_at {
-            return;
-        }
-        self.announced_wait = true;
-        let left = (failed_at + CONNTRACK_WAIT).saturating_duration_since(now);
-        eprintln!(
-            "the cone test got no answer (not a cone NAT); waiting {} s for a NAT's \
-             connection-tracking entry to expire before soliciting the secondary address",
-            left.as_secs()
-        );
     }
 
     /// Why qualification failed.

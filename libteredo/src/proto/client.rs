@@ -27,9 +27,9 @@ pub const MIN_BACKOFF: Duration = Duration::from_secs(10);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Solicitations with the cone bit (NAT test only).
 pub const CONE_PROBE_ATTEMPTS: u8 = 2;
-/// How long Linux keeps the connection-tracking entry of an unanswered UDP
-/// packet (nf_conntrack_udp_timeout), plus a margin.
-pub const CONNTRACK_WAIT: Duration = Duration::from_secs(32);
+/// The largest step between two mappings a NAT is taken to allocate
+/// sequentially (RFC 6081 sequential port-symmetric NAT).
+pub const MAX_SEQUENTIAL_STEP: u16 = 16;
 /// The MTU when the RA carries none (RFC 4380 5.1.2).
 pub const DEFAULT_MTU: u16 = 1280;
 
@@ -44,6 +44,10 @@ pub struct ClientConfig {
     pub refresh_interval: Duration,
     /// Local client discovery (RFC 4380 5.2.8); `None` disables it.
     pub discovery: Option<DiscoveryConfig>,
+    /// Our local endpoint (address and service port), when known: it tells
+    /// a port-preserving NAT apart, and it is the alternate address peers
+    /// behind the same NAT may reach us at (RFC 6081 hairpinning).
+    pub local: Option<SocketAddrV4>,
 }
 
 impl ClientConfig {
@@ -55,6 +59,7 @@ impl ClientConfig {
             forwarder: ForwarderConfig::default(),
             refresh_interval: REFRESH_INTERVAL,
             discovery: None,
+            local: None,
         }
     }
 }
@@ -135,7 +140,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(cfg: ClientConfig, mut rng: Box<dyn Random + Send>, now: Instant) -> Self {
-        let fwd = Forwarder::new_client(&cfg.forwarder, rng.as_mut(), now);
+        let mut fwd = Forwarder::new_client(&cfg.forwarder, rng.as_mut(), now);
+        fwd.set_local(cfg.local);
         let discovery = cfg.discovery.clone().map(|c| {
             let mut d = Discovery::new(c);
             d.seed(rng.as_mut());
@@ -236,6 +242,7 @@ impl Client {
             to: SocketAddrV4::new(s.server, TEREDO_PORT),
             payload,
             ecn: 0,
+            ttl: None,
         }));
         s.attempts += 1;
         s.next = now + RS_TIMEOUT;
@@ -355,7 +362,9 @@ impl Client {
                 // A peer (client or relay) bubbled us through our server:
                 // a direct bubble to its origin opens our NAT for it.
                 self.fwd.stats.bubbles_received += 1;
-                self.fwd.answer_indirect(now, origin.0, ip.src_addr(), out);
+                let tr = crate::wire::trailer::Trailer::parse(ip.trailer());
+                self.fwd
+                    .answer_indirect(now, origin.0, ip.src_addr(), &tr, out);
             }
             _ => self.fwd.stats.drop(DropReason::Unexpected),
         }
@@ -524,15 +533,42 @@ impl Client {
         }
     }
 
+    /// The NAT's behaviour from the tests (RFC 4380 5.2.1, with the finer
+    /// classes of RFC 6081): the cone test answered: cone; the secondary
+    /// address sees the same mapping: restricted; another port: symmetric,
+    /// port-preserving when the first mapping kept our local port,
+    /// sequential when the second port follows the first closely, random
+    /// otherwise.
     fn decide_nat(&mut self, out: &mut Vec<Output>) {
-        let current = self.current.map(|q| q.mapped);
+        let Some(current) = self.current.map(|q| q.mapped) else {
+            return;
+        };
         let nat = match (self.nat_probe.cone, self.nat_probe.secondary) {
             (Some(true), _) => NatBehaviour::Cone,
-            (Some(false), Some(Some(m))) if Some(m) != current => NatBehaviour::Symmetric,
-            (Some(false), Some(Some(_))) => NatBehaviour::Restricted,
+            (Some(false), Some(Some(m))) if m == current => NatBehaviour::Restricted,
+            (Some(false), Some(Some(m))) => {
+                let step = m.port().wrapping_sub(current.port());
+                if self.cfg.local.is_some_and(|l| l.port() == current.port()) {
+                    NatBehaviour::PortPreservingSymmetric
+                } else if m.ip() == current.ip() && step > 0 && step <= MAX_SEQUENTIAL_STEP {
+                    NatBehaviour::SequentialSymmetric
+                } else {
+                    NatBehaviour::RandomSymmetric
+                }
+            }
             (Some(false), Some(None)) => NatBehaviour::Unknown,
             _ => return, // Not decided yet.
         };
+        // A sequential NAT gives the next new mapping (our first direct
+        // bubble to a new peer) the port after the secondary's.
+        let prediction = match (nat, self.nat_probe.secondary) {
+            (NatBehaviour::SequentialSymmetric, Some(Some(m))) => {
+                let step = m.port().wrapping_sub(current.port());
+                Some((m.port().wrapping_add(step), step))
+            }
+            _ => None,
+        };
+        self.fwd.set_port_prediction(prediction);
         self.nat = nat;
         out.push(Output::Event(Event::NatObserved(nat)));
     }
@@ -628,13 +664,12 @@ impl Client {
                             self.nat_probe.secondary = Some(None);
                         } else {
                             self.nat_probe.cone = Some(false);
-                            // The unanswered test left a connection-tracking
-                            // entry in a Linux NAT for the secondary address
-                            // and our mapped port; were we to solicit that
-                            // address now, the NAT would pick another port
-                            // and we would wrongly see a symmetric NAT. Let
-                            // the entry expire first.
-                            self.secondary_at = Some(now + CONNTRACK_WAIT);
+                            // Now the secondary address. The unanswered test
+                            // left a connection-tracking entry in a Linux NAT
+                            // for that address and our mapped port: such a
+                            // NAT (port-preserving, per destination) now shows
+                            // another port, which is what tells it apart.
+                            self.secondary_at = Some(now);
                         }
                         self.decide_nat(out);
                     }

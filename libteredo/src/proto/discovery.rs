@@ -97,6 +97,7 @@ impl Discovery {
                     to: SocketAddrV4::new(DISCOVERY_ADDR, TEREDO_PORT),
                     payload: build_discovery_bubble(q.addr),
                     ecn: 0,
+                    ttl: None,
                 }));
                 fwd.stats.bubbles_sent += 1;
                 let span = (MAX_INTERVAL - MIN_INTERVAL).as_millis() as u64;

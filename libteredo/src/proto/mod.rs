@@ -25,6 +25,10 @@ pub struct Transmit {
     pub payload: Vec<u8>,
     /// The ECN field for the outer IPv4 header (RFC 9601), 0 for Not-ECT.
     pub ecn: u8,
+    /// An IPv4 time to live for this datagram, when not the system's
+    /// default: a direct bubble that must open our own NAT without reaching
+    /// the peer's (see `relay::LOW_TTL`).
+    pub ttl: Option<u8>,
 }
 
 /// What the NAT in front of a client was seen to do (RFC 4380 5.2.1, with
@@ -36,8 +40,14 @@ pub enum NatBehaviour {
     /// Restricted or port-restricted cone: same mapping for both server
     /// addresses, unsolicited packets refused.
     Restricted,
-    /// The mapping changes with the destination.
-    Symmetric,
+    /// The mapping changes with the destination, but keeps the local port
+    /// when it can (RFC 6081; Linux `masquerade`).
+    PortPreservingSymmetric,
+    /// The mapping changes with the destination; new mappings take
+    /// consecutive ports (RFC 6081).
+    SequentialSymmetric,
+    /// The mapping changes with the destination, to unpredictable ports.
+    RandomSymmetric,
     /// Not (yet) known: the secondary server address did not answer.
     Unknown,
 }
@@ -47,7 +57,9 @@ impl std::fmt::Display for NatBehaviour {
         f.write_str(match self {
             NatBehaviour::Cone => "cone",
             NatBehaviour::Restricted => "restricted",
-            NatBehaviour::Symmetric => "symmetric",
+            NatBehaviour::PortPreservingSymmetric => "port-preserving symmetric",
+            NatBehaviour::SequentialSymmetric => "sequential symmetric",
+            NatBehaviour::RandomSymmetric => "random symmetric",
             NatBehaviour::Unknown => "unknown",
         })
     }

@@ -49,8 +49,14 @@ pub struct Peer {
     pub endpoint: SocketAddrV4,
     /// Packets from the endpoint were seen (RFC 4380 5.2.3).
     pub trusted: bool,
-    /// Learnt by local discovery.
+    /// Learnt by local discovery or from an alternate address (RFC 6081
+    /// hairpinning): the endpoint is on our side of the NAT.
     pub local: bool,
+    /// The peer speaks RFC 6081 (it sent us a trailer).
+    pub ext: bool,
+    /// The nonce the peer sent in its last indirect bubble (RFC 6081): our
+    /// direct bubbles echo it, which proves them to the peer.
+    pub echo: Option<[u8; 4]>,
     /// Bubbles (or connectivity-test echoes) sent without an answer.
     pub bubbles: u8,
     pub last_rx: Stamp,
@@ -145,6 +151,8 @@ impl Peer {
             endpoint,
             trusted: false,
             local: false,
+            ext: false,
+            echo: None,
             bubbles: 0,
             last_rx: ago,
             last_tx: ago,
@@ -514,11 +522,20 @@ mod tests {
 
     #[test]
     fn entries_stay_compact() {
-        // One pointer for an empty queue; a node of 56 bytes on 64-bit.
+        // One pointer for an empty queue; a node of 64 bytes on 64-bit
+        // (the RFC 6081 nonce echo and flag took the peer from 32 to 40).
         assert_eq!(std::mem::size_of::<Pending>(), std::mem::size_of::<usize>());
         if std::mem::size_of::<usize>() == 8 {
-            assert!(std::mem::size_of::<Peer>() <= 32);
-            assert!(std::mem::size_of::<Node>() <= 56);
+            assert!(
+                std::mem::size_of::<Peer>() <= 40,
+                "{}",
+                std::mem::size_of::<Peer>()
+            );
+            assert!(
+                std::mem::size_of::<Node>() <= 64,
+                "{}",
+                std::mem::size_of::<Node>()
+            );
         }
     }
 

@@ -18,6 +18,7 @@ use crate::addr::{self, TeredoAddr, TEREDO_PORT, TEREDO_PREFIX};
 use crate::wire::icmpv6::{self, unreachable_code, Icmpv6Repr};
 use crate::wire::ipv6::{build_bubble, next_header, Ipv6Packet};
 use crate::wire::teredo::TeredoPacket;
+use crate::wire::trailer::{self, Trailer};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ pub const BUBBLE_WINDOW: Duration = Duration::from_secs(300);
 /// RFC 4380 5.2.4: a peer entry is valid while the last reception is less
 /// than 30 s old.
 pub const PEER_VALIDITY: Duration = Duration::from_secs(30);
+/// See [`ForwarderConfig::low_ttl`].
+pub const LOW_TTL: u8 = 2;
 
 /// Settings of the forwarding core.
 #[derive(Clone, Debug)]
@@ -54,6 +57,18 @@ pub struct ForwarderConfig {
     /// the client's NAT, which then maps the client's answer to another
     /// port.
     pub direct_bubbles: bool,
+    /// RFC 6081 extensions (clients): trailers with nonces, alternate
+    /// addresses and random ports in bubbles, learning a peer's port from a
+    /// proven direct bubble, hairpinning, server load reduction.
+    pub rfc6081: bool,
+    /// The IPv4 time to live of a client's first two direct bubbles to a
+    /// peer (0: the system's default). A direct bubble exists to open our
+    /// own NAT; one that also reaches the peer's NAT makes a Linux NAT
+    /// (connection tracking) there map the peer's answer to another port,
+    /// and neither side hears the other. 2 crosses our NAT and dies at the
+    /// next router. Later attempts use the default, for hosts further than
+    /// one hop from their NAT.
+    pub low_ttl: u8,
 }
 
 impl Default for ForwarderConfig {
@@ -67,6 +82,8 @@ impl Default for ForwarderConfig {
             ping_tests_per_second: 50,
             bubble_replies_per_second: 1000,
             direct_bubbles: true,
+            rfc6081: true,
+            low_ttl: LOW_TTL,
         }
     }
 }
@@ -116,6 +133,11 @@ pub struct Forwarder {
     bubble_reply_limit: TokenBucket,
     /// The outer ECN field of the datagram being handled.
     rx_ecn: u8,
+    /// Our local endpoint (the alternate address of RFC 6081 hairpinning).
+    local: Option<SocketAddrV4>,
+    /// The external port our NAT will probably give the next new mapping
+    /// (sequential port-symmetric NAT, RFC 6081), and the step.
+    predicted: Option<(u16, u16)>,
     pub stats: Stats,
 }
 
@@ -150,6 +172,8 @@ impl Forwarder {
                 cfg.bubble_replies_per_second.max(1),
             ),
             rx_ecn: 0,
+            local: None,
+            predicted: None,
             stats: Stats::default(),
         }
     }
@@ -197,9 +221,76 @@ impl Forwarder {
         TeredoAddr::parse_with_prefix(a, self.prefix)
     }
 
-    /// The source of bubbles we send.
-    fn bubble_source(&self) -> Ipv6Addr {
-        self.me.map_or(RELAY_BUBBLE_SOURCE, |m| m.addr)
+    /// Our local endpoint, advertised to peers behind the same NAT.
+    pub fn set_local(&mut self, local: Option<SocketAddrV4>) {
+        self.local = local;
+    }
+
+    /// A sequential NAT's next port and step (`None`: not sequential).
+    pub fn set_port_prediction(&mut self, p: Option<(u16, u16)>) {
+        self.predicted = p;
+    }
+
+    fn ext(&self) -> bool {
+        self.cfg.rfc6081 && self.role == Role::Client && self.me.is_some()
+    }
+
+    /// The nonce of our indirect bubbles to `peer` (RFC 6081 4.2): a keyed
+    /// hash, so nothing needs storing to check the echo.
+    fn our_nonce(&self, peer: &Ipv6Addr) -> [u8; 4] {
+        let mut data = [0u8; 17];
+        data[0] = b'n';
+        data[1..].copy_from_slice(&peer.octets());
+        let h = siphash24(&self.ping_key, &data).to_be_bytes();
+        [h[0], h[1], h[2], h[3]]
+    }
+
+    /// Whether `peer` is behind our own NAT (same mapped IPv4 address).
+    fn same_nat(&self, t: &TeredoAddr) -> bool {
+        self.me.is_some_and(|m| *m.mapped.ip() == t.mapped_addr)
+    }
+
+    /// The trailer of a bubble to `peer`: `nonce`, and our alternate
+    /// address when the peer is behind our NAT.
+    fn trailer_for(&self, t: Option<&TeredoAddr>, nonce: Option<[u8; 4]>) -> Trailer {
+        let mut tr = Trailer {
+            nonce,
+            ..Trailer::default()
+        };
+        if let (Some(t), Some(l)) = (t, self.local) {
+            if self.same_nat(t) {
+                tr.alternates[0] = Some(l);
+            }
+        }
+        tr
+    }
+
+    fn bubble_with(src: Ipv6Addr, dst: Ipv6Addr, tr: &Trailer) -> Vec<u8> {
+        let mut b = build_bubble(src, dst).to_vec();
+        tr.emit(&mut b);
+        b
+    }
+
+    /// The source of the bubbles we send to `peer`. A client's is its
+    /// Teredo address. A relay's is a link-local address whose interface
+    /// identifier is a keyed hash of the peer: the peer answers to it, which
+    /// proves the answer came from whoever got our bubble, even from another
+    /// port than its Teredo address says (a client behind a symmetric NAT).
+    fn bubble_source(&self, peer: &Ipv6Addr) -> Ipv6Addr {
+        match self.me {
+            Some(m) => m.addr,
+            None => {
+                let mut data = [0u8; 17];
+                data[0] = b'r';
+                data[1..].copy_from_slice(&peer.octets());
+                let h = siphash24(&self.ping_key, &data).to_be_bytes();
+                let mut o = [0u8; 16];
+                o[0] = 0xfe;
+                o[1] = 0x80;
+                o[8..].copy_from_slice(&h);
+                Ipv6Addr::from(o)
+            }
+        }
     }
 
     /// The payload of our direct connectivity test to `peer`: a keyed hash,
@@ -207,16 +298,21 @@ impl Forwarder {
     fn ping_payload(&self, peer: &Ipv6Addr) -> [u8; 8] {
         let mut data = [0u8; 32];
         data[..16].copy_from_slice(&peer.octets());
-        data[16..].copy_from_slice(&self.bubble_source().octets());
+        data[16..].copy_from_slice(&self.me.map_or(RELAY_BUBBLE_SOURCE, |m| m.addr).octets());
         siphash24(&self.ping_key, &data).to_be_bytes()
     }
 
     fn udp(to: SocketAddrV4, payload: Vec<u8>, ecn: u8) -> Output {
+        Self::udp_ttl(to, payload, ecn, None)
+    }
+
+    fn udp_ttl(to: SocketAddrV4, payload: Vec<u8>, ecn: u8, ttl: Option<u8>) -> Output {
         Output::Udp(Transmit {
             from: None,
             to,
             payload,
             ecn,
+            ttl,
         })
     }
 
@@ -258,16 +354,40 @@ impl Forwarder {
     /// Direct and indirect bubbles to the Teredo peer `dst` (RFC 4380 5.2.4
     /// case 5, 5.4.1 case 3: we ignore the cone bit, as RFC 5991 advises).
     fn send_bubbles(&mut self, dst: &Ipv6Addr, t: &TeredoAddr, out: &mut Vec<Output>) {
-        let bubble = build_bubble(self.bubble_source(), *dst);
+        let src = self.bubble_source(dst);
+        let server = SocketAddrV4::new(t.server, TEREDO_PORT);
+        let ext = self.ext();
+        let (attempt, echo) = self
+            .peers
+            .get(dst)
+            .map_or((1, None), |p| (p.bubbles, p.echo));
         if self.cfg.direct_bubbles {
-            out.push(Self::udp(t.mapped(), bubble.to_vec(), 0));
+            let ttl = (ext && self.cfg.low_ttl > 0 && attempt <= 2).then_some(self.cfg.low_ttl);
+            let b = if ext {
+                Self::bubble_with(src, *dst, &self.trailer_for(Some(t), echo))
+            } else {
+                build_bubble(src, *dst).to_vec()
+            };
+            out.push(Self::udp_ttl(t.mapped(), b, 0, ttl));
             self.stats.bubbles_sent += 1;
         }
-        out.push(Self::udp(
-            SocketAddrV4::new(t.server, TEREDO_PORT),
-            bubble.to_vec(),
-            0,
-        ));
+        if ext {
+            // RFC 6081: our nonce (and alternate address, predicted port)
+            // for a peer that speaks it, through a server that forwards
+            // trailers; the plain one below is for every other server (the
+            // C miredo-server drops a datagram with a trailer).
+            let mut tr = self.trailer_for(Some(t), Some(self.our_nonce(dst)));
+            tr.random_port = self.predicted.map(|(p, _)| p);
+            out.push(Self::udp(server, Self::bubble_with(src, *dst, &tr), 0));
+            self.stats.bubbles_sent += 1;
+            if attempt == 1 {
+                // A new peer: a sequential NAT will use the next port.
+                if let Some((p, step)) = self.predicted {
+                    self.predicted = Some((p.wrapping_add(step), step));
+                }
+            }
+        }
+        out.push(Self::udp(server, build_bubble(src, *dst).to_vec(), 0));
         self.stats.bubbles_sent += 1;
     }
 
@@ -388,12 +508,25 @@ impl Forwarder {
             if p.trusted {
                 let fresh = s.elapsed_since(p.last_rx) < PEER_VALIDITY;
                 let endpoint = p.endpoint;
+                let peer_ext = p.ext;
                 if !fresh && !p.local {
                     // Still send (nothing is lost), and renew the trust with
                     // bubbles, before the data: the bubble limits count from
                     // the last transmission.
                     if self.bubble_allowed(dst, now) {
-                        self.send_bubbles(dst, t, out);
+                        if peer_ext && self.ext() {
+                            // RFC 6081 server load reduction: a direct
+                            // solicitation, no indirect bubble.
+                            let tr = Trailer {
+                                neighbor_discovery: Some(trailer::discovery::SOLICITATION),
+                                ..self.trailer_for(Some(t), None)
+                            };
+                            let b = Self::bubble_with(self.bubble_source(dst), *dst, &tr);
+                            out.push(Self::udp(endpoint, b, 0));
+                            self.stats.bubbles_sent += 1;
+                        } else {
+                            self.send_bubbles(dst, t, out);
+                        }
                     }
                 }
                 if let Some(p) = self.peers.get_mut(dst) {
@@ -525,13 +658,20 @@ impl Forwarder {
         let s = self.peers.stamp(now);
         let src_teredo = self.teredo(&src);
 
-        // Case 1: a trusted entry whose endpoint matches.
+        // Case 1: a trusted entry whose endpoint matches (or one a server
+        // vouched for: a sequential NAT's predicted port, RFC 6081).
+        let predicted =
+            src_teredo.is_some_and(|t| *from.ip() == t.mapped_addr && from != t.mapped());
         if let Some(p) = self.peers.get_mut(&src) {
-            if p.trusted && p.endpoint == from {
+            if p.endpoint == from && (p.trusted || (predicted && !p.local)) {
+                p.trusted = true;
                 p.last_rx = s;
                 p.bubbles = 0;
                 self.peers.touch(&src, now);
                 self.flush_queue(&src, now, out);
+                if ip.is_bubble() {
+                    self.bubble_options(now, from, &src, ip, out);
+                }
                 self.deliver(ip, out);
                 return Received::Done;
             }
@@ -572,6 +712,7 @@ impl Forwarder {
                 self.flush_queue(&src, now, out);
                 if ip.is_bubble() {
                     self.stats.bubbles_received += 1;
+                    self.bubble_options(now, from, &src, ip, out);
                 } else {
                     self.deliver(ip, out);
                 }
@@ -593,6 +734,9 @@ impl Forwarder {
                     return Received::Done;
                 }
             }
+            if ip.is_bubble() && self.learn_endpoint(now, from, &src, &t, ip, out) {
+                return Received::Done;
+            }
             // A Teredo source from the wrong endpoint: spoofed.
             self.stats.drop(DropReason::Spoofed);
             return Received::Done;
@@ -610,6 +754,103 @@ impl Forwarder {
             _ => self.stats.drop(DropReason::UnknownPeer),
         }
         Received::Done
+    }
+
+    /// RFC 6081: a bubble from the peer's IPv4 address but another port than
+    /// its Teredo address says (its NAT is symmetric, or a Linux NAT picked
+    /// another port), or from a local address it advertised (hairpinning),
+    /// is accepted when it proves itself: a client's by echoing the nonce of
+    /// our indirect bubble, a relay's by being addressed to the link-local
+    /// source of our bubble to that peer. The peer's endpoint becomes where
+    /// it came from. Returns whether the bubble was taken.
+    fn learn_endpoint(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        src: &Ipv6Addr,
+        t: &TeredoAddr,
+        ip: &Ipv6Packet<&[u8]>,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let tr = Trailer::parse(ip.trailer());
+        let mut local = false;
+        let proven = if *from.ip() == t.mapped_addr {
+            addr::is_global_unicast_v4(*from.ip())
+                && match self.role {
+                    Role::Client => self.ext() && tr.nonce == Some(self.our_nonce(src)),
+                    Role::Relay => ip.dst_addr() == self.bubble_source(src),
+                }
+        } else {
+            // Hairpinning: behind our NAT, from an address it listed itself.
+            local = true;
+            self.ext() && self.same_nat(t) && tr.alternates().any(|a| a == from)
+        };
+        if !proven {
+            return false;
+        }
+        let s = self.peers.stamp(now);
+        let p = self.peers.get_or_insert(*src, from, now);
+        p.endpoint = from;
+        p.trusted = true;
+        p.local = local;
+        p.ext |= !tr.is_empty();
+        p.last_rx = s;
+        p.bubbles = 0;
+        self.peers.touch(src, now);
+        self.stats.bubbles_received += 1;
+        self.stats.endpoints_learnt += 1;
+        self.flush_queue(src, now, out);
+        self.bubble_options(now, from, src, ip, out);
+        // Tell the peer: it may be waiting for a packet from us at the
+        // endpoint it was seen from.
+        if self.role == Role::Client && self.bubble_reply_limit.take(now) {
+            let echo = self.peers.get(src).and_then(|p| p.echo);
+            let b = Self::bubble_with(
+                self.bubble_source(src),
+                *src,
+                &self.trailer_for(Some(t), echo),
+            );
+            out.push(Self::udp(from, b, 0));
+            self.stats.bubbles_sent += 1;
+        }
+        true
+    }
+
+    /// The options of a bubble from a trusted peer: a server-load-reduction
+    /// solicitation is answered with an advertisement (RFC 6081).
+    fn bubble_options(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        src: &Ipv6Addr,
+        ip: &Ipv6Packet<&[u8]>,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.ext() || ip.trailer().is_empty() {
+            return;
+        }
+        let tr = Trailer::parse(ip.trailer());
+        if tr.is_empty() {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(src) {
+            p.ext = true;
+        }
+        if tr.neighbor_discovery == Some(trailer::discovery::SOLICITATION)
+            && self.bubble_reply_limit.take(now)
+        {
+            let t = self.teredo(src);
+            let adv = Trailer {
+                neighbor_discovery: Some(trailer::discovery::ADVERTISEMENT),
+                ..self.trailer_for(t.as_ref(), None)
+            };
+            out.push(Self::udp(
+                from,
+                Self::bubble_with(self.bubble_source(src), *src, &adv),
+                0,
+            ));
+            self.stats.bubbles_sent += 1;
+        }
     }
 
     /// Checks every forwarded packet must pass: a well-formed extension
@@ -676,14 +917,20 @@ impl Forwarder {
         self.rx_ecn = ecn & 0b11;
     }
 
-    /// A bubble (or packet) relayed by a server with an origin indication:
-    /// a peer is trying to reach us; a direct bubble to the origin opens our
-    /// NAT for it (RFC 4380 5.2.3, 5.4.1).
+    /// A bubble relayed by a server with an origin indication: a peer is
+    /// trying to reach us; a direct bubble to the origin opens our NAT for
+    /// it (RFC 4380 5.2.3, 5.4.1). With RFC 6081 the bubble's trailer adds:
+    /// a nonce our direct bubbles echo (so the peer may learn our port if
+    /// our NAT changes it), a random port to bubble as well, alternate
+    /// addresses behind our own NAT to try; and a peer that speaks it gets
+    /// an indirect bubble of ours too, so that its direct bubbles, proven by
+    /// our nonce, reach us from whatever port its NAT gives them.
     pub fn answer_indirect(
         &mut self,
         now: Instant,
         origin: SocketAddrV4,
         peer: Ipv6Addr,
+        tr: &Trailer,
         out: &mut Vec<Output>,
     ) {
         if !addr::is_global_unicast_v4(*origin.ip()) {
@@ -694,9 +941,56 @@ impl Forwarder {
             self.stats.drop(DropReason::RateLimited);
             return;
         }
-        let bubble = build_bubble(self.bubble_source(), peer);
+        let t = self.teredo(&peer);
+        let ext = self.ext() && !tr.is_empty() && t.is_some_and(|t| t.is_valid_peer());
+        let src = self.bubble_source(&peer);
+        if !ext {
+            self.stats.bubbles_sent += 1;
+            out.push(Self::udp(origin, build_bubble(src, peer).to_vec(), 0));
+            return;
+        }
+        let Some(t) = t else { return };
+        {
+            let p = self.peers.get_or_insert(peer, t.mapped(), now);
+            p.ext = true;
+            if tr.nonce.is_some() {
+                p.echo = tr.nonce;
+            }
+        }
+        self.peers.touch(&peer, now);
+        let reply = Self::bubble_with(src, peer, &self.trailer_for(Some(&t), tr.nonce));
+        out.push(Self::udp(origin, reply.clone(), 0));
         self.stats.bubbles_sent += 1;
-        out.push(Self::udp(origin, bubble.to_vec(), 0));
+        let trusted = self.peers.get(&peer).is_some_and(|p| p.trusted);
+        if let Some(r) = tr.random_port.filter(|r| *r != 0 && *r != origin.port()) {
+            // A sequential NAT's predicted port (RFC 6081): bubble it, and
+            // expect the peer's packets from it.
+            let at = SocketAddrV4::new(*origin.ip(), r);
+            out.push(Self::udp(at, reply.clone(), 0));
+            self.stats.bubbles_sent += 1;
+            if !trusted && *origin.ip() == t.mapped_addr {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.endpoint = at;
+                }
+            }
+        }
+        if self.same_nat(&t) {
+            // Hairpinning (RFC 6081): the peer is behind our NAT; try its
+            // local addresses, and take its packets from the first.
+            for (i, a) in tr.alternates().take(2).enumerate() {
+                out.push(Self::udp(a, reply.clone(), 0));
+                self.stats.bubbles_sent += 1;
+                if i == 0 && !trusted {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.endpoint = a;
+                        p.local = true;
+                    }
+                }
+            }
+        }
+        if !trusted && self.bubble_allowed(&peer, now) {
+            self.send_bubbles(&peer, &t, out);
+        }
     }
 
     /// A unicast bubble to a local peer (RFC 4380 5.2.8), within the
@@ -711,7 +1005,7 @@ impl Forwarder {
         if !self.bubble_allowed(peer, now) {
             return false;
         }
-        let bubble = build_bubble(self.bubble_source(), *peer);
+        let bubble = build_bubble(self.bubble_source(peer), *peer);
         self.stats.bubbles_sent += 1;
         out.push(Self::udp(to, bubble.to_vec(), 0));
         true
@@ -823,7 +1117,8 @@ impl Relay {
             // open the path.
             if pkt.ipv6.is_bubble() && from.port() == TEREDO_PORT {
                 let peer = pkt.ipv6.src_addr();
-                f.answer_indirect(now, origin.0, peer, out);
+                let tr = Trailer::parse(pkt.ipv6.trailer());
+                f.answer_indirect(now, origin.0, peer, &tr, out);
                 return;
             }
         }

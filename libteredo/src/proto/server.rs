@@ -81,9 +81,14 @@ impl Server {
             return;
         }
         let ip = pkt.ipv6;
-        // Bytes after the IPv6 packet (an RFC 6081 trailer) are not ours to
-        // forward.
-        let packet = ip.packet();
+        // A bubble is forwarded with its RFC 6081 trailer (nonce, alternate
+        // address, random port: the peers' business); anything else without
+        // the bytes after the IPv6 packet.
+        let packet = if ip.is_bubble() {
+            bytes.get(pkt.ipv6_offset..).unwrap_or_default()
+        } else {
+            ip.packet()
+        };
         // 5.3.1 (2): bubbles and ICMPv6 only.
         let upper = match ip.upper_layer() {
             Ok(u) => u,
@@ -178,6 +183,7 @@ impl Server {
                     to: t.mapped(),
                     payload,
                     ecn: 0,
+                    ttl: None,
                 }));
             }
             None => {
@@ -262,6 +268,7 @@ impl Server {
             to: from,
             payload,
             ecn: 0,
+            ttl: None,
         }));
     }
 

@@ -85,6 +85,8 @@ pub struct Stats {
     pub ping_tests_ok: u64,
     pub icmp_errors: u64,
     pub drops_queue_expired: u64,
+    /// Peer endpoints learnt from proven bubbles (RFC 6081).
+    pub endpoints_learnt: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 

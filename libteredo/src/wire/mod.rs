@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod icmpv6;
 pub mod ipv6;
 pub mod teredo;
+pub mod trailer;
 
 use std::fmt;
 

@@ -32,6 +32,9 @@ pub enum NatKind {
     PortRestricted,
     /// Address-and-port-dependent mapping with random ports.
     Symmetric,
+    /// Address-and-port-dependent mapping, each new mapping on the next
+    /// port (RFC 6081 sequential port-symmetric NAT).
+    Sequential,
     /// Linux nftables `masquerade`: a conntrack entry per 5-tuple; the
     /// source port is kept unless that tuple is taken, including by a
     /// conntrack entry that an unsolicited inbound packet created.
@@ -59,6 +62,8 @@ pub struct Nat {
     /// of unsolicited inbound packets, until when.
     blocked: HashMap<(u16, SocketAddrV4), Instant>,
     next_port: u16,
+    /// The last port a sequential NAT gave.
+    seq: u16,
     pub lan: LanId,
 }
 
@@ -111,7 +116,10 @@ impl Nat {
         rng: &mut SeededRandom,
     ) -> u16 {
         self.expire(now);
-        let per_dest = matches!(self.kind, NatKind::Symmetric | NatKind::Masquerade);
+        let per_dest = matches!(
+            self.kind,
+            NatKind::Symmetric | NatKind::Masquerade | NatKind::Sequential
+        );
         let idx = self
             .bindings
             .iter()
@@ -121,6 +129,10 @@ impl Nat {
             None => {
                 let port = match self.kind {
                     NatKind::Symmetric => self.fresh_port(rng),
+                    NatKind::Sequential => {
+                        self.seq = self.seq.wrapping_add(1);
+                        20000u16.wrapping_add(self.seq)
+                    }
                     NatKind::Masquerade => {
                         if self.port_taken(internal.port(), remote) {
                             self.fresh_port(rng)
@@ -171,7 +183,9 @@ impl Nat {
                         b.permits.contains(&SocketAddrV4::new(*remote.ip(), 0))
                     }
                     NatKind::PortRestricted => b.permits.contains(&remote),
-                    NatKind::Symmetric | NatKind::Masquerade => b.remote == Some(remote),
+                    NatKind::Symmetric | NatKind::Masquerade | NatKind::Sequential => {
+                        b.remote == Some(remote)
+                    }
                 }
         });
         match found {
@@ -200,6 +214,8 @@ struct Datagram {
     payload: Vec<u8>,
     /// The ECN field of the outer IPv4 header.
     ecn: u8,
+    /// A time to live other than the default.
+    ttl: Option<u8>,
     /// The sender's LAN, for multicast and hairpinning.
     lan: Option<LanId>,
 }
@@ -332,6 +348,7 @@ impl World {
             bindings: Vec::new(),
             blocked: HashMap::new(),
             next_port: 0,
+            seq: 0,
             lan,
         });
         let id = self.nats.len() - 1;
@@ -405,8 +422,10 @@ impl World {
         ip: Ipv4Addr,
         port: u16,
         lan: Option<LanId>,
-        cfg: ClientConfig,
+        mut cfg: ClientConfig,
     ) -> NodeId {
+        // The daemon knows its local endpoint; so does the simulated one.
+        cfg.local.get_or_insert(SocketAddrV4::new(ip, port));
         let rng = self.seeded();
         let client = Client::new(cfg, rng, self.now);
         self.push_node(Node {
@@ -487,7 +506,7 @@ impl World {
                         .or_default()
                         .push((t.to, t.payload.clone()));
                     self.sent_ecn.entry(id).or_default().push(t.ecn);
-                    self.send_v4_ecn(src, t.to, t.payload, lan, t.ecn);
+                    self.send_v4_full(src, t.to, t.payload, lan, t.ecn, t.ttl);
                 }
                 Output::Tun(p) => match self.nodes[id].engine {
                     Engine::Client(_) => {
@@ -529,6 +548,18 @@ impl World {
         lan: Option<LanId>,
         ecn: u8,
     ) {
+        self.send_v4_full(src, dst, payload, lan, ecn, None);
+    }
+
+    fn send_v4_full(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: Vec<u8>,
+        lan: Option<LanId>,
+        ecn: u8,
+        ttl: Option<u8>,
+    ) {
         if self.lost() {
             self.log(format!("lost {src} -> {dst}"));
             return;
@@ -542,6 +573,7 @@ impl World {
                 payload,
                 lan,
                 ecn,
+                ttl,
             }),
         );
     }
@@ -559,6 +591,7 @@ impl World {
             payload,
             lan,
             mut ecn,
+            ttl,
         } = d;
         if self.mark_ce && ecn != 0 {
             ecn = 0b11;
@@ -599,6 +632,12 @@ impl World {
                 let port = self.nats[nat].outbound(now, src, dst, &mut self.rng);
                 src = SocketAddrV4::new(self.nats[nat].wan, port);
                 from_lan = None;
+                // The NAT forwarded it (one hop); the Internet's router is
+                // the next: a time to live of 2 or less dies there.
+                if ttl.is_some_and(|t| t <= 2) {
+                    self.log(format!("ttl expired after nat {nat}: {src} -> {dst}"));
+                    return;
+                }
             }
         }
         let _ = from_lan;
