@@ -1,0 +1,151 @@
+//! Client to client across real Linux NATs (nftables masquerade, with and
+//! without `fully-random`), ours against the C reference. Two C clients
+//! behind two masquerade NATs cannot reach each other: the first direct
+//! bubble creates a connection-tracking entry in the peer's NAT, which then
+//! maps the peer's answer to another port. Ours open their own NAT with a
+//! low-TTL first bubble and learn ports from proven bubbles (RFC 6081).
+
+use std::time::Duration;
+
+use teredo_lab::{
+    ping6_stats, report, require_c_miredo, require_ours, require_root, teredo_addr_of, wait_until,
+    Impl, NatKind, World, TEREDO_IFACE,
+};
+
+const QUALIFY: Duration = Duration::from_secs(15);
+
+/// Two clients of `imp` behind NATs `k1` and `k2`; pings 1 -> 2 and
+/// 2 -> 1. Returns ((sent, got) one way, (sent, got) the other).
+fn pair(test: &str, k1: NatKind, k2: NatKind, imp: Impl) -> (World, (u32, u32), (u32, u32)) {
+    let w = World::build(test, &[k1, k2]);
+    w.start_server(Impl::Ours);
+    let c1 = w.start_client(1, imp, "");
+    let c2 = w.start_client(2, imp, "");
+    let (a1, _) = w
+        .wait_qualified(&c1, 1, QUALIFY)
+        .unwrap_or_else(|| panic!("client 1 did not qualify:\n{}", w.log_of(&c1)));
+    let (a2, _) = w
+        .wait_qualified(&c2, 2, QUALIFY)
+        .unwrap_or_else(|| panic!("client 2 did not qualify:\n{}", w.log_of(&c2)));
+    // 1 -> 2 first (2 -> 1 then finds the peers known or not, as it may).
+    let one = ping6_stats(w.client(1), a2, 4, Duration::from_secs(8));
+    let two = ping6_stats(w.client(2), a1, 4, Duration::from_secs(8));
+    report(
+        test,
+        &format!(
+            "{:?} clients behind {} and {}: 1 -> 2 {}/{}, 2 -> 1 {}/{}",
+            imp,
+            k1.name(),
+            k2.name(),
+            one.1,
+            one.0,
+            two.1,
+            two.0
+        ),
+    );
+    (w, one, two)
+}
+
+#[test]
+fn ours_across_two_masquerade_nats_both_ways_where_c_fails() {
+    require_root!();
+    require_ours!();
+    let (w, one, two) = pair(
+        "x6081_ours_mm",
+        NatKind::PortRestricted,
+        NatKind::PortRestricted,
+        Impl::Ours,
+    );
+    assert!(one.1 >= 3, "ours, masquerade x masquerade, 1 -> 2: {one:?}");
+    assert!(two.1 >= 3, "ours, masquerade x masquerade, 2 -> 1: {two:?}");
+    drop(w);
+}
+
+#[test]
+fn c_across_two_masquerade_nats_is_recorded() {
+    // The C reference in the same setting: recorded, not asserted (this is
+    // the C tool's failure, which the test above fixes).
+    require_root!();
+    require_c_miredo!();
+    let (w, one, two) = pair(
+        "x6081_c_mm",
+        NatKind::PortRestricted,
+        NatKind::PortRestricted,
+        Impl::C,
+    );
+    report(
+        w.test_name(),
+        &format!(
+            "C miredo across two masquerade NATs: {} ({}/{} and {}/{})",
+            if one.1 + two.1 == 0 {
+                "fails both ways"
+            } else {
+                "some echoes came back"
+            },
+            one.1,
+            one.0,
+            two.1,
+            two.0
+        ),
+    );
+}
+
+#[test]
+fn ours_masquerade_with_fully_random_symmetric_is_recorded() {
+    // Masquerade on one side, `fully-random` on the other: the random side's
+    // port towards the peer cannot be known in advance and the masquerade
+    // side only lets in the exact endpoint it sent to, so no bubble order
+    // helps (the simulator's sim_rfc6081_random_symmetric_with_masquerade_
+    // is_impossible shows the same). Recorded with its reason; both clients
+    // must still qualify and report their NAT right.
+    require_root!();
+    require_ours!();
+    let (w, one, two) = pair(
+        "x6081_ours_ms",
+        NatKind::PortRestricted,
+        NatKind::Symmetric,
+        Impl::Ours,
+    );
+    report(
+        w.test_name(),
+        &format!(
+            "masquerade x fully-random: 1 -> 2 {}/{}, 2 -> 1 {}/{} (expected 0: random ports on one side, exact filtering on the other)",
+            one.1, one.0, two.1, two.0
+        ),
+    );
+    assert!(teredo_addr_of(w.client(1), TEREDO_IFACE).is_some());
+    assert!(teredo_addr_of(w.client(2), TEREDO_IFACE).is_some());
+}
+
+#[test]
+fn ours_report_the_nat_behaviour() {
+    require_root!();
+    require_ours!();
+    let w = World::build(
+        "x6081_natkind",
+        &[NatKind::PortRestricted, NatKind::Symmetric],
+    );
+    w.start_server(Impl::Ours);
+    let c1 = w.start_client(1, Impl::Ours, "");
+    let c2 = w.start_client(2, Impl::Ours, "");
+    let seen = |d: &teredo_lab::Daemon, what: &str| {
+        wait_until(Duration::from_secs(30), || {
+            w.log_of(d)
+                .contains(&format!("NAT behaviour observed: {what}"))
+        })
+    };
+    assert!(
+        seen(&c1, "port-preserving symmetric"),
+        "masquerade:\n{}",
+        w.log_of(&c1)
+    );
+    assert!(
+        seen(&c2, "random symmetric"),
+        "fully-random:\n{}",
+        w.log_of(&c2)
+    );
+    report(
+        w.test_name(),
+        "masquerade: port-preserving symmetric; masquerade fully-random: random symmetric",
+    );
+}
