@@ -29,6 +29,7 @@ pub mod cmd;
 pub mod impls;
 pub mod nat;
 pub mod ns;
+pub mod sha256;
 pub mod skip;
 pub mod world;
 

@@ -494,9 +494,14 @@ impl World {
     /// Starts `imp`'s miredo-server on 198.18.1.1 and .2 and waits (at most
     /// 5 s) until it listens on UDP 3544; panics otherwise.
     pub fn start_server(&self, imp: Impl) -> Daemon {
+        self.start_server_labeled(imp, &format!("server-{}", imp.tag()))
+    }
+
+    /// Like [`World::start_server`], with its log and config files named
+    /// after `label` (for a world that runs several servers in turn).
+    pub fn start_server_labeled(&self, imp: Impl, label: &str) -> Daemon {
         let config = format!("ServerBindAddress {SERVER_V4}\nServerBindAddress2 {SERVER2_V4}\n");
-        let label = format!("server-{}", imp.tag());
-        let d = self.spawn_daemon(&self.srv, &label, &imp.miredo_server(), &config, &[]);
+        let d = self.spawn_daemon(&self.srv, label, &imp.miredo_server(), &config, &[]);
         let ready = wait_until(Duration::from_secs(5), || self.srv.udp_listening(3544));
         assert!(ready, "{label} does not listen on UDP 3544 after 5 s");
         d
@@ -506,9 +511,13 @@ impl World {
     /// `restricted`) and waits (at most 5 s) until its 2001::/32 route is
     /// up; panics otherwise.
     pub fn start_relay(&self, imp: Impl, relay_type: &str) -> Daemon {
+        self.start_relay_labeled(imp, relay_type, &format!("relay-{}", imp.tag()))
+    }
+
+    /// Like [`World::start_relay`], with its files named after `label`.
+    pub fn start_relay_labeled(&self, imp: Impl, relay_type: &str, label: &str) -> Daemon {
         let config = format!("RelayType {relay_type}\nInterfaceName {TEREDO_IFACE}\n");
-        let label = format!("relay-{}", imp.tag());
-        let d = self.spawn_daemon(&self.relay, &label, &imp.miredo(), &config, &[]);
+        let d = self.spawn_daemon(&self.relay, label, &imp.miredo(), &config, &[]);
         let ready = wait_until(Duration::from_secs(5), || {
             !self
                 .relay
@@ -523,6 +532,17 @@ impl World {
     /// 198.18.1.1; `extra_config` lines are appended to its miredo.conf
     /// (e.g. `BindPort 3545` behind a full cone NAT). Does not wait.
     pub fn start_client(&self, n: usize, imp: Impl, extra_config: &str) -> Daemon {
+        self.start_client_labeled(n, imp, extra_config, &format!("client{n}-{}", imp.tag()))
+    }
+
+    /// Like [`World::start_client`], with its files named after `label`.
+    pub fn start_client_labeled(
+        &self,
+        n: usize,
+        imp: Impl,
+        extra_config: &str,
+        label: &str,
+    ) -> Daemon {
         let mut config =
             format!("RelayType client\nServerAddress {SERVER_V4}\nInterfaceName {TEREDO_IFACE}\n");
         if let NatKind::FullCone { client_port, .. } = self.nat_kind(n) {
@@ -531,9 +551,8 @@ impl World {
             }
         }
         config += extra_config;
-        let label = format!("client{n}-{}", imp.tag());
         let client = self.client(n).clone();
-        self.spawn_daemon(&client, &label, &imp.miredo(), &config, &[])
+        self.spawn_daemon(&client, label, &imp.miredo(), &config, &[])
     }
 
     /// Waits (at most `timeout`) until client `n` has a Teredo address on
