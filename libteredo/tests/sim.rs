@@ -889,3 +889,35 @@ fn sim_relay_learns_a_symmetric_clients_port_from_its_bubble() {
     );
     assert!(l.w.relay_engine(l.relay).stats().endpoints_learnt >= 1);
 }
+
+#[test]
+fn sim_relay_limits_new_peers_per_native_source() {
+    // One native source (a /64) sends to 10,000 distinct Teredo addresses in
+    // one second: it gets at most its burst and rate of new peer entries,
+    // and another source still gets its own.
+    let mut l = lab(43, NatKind::PortRestricted);
+    let addr = l.w.qualify(l.client, SECS(10));
+    let attacker = ip6("2001:db8:66::1");
+    for i in 0..10_000u32 {
+        let dst = TeredoAddr {
+            prefix: 0x2001_0000,
+            server: ip(SERVER),
+            flags: 0,
+            mapped_port: 1000 + (i % 60000) as u16,
+            mapped_addr: std::net::Ipv4Addr::from(0xc612_0a00 + i),
+        }
+        .to_ipv6();
+        l.w.native_send(echo_request(attacker, dst, 44, 0, 8));
+    }
+    l.w.run_for(SECS(1));
+    let relay = l.w.relay_engine(l.relay);
+    let peers = relay.peers().len();
+    let limited = relay.stats().dropped(DropReason::RateLimited);
+    // Default: 100 new peers per second per source, burst 200.
+    assert!(peers <= 200 + 100 + 1, "{peers}");
+    assert!(limited >= 9_000, "{limited}");
+    // The legitimate native host still reaches the client.
+    l.w.native_send(echo_request(ip6(NATIVE), addr, 45, 1, 8));
+    l.w.run_for(SECS(5));
+    assert_eq!(l.w.native_echo_replies(l.native, 45), vec![1]);
+}

@@ -73,6 +73,8 @@ fn forwarder_config(conf: &MiredoConfig) -> ForwarderConfig {
         // A relay on a public address sends no direct bubbles (RFC 4380
         // 5.4.1); one behind a NAT (restricted) must.
         direct_bubbles: !matches!(conf.relay_type, RelayType::Cone),
+        peer_capacity: conf.max_peers as usize,
+        new_peers_per_source_per_second: conf.peer_rate_limit,
         ..ForwarderConfig::default()
     }
 }

@@ -160,6 +160,11 @@ pub struct MiredoConfig {
     pub bind_port: u16,
     /// `SyslogFacility`; daemon by default.
     pub syslog_facility: SyslogFacility,
+    /// `MaxPeers`: the size of the peer list; 1,048,576 by default.
+    pub max_peers: u32,
+    /// `PeerRateLimit`: new peer entries one source may cause per second
+    /// (0: no limit); 100 by default.
+    pub peer_rate_limit: u32,
     /// Things worth saying that do not make the file invalid.
     pub warnings: Vec<ConfError>,
 }
@@ -181,6 +186,8 @@ impl Default for MiredoConfig {
             bind_address: Ipv4Addr::UNSPECIFIED,
             bind_port: 0,
             syslog_facility: SyslogFacility::Daemon,
+            max_peers: DEFAULT_MAX_PEERS,
+            peer_rate_limit: DEFAULT_PEER_RATE_LIMIT,
             warnings: Vec::new(),
         }
     }
@@ -188,7 +195,7 @@ impl Default for MiredoConfig {
 
 /// The directives of the file, canonical spelling; the indices below
 /// follow this order.
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 14] = [
     "RelayType",
     "ServerAddress",
     "ServerAddress2",
@@ -201,6 +208,8 @@ const NAMES: [&str; 12] = [
     "BindAddress",
     "BindPort",
     "SyslogFacility",
+    "MaxPeers",
+    "PeerRateLimit",
 ];
 const RELAY_TYPE: usize = 0;
 const SERVER_ADDRESS: usize = 1;
@@ -214,6 +223,15 @@ const INTERFACE_NAME: usize = 8;
 const BIND_ADDRESS: usize = 9;
 const BIND_PORT: usize = 10;
 const SYSLOG_FACILITY: usize = 11;
+const MAX_PEERS: usize = 12;
+const PEER_RATE_LIMIT: usize = 13;
+
+/// The default size of the peer list (as the C miredo's).
+pub const DEFAULT_MAX_PEERS: u32 = 1 << 20;
+/// The largest `MaxPeers`.
+pub const MAX_MAX_PEERS: u32 = 1 << 24;
+/// The default `PeerRateLimit`.
+pub const DEFAULT_PEER_RATE_LIMIT: u32 = 100;
 
 /// Directives only the client modes use.
 const CLIENT_ONLY: [usize; 5] = [
@@ -330,6 +348,14 @@ impl MiredoConfig {
             conf.syslog_facility = SyslogFacility::parse(v)?;
             Ok(())
         });
+        check(MAX_PEERS, &mut |v| {
+            conf.max_peers = parse_uint(v, 1, MAX_MAX_PEERS)?;
+            Ok(())
+        });
+        check(PEER_RATE_LIMIT, &mut |v| {
+            conf.peer_rate_limit = parse_uint(v, 0, 1_000_000)?;
+            Ok(())
+        });
 
         if let (Some(e), None) = (
             entry(&found, SERVER_ADDRESS2),
@@ -443,6 +469,19 @@ mod tests {
         let e = errs(text);
         assert_eq!(e.len(), 1, "{e:?}");
         e.into_iter().next().unwrap_or_default()
+    }
+
+    #[test]
+    fn peer_list_directives() {
+        let c = ok("MaxPeers 10000\nPeerRateLimit 0\n");
+        assert_eq!(c.max_peers, 10_000);
+        assert_eq!(c.peer_rate_limit, 0);
+        let c = ok("");
+        assert_eq!(c.max_peers, DEFAULT_MAX_PEERS);
+        assert_eq!(c.peer_rate_limit, DEFAULT_PEER_RATE_LIMIT);
+        assert!(MiredoConfig::parse("MaxPeers 0\n", "f").is_err());
+        assert!(MiredoConfig::parse("MaxPeers 99999999999\n", "f").is_err());
+        assert!(MiredoConfig::parse("RelayType cone\nMaxPeers 5\nPeerRateLimit 3\n", "f").is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::ecn;
 use super::peers::{
     PeerTable, Stamp, DEFAULT_CAPACITY, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES,
 };
-use super::ratelimit::TokenBucket;
+use super::ratelimit::{SourceLimiter, TokenBucket};
 use super::siphash::siphash24;
 use super::stats::{DropReason, Stats};
 use super::{Output, Random, Transmit};
@@ -69,6 +69,12 @@ pub struct ForwarderConfig {
     /// next router. Later attempts use the default, for hosts further than
     /// one hop from their NAT.
     pub low_ttl: u8,
+    /// New peer entries one source may cause per second (0: no limit): an
+    /// IPv6 /64 on the native side of a relay, an IPv4 address on the UDP
+    /// side. RFC 4380 7.3.3 leaves the defence of the peer list open; the
+    /// table's cap bounds the memory, this keeps one source from evicting
+    /// everyone else's entries.
+    pub new_peers_per_source_per_second: u32,
 }
 
 impl Default for ForwarderConfig {
@@ -84,6 +90,7 @@ impl Default for ForwarderConfig {
             direct_bubbles: true,
             rfc6081: true,
             low_ttl: LOW_TTL,
+            new_peers_per_source_per_second: 100,
         }
     }
 }
@@ -133,6 +140,7 @@ pub struct Forwarder {
     bubble_reply_limit: TokenBucket,
     /// The outer ECN field of the datagram being handled.
     rx_ecn: u8,
+    new_peer_limit: SourceLimiter,
     /// Our local endpoint (the alternate address of RFC 6081 hairpinning).
     local: Option<SocketAddrV4>,
     /// The external port our NAT will probably give the next new mapping
@@ -172,6 +180,16 @@ impl Forwarder {
                 cfg.bubble_replies_per_second.max(1),
             ),
             rx_ecn: 0,
+            new_peer_limit: SourceLimiter::new(
+                {
+                    let mut k = [0u8; 16];
+                    rng.fill(&mut k);
+                    k
+                },
+                4096,
+                cfg.new_peers_per_source_per_second,
+                cfg.new_peers_per_source_per_second.saturating_mul(2),
+            ),
             local: None,
             predicted: None,
             stats: Stats::default(),
@@ -485,7 +503,7 @@ impl Forwarder {
             }
         }
         match self.teredo(&dst) {
-            Some(t) => self.transmit_teredo(now, &dst, &t, pkt, out),
+            Some(t) => self.transmit_teredo(now, &src, &dst, &t, pkt, out),
             None if self.role == Role::Client => self.transmit_native(now, &dst, pkt, out),
             None => {
                 self.stats.drop(DropReason::NotTeredo);
@@ -498,6 +516,7 @@ impl Forwarder {
     fn transmit_teredo(
         &mut self,
         now: Instant,
+        src: &Ipv6Addr,
         dst: &Ipv6Addr,
         t: &TeredoAddr,
         pkt: &[u8],
@@ -542,6 +561,14 @@ impl Forwarder {
         if !t.is_valid_peer() {
             self.stats.drop(DropReason::NotGlobal);
             return;
+        }
+        if self.role == Role::Relay && self.peers.get(dst).is_none() {
+            // One native source (a /64) may not fill the table alone.
+            let o = src.octets();
+            if !self.new_peer_limit.take(now, &o[..8]) {
+                self.stats.drop(DropReason::RateLimited);
+                return;
+            }
         }
         let local = self.peers.get(dst).is_some_and(|p| p.local);
         self.peers.get_or_insert(*dst, t.mapped(), now);
@@ -700,6 +727,13 @@ impl Forwarder {
                 if !addr::is_global_unicast_v4(*from.ip()) {
                     // CVE-2006-6264: no peer behind a non-global address.
                     self.stats.drop(DropReason::NotGlobal);
+                    return Received::Done;
+                }
+                if self.peers.get(&src).is_none()
+                    && !self.new_peer_limit.take(now, &from.ip().octets())
+                {
+                    // One IPv4 source may not fill the table alone.
+                    self.stats.drop(DropReason::RateLimited);
                     return Received::Done;
                 }
                 let p = self.peers.get_or_insert(src, from, now);
