@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use common::{mostly, ping};
+use common::mostly;
 use teredo_lab::{
     ping6_stats, report, require_c_miredo, require_ours, require_root, Impl, NatKind, NatReboot,
     World, NATIVE_V6,
@@ -304,6 +304,10 @@ fn interop_matrix() {
     );
 }
 
+/// Two clients (sites `a`, `b`) and the C-only pair over the same NATs,
+/// if any.
+type Topology = (usize, usize, Option<(usize, usize)>);
+
 /// Our client and a C client reach each other directly across two NATs,
 /// both ways. Our client must do at least what C clients do: a pair with
 /// ours is asserted when the same NATs with two C clients work (the C
@@ -340,8 +344,7 @@ fn our_client_and_c_client_across_two_nats() {
         let (_, imp, nat) = clients[n - 1];
         format!("{} client {n} ({nat})", name(imp))
     };
-    // (a, b, the C-only pair over the same NATs, if any)
-    let topologies: [(usize, usize, Option<(usize, usize)>); 6] = [
+    let topologies: [Topology; 6] = [
         (1, 2, None),
         (1, 4, Some((2, 4))),
         (3, 2, Some((2, 4))),
