@@ -21,16 +21,25 @@ use teredo_lab::{
 const BUILD: &str = "cargo build --release --workspace";
 
 fn main() -> ExitCode {
+    let privproc = Impl::Ours.path("miredo-privproc");
     if let Some(why) = Impl::Ours.unavailable() {
         eprintln!("teredo-demo: {why}.\nBuild them first: {BUILD}");
         return ExitCode::FAILURE;
     }
-    if let Some(why) = root_unavailable() {
+    if !privproc.is_file() {
         eprintln!(
-            "teredo-demo: {why}; it creates network namespaces. Run it as root: sudo {}",
-            std::env::current_exe()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| "teredo-demo".into())
+            "teredo-demo: our daemons not built (no {}).\nBuild them first: {BUILD}",
+            privproc.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Some(why) = root_unavailable() {
+        let me = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "teredo-demo".into());
+        eprintln!(
+            "teredo-demo: cannot build the lab here ({why}).\n\
+             It creates network namespaces, so it must run as root: sudo {me}"
         );
         return ExitCode::FAILURE;
     }
