@@ -921,3 +921,18 @@ fn sim_relay_limits_new_peers_per_native_source() {
     l.w.run_for(SECS(5));
     assert_eq!(l.w.native_echo_replies(l.native, 45), vec![1]);
 }
+
+#[test]
+fn sim_client_soliciting_the_servers_secondary_address() {
+    // ServerAddress names the server's secondary address (or the two are
+    // swapped): the RA's prefix names the primary, and the address must
+    // carry what the server advertises.
+    let mut w = World::new(44);
+    w.add_server(ip(SERVER));
+    let (_, lan) = w.add_nat(NatKind::PortRestricted, ip(NAT_WAN), false);
+    let mut cfg = ClientConfig::new(ip("198.18.1.2"));
+    cfg.server2 = ip(SERVER);
+    let c = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan), cfg);
+    let addr = w.qualify(c, SECS(10));
+    assert_eq!(TeredoAddr::parse(&addr).unwrap().server, ip(SERVER));
+}

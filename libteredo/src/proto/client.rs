@@ -91,6 +91,8 @@ pub struct Qualification {
     pub mapped: SocketAddrV4,
     pub mtu: u16,
     pub prefix: u32,
+    /// The server's address as its prefix names it (in our address).
+    pub server: Ipv4Addr,
 }
 
 /// An outstanding router solicitation.
@@ -408,12 +410,37 @@ impl Client {
         } else {
             LINK_LOCAL_RESTRICTED
         };
-        let prefix_ok = ra.prefix_count == 1
-            && ra.prefix.is_some_and(|p| {
-                let o = p.prefix.octets();
-                p.prefix_len == 64 && Ipv4Addr::new(o[4], o[5], o[6], o[7]) == self.cfg.server
-            });
-        if pkt.ipv6.dst_addr() != expect_dst || !prefix_ok || auth.confirmation != 0 {
+        let prefix_server = ra.prefix.map(|p| {
+            let o = p.prefix.octets();
+            Ipv4Addr::new(o[4], o[5], o[6], o[7])
+        });
+        let why = if pkt.ipv6.dst_addr() != expect_dst {
+            Some(format!(
+                "addressed to {}, not to {expect_dst}",
+                pkt.ipv6.dst_addr()
+            ))
+        } else if ra.prefix_count != 1 {
+            Some(format!("{} prefixes, not exactly one", ra.prefix_count))
+        } else if ra.prefix.is_some_and(|p| p.prefix_len != 64) {
+            Some("a prefix that is not a /64".to_string())
+        } else if !prefix_server.is_some_and(addr::is_global_unicast_v4) {
+            // Peers will bubble us through the server the prefix names (the
+            // C server names its primary address, whichever we solicited;
+            // the RA is authenticated by our nonce): it must be global.
+            Some(format!(
+                "a prefix naming {}, not a global unicast server address",
+                prefix_server.map_or("nothing".to_string(), |a| a.to_string())
+            ))
+        } else if auth.confirmation != 0 {
+            Some(
+                "a non-zero confirmation byte (secure qualification is not configured)".to_string(),
+            )
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            // Our nonce: the server's own answer, and unusable; say why.
+            log::warn!("router advertisement from {from} refused: {why}");
             self.fwd.stats.drop(DropReason::Unexpected);
             return;
         }
@@ -438,7 +465,8 @@ impl Client {
                     .filter(|m| *m >= 1280)
                     .unwrap_or(DEFAULT_MTU);
                 self.primary = None;
-                self.qualified(now, prefix, mapped, mtu, out);
+                let server = prefix_server.unwrap_or(self.cfg.server);
+                self.qualified(now, prefix, server, mapped, mtu, out);
             }
             1 => {
                 self.secondary = None;
@@ -458,6 +486,7 @@ impl Client {
         &mut self,
         now: Instant,
         prefix: u32,
+        prefix_server: Ipv4Addr,
         mapped: SocketAddrV4,
         mtu: u16,
         out: &mut Vec<Output>,
@@ -468,7 +497,8 @@ impl Client {
         self.backoff = MIN_BACKOFF;
         self.schedule_refresh(now);
         if let Some(q) = self.current {
-            if q.mapped == mapped && q.prefix == prefix && q.mtu == mtu {
+            if q.mapped == mapped && q.prefix == prefix && q.mtu == mtu && q.server == prefix_server
+            {
                 return; // Maintenance: nothing changed.
             }
         }
@@ -477,7 +507,7 @@ impl Client {
         let flags = addr::random_flags(self.rng.next_u32() as u16);
         let addr = TeredoAddr {
             prefix,
-            server: self.cfg.server,
+            server: prefix_server,
             flags,
             mapped_port: mapped.port(),
             mapped_addr: *mapped.ip(),
@@ -485,7 +515,7 @@ impl Client {
         .to_ipv6();
         let old = self.current.map(|q| q.addr);
         if let Some(q) = self.current {
-            if q.mapped == mapped && q.prefix == prefix {
+            if q.mapped == mapped && q.prefix == prefix && q.server == prefix_server {
                 // Only the MTU changed: keep the address.
                 self.current = Some(Qualification { mtu, ..q });
                 out.push(Output::Event(Event::Qualified {
@@ -503,6 +533,7 @@ impl Client {
             mapped,
             mtu,
             prefix,
+            server: prefix_server,
         };
         self.current = Some(q);
         self.fwd.set_identity(Some(ClientIdentity {
