@@ -289,6 +289,35 @@ impl World {
         Ok(())
     }
 
+    /// Adds a second client host on the LAN of NAT site `n`: the NAT's LAN
+    /// side becomes a bridge, the new host `cliNb` gets 192.168.N.3 on it.
+    /// Two clients behind one NAT (hairpinning, local discovery).
+    pub fn add_lan_client(&mut self, n: usize) -> Result<Netns, String> {
+        let nat = self.site(n).nat.clone();
+        let ns = Netns::new(format!("{}cli{n}b", self.prefix));
+        cmd::host(&["ip", "netns", "add", ns.name()])?;
+        self.created.push(ns.name().to_string());
+        ns.ip("link set lo up")?;
+        let br = self.ifname(&format!("br{n}"));
+        let n_c = self.ifname(&format!("n{n}-c"));
+        nat.ip(&format!("link add {br} type bridge"))?;
+        nat.ip(&format!("link set {br} up"))?;
+        nat.ip(&format!("addr del 192.168.{n}.1/24 dev {n_c}"))?;
+        nat.ip(&format!("link set {n_c} master {br}"))?;
+        nat.ip(&format!("addr add 192.168.{n}.1/24 dev {br}"))?;
+        self.link(&nat, &format!("n{n}-b"), &ns, &format!("b{n}-n"))?;
+        nat.ip(&format!(
+            "link set {} master {br}",
+            self.ifname(&format!("n{n}-b"))
+        ))?;
+        ns.ip(&format!(
+            "addr add 192.168.{n}.3/24 dev {}",
+            self.ifname(&format!("b{n}-n"))
+        ))?;
+        ns.ip(&format!("route add default via 192.168.{n}.1"))?;
+        Ok(ns)
+    }
+
     fn ifname(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
     }

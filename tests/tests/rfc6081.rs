@@ -149,3 +149,59 @@ fn ours_report_the_nat_behaviour() {
         "masquerade: port-preserving symmetric; masquerade fully-random: random symmetric",
     );
 }
+
+/// Two of our clients behind one masquerade NAT, which cannot hairpin
+/// (masquerade keeps no reverse mapping for a flow from inside to its own
+/// public address): they reach each other over the LAN, through the
+/// alternate address of RFC 6081 hairpinning, or through local discovery.
+/// (A NAT that hairpins is covered by the simulator,
+/// sim_rfc6081_two_clients_one_nat_with_hairpinning: nftables has no
+/// hairpinning of dynamic masquerade mappings to build it here.)
+fn one_nat_two_clients(test: &str, extra: &str) {
+    let mut w = World::build(test, &[NatKind::PortRestricted]);
+    let second = w.add_lan_client(1).expect("second client on the LAN");
+    w.start_server(Impl::Ours);
+    let conf = format!(
+        "RelayType client\nServerAddress 198.18.1.1\nInterfaceName {TEREDO_IFACE}\n{extra}"
+    );
+    let c1 = w.spawn_daemon(w.client(1), "client1-rs", &Impl::Ours.miredo(), &conf, &[]);
+    let c2 = w.spawn_daemon(&second, "client1b-rs", &Impl::Ours.miredo(), &conf, &[]);
+    let (a1, _) = w
+        .wait_qualified(&c1, 1, QUALIFY)
+        .unwrap_or_else(|| panic!("client 1 did not qualify:\n{}", w.log_of(&c1)));
+    let a2 = teredo_lab::wait_for(QUALIFY, || teredo_addr_of(&second, TEREDO_IFACE))
+        .unwrap_or_else(|| panic!("client 1b did not qualify:\n{}", w.log_of(&c2)));
+    let one = ping6_stats(w.client(1), a2, 4, Duration::from_secs(8));
+    let two = ping6_stats(&second, a1, 4, Duration::from_secs(8));
+    report(
+        test,
+        &format!(
+            "two clients behind one masquerade NAT ({}): 1 -> 1b {}/{}, 1b -> 1 {}/{}",
+            if extra.is_empty() {
+                "alternate address"
+            } else {
+                extra.trim()
+            },
+            one.1,
+            one.0,
+            two.1,
+            two.0
+        ),
+    );
+    assert!(one.1 >= 3, "1 -> 1b: {one:?}");
+    assert!(two.1 >= 3, "1b -> 1: {two:?}");
+}
+
+#[test]
+fn ours_two_clients_behind_one_nat_without_hairpinning() {
+    require_root!();
+    require_ours!();
+    one_nat_two_clients("x6081_hairpin_alt", "");
+}
+
+#[test]
+fn ours_two_clients_behind_one_nat_with_local_discovery() {
+    require_root!();
+    require_ours!();
+    one_nat_two_clients("x6081_hairpin_disc", "LocalDiscovery enabled\n");
+}
