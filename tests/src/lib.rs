@@ -26,9 +26,13 @@
 //! `SKIPPED <test>: needs root for network namespaces` and returns.
 
 pub mod cmd;
+pub mod flood;
 pub mod impls;
+pub mod named;
 pub mod nat;
+pub mod nftcount;
 pub mod ns;
+pub mod procstat;
 pub mod sha256;
 pub mod skip;
 pub mod world;
