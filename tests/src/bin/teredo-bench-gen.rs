@@ -6,10 +6,11 @@
 //!     UDP-in-IPv6 datagrams whose IPv6 payload (UDP header included) is N
 //!     bytes, R per second (0: as fast as sendmmsg goes), for S seconds.
 //! teredo-bench-gen teredo --server V4 --relay V4:PORT --dst V6 --port P
-//!                         --size N --rate R --secs S
+//!                         --size N --rate R --secs S [--introduce]
 //!     Qualifies like a Teredo client (RS to the server, mapped address
-//!     from the RA's origin indication), then sends Teredo datagrams from
-//!     that Teredo address to the native V6 through the relay.
+//!     from the RA's origin indication), with --introduce makes the relay
+//!     know it (see `introduce`), then sends Teredo datagrams from that
+//!     Teredo address to the native V6 through the relay.
 //! teredo-bench-gen recv --port P --secs S [--punch V4:PORT] [--idle-ms MS]
 //!     Counts datagrams on [::]:P until S seconds pass or MS ms go by with
 //!     nothing after the first one; with --punch, first (and every 200 ms)
