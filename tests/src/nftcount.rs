@@ -28,9 +28,9 @@ pub enum Hook {
 impl Hook {
     fn chain(self) -> &'static str {
         match self {
-            Hook::Output => "out",
-            Hook::Prerouting => "pre",
-            Hook::Forward => "fwd",
+            Hook::Output => "c_out",
+            Hook::Prerouting => "c_pre",
+            Hook::Forward => "c_fwd",
         }
     }
 }
@@ -43,9 +43,9 @@ impl Counters {
         let _ = ns.nft(&format!("delete table inet {TABLE}"));
         let mut script = format!(
             "add table inet {TABLE}\n\
-             add chain inet {TABLE} out {{ type filter hook output priority -300 ; }}\n\
-             add chain inet {TABLE} pre {{ type filter hook prerouting priority -300 ; }}\n\
-             add chain inet {TABLE} fwd {{ type filter hook forward priority -300 ; }}\n"
+             add chain inet {TABLE} c_out {{ type filter hook output priority -300 ; }}\n\
+             add chain inet {TABLE} c_pre {{ type filter hook prerouting priority -300 ; }}\n\
+             add chain inet {TABLE} c_fwd {{ type filter hook forward priority -300 ; }}\n"
         );
         for (name, hook, m) in rules {
             script += &format!("add counter inet {TABLE} {name}\n");
