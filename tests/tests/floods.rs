@@ -452,7 +452,10 @@ struct PeerFlood {
     cpu_ms: u64,
     peers_max: Option<u64>,
     ping: (u32, u32),
+    /// The legitimate flow at the relay host (see the counters).
+    legit: [u64; 4],
     running: bool,
+    status: String,
 }
 
 impl PeerFlood {
@@ -490,6 +493,7 @@ fn peer_flood_run(relay_imp: Impl) -> PeerFlood {
         &test,
         &format!("client {addr}; warm-up native->client {warm:?}"),
     );
+    let nat_wan = w.nat_wan_v4(1);
 
     let p = w.prefix().to_string();
     let counters = Counters::install(
@@ -509,12 +513,32 @@ fn peer_flood_run(relay_imp: Impl) -> PeerFlood {
             (
                 "icmp6_back",
                 Hook::Forward,
-                &format!("oifname {p}r-i meta l4proto ipv6-icmp"),
+                &format!("oifname {p}r-i icmpv6 type destination-unreachable"),
+            ),
+            // The legitimate flow, hop by hop through the relay host: echo
+            // requests in, datagrams to the client's NAT, datagrams back,
+            // echo replies out.
+            (
+                "legit_in",
+                Hook::Prerouting,
+                &format!("iifname {p}r-i ip6 daddr {addr}"),
+            ),
+            ("legit_to_nat", Hook::Output, &format!("ip daddr {nat_wan}")),
+            (
+                "legit_from_nat",
+                Hook::Prerouting,
+                &format!("ip saddr {nat_wan}"),
+            ),
+            (
+                "legit_out",
+                Hook::Forward,
+                &format!("oifname {p}r-i ip6 saddr {addr}"),
             ),
         ],
     )
     .expect("nft counters");
     let ours = relay_imp == Impl::Ours;
+    let status_before = named::status_of(&relay_if);
     let before = procstat::usage_of_tree(relay.pid);
     let secs = PEER_FLOOD_COUNT / PEER_FLOOD_RATE;
     let args: Vec<String> = [
@@ -589,10 +613,13 @@ fn peer_flood_run(relay_imp: Impl) -> PeerFlood {
         r.peers_max = r.peers_max.max(now);
     }
     r.running = w.is_running(&relay);
+    r.legit =
+        ["legit_in", "legit_to_nat", "legit_from_nat", "legit_out"].map(|n| counters.packets(n));
+    r.status = status_delta(&status_before, &named::status_of(&relay_if));
     report(
         &test,
         &format!(
-            "{} relay: {}; inbound {} packets, bubbles to the server {} during / {} after 7 s ({:.3} per inbound packet), UDP out {}, ICMPv6 back {}; RSS {} -> max {} -> {} kB, CPU {} ms; peers max {}; legit ping {}/{} ({:.1} % lost); running: {}",
+            "{} relay: {}; inbound {} packets, bubbles to the server {} during / {} after 7 s ({:.3} per inbound packet), UDP out {}, ICMPv6 back {}; RSS {} -> max {} -> {} kB, CPU {} ms; peers max {}; legit ping {}/{} ({:.1} % lost; at the relay host: {} echo requests in, {} datagrams to the NAT, {} back, {} replies out); running: {}; {}",
             relay_imp.tag(),
             r.summary,
             r.inbound,
@@ -609,7 +636,12 @@ fn peer_flood_run(relay_imp: Impl) -> PeerFlood {
             r.ping.1,
             r.ping.0,
             r.loss_percent(),
-            r.running
+            r.legit[0],
+            r.legit[1],
+            r.legit[2],
+            r.legit[3],
+            r.running,
+            r.status
         ),
     );
     if !r.running {
