@@ -705,3 +705,44 @@ fn flood_random_teredo_peers_through_relay() {
         ours.loss_percent()
     );
 }
+
+/// The cost of doing nothing: each daemon of ours over 2 idle seconds,
+/// beside the C ones. (Flood (a) showed our server spending CPU before
+/// any flood: its socket threads call recvmmsg on non-blocking sockets in
+/// a loop, and get EAGAIN tens of thousands of times a second.)
+#[test]
+#[ignore = "miredo-server busy-loops: recvmmsg(MSG_WAITFORONE) on a non-blocking socket returns EAGAIN in a tight loop (strace: ~27,000 failing calls/s per thread), ~1 core per address thread while idle"]
+fn idle_daemons_spend_no_cpu() {
+    require_root!();
+    require_ours!();
+    let test = "idle_daemons_spend_no_cpu";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let srv = w.start_server(Impl::Ours);
+    let relay_if = unique_iface(&w, "ir");
+    let relay = named::start_relay(&w, Impl::Ours, &relay_if, "relay-rs").expect("relay starts");
+    let cli_if = unique_iface(&w, "ic");
+    let (cli, addr) = named::start_client(&w, 1, Impl::Ours, &cli_if, "client1-rs", QUALIFY);
+    assert!(addr.is_some(), "our client qualifies");
+    thread::sleep(Duration::from_secs(1));
+    let before = [&srv, &relay, &cli].map(|d| procstat::usage_of_tree(d.pid));
+    thread::sleep(Duration::from_secs(2));
+    let after = [&srv, &relay, &cli].map(|d| procstat::usage_of_tree(d.pid));
+    let spent: Vec<u64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.cpu_ms().saturating_sub(b.cpu_ms()))
+        .collect();
+    report(
+        test,
+        &format!(
+            "CPU over 2 idle seconds: server {} ms, relay {} ms, client {} ms",
+            spent[0], spent[1], spent[2]
+        ),
+    );
+    for (what, ms) in ["server", "relay", "client"].iter().zip(&spent) {
+        assert!(
+            *ms <= 100,
+            "our {what} spent {ms} ms of CPU in 2 idle seconds"
+        );
+    }
+}
