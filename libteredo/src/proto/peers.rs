@@ -57,6 +57,8 @@ pub struct Peer {
     /// The nonce the peer sent in its last indirect bubble (RFC 6081): our
     /// direct bubbles echo it, which proves them to the peer.
     pub echo: Option<[u8; 4]>,
+    /// The peer is on the engine's retry list.
+    pub retry_pending: bool,
     /// Bubbles (or connectivity-test echoes) sent without an answer.
     pub bubbles: u8,
     pub last_rx: Stamp,
@@ -153,6 +155,7 @@ impl Peer {
             local: false,
             ext: false,
             echo: None,
+            retry_pending: false,
             bubbles: 0,
             last_rx: ago,
             last_tx: ago,

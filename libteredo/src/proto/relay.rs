@@ -428,9 +428,14 @@ impl Forwarder {
         out.push(Self::udp(SocketAddrV4::new(me.server, TEREDO_PORT), p, 0));
     }
 
+    /// Puts `peer` on the retry list once (the flag on the entry, not a
+    /// search of the list: a flood of new peers must stay O(1) each).
     fn schedule_retry(&mut self, peer: Ipv6Addr, now: Instant) {
-        if !self.retries.iter().any(|(a, _)| *a == peer) {
-            self.retries.push_back((peer, now + BUBBLE_INTERVAL));
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if !p.retry_pending {
+                p.retry_pending = true;
+                self.retries.push_back((peer, now + BUBBLE_INTERVAL));
+            }
         }
     }
 
@@ -1054,9 +1059,11 @@ impl Forwarder {
                 break;
             }
             self.retries.pop_front();
-            let Some(p) = self.peers.get(&peer) else {
+            let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
             };
+            p.retry_pending = false;
+            let p = &*p;
             if p.trusted || p.queue().is_empty() {
                 continue;
             }
@@ -1070,7 +1077,7 @@ impl Forwarder {
                         None => self.send_ping_test(&peer, out),
                     }
                 }
-                self.retries.push_back((peer, now + BUBBLE_INTERVAL));
+                self.schedule_retry(peer, now);
             } else {
                 // RFC 4380 5.4.1: give up; the queue goes, the sender hears
                 // why. The entry stays (bubble count kept) until it expires,
