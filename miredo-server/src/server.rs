@@ -87,7 +87,7 @@ fn engine_config(f: &ServerFile) -> ServerConfig {
 fn bind(addr: SocketAddrV4) -> Result<UdpSocket, String> {
     let s =
         Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| e.to_string())?;
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    // Blocking: each address has a thread that sleeps in recvmmsg.
     let _ = s.set_recv_buffer_size(8 << 20);
     let _ = s.set_send_buffer_size(8 << 20);
     s.bind(&addr.into())
@@ -253,7 +253,12 @@ impl Shared {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    // ICMP errors of earlier sends surface here; anything
+                    // else is worth a pause rather than a busy loop.
                     log::debug!("receive on {local}: {e}");
+                    if e.kind() != io::ErrorKind::ConnectionRefused {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
                     continue;
                 }
             };

@@ -595,7 +595,6 @@ fn fault_relay_restart_under_traffic() {
 /// host expires (30 s, RFC 4380 5.2.4 validity), where the C client
 /// resumes at once.
 #[test]
-#[ignore = "our client keeps sending to the dead relay's old port for 30 s (peer entry of the native host stays trusted; packets from the restarted relay are delivered but do not move it): gap 30.1 s, C client 0.07 s"]
 fn fault_relay_restart_our_client() {
     require_root!();
     require_ours!();

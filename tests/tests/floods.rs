@@ -711,7 +711,6 @@ fn flood_random_teredo_peers_through_relay() {
 /// any flood: its socket threads call recvmmsg on non-blocking sockets in
 /// a loop, and get EAGAIN tens of thousands of times a second.)
 #[test]
-#[ignore = "miredo-server busy-loops: recvmmsg(MSG_WAITFORONE) on a non-blocking socket returns EAGAIN in a tight loop (strace: ~27,000 failing calls/s per thread), ~1 core per address thread while idle"]
 fn idle_daemons_spend_no_cpu() {
     require_root!();
     require_ours!();

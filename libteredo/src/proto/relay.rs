@@ -787,7 +787,15 @@ impl Forwarder {
                 // RFC 4380 5.2.9: accept generously, send carefully: the
                 // packet is delivered, but nothing is sent to `from` until a
                 // connectivity test (started when we have something to send)
-                // proves it serves `src`.
+                // proves it serves `src`. If another relay served `src` so
+                // far, it may be gone (restarted on another port): the
+                // entry turns stale, so that our next packet both goes the
+                // old way and tests the new one.
+                if let Some(p) = self.peers.get_mut(&src) {
+                    if p.trusted && p.endpoint != from {
+                        p.last_rx = s.minus(PEER_VALIDITY);
+                    }
+                }
                 self.deliver(ip, out);
             }
             _ => self.stats.drop(DropReason::UnknownPeer),
