@@ -10,6 +10,7 @@ use libteredo::proto::client::Client;
 use libteredo::proto::relay::Relay;
 use libteredo::proto::stats::Stats;
 use libteredo::proto::{Event, Output};
+use libteredo::sys::batch::{RecvBatch, SendBatch};
 use libteredo::sys::signals;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -86,6 +87,8 @@ pub struct Io {
     pub discovery: Option<UdpSocket>,
     /// The addresses of the interfaces local discovery runs on.
     pub discovery_ifaces: Vec<std::net::Ipv4Addr>,
+    /// The TUN device was opened with offloads (virtio-net headers).
+    pub offload: bool,
     pub sigfd: SignalFd,
     pub status: UnixListener,
     pub privproc: Option<UnixStream>,
@@ -99,6 +102,8 @@ struct Shared {
     local: SocketAddrV4,
     /// Multicast (local discovery) goes out of each of these interfaces.
     discovery_ifaces: Vec<std::net::Ipv4Addr>,
+    /// Bytes in front of a TUN packet for the virtio-net header (offloads).
+    headroom: usize,
     /// Engine events for the main thread (privproc, logs).
     events: Mutex<Vec<Event>>,
     /// A fatal error in an I/O thread.
@@ -119,8 +124,11 @@ impl Shared {
         let _ = (&self.wake_tx).write(&[1]);
     }
 
-    /// Carries out what the engine asked for (engine lock released).
-    fn dispatch(&self, out: &mut Vec<Output>) {
+    /// Carries out what the engine asked for (engine lock released): UDP
+    /// datagrams in one sendmmsg batch, packets for the TUN device in one
+    /// batch (coalesced into GRO super-packets when the device has
+    /// offloads), events to the main thread.
+    fn dispatch(&self, out: &mut Vec<Output>, io: &mut IoBufs) {
         let mut events = false;
         for o in out.drain(..) {
             match o {
@@ -134,20 +142,36 @@ impl Shared {
                         }
                     }
                 }
-                Output::Udp(t) => match send_with(&self.udp, &t.payload, t.to, t.ecn, t.ttl) {
-                    Ok(_) => {}
-                    Err(e) => log::debug!("UDP send to {}: {e}", t.to),
-                },
-                Output::Tun(p) => {
-                    if let Err(e) = self.tun.send(&p) {
-                        log::debug!("TUN send: {e}");
+                Output::Udp(t) if t.ttl.is_some() => {
+                    // Rare (first bubbles): a message of its own.
+                    if let Err(e) = send_with(&self.udp, &t.payload, t.to, t.ecn, t.ttl) {
+                        log::debug!("UDP send to {}: {e}", t.to);
                     }
+                }
+                Output::Udp(t) => io.udp.push(t.to, &t.payload, t.ecn),
+                Output::Tun(p) => {
+                    let mut b = Vec::with_capacity(io.headroom + p.len());
+                    b.resize(io.headroom, 0);
+                    b.extend_from_slice(&p);
+                    io.tun.push(b);
                 }
                 Output::Event(e) => {
                     lock(&self.events).push(e);
                     events = true;
                 }
             }
+        }
+        if let Err(e) = io.udp.flush(self.udp.as_fd()) {
+            log::debug!("UDP send: {e}");
+        }
+        if !io.tun.is_empty() {
+            if let Err(e) = self
+                .tun
+                .send_multiple(&mut io.gro, &mut io.tun, io.headroom)
+            {
+                log::debug!("TUN send: {e}");
+            }
+            io.tun.clear();
         }
         if events {
             self.wake();
@@ -174,46 +198,89 @@ impl Shared {
         self.wake();
     }
 
-    /// TUN -> engine -> UDP: blocking reads, one packet at a time.
+    /// TUN -> engine -> UDP. A blocking read brings one packet, or, with
+    /// offloads, a TCP super-packet the device cuts into MTU-sized ones:
+    /// all go through the engine under one lock and leave in one sendmmsg.
     fn tun_loop(&self) {
-        let mut buf = vec![0u8; BUF];
-        let mut out = Vec::with_capacity(8);
+        let mut io = IoBufs::new(self.headroom);
+        let mut orig = vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + BUF];
+        let mut bufs: Vec<Vec<u8>> = (0..tun_rs::IDEAL_BATCH_SIZE)
+            .map(|_| vec![0u8; BUF])
+            .collect();
+        let mut sizes = vec![0usize; bufs.len()];
+        let mut out = Vec::with_capacity(tun_rs::IDEAL_BATCH_SIZE);
         loop {
-            let n = match self.tun.recv(&mut buf) {
+            let n = match self.tun.recv_multiple(&mut orig, &mut bufs, &mut sizes, 0) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Other
+                        || e.kind() == io::ErrorKind::InvalidData =>
+                {
+                    // A packet the offload layer could not cut: dropped.
+                    log::debug!("TUN receive: {e}");
+                    continue;
+                }
                 Err(e) => return self.die(format!("TUN receive: {e}")),
             };
             let next = {
                 let mut e = lock(&self.engine);
-                e.handle_tun(Instant::now(), &buf[..n], &mut out);
+                let now = Instant::now();
+                for (b, &len) in bufs.iter().zip(&sizes).take(n) {
+                    e.handle_tun(now, &b[..len.min(b.len())], &mut out);
+                }
                 e.poll_timeout()
             };
-            self.dispatch(&mut out);
+            self.dispatch(&mut out, &mut io);
             self.check_deadline(next);
         }
     }
 
-    /// UDP -> engine -> TUN.
+    /// UDP -> engine -> TUN: recvmmsg batches.
     fn udp_loop(&self) {
-        let mut buf = vec![0u8; BUF];
-        let mut out = Vec::with_capacity(8);
+        let mut io = IoBufs::new(self.headroom);
+        let mut rb = RecvBatch::new(64, BUF);
+        let mut out = Vec::with_capacity(64);
         loop {
-            let (n, from, ecn) = match recv_with_ecn(&self.udp, &mut buf) {
-                Ok(x) => x,
+            let n = match rb.recv(self.udp.as_fd()) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors from earlier sends surface here: not fatal.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return self.die(format!("UDP receive: {e}")),
             };
-            let Some(from) = from else { continue };
             let next = {
                 let mut e = lock(&self.engine);
-                e.handle_udp(Instant::now(), from, self.local, ecn, &buf[..n], &mut out);
+                let now = Instant::now();
+                for i in 0..n {
+                    if let Some((bytes, Some(from), tos)) = rb.get(i) {
+                        e.handle_udp(now, from, self.local, tos & 0b11, bytes, &mut out);
+                    }
+                }
                 e.poll_timeout()
             };
-            self.dispatch(&mut out);
+            self.dispatch(&mut out, &mut io);
             self.check_deadline(next);
+        }
+    }
+}
+
+/// A thread's output buffers, kept between batches.
+struct IoBufs {
+    udp: SendBatch,
+    tun: Vec<Vec<u8>>,
+    gro: tun_rs::GROTable,
+    /// Room for the virtio-net header in front of TUN packets.
+    headroom: usize,
+}
+
+impl IoBufs {
+    fn new(headroom: usize) -> Self {
+        IoBufs {
+            udp: SendBatch::new(),
+            tun: Vec::with_capacity(64),
+            gro: tun_rs::GROTable::default(),
+            headroom,
         }
     }
 }
@@ -234,6 +301,8 @@ pub struct Daemon {
     /// The server named on the command line: it overrides ServerAddress at
     /// every reload too.
     cli_server: Option<String>,
+    /// The main thread's output buffers.
+    iobufs: IoBufs,
 }
 
 /// Receives a datagram with the ECN field of its IPv4 header (RFC 9601:
@@ -325,12 +394,18 @@ impl Daemon {
         io.tun.set_nonblocking(false)?;
         io.udp.set_nonblocking(false)?;
         let base = Instant::now();
+        let headroom = if io.offload {
+            tun_rs::VIRTIO_NET_HDR_LEN
+        } else {
+            0
+        };
         let sh = Arc::new(Shared {
             engine: Mutex::new(engine),
             tun: io.tun,
             udp: io.udp,
             local: io.local,
             discovery_ifaces: io.discovery_ifaces,
+            headroom,
             events: Mutex::new(Vec::new()),
             fatal: Mutex::new(None),
             wake_tx,
@@ -350,6 +425,7 @@ impl Daemon {
             started: base,
             qualified_at: None,
             cli_server,
+            iobufs: IoBufs::new(headroom),
         })
     }
 
@@ -456,7 +532,7 @@ impl Daemon {
                 e.handle_timeout(now, &mut out);
             }
         }
-        self.sh.dispatch(&mut out);
+        self.sh.dispatch(&mut out, &mut self.iobufs);
     }
 
     /// Acts on what the engine reported.
@@ -482,7 +558,7 @@ impl Daemon {
             );
             let mut out = Vec::new();
             lock(&self.sh.engine).handle_udp(Instant::now(), from, to, ecn, &buf[..n], &mut out);
-            self.sh.dispatch(&mut out);
+            self.sh.dispatch(&mut out, &mut self.iobufs);
         }
     }
 
@@ -674,7 +750,7 @@ impl Daemon {
                         applied.server_address2 = new.server_address2.clone();
                         log::info!("SIGHUP: Teredo server now {s1} (secondary {s2})");
                         drop(engine);
-                        self.sh.dispatch(&mut out);
+                        self.sh.dispatch(&mut out, &mut self.iobufs);
                         self.conf = applied;
                         log::info!("SIGHUP: configuration {} reloaded", path.display());
                         return;

@@ -286,16 +286,27 @@ pub fn run(cli: Cli) -> Result<(), String> {
     } else {
         conf.interface_mtu
     };
+    // Offloads (virtio-net headers): TCP super-packets come in whole and
+    // are cut in one read; packets to the host go out coalesced. Without
+    // kernel support, a plain device.
     let tun = tun_rs::DeviceBuilder::new()
         .name(conf.interface_name.as_str())
         .mtu(mtu)
+        .offload(true)
         .build_sync()
+        .or_else(|_| {
+            tun_rs::DeviceBuilder::new()
+                .name(conf.interface_name.as_str())
+                .mtu(mtu)
+                .build_sync()
+        })
         .map_err(|e| {
             format!(
                 "cannot create the TUN interface {}: {e}",
                 conf.interface_name
             )
         })?;
+    let offload = tun.tcp_gso();
     tun.set_nonblocking(true).map_err(|e| e.to_string())?;
     let ifindex = tun.if_index().map_err(|e| e.to_string())?;
 
@@ -427,6 +438,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
     };
     let io = Io {
         discovery_ifaces: disc_ifaces.iter().map(|i| i.addr).collect(),
+        offload,
         tun,
         ifindex,
         udp,
