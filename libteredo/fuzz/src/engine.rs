@@ -316,7 +316,10 @@ fn answer_rs(inp: &mut Input, st: &State) -> Option<(SocketAddrV4, Vec<u8>)> {
     ));
     // A cone probe is answered from the other address.
     let from = if rs_src == addr::LINK_LOCAL_CONE {
-        SocketAddrV4::new(if *to.ip() == SERVER { SERVER2 } else { SERVER }, TEREDO_PORT)
+        SocketAddrV4::new(
+            if *to.ip() == SERVER { SERVER2 } else { SERVER },
+            TEREDO_PORT,
+        )
     } else {
         to
     };
@@ -458,7 +461,10 @@ fn check_outputs(st: &State, outs: &[Output], in_bytes: usize, timer: bool, peer
             }
             Output::Tun(p) => {
                 out_bytes += p.len();
-                assert!(Ipv6Packet::new_checked(&p[..]).is_ok(), "malformed TUN output");
+                assert!(
+                    Ipv6Packet::new_checked(&p[..]).is_ok(),
+                    "malformed TUN output"
+                );
             }
             Output::Event(_) => {}
         }

@@ -51,7 +51,8 @@ fn check_icmp_roundtrip(src: &Ipv6Addr, dst: &Ipv6Addr, repr: &Icmpv6Repr) {
         return;
     }
     let mut buf = vec![0u8; repr.buffer_len()];
-    repr.emit(src, dst, &mut buf).expect("emit into buffer_len bytes");
+    repr.emit(src, dst, &mut buf)
+        .expect("emit into buffer_len bytes");
     let again = Icmpv6Repr::parse(src, dst, &buf).expect("an emitted message parses");
     assert_eq!(&again, repr);
 }
