@@ -90,7 +90,6 @@ fn ra(nonce: [u8; 8], dst: Ipv6Addr) -> Vec<u8> {
 /// The fix is one line in `Client::poll_timeout`: consider the discovery
 /// timer only while qualified.
 #[test]
-#[ignore = "engine bug reported to the lead: the discovery timer stays due after server loss (Client::poll_timeout)"]
 fn fuzz_client_discovery_timer_after_server_loss() {
     let mut now = std::time::Instant::now();
     let mut cfg = ClientConfig::new(SERVER);

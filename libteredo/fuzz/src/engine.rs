@@ -484,10 +484,6 @@ trait Engine {
     fn poll(&self) -> Option<Instant>;
     fn peers(&self) -> usize;
     fn check(&self) {}
-    /// A timer known to stay due (an engine bug reported, not yet fixed).
-    fn known_stuck_timer(&self) -> bool {
-        false
-    }
     fn local(&self) -> SocketAddrV4;
     fn is_server(&self) -> bool {
         false
@@ -515,15 +511,6 @@ impl Engine for Client {
     }
     fn peers(&self) -> usize {
         self.peer_count()
-    }
-    /// Known: an unqualified client with local discovery keeps reporting
-    /// the discovery timer, which `handle_timeout` runs only when
-    /// qualified, so the timer stays in the past and the daemon's loop
-    /// spins until requalification (reported; regression test
-    /// `client_discovery_timer_after_server_loss` in
-    /// libteredo/tests/fuzz_regressions.rs, ignored until fixed).
-    fn known_stuck_timer(&self) -> bool {
-        self.qualification().is_none()
     }
     fn local(&self) -> SocketAddrV4 {
         LOCAL
@@ -649,9 +636,6 @@ fn drive(e: &mut dyn Engine, st: &mut State, data: &[u8]) {
                 break;
             }
             rounds += 1;
-            if rounds > 4 && e.known_stuck_timer() {
-                break;
-            }
             assert!(
                 rounds <= 4,
                 "timer at {:?} still due after {rounds} rounds at {:?}",

@@ -726,7 +726,12 @@ impl Client {
         consider(self.secondary.map(|s| s.next));
         consider(self.cone_probe.map(|s| s.next));
         consider(self.secondary_at);
-        consider(self.discovery.as_ref().and_then(|d| d.poll_timeout()));
+        // Discovery runs only while qualified: its timer then too (a stale
+        // one would make the caller spin until requalification).
+        consider(
+            self.current
+                .and(self.discovery.as_ref().and_then(|d| d.poll_timeout())),
+        );
         t
     }
 }
