@@ -9,7 +9,7 @@
 //! Times are 32-bit millisecond stamps since the table's epoch, which keeps
 //! a node at 56 bytes on 64-bit targets.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -93,42 +93,60 @@ impl Peer {
 /// A byte-capped FIFO of IPv6 packets. Empty costs one pointer.
 #[derive(Debug, Default)]
 pub struct Pending {
-    inner: Option<Box<PendingInner>>,
-}
-
-#[derive(Debug, Default)]
-struct PendingInner {
-    bytes: usize,
-    packets: VecDeque<Vec<u8>>,
+    /// The queued packets in one exact-size allocation: each as a 2-byte
+    /// big-endian length and its bytes. One allocation for a queue (not one
+    /// per packet plus a deque): a flooded relay holds many one-packet
+    /// queues.
+    inner: Option<Box<[u8]>>,
 }
 
 impl Pending {
+    /// The packets, oldest first.
+    fn packets(&self) -> impl Iterator<Item = &[u8]> {
+        let mut b: &[u8] = self.inner.as_deref().unwrap_or_default();
+        std::iter::from_fn(move || {
+            let (h, rest) = b.split_first_chunk::<2>()?;
+            let n = usize::from(u16::from_be_bytes(*h));
+            let (p, rest) = rest.split_at_checked(n)?;
+            b = rest;
+            Some(p)
+        })
+    }
+
     /// Bytes queued.
     pub fn bytes(&self) -> usize {
-        self.inner.as_ref().map_or(0, |q| q.bytes)
+        self.packets().map(<[u8]>::len).sum()
     }
 
     pub fn len(&self) -> usize {
-        self.inner.as_ref().map_or(0, |q| q.packets.len())
+        self.packets().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.inner.is_none()
     }
 
     /// Takes every queued packet, oldest first, leaving the queue empty.
     /// Only reachable on a queue the caller owns (see [`Peer::into_queue`]):
     /// the queues inside a table are emptied by [`PeerTable::dequeue_all`].
     pub fn take(&mut self) -> Vec<Vec<u8>> {
-        self.inner
-            .take()
-            .map_or_else(Vec::new, |q| Vec::from(q.packets))
+        let v = self.packets().map(<[u8]>::to_vec).collect();
+        self.inner = None;
+        v
     }
 
+    /// Appends a packet (at most 65535 bytes: an IPv6 packet's payload
+    /// length field could not say more).
     fn push(&mut self, packet: &[u8]) {
-        let q = self.inner.get_or_insert_with(Box::default);
-        q.bytes += packet.len();
-        q.packets.push_back(packet.to_vec());
+        let Ok(n) = u16::try_from(packet.len()) else {
+            return;
+        };
+        let old: &[u8] = self.inner.as_deref().unwrap_or_default();
+        let mut v = Vec::with_capacity(old.len() + 2 + packet.len());
+        v.extend_from_slice(old);
+        v.extend_from_slice(&n.to_be_bytes());
+        v.extend_from_slice(packet);
+        self.inner = Some(v.into_boxed_slice());
     }
 }
 
@@ -320,7 +338,7 @@ impl PeerTable {
         let Some(peer) = self.get_mut(addr) else {
             return false;
         };
-        if peer.queue.bytes().saturating_add(len) > cap {
+        if len > usize::from(u16::MAX) || peer.queue.bytes().saturating_add(len) > cap {
             return false;
         }
         peer.queue.push(packet);
@@ -525,17 +543,21 @@ mod tests {
 
     #[test]
     fn entries_stay_compact() {
-        // One pointer for an empty queue; a node of 64 bytes on 64-bit
-        // (the RFC 6081 nonce echo and flag took the peer from 32 to 40).
-        assert_eq!(std::mem::size_of::<Pending>(), std::mem::size_of::<usize>());
+        // An empty queue is one (fat) pointer and no heap; a node of 72
+        // bytes on 64-bit (the RFC 6081 nonce echo, and the queue as one
+        // exact-size allocation instead of a boxed deque of vectors).
+        assert_eq!(
+            std::mem::size_of::<Pending>(),
+            2 * std::mem::size_of::<usize>()
+        );
         if std::mem::size_of::<usize>() == 8 {
             assert!(
-                std::mem::size_of::<Peer>() <= 40,
+                std::mem::size_of::<Peer>() <= 48,
                 "{}",
                 std::mem::size_of::<Peer>()
             );
             assert!(
-                std::mem::size_of::<Node>() <= 64,
+                std::mem::size_of::<Node>() <= 72,
                 "{}",
                 std::mem::size_of::<Node>()
             );
