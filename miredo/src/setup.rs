@@ -174,8 +174,21 @@ impl Removable {
 fn bind_status(iface: &str) -> Result<(UnixListener, PathBuf), String> {
     use std::os::unix::fs::PermissionsExt;
     let path = Path::new(STATUS_DIR).join(format!("{iface}.status"));
-    let _ = std::fs::remove_file(&path);
-    let l = UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // A stale socket is replaced. Another instance with the same interface
+    // name (in another network namespace: /run is shared) may be binding at
+    // the same moment: try again rather than fail.
+    let mut attempt = 0;
+    let l = loop {
+        let _ = std::fs::remove_file(&path);
+        match UnixListener::bind(&path) {
+            Ok(l) => break l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 20 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    };
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
     Ok((l, path))
