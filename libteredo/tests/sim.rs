@@ -11,7 +11,7 @@ use libteredo::proto::relay::ForwarderConfig;
 use libteredo::proto::stats::DropReason;
 use libteredo::proto::{Event, NatBehaviour};
 use libteredo::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
-use libteredo::wire::ipv6::{build_bubble, Ipv6Repr};
+use libteredo::wire::ipv6::Ipv6Repr;
 use libteredo::wire::teredo::{Auth, Origin};
 use simnet::*;
 use std::net::{Ipv6Addr, SocketAddrV4};
@@ -651,8 +651,6 @@ fn sim_relay_icmp_unreachable_after_bubbles_fail() {
         .count();
     assert_eq!(unreachables, 1);
     assert_eq!(w.relay_engine(relay).stats().icmp_errors, 1);
-    let _: Ipv6Addr = dead;
-    let _ = build_bubble;
 }
 
 /// An echo request whose traffic class carries `ecn`.

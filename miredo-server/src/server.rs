@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::net::{SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -122,13 +122,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             ));
         }
     }
-    let target = privileges::lookup(&cli.user).map_err(|e| format!("user {}: {e}", cli.user))?;
-    if target.uid.is_root() {
-        return Err(format!(
-            "refusing to run as {} (uid 0) once set up: name an unprivileged user with -u",
-            target.name
-        ));
-    }
+    let target = privileges::lookup_unprivileged(&cli.user)?;
     let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT))?;
     let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT))?;
     let raw = match raw_ipv6() {
@@ -156,23 +150,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
     let pid = PidFile::create(&cli.pidfile)
         .map_err(|e| format!("pid file {}: {e}", cli.pidfile.display()))?;
-    let root = cli
-        .chrootdir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(EMPTY_CHROOT));
-    if cli.chrootdir.is_none() {
-        privileges::ensure_empty_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    }
-    privileges::drop_to(&target, &root).map_err(|e| {
-        format!(
-            "cannot drop privileges to {} in {}: {e}",
-            target.name,
-            root.display()
-        )
-    })?;
-    if privileges::holds_any_capability() {
-        return Err("capabilities are still held after dropping them: refusing to run".into());
-    }
+    privileges::drop_for_good(
+        &target,
+        cli.chrootdir.as_deref(),
+        Path::new(EMPTY_CHROOT),
+        privileges::ensure_empty_dir,
+    )?;
     log::info!(
         "serving on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {}/32, MTU {}; running as {}, no capabilities",
         file.server_bind_address,

@@ -149,11 +149,12 @@ impl Shared {
                     }
                 }
                 Output::Udp(t) => io.udp.push(t.to, &t.payload, t.ecn),
-                Output::Tun(p) => {
-                    let mut b = Vec::with_capacity(io.headroom + p.len());
-                    b.resize(io.headroom, 0);
-                    b.extend_from_slice(&p);
-                    io.tun.push(b);
+                Output::Tun(p) if io.headroom == 0 => io.tun.push(p),
+                Output::Tun(mut p) => {
+                    // Room for the virtio-net header, in place when the
+                    // vector has it spare.
+                    p.splice(0..0, std::iter::repeat_n(0, io.headroom));
+                    io.tun.push(p);
                 }
                 Output::Event(e) => {
                     lock(&self.events).push(e);

@@ -274,13 +274,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         log::warn!("{w}");
     }
     let conf = loaded.conf.clone();
-    let target = privileges::lookup(&cli.user).map_err(|e| format!("user {}: {e}", cli.user))?;
-    if target.uid.is_root() {
-        return Err(format!(
-            "refusing to run as {} (uid 0) once set up: name an unprivileged user with -u",
-            target.name
-        ));
-    }
+    let target = privileges::lookup_unprivileged(&cli.user)?;
 
     // Servers are resolved while we can still read /etc/resolv.conf.
     let servers = if conf.relay_type.is_client() {
@@ -401,23 +395,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
         None
     };
 
-    let root = cli
-        .chrootdir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(CHROOT));
-    if cli.chrootdir.is_none() {
-        privileges::prepare_chroot(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    }
-    privileges::drop_to(&target, &root).map_err(|e| {
-        format!(
-            "cannot drop privileges to {} in {}: {e}",
-            target.name,
-            root.display()
-        )
-    })?;
-    if privileges::holds_any_capability() {
-        return Err("capabilities are still held after dropping them: refusing to run".into());
-    }
+    let root = privileges::drop_for_good(
+        &target,
+        cli.chrootdir.as_deref(),
+        Path::new(CHROOT),
+        privileges::prepare_chroot,
+    )?;
     log::info!(
         "running as {} (uid {}), chrooted in {}, no capabilities",
         target.name,

@@ -73,9 +73,6 @@ struct Run {
     /// Attempts per solicitation nonce.
     attempts: HashMap<[u8; 8], u8>,
     rs_sent: u64,
-    /// When the last attempt of the cone test went out.
-    cone_test_last: Option<Instant>,
-    secondary_test_sent: bool,
     last_send_error: Option<String>,
     nat: Option<NatBehaviour>,
 }
@@ -113,8 +110,6 @@ pub fn run(o: &Options) -> Result<(), String> {
         addr_shown: false,
         attempts: HashMap::new(),
         rs_sent: 0,
-        cone_test_last: None,
-        secondary_test_sent: false,
         last_send_error: None,
         nat: None,
     };
@@ -221,10 +216,6 @@ impl Run {
                 "sending a router solicitation to {} ({what}, attempt {n} of {max})",
                 t.to
             );
-            if p == Purpose::ConeTest && n >= CONE_PROBE_ATTEMPTS {
-                self.cone_test_last = Some(Instant::now());
-            }
-            self.secondary_test_sent |= p == Purpose::SecondaryTest;
         }
         let sent_at = Instant::now();
         match sock.send_to(&t.payload, t.to) {

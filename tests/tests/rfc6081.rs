@@ -88,6 +88,9 @@ fn c_across_two_masquerade_nats_is_recorded() {
             two.0
         ),
     );
+    // The comparison is only worth something if both C clients were up.
+    assert!(teredo_addr_of(w.client(1), TEREDO_IFACE).is_some());
+    assert!(teredo_addr_of(w.client(2), TEREDO_IFACE).is_some());
 }
 
 #[test]

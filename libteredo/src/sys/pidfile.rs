@@ -77,18 +77,12 @@ impl PidFile {
 
     /// Removes the file if it still names us.
     pub fn remove(&self) -> io::Result<()> {
-        remove_if_ours(&self.path, std::process::id())
+        let s = fs::read_to_string(&self.path)?;
+        if s.trim().parse::<u32>().ok() == Some(std::process::id()) {
+            fs::remove_file(&self.path)?;
+        }
+        Ok(())
     }
-}
-
-/// Removes `path` if it names `pid` (used by a helper process that outlives
-/// the daemon's privileges).
-pub fn remove_if_ours(path: &Path, pid: u32) -> io::Result<()> {
-    let s = fs::read_to_string(path)?;
-    if s.trim().parse::<u32>().ok() == Some(pid) {
-        fs::remove_file(path)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -105,3 +105,44 @@ pub fn holds_any_capability() -> bool {
     .into_iter()
     .any(|s| caps::read(None, s).map_or(true, |c| !c.is_empty()))
 }
+
+/// Looks up the user a daemon runs as once set up, refusing uid 0.
+pub fn lookup_unprivileged(user: &str) -> Result<Target, String> {
+    let target = lookup(user).map_err(|e| format!("user {user}: {e}"))?;
+    if target.uid.is_root() {
+        return Err(format!(
+            "refusing to run as {} (uid 0) once set up: name an unprivileged user with -u",
+            target.name
+        ));
+    }
+    Ok(target)
+}
+
+/// The daemons' last step as root: chroot into `dir`, or into `default`
+/// made ready by `prepare` when no directory was given; become `target`;
+/// check that no capability is left. Returns the root directory used.
+pub fn drop_for_good(
+    target: &Target,
+    dir: Option<&Path>,
+    default: &Path,
+    prepare: fn(&Path) -> io::Result<()>,
+) -> Result<std::path::PathBuf, String> {
+    let root = match dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            prepare(default).map_err(|e| format!("{}: {e}", default.display()))?;
+            default.to_path_buf()
+        }
+    };
+    drop_to(target, &root).map_err(|e| {
+        format!(
+            "cannot drop privileges to {} in {}: {e}",
+            target.name,
+            root.display()
+        )
+    })?;
+    if holds_any_capability() {
+        return Err("capabilities are still held after dropping them: refusing to run".into());
+    }
+    Ok(root)
+}
