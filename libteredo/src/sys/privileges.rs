@@ -54,12 +54,24 @@ pub fn prepare_chroot(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let etc = dir.join("etc");
     std::fs::create_dir_all(&etc)?;
+    // Several daemons (one per network namespace) may prepare the same
+    // directory at once: each copy is written aside and renamed into place,
+    // so nobody sees a half-written or vanished file. Best effort: a file
+    // that cannot be copied only means no name resolution after reload.
     for f in RESOLVER_FILES {
         let to = etc.join(f.trim_start_matches("/etc/"));
-        let _ = std::fs::remove_file(&to);
-        if std::fs::copy(f, &to).is_ok() {
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o444))?;
+        let tmp = etc.join(format!(
+            ".{}.{}",
+            f.trim_start_matches("/etc/"),
+            std::process::id()
+        ));
+        if std::fs::copy(f, &tmp).is_ok()
+            && std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).is_ok()
+            && std::fs::rename(&tmp, &to).is_ok()
+        {
+            continue;
         }
+        let _ = std::fs::remove_file(&tmp);
     }
     std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o555))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))?;
