@@ -13,11 +13,11 @@ use libteredo::addr::{self, TeredoAddr, DISCOVERY_ADDR, TEREDO_PORT};
 use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::peers::{DEFAULT_CAPACITY, DEFAULT_TOTAL_QUEUE_BYTES};
-use libteredo::proto::relay::{ForwarderConfig, Relay, MAX_BUBBLES};
+use libteredo::proto::relay::{ForwarderConfig, Relay, MAX_BUBBLES, MAX_ENDPOINT_TESTS};
 use libteredo::proto::stats::DropReason;
 use libteredo::proto::{Event, Output, SeededRandom, Transmit};
 use libteredo::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
-use libteredo::wire::ipv6::{build_bubble, Ipv6Repr};
+use libteredo::wire::ipv6::{build_bubble, Ipv6Packet, Ipv6Repr};
 use libteredo::wire::teredo::{Auth, Origin, TeredoPacket};
 use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
@@ -813,30 +813,55 @@ fn attack_cve_2006_6265_bubble_to_open() {
         .collect();
     assert!(opened.iter().all(|t| *t == peer_ep), "opened {opened:?}");
     // Its packets from any other endpoint, or before it proves its
-    // endpoint, are not delivered.
-    let mut delivered_elsewhere = 0;
+    // endpoint, are not delivered. From another port of the address the
+    // server vouched for (a Linux NAT may have mapped the peer there), a
+    // few echo tests go back, each an echo request whose reply would prove
+    // the endpoint, and nothing more; from anywhere else, nothing.
+    let mut delivered = 0;
+    let mut tests = 0;
+    let mut answered_elsewhere = 0;
+    let same_ip = SocketAddrV4::new(*peer_ep.ip(), 50001);
     let others = [
-        SocketAddrV4::new(*peer_ep.ip(), 50001),
+        same_ip,
         SocketAddrV4::new(Ipv4Addr::new(198, 18, 4, 2), 50000),
         ATTACKER,
     ];
     for ep in others {
         for _ in 0..100 {
-            let out = h.udp(ep, &echo(peer, me, false, b"in"));
-            delivered_elsewhere += tuns(&out);
-            let out = h.udp(ep, &build_bubble(peer, me));
-            delivered_elsewhere += tuns(&out) + udps(&out).filter(|t| t.to == ep).count();
+            let mut out = h.udp(ep, &echo(peer, me, false, b"in"));
+            out.extend(h.udp(ep, &build_bubble(peer, me)));
+            delivered += tuns(&out);
+            for t in udps(&out).filter(|t| t.to != server_ep()) {
+                let is_test = t.to == same_ip
+                    && Ipv6Packet::new_checked(&t.payload[..]).is_ok_and(|ip| {
+                        matches!(
+                            Icmpv6Repr::parse(&me, &peer, ip.payload()),
+                            Ok(Icmpv6Repr::EchoRequest { data, .. }) if data.len() == 8
+                        )
+                    });
+                if is_test {
+                    tests += 1;
+                } else {
+                    answered_elsewhere += 1;
+                }
+            }
         }
     }
-    assert_eq!(delivered_elsewhere, 0);
+    assert_eq!(delivered, 0);
+    assert_eq!(answered_elsewhere, 0);
+    assert!(
+        (1..=usize::from(MAX_ENDPOINT_TESTS)).contains(&tests),
+        "{tests} echo tests"
+    );
     // From the endpoint its address names: delivered (RFC 4380 5.2.3).
     let out = h.udp(peer_ep, &echo(peer, me, false, b"in"));
     assert_eq!(tuns(&out), 1);
     loud(&format!(
         "ATTACK cve_2006_6265: a bubble from an unknown peer through our server opens our NAT \
          to {} endpoint(s), all the origin the server vouched for ({peer_ep}); 600 packets and \
-         bubbles from 3 other endpoints: {delivered_elsewhere} delivered or answered; from the \
-         origin: delivered (RFC 4380 5.2.3)",
+         bubbles from 3 other endpoints: {delivered} delivered, {tests} echo tests (bound \
+         {MAX_ENDPOINT_TESTS}) to another port of the vouched address, {answered_elsewhere} \
+         other datagrams; from the origin: delivered (RFC 4380 5.2.3)",
         opened.len()
     ));
 }

@@ -745,6 +745,104 @@ fn sim_rfc4380_alone_fails_across_two_masquerade_nats() {
     assert_eq!(ping_count(&mut w, a, b, 12), 0, "{}", w.trace.join("\n"));
 }
 
+/// A client behind a cone NAT and a plain RFC 4380 client (the C miredo)
+/// behind a masquerading Linux NAT, on an Internet where the NATs share a
+/// segment (a low time to live reaches the other NAT, as in the namespace
+/// lab). The cone client sends no direct bubble of its own (RFC 4380 5.2.4
+/// case 5): one reaching the masquerading NAT before its client has sent
+/// anything would make that NAT map the client's answers to another port,
+/// and without RFC 6081 on that side to learn it, the two would never hear
+/// each other.
+#[test]
+fn sim_cone_client_reaches_plain_client_behind_masquerade_on_a_flat_internet() {
+    for seed in 40..44 {
+        let mut w = World::new(seed);
+        w.flat_internet = true;
+        w.add_server(ip(SERVER));
+        let (_, lan1) = w.add_nat(NatKind::FullCone, ip(NAT_WAN), false);
+        let (_, lan2) = w.add_nat(NatKind::Masquerade, ip(NAT2_WAN), false);
+        let ours = ClientConfig::new(ip(SERVER));
+        let mut plain = ours.clone();
+        plain.forwarder.rfc6081 = false;
+        plain.forwarder.low_ttl = 0;
+        let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan1), ours);
+        let b = w.add_client_with(ip("192.168.2.2"), 50000, Some(lan2), plain);
+        let aa = w.qualify(a, SECS(10));
+        let ba = w.qualify(b, SECS(10));
+        w.run_for(SECS(1)); // The NAT tests finish.
+        assert_eq!(w.client(a).nat(), NatBehaviour::Cone);
+        // The cone side speaks first, then the other.
+        for seq in 1..=3 {
+            w.client_send(a, echo_request(aa, ba, 20, seq, 32));
+            w.run_for(Duration::from_millis(500));
+        }
+        for seq in 1..=3 {
+            w.client_send(b, echo_request(ba, aa, 21, seq, 32));
+            w.run_for(Duration::from_millis(500));
+        }
+        w.run_for(SECS(5));
+        let trace = w.trace.join("\n");
+        assert_eq!(
+            w.client_echo_replies(a, 20),
+            vec![1, 2, 3],
+            "seed {seed}\n{trace}"
+        );
+        assert_eq!(
+            w.client_echo_replies(b, 21),
+            vec![1, 2, 3],
+            "seed {seed}\n{trace}"
+        );
+    }
+}
+
+/// A plain RFC 4380 client (the C miredo) behind a masquerading Linux NAT
+/// whose connection tracking holds an entry left by an earlier unsolicited
+/// datagram from our client's endpoint: the NAT maps the peer's packets to
+/// us to another port than its Teredo address says. Without RFC 6081 on
+/// the peer's side, nothing it sends proves that port; our client tests it
+/// with an echo request (RFC 4380 5.2.3 case 2) and talks to it once the
+/// reply comes back; the peer's packets that came before the proof are
+/// held, not lost. Each direction is started alone, in its own world.
+#[test]
+fn sim_plain_peer_remapped_by_its_nat_is_proven_by_an_echo_test() {
+    for (seed, ours_first) in [(50, true), (51, false), (52, true), (53, false)] {
+        let mut w = World::new(seed);
+        w.add_server(ip(SERVER));
+        let (_, lan1) = w.add_nat(NatKind::FullCone, ip(NAT_WAN), false);
+        let (_, lan2) = w.add_nat(NatKind::Masquerade, ip(NAT2_WAN), false);
+        let ours = ClientConfig::new(ip(SERVER));
+        let mut plain = ours.clone();
+        plain.forwarder.rfc6081 = false;
+        plain.forwarder.low_ttl = 0;
+        let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan1), ours);
+        let b = w.add_client_with(ip("192.168.2.2"), 50000, Some(lan2), plain);
+        let aa = w.qualify(a, SECS(10));
+        let ba = w.qualify(b, SECS(10));
+        w.run_for(SECS(1));
+        let a_mapped = w.client(a).qualification().unwrap().mapped;
+        let b_mapped = w.client(b).qualification().unwrap().mapped;
+        // The stray datagram: from our endpoint to the peer's, unsolicited.
+        w.send_v4(a_mapped, b_mapped, vec![0; 8], None);
+        w.run_for(Duration::from_millis(100));
+        let (from, fa, ta, ident) = if ours_first {
+            (a, aa, ba, 60)
+        } else {
+            (b, ba, aa, 61)
+        };
+        for seq in 1..=4 {
+            w.client_send(from, echo_request(fa, ta, ident, seq, 32));
+            w.run_for(Duration::from_millis(500));
+        }
+        w.run_for(SECS(3));
+        let trace = w.trace.join("\n");
+        let replies = w.client_echo_replies(from, ident);
+        // Nothing lost: what the peer sent before the proof was held.
+        assert_eq!(replies, vec![1, 2, 3, 4], "seed {seed}\n{trace}");
+        assert!(w.client(a).stats().ping_tests_ok >= 1, "seed {seed}");
+        assert_eq!(w.client(a).stats().endpoints_learnt, 1, "seed {seed}");
+    }
+}
+
 #[test]
 fn sim_rfc6081_symmetric_with_full_cone_both_ways() {
     let (mut w, a, b) = two_clients_cfg(32, NatKind::FullCone, NatKind::Symmetric, true);
@@ -752,10 +850,18 @@ fn sim_rfc6081_symmetric_with_full_cone_both_ways() {
     assert!(w.client(a).stats().endpoints_learnt >= 1);
 }
 
+/// Without RFC 6081 on either side, the symmetric side's packets come from
+/// another port than its address says; the cone side proves that port
+/// with an echo test (RFC 4380 5.2.3 case 2) and answers there, whichever
+/// side starts.
 #[test]
-fn sim_rfc4380_alone_fails_symmetric_with_full_cone() {
+fn sim_rfc4380_symmetric_with_full_cone_by_endpoint_test() {
     let (mut w, a, b) = two_clients_cfg(33, NatKind::FullCone, NatKind::Symmetric, false);
-    assert_eq!(ping_count(&mut w, b, a, 13), 0, "{}", w.trace.join("\n"));
+    assert_eq!(ping_count(&mut w, b, a, 13), 3, "{}", w.trace.join("\n"));
+    let (mut w, a, b) = two_clients_cfg(34, NatKind::FullCone, NatKind::Symmetric, false);
+    assert_eq!(ping_count(&mut w, a, b, 14), 3, "{}", w.trace.join("\n"));
+    assert_eq!(w.client(a).stats().endpoints_learnt, 1);
+    assert_eq!(w.client(b).stats().endpoints_learnt, 0);
 }
 
 #[test]

@@ -600,6 +600,7 @@ impl Client {
             _ => None,
         };
         self.fwd.set_port_prediction(prediction);
+        self.fwd.set_behind_cone(nat == NatBehaviour::Cone);
         self.nat = nat;
         out.push(Output::Event(Event::NatObserved(nat)));
     }

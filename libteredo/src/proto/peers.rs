@@ -61,6 +61,10 @@ pub struct Peer {
     pub retry_pending: bool,
     /// Bubbles (or connectivity-test echoes) sent without an answer.
     pub bubbles: u8,
+    /// Echo tests sent to endpoints the peer was heard from other than its
+    /// Teredo address says, since the entry was made or an endpoint was
+    /// proven (bounds what packets from such endpoints make us send).
+    pub endpoint_tests: u8,
     pub last_rx: Stamp,
     pub last_tx: Stamp,
     /// Packets waiting for this peer to become trusted. Private so that the
@@ -175,6 +179,7 @@ impl Peer {
             echo: None,
             retry_pending: false,
             bubbles: 0,
+            endpoint_tests: 0,
             last_rx: ago,
             last_tx: ago,
             queue: Pending::default(),

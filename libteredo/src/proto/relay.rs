@@ -34,6 +34,25 @@ pub const BUBBLE_WINDOW: Duration = Duration::from_secs(300);
 pub const PEER_VALIDITY: Duration = Duration::from_secs(30);
 /// See [`ForwarderConfig::low_ttl`].
 pub const LOW_TTL: u8 = 2;
+/// Echo tests of endpoints a peer was heard from other than its Teredo
+/// address says, per peer entry (see `Forwarder::test_endpoint`).
+pub const MAX_ENDPOINT_TESTS: u8 = 8;
+
+/// A packet from a peer held in its queue while an endpoint is tested
+/// starts with this byte (an IPv6 packet starts with 0x6_), then the
+/// endpoint it came from (address, port).
+const HELD_MARK: u8 = 0;
+const HELD_HEADER: usize = 7;
+
+/// The endpoint and packet of a held packet from a peer; `None` for a
+/// packet of ours waiting to go to the peer.
+fn held_inbound(blob: &[u8]) -> Option<(SocketAddrV4, &[u8])> {
+    let (h, p) = blob.split_first_chunk::<HELD_HEADER>()?;
+    (h[0] == HELD_MARK).then(|| {
+        let ip = Ipv4Addr::new(h[1], h[2], h[3], h[4]);
+        (SocketAddrV4::new(ip, u16::from_be_bytes([h[5], h[6]])), p)
+    })
+}
 
 /// Settings of the forwarding core.
 #[derive(Clone, Debug)]
@@ -146,6 +165,11 @@ pub struct Forwarder {
     /// The external port our NAT will probably give the next new mapping
     /// (sequential port-symmetric NAT, RFC 6081), and the step.
     predicted: Option<(u16, u16)>,
+    /// Our NAT is a cone (a client that observed it): no direct bubble of
+    /// ours is needed to open it (RFC 4380 5.2.4 case 5 sends one only
+    /// behind a non-cone NAT), and one would make a Linux NAT in front of
+    /// the peer map the peer's answer to another port.
+    behind_cone: bool,
     pub stats: Stats,
 }
 
@@ -192,6 +216,7 @@ impl Forwarder {
             ),
             local: None,
             predicted: None,
+            behind_cone: false,
             stats: Stats::default(),
         }
     }
@@ -247,6 +272,11 @@ impl Forwarder {
     /// A sequential NAT's next port and step (`None`: not sequential).
     pub fn set_port_prediction(&mut self, p: Option<(u16, u16)>) {
         self.predicted = p;
+    }
+
+    /// Whether our NAT was observed to be a cone (see `behind_cone`).
+    pub fn set_behind_cone(&mut self, cone: bool) {
+        self.behind_cone = cone;
     }
 
     fn ext(&self) -> bool {
@@ -309,6 +339,17 @@ impl Forwarder {
                 Ipv6Addr::from(o)
             }
         }
+    }
+
+    /// The payload of our echo test of `peer` at `endpoint` (see
+    /// `test_endpoint`): a keyed hash of both, checkable without state.
+    fn endpoint_payload(&self, peer: &Ipv6Addr, endpoint: SocketAddrV4) -> [u8; 8] {
+        let mut data = [0u8; 23];
+        data[0] = b'e';
+        data[1..17].copy_from_slice(&peer.octets());
+        data[17..21].copy_from_slice(&endpoint.ip().octets());
+        data[21..].copy_from_slice(&endpoint.port().to_be_bytes());
+        siphash24(&self.ping_key, &data).to_be_bytes()
     }
 
     /// The payload of our direct connectivity test to `peer`: a keyed hash,
@@ -379,7 +420,7 @@ impl Forwarder {
             .peers
             .get(dst)
             .map_or((1, None), |p| (p.bubbles, p.echo));
-        if self.cfg.direct_bubbles {
+        if self.cfg.direct_bubbles && !self.behind_cone {
             let ttl = (ext && self.cfg.low_ttl > 0 && attempt <= 2).then_some(self.cfg.low_ttl);
             let b = if ext {
                 Self::bubble_with(src, *dst, &self.trailer_for(Some(t), echo))
@@ -441,6 +482,19 @@ impl Forwarder {
 
     /// Sends what is queued for `peer` to its endpoint.
     fn flush_queue(&mut self, peer: &Ipv6Addr, now: Instant, out: &mut Vec<Output>) {
+        self.flush_queue_proven(peer, now, None, out);
+    }
+
+    /// Sends what is queued for `peer` to its endpoint. Packets from the
+    /// peer held while `proven` was being tested (`test_endpoint`) reach
+    /// the host when they came from `proven`; other held ones are dropped.
+    fn flush_queue_proven(
+        &mut self,
+        peer: &Ipv6Addr,
+        now: Instant,
+        proven: Option<SocketAddrV4>,
+        out: &mut Vec<Output>,
+    ) {
         let Some(endpoint) = self.peers.get(peer).map(|p| p.endpoint) else {
             return;
         };
@@ -453,7 +507,18 @@ impl Forwarder {
             p.last_tx = s;
         }
         for pkt in queued {
-            self.emit_data(endpoint, pkt, out);
+            match held_inbound(&pkt) {
+                None => self.emit_data(endpoint, pkt, out),
+                Some((from, p)) if Some(from) == proven => {
+                    // The outer ECN field of the held datagram is gone.
+                    let ecn = std::mem::replace(&mut self.rx_ecn, ecn::NOT_ECT);
+                    if let Ok(ip) = Ipv6Packet::new_checked(p) {
+                        self.deliver(&ip, out);
+                    }
+                    self.rx_ecn = ecn;
+                }
+                Some(_) => self.stats.drop(DropReason::Spoofed),
+            }
         }
     }
 
@@ -776,6 +841,9 @@ impl Forwarder {
             if ip.is_bubble() && self.learn_endpoint(now, from, &src, &t, ip, out) {
                 return Received::Done;
             }
+            if self.test_endpoint(now, from, &src, &t, ip, out) {
+                return Received::Done;
+            }
             // A Teredo source from the wrong endpoint: spoofed.
             self.stats.drop(DropReason::Spoofed);
             return Received::Done;
@@ -861,6 +929,95 @@ impl Forwarder {
             self.stats.bubbles_sent += 1;
         }
         true
+    }
+
+    /// A client's answer to a Teredo peer heard from its mapped IPv4
+    /// address but another port than its Teredo address says, which proves
+    /// nothing by itself (no RFC 6081 nonce: the C miredo). A Linux NAT in
+    /// front of the peer does that when an earlier unsolicited packet (a
+    /// third client's direct bubble) left a connection-tracking entry on
+    /// the port. We test the endpoint as RFC 4380 5.2.3 case 2 tests a
+    /// peer: an echo request sent straight to it, with a keyed payload;
+    /// the echo reply coming back from there, with that payload, makes it
+    /// the peer's trusted endpoint. Packets from the endpoint before then
+    /// wait in the peer's queue, and reach the host with the proof.
+    ///
+    /// Only for a peer with an entry (one we are sending to, or one our
+    /// server vouched for by forwarding its indirect bubble from the same
+    /// IPv4 address), at most `MAX_ENDPOINT_TESTS` echo requests per entry
+    /// and within the global budget of tests: a spoofed source cannot turn
+    /// us into a reflector. Returns whether the packet was taken (the
+    /// proof, or held).
+    fn test_endpoint(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        src: &Ipv6Addr,
+        t: &TeredoAddr,
+        ip: &Ipv6Packet<&[u8]>,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        if self.role != Role::Client
+            || *from.ip() != t.mapped_addr
+            || !addr::is_global_unicast_v4(*from.ip())
+        {
+            return false;
+        }
+        let Some(me) = self.me else { return false };
+        let Some(tests) = self.peers.get(src).map(|p| p.endpoint_tests) else {
+            return false;
+        };
+        let payload = self.endpoint_payload(src, from);
+        let proof = ip.next_header() == next_header::ICMPV6
+            && matches!(
+                Icmpv6Repr::parse(&ip.src_addr(), &ip.dst_addr(), ip.payload()),
+                Ok(Icmpv6Repr::EchoReply { data, .. }) if data == payload
+            );
+        if proof {
+            let s = self.peers.stamp(now);
+            if let Some(p) = self.peers.get_mut(src) {
+                p.endpoint = from;
+                p.trusted = true;
+                p.local = false;
+                p.last_rx = s;
+                p.bubbles = 0;
+                p.endpoint_tests = 0;
+            }
+            self.peers.touch(src, now);
+            self.stats.ping_tests_ok += 1;
+            self.stats.endpoints_learnt += 1;
+            self.flush_queue_proven(src, now, Some(from), out);
+            return true;
+        }
+        let tested = tests < MAX_ENDPOINT_TESTS && self.ping_limit.take(now);
+        // Held (within the queue's caps) until the endpoint is proven: a
+        // peer sends what it queued for us before it answers our test.
+        let held = (tested || tests > 0) && !ip.is_bubble() && {
+            let mut blob = Vec::with_capacity(HELD_HEADER + ip.packet().len());
+            blob.push(HELD_MARK);
+            blob.extend_from_slice(&from.ip().octets());
+            blob.extend_from_slice(&from.port().to_be_bytes());
+            blob.extend_from_slice(ip.packet());
+            self.peers.enqueue(src, &blob)
+        };
+        if tested {
+            if let Some(p) = self.peers.get_mut(src) {
+                p.endpoint_tests += 1;
+            }
+            let p = icmpv6::build_packet(
+                me.addr,
+                *src,
+                64,
+                &Icmpv6Repr::EchoRequest {
+                    ident: 0,
+                    seq: u16::from(tests),
+                    data: &payload,
+                },
+            );
+            self.stats.ping_tests_sent += 1;
+            out.push(Self::udp(from, p, 0));
+        }
+        held
     }
 
     /// The options of a bubble from a trusted peer: a server-load-reduction
@@ -992,6 +1149,19 @@ impl Forwarder {
         let ext = self.ext() && !tr.is_empty() && t.is_some_and(|t| t.is_valid_peer());
         let src = self.bubble_source(&peer);
         if !ext {
+            // Our server vouches that the peer is at `origin`: an entry
+            // (untrusted) lets its packets from another port of that
+            // address be tested (`test_endpoint`).
+            if let Some(t) = t.filter(|t| {
+                self.role == Role::Client && t.is_valid_peer() && t.mapped_addr == *origin.ip()
+            }) {
+                if self.peers.get(&peer).is_some()
+                    || self.new_peer_limit.take(now, &origin.ip().octets())
+                {
+                    self.peers.get_or_insert(peer, t.mapped(), now);
+                    self.peers.touch(&peer, now);
+                }
+            }
             self.stats.bubbles_sent += 1;
             out.push(Self::udp(origin, build_bubble(src, peer).to_vec(), 0));
             return;
@@ -1092,7 +1262,7 @@ impl Forwarder {
                 // so a flood cannot buy more bubbles.
                 let dropped = self.peers.dequeue_all(&peer);
                 self.stats.drops_queue_expired += dropped.len() as u64;
-                if let Some(first) = dropped.first() {
+                if let Some(first) = dropped.iter().find(|p| held_inbound(p).is_none()) {
                     self.unreachable(now, unreachable_code::ADDRESS, first, out);
                 }
             }

@@ -287,6 +287,10 @@ pub struct World {
     pub mark_ce: bool,
     /// The outer ECN field of every datagram each node sent.
     pub sent_ecn: HashMap<NodeId, Vec<u8>>,
+    /// All NATs' WAN sides on one segment, no router between them (the
+    /// namespace lab): a datagram with a time to live of 2 crosses its NAT
+    /// and still reaches the other NAT.
+    pub flat_internet: bool,
 }
 
 pub const TEREDO_PORT: u16 = 3544;
@@ -312,6 +316,7 @@ impl World {
             sent: HashMap::new(),
             mark_ce: false,
             sent_ecn: HashMap::new(),
+            flat_internet: false,
         }
     }
 
@@ -634,7 +639,7 @@ impl World {
                 from_lan = None;
                 // The NAT forwarded it (one hop); the Internet's router is
                 // the next: a time to live of 2 or less dies there.
-                if ttl.is_some_and(|t| t <= 2) {
+                if !self.flat_internet && ttl.is_some_and(|t| t <= 2) {
                     self.log(format!("ttl expired after nat {nat}: {src} -> {dst}"));
                     return;
                 }
