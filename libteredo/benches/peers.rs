@@ -104,6 +104,26 @@ fn peers(c: &mut Criterion) {
         (after - before) as f64 / n as f64
     );
 
+    // As in a flooded relay: one 104-byte packet (64 bytes of UDP payload)
+    // queued for each peer, with the total cap raised so that every peer
+    // holds one.
+    {
+        let before = LIVE.load(Ordering::Relaxed);
+        let mut t = PeerTable::new(PEERS, DEFAULT_QUEUE_BYTES, 1 << 30, epoch);
+        let packet = [0x60u8; 104];
+        for a in &present {
+            t.get_or_insert(*a, endpoint(a), now);
+            t.enqueue(a, &packet);
+        }
+        let after = LIVE.load(Ordering::Relaxed);
+        println!(
+            "peers: {} entries with a 104-byte packet queued each, {} bytes/entry (allocations \
+             as asked for, before the allocator's own overhead)",
+            t.len(),
+            (after - before) as f64 / t.len() as f64
+        );
+    }
+
     let mut g = c.benchmark_group("peers_1M");
     let mut i = 0usize;
     g.bench_function("get_hit", |b| {

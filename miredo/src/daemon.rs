@@ -395,6 +395,8 @@ impl Daemon {
         io.tun.set_nonblocking(false)?;
         io.udp.set_nonblocking(false)?;
         let base = Instant::now();
+        // The engines leave this much spare capacity in TUN packets.
+        const _: () = assert!(tun_rs::VIRTIO_NET_HDR_LEN <= libteredo::proto::relay::TUN_SPARE);
         let headroom = if io.offload {
             tun_rs::VIRTIO_NET_HDR_LEN
         } else {

@@ -2,14 +2,16 @@
 //! IPv6 address, with expiry and a per-peer queue of packets waiting for a
 //! bubble exchange or a direct connectivity test.
 //!
-//! The layout: a `HashMap` from address to a slot number, and a slab of
-//! nodes threaded on an intrusive doubly linked list in touch order (least
-//! recently touched at the head). Lookups, insertions, touches and removals
+//! The layout: a slab of nodes threaded on an intrusive doubly linked list
+//! in touch order (least recently touched at the head), and a hash index
+//! that holds only slot numbers (4 bytes a bucket: the address it is
+//! looked up by is the node's), keyed by std's randomly seeded SipHash. Lookups, insertions, touches and removals
 //! are O(1); expiry pops from the head, so it costs O(1) per removed entry.
 //! Times are 32-bit millisecond stamps since the table's epoch, which keeps
 //! a node at 56 bytes on 64-bit targets.
 
-use std::collections::HashMap;
+use hashbrown::HashTable;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -74,6 +76,18 @@ pub struct Peer {
     /// The last touch (creation or [`PeerTable::touch`]): the entry expires
     /// `EXPIRY` after it.
     touched: Stamp,
+    /// The slot's generation, bumped each time the slot is freed: a
+    /// [`Handle`] taken before then no longer resolves.
+    generation: u16,
+}
+
+/// A peer's place in the table, 8 bytes where its address takes 16: valid
+/// until the peer leaves the table (it then resolves to nothing, even when
+/// the slot holds another peer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle {
+    slot: u32,
+    generation: u16,
 }
 
 impl Peer {
@@ -184,6 +198,7 @@ impl Peer {
             last_tx: ago,
             queue: Pending::default(),
             touched: now,
+            generation: 0,
         }
     }
 }
@@ -194,7 +209,9 @@ impl Peer {
 /// the free list is below `slots.len()`; that is what makes the slab
 /// indexing below infallible.
 pub struct PeerTable {
-    index: HashMap<Ipv6Addr, u32>,
+    /// Slot numbers, hashed by their node's address with `hasher`.
+    index: HashTable<u32>,
+    hasher: RandomState,
     slots: Vec<Node>,
     /// First free slot, reused before the slab grows.
     free: u32,
@@ -236,7 +253,8 @@ impl PeerTable {
         epoch: Instant,
     ) -> Self {
         PeerTable {
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
             slots: Vec::new(),
             free: NIL,
             head: NIL,
@@ -274,12 +292,12 @@ impl PeerTable {
     }
 
     pub fn get(&self, addr: &Ipv6Addr) -> Option<&Peer> {
-        let i = *self.index.get(addr)?;
+        let i = self.find(addr)?;
         self.slots.get(i as usize).map(|n| &n.peer)
     }
 
     pub fn get_mut(&mut self, addr: &Ipv6Addr) -> Option<&mut Peer> {
-        let i = *self.index.get(addr)?;
+        let i = self.find(addr)?;
         self.slots.get_mut(i as usize).map(|n| &mut n.peer)
     }
 
@@ -297,15 +315,15 @@ impl PeerTable {
         endpoint: SocketAddrV4,
         now: Instant,
     ) -> &mut Peer {
-        let i = match self.index.get(&addr) {
-            Some(&i) => i,
+        let i = match self.find(&addr) {
+            Some(i) => i,
             None => {
                 if self.index.len() >= self.capacity {
                     self.evict_head();
                 }
                 let touched = self.clock(now);
                 let i = self.alloc(addr, Peer::new(endpoint, touched));
-                self.index.insert(addr, i);
+                self.index_insert(i);
                 self.link_tail(i);
                 i
             }
@@ -313,9 +331,43 @@ impl PeerTable {
         &mut self.slots[i as usize].peer
     }
 
+    /// The handle of `addr`'s entry.
+    pub fn handle(&self, addr: &Ipv6Addr) -> Option<Handle> {
+        let i = self.find(addr)?;
+        let generation = self.slots.get(i as usize)?.peer.generation;
+        Some(Handle {
+            slot: i,
+            generation,
+        })
+    }
+
+    /// The address of the peer `h` was taken from, if it is still here.
+    pub fn resolve(&self, h: Handle) -> Option<Ipv6Addr> {
+        let n = self.slots.get(h.slot as usize)?;
+        (n.peer.generation == h.generation && self.find(&n.addr) == Some(h.slot)).then_some(n.addr)
+    }
+
+    /// Whether the time `s` (a stamp of this table) has come at `now`
+    /// (wrapping: for times within 24 days of `now`).
+    pub fn is_due(&self, s: Stamp, now: Instant) -> bool {
+        self.stamp(now).0.wrapping_sub(s.0) as i32 >= 0
+    }
+
+    /// The instant of the stamp `s` (within 24 days of the latest time
+    /// seen), for timers.
+    pub fn instant_of(&self, s: Stamp) -> Instant {
+        let d = s.0.wrapping_sub(self.stamp(self.latest).0) as i32;
+        let ms = Duration::from_millis(u64::from(d.unsigned_abs()));
+        if d >= 0 {
+            self.latest + ms
+        } else {
+            self.latest.checked_sub(ms).unwrap_or(self.epoch)
+        }
+    }
+
     /// Marks activity: the peer will not expire before `now + EXPIRY`.
     pub fn touch(&mut self, addr: &Ipv6Addr, now: Instant) {
-        let Some(&i) = self.index.get(addr) else {
+        let Some(i) = self.find(addr) else {
             return;
         };
         let stamp = self.clock(now);
@@ -327,7 +379,7 @@ impl PeerTable {
     /// Removes the peer, releasing its queued bytes from the table's total;
     /// its packets stay reachable through [`Peer::into_queue`].
     pub fn remove(&mut self, addr: &Ipv6Addr) -> Option<Peer> {
-        let i = self.index.remove(addr)?;
+        let i = self.index_remove(addr)?;
         Some(self.release(i))
     }
 
@@ -418,7 +470,9 @@ impl PeerTable {
             Some(slot) => {
                 let i = self.free;
                 self.free = slot.next;
+                let generation = slot.peer.generation;
                 *slot = node;
+                slot.peer.generation = generation;
                 i
             }
             None => {
@@ -428,10 +482,45 @@ impl PeerTable {
         }
     }
 
+    /// The slot of `addr`.
+    fn find(&self, addr: &Ipv6Addr) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(self.hasher.hash_one(addr), |&i| {
+                slots.get(i as usize).is_some_and(|n| n.addr == *addr)
+            })
+            .copied()
+    }
+
+    /// Indexes slot `i` (allocated, its address not yet in the index).
+    fn index_insert(&mut self, i: u32) {
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let h = hasher.hash_one(slots[i as usize].addr);
+        self.index.insert_unique(h, i, |&j| {
+            hasher.hash_one(
+                slots
+                    .get(j as usize)
+                    .map_or(Ipv6Addr::UNSPECIFIED, |n| n.addr),
+            )
+        });
+    }
+
+    /// Takes `addr` out of the index; returns its slot.
+    fn index_remove(&mut self, addr: &Ipv6Addr) -> Option<u32> {
+        let slots = &self.slots;
+        let h = self.hasher.hash_one(addr);
+        match self.index.find_entry(h, |&i| {
+            slots.get(i as usize).is_some_and(|n| n.addr == *addr)
+        }) {
+            Ok(e) => Some(e.remove().0),
+            Err(_) => None,
+        }
+    }
+
     fn evict_head(&mut self) {
         if let Some(head) = self.slots.get(self.head as usize) {
             let addr = head.addr;
-            self.index.remove(&addr);
+            self.index_remove(&addr);
             self.release(self.head);
         }
     }
@@ -443,10 +532,11 @@ impl PeerTable {
         let free = self.free;
         let slot = &mut self.slots[i as usize];
         slot.next = free;
-        let blank = Peer::new(
+        let mut blank = Peer::new(
             SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
             Stamp(0),
         );
+        blank.generation = slot.peer.generation.wrapping_add(1);
         let peer = std::mem::replace(&mut slot.peer, blank);
         self.free = i;
         self.queued = self.queued.saturating_sub(peer.queue.bytes());
@@ -511,7 +601,7 @@ mod tests {
             while i != NIL {
                 let n = &self.slots[i as usize];
                 assert_eq!(n.prev, prev);
-                assert_eq!(self.index.get(&n.addr), Some(&i));
+                assert_eq!(self.find(&n.addr), Some(i));
                 order.push(i);
                 prev = i;
                 i = n.next;
@@ -790,6 +880,35 @@ mod tests {
         assert_eq!(t.get(&addr(2)).map(Peer::last_touch), Some(Stamp(5000)));
         assert_eq!(t.expire(t0 + ms(34_999)), 0);
         assert_eq!(t.expire(t0 + ms(35_000)), 2);
+    }
+
+    #[test]
+    fn handles_resolve_only_to_their_own_peer() {
+        let (mut t, t0) = table(1);
+        t.get_or_insert(addr(1), EP, t0);
+        let h1 = t.handle(&addr(1)).unwrap();
+        assert_eq!(t.resolve(h1), Some(addr(1)));
+        // The table is full: addr(2) evicts addr(1) and takes its slot.
+        t.get_or_insert(addr(2), EP, t0);
+        let h2 = t.handle(&addr(2)).unwrap();
+        assert_eq!(t.resolve(h1), None);
+        assert_eq!(t.resolve(h2), Some(addr(2)));
+        assert!(t.remove(&addr(2)).is_some());
+        assert_eq!(t.resolve(h2), None);
+        assert_eq!(t.handle(&addr(2)), None);
+        t.check();
+    }
+
+    #[test]
+    fn stamps_due_and_back_to_instants() {
+        let (mut t, t0) = table(4);
+        t.get_or_insert(addr(1), EP, t0 + ms(10_000));
+        let due = t.stamp(t0 + ms(12_000));
+        assert!(!t.is_due(due, t0 + ms(11_999)));
+        assert!(t.is_due(due, t0 + ms(12_000)));
+        assert!(t.is_due(due, t0 + ms(50_000)));
+        assert_eq!(t.instant_of(due), t0 + ms(12_000));
+        assert_eq!(t.instant_of(t.stamp(t0 + ms(4_000))), t0 + ms(4_000));
     }
 
     #[test]

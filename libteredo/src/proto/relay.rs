@@ -8,7 +8,7 @@
 
 use super::ecn;
 use super::peers::{
-    PeerTable, Stamp, DEFAULT_CAPACITY, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES,
+    Handle, PeerTable, Stamp, DEFAULT_CAPACITY, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES,
 };
 use super::ratelimit::{SourceLimiter, TokenBucket};
 use super::siphash::siphash24;
@@ -37,6 +37,10 @@ pub const LOW_TTL: u8 = 2;
 /// Echo tests of endpoints a peer was heard from other than its Teredo
 /// address says, per peer entry (see `Forwarder::test_endpoint`).
 pub const MAX_ENDPOINT_TESTS: u8 = 8;
+
+/// Spare capacity of the packets the engines hand to the TUN device: room
+/// for a virtio-net header (10 or 12 bytes) without a reallocation.
+pub const TUN_SPARE: usize = 16;
 
 /// A packet from a peer held in its queue while an endpoint is tested
 /// starts with this byte (an IPv6 packet starts with 0x6_), then the
@@ -153,7 +157,7 @@ pub struct Forwarder {
     ping_key: [u8; 16],
     /// Peers with queued packets, in order of their next retry (all retries
     /// are `BUBBLE_INTERVAL` apart, so pushing at the back keeps the order).
-    retries: VecDeque<(Ipv6Addr, Instant)>,
+    retries: VecDeque<Retry>,
     icmp_limit: TokenBucket,
     ping_limit: TokenBucket,
     bubble_reply_limit: TokenBucket,
@@ -171,6 +175,14 @@ pub struct Forwarder {
     /// the peer map the peer's answer to another port.
     behind_cone: bool,
     pub stats: Stats,
+}
+
+/// A peer's next retry: 12 bytes on the list (a flooded relay holds one
+/// per new peer), its address being in the table.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    handle: Handle,
+    due: Stamp,
 }
 
 /// The source of our bubbles when we have no Teredo address (a relay).
@@ -472,10 +484,14 @@ impl Forwarder {
     /// Puts `peer` on the retry list once (the flag on the entry, not a
     /// search of the list: a flood of new peers must stay O(1) each).
     fn schedule_retry(&mut self, peer: Ipv6Addr, now: Instant) {
+        let Some(handle) = self.peers.handle(&peer) else {
+            return;
+        };
+        let due = self.peers.stamp(now + BUBBLE_INTERVAL);
         if let Some(p) = self.peers.get_mut(&peer) {
             if !p.retry_pending {
                 p.retry_pending = true;
-                self.retries.push_back((peer, now + BUBBLE_INTERVAL));
+                self.retries.push_back(Retry { handle, due });
             }
         }
     }
@@ -1093,7 +1109,11 @@ impl Forwarder {
             self.stats.bubbles_received += 1;
             return;
         }
-        let mut p = ip.packet().to_vec();
+        // Spare capacity: a TUN device with offloads wants a virtio-net
+        // header in front, which the daemon then inserts without moving the
+        // packet to a new allocation.
+        let mut p = Vec::with_capacity(ip.packet().len() + TUN_SPARE);
+        p.extend_from_slice(ip.packet());
         // RFC 9601 / RFC 6040: congestion marked on the outer header
         // reaches the inner one.
         if self.rx_ecn != ecn::NOT_ECT {
@@ -1232,11 +1252,15 @@ impl Forwarder {
     // Timers.
 
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
-        while let Some(&(peer, due)) = self.retries.front() {
-            if due > now {
+        while let Some(&Retry { handle, due }) = self.retries.front() {
+            if !self.peers.is_due(due, now) {
                 break;
             }
             self.retries.pop_front();
+            // A peer evicted since is gone, whatever holds its slot now.
+            let Some(peer) = self.peers.resolve(handle) else {
+                continue;
+            };
             let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
             };
@@ -1271,7 +1295,7 @@ impl Forwarder {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let r = self.retries.front().map(|(_, d)| *d);
+        let r = self.retries.front().map(|r| self.peers.instant_of(r.due));
         match (r, self.peers.next_expiry()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
