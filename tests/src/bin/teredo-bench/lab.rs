@@ -214,14 +214,33 @@ fn prepare(w: &World) -> Result<(), String> {
 
 /// Packets counted by the named nftables counter.
 fn counter(ns: &Netns, family: &str, name: &str) -> u64 {
+    counter_both(ns, family, name).0
+}
+
+/// Packets and bytes counted by the named nftables counter.
+fn counter_both(ns: &Netns, family: &str, name: &str) -> (u64, u64) {
     let out = ns
         .run(&["nft", "list", "counter", family, "bench", name])
         .unwrap_or_default();
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let field = |f: &str| {
+        out.split_whitespace()
+            .skip_while(|w| *w != f)
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("packets"), field("bytes"))
+}
+
+/// Datagrams of `size` bytes (IP header included, `headers` bytes of IP
+/// and UDP headers) that passed the named counter. A relay that sends with
+/// UDP GSO hands the next hop one super-packet for many datagrams (it is
+/// cut later): it counts as one packet of `headers` plus each datagram's
+/// payload, so the bytes tell how many datagrams it holds; for plain
+/// datagrams this is the packet count.
+fn counter_datagrams(ns: &Netns, family: &str, name: &str, size: u64, headers: u64) -> u64 {
+    let (packets, bytes) = counter_both(ns, family, name);
+    bytes.saturating_sub(headers * packets) / (size - headers).max(1)
 }
 
 /// The interface names of this run (per-namespace, but our daemons'
@@ -422,10 +441,16 @@ fn teredo_load(
     Ok((g, cpu1.saturating_sub(cpu0)))
 }
 
+/// The saturation datagrams as counted: native -> client, IPv4 (20) + UDP
+/// (8) + the 1,240-byte IPv6 packet; client -> native, the IPv6 packet
+/// (40 + 8 + 1,192 bytes of payload).
+const N2C_SAT_SIZE: u64 = 1268;
+const C2N_SAT_SIZE: u64 = 1240;
+
 /// Packets per second forwarded at saturation, native -> client, counted
 /// as they leave the relay.
 fn sat_n2c(w: &World, o: &Opts, p: &Path2) -> Result<(f64, String), String> {
-    let c0 = counter(w.inet(), "inet", "n2c");
+    let c0 = counter_datagrams(w.inet(), "inet", "n2c", N2C_SAT_SIZE, 28);
     let g = run_helper(
         w.v6h(),
         &[
@@ -445,7 +470,7 @@ fn sat_n2c(w: &World, o: &Opts, p: &Path2) -> Result<(f64, String), String> {
         Duration::from_secs_f64(o.secs + 10.0),
     )?;
     sleep(Duration::from_millis(100));
-    let c1 = counter(w.inet(), "inet", "n2c");
+    let c1 = counter_datagrams(w.inet(), "inet", "n2c", N2C_SAT_SIZE, 28);
     let secs = num(&g, "secs").max(1e-9);
     let pps = (c1 - c0) as f64 / secs;
     Ok((pps, format!("offered {:.0}/s", num(&g, "sent") / secs)))
@@ -458,9 +483,9 @@ fn offered(note: &str) -> Option<f64> {
 }
 
 fn sat_c2n(w: &World, o: &Opts, p: &Path2) -> Result<(f64, String), String> {
-    let c0 = counter(w.inet(), "inet", "c2n");
+    let c0 = counter_datagrams(w.inet(), "inet", "c2n", C2N_SAT_SIZE, 48);
     let (g, _) = teredo_load(w, o, p, PORT_SAT, 1200, 0.0)?;
-    let c1 = counter(w.inet(), "inet", "c2n");
+    let c1 = counter_datagrams(w.inet(), "inet", "c2n", C2N_SAT_SIZE, 48);
     let secs = num(&g, "secs").max(1e-9);
     let pps = (c1 - c0) as f64 / secs;
     Ok((pps, format!("offered {:.0}/s", num(&g, "sent") / secs)))
