@@ -74,6 +74,7 @@ fn forwarder_config(conf: &MiredoConfig) -> ForwarderConfig {
         // 5.4.1); one behind a NAT (restricted) must.
         direct_bubbles: !matches!(conf.relay_type, RelayType::Cone),
         peer_capacity: conf.max_peers as usize,
+        total_queue_bytes: conf.max_queued_bytes as usize,
         new_peers_per_source_per_second: conf.peer_rate_limit,
         ..ForwarderConfig::default()
     }

@@ -165,6 +165,10 @@ pub struct MiredoConfig {
     /// `PeerRateLimit`: new peer entries one source may cause per second
     /// (0: no limit); 100 by default.
     pub peer_rate_limit: u32,
+    /// `MaxQueuedBytes`: the bytes of packets waiting for their peers
+    /// (bubble exchanges, connectivity tests), all peers together; 64 MiB
+    /// by default.
+    pub max_queued_bytes: u32,
     /// Things worth saying that do not make the file invalid.
     pub warnings: Vec<ConfError>,
 }
@@ -188,6 +192,7 @@ impl Default for MiredoConfig {
             syslog_facility: SyslogFacility::Daemon,
             max_peers: DEFAULT_MAX_PEERS,
             peer_rate_limit: DEFAULT_PEER_RATE_LIMIT,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             warnings: Vec::new(),
         }
     }
@@ -195,7 +200,7 @@ impl Default for MiredoConfig {
 
 /// The directives of the file, canonical spelling; the indices below
 /// follow this order.
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 15] = [
     "RelayType",
     "ServerAddress",
     "ServerAddress2",
@@ -210,6 +215,7 @@ const NAMES: [&str; 14] = [
     "SyslogFacility",
     "MaxPeers",
     "PeerRateLimit",
+    "MaxQueuedBytes",
 ];
 const RELAY_TYPE: usize = 0;
 const SERVER_ADDRESS: usize = 1;
@@ -225,6 +231,7 @@ const BIND_PORT: usize = 10;
 const SYSLOG_FACILITY: usize = 11;
 const MAX_PEERS: usize = 12;
 const PEER_RATE_LIMIT: usize = 13;
+const MAX_QUEUED_BYTES: usize = 14;
 
 /// The default size of the peer list (as the C miredo's).
 pub const DEFAULT_MAX_PEERS: u32 = 1 << 20;
@@ -232,6 +239,10 @@ pub const DEFAULT_MAX_PEERS: u32 = 1 << 20;
 pub const MAX_MAX_PEERS: u32 = 1 << 24;
 /// The default `PeerRateLimit`.
 pub const DEFAULT_PEER_RATE_LIMIT: u32 = 100;
+/// The default `MaxQueuedBytes` (64 MiB).
+pub const DEFAULT_MAX_QUEUED_BYTES: u32 = 64 << 20;
+/// The largest `MaxQueuedBytes` (4 GiB less a byte).
+pub const MAX_MAX_QUEUED_BYTES: u32 = u32::MAX;
 
 /// Directives only the client modes use.
 const CLIENT_ONLY: [usize; 5] = [
@@ -354,6 +365,10 @@ impl MiredoConfig {
         });
         check(PEER_RATE_LIMIT, &mut |v| {
             conf.peer_rate_limit = parse_uint(v, 0, 1_000_000)?;
+            Ok(())
+        });
+        check(MAX_QUEUED_BYTES, &mut |v| {
+            conf.max_queued_bytes = parse_uint(v, 0, MAX_MAX_QUEUED_BYTES)?;
             Ok(())
         });
 
@@ -482,6 +497,11 @@ mod tests {
         assert!(MiredoConfig::parse("MaxPeers 0\n", "f").is_err());
         assert!(MiredoConfig::parse("MaxPeers 99999999999\n", "f").is_err());
         assert!(MiredoConfig::parse("RelayType cone\nMaxPeers 5\nPeerRateLimit 3\n", "f").is_ok());
+        assert_eq!(c.max_queued_bytes, DEFAULT_MAX_QUEUED_BYTES);
+        let c = ok("MaxQueuedBytes 268435456\n");
+        assert_eq!(c.max_queued_bytes, 256 << 20);
+        assert!(MiredoConfig::parse("MaxQueuedBytes -1\n", "f").is_err());
+        assert!(MiredoConfig::parse("MaxQueuedBytes 99999999999999\n", "f").is_err());
     }
 
     #[test]

@@ -764,16 +764,20 @@ pub fn floor_block(o: &Opts, s: &mut Samples) {
     }
 }
 
-/// Reads our relay's status socket (the C one has none).
-fn status_peers(iface: &str) -> Option<u64> {
+/// Reads a number from our relay's status socket (the C one has none).
+fn status_value(iface: &str, key: &str) -> Option<u64> {
     let path = Path::new("/run/miredo").join(format!("{iface}.status"));
     let mut s = UnixStream::connect(path).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("peers:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().parse().ok())
+}
+
+fn status_peers(iface: &str) -> Option<u64> {
+    status_value(iface, "peers")
 }
 
 fn tun_stat(w: &World, iface: &str, what: &str) -> u64 {
@@ -792,8 +796,10 @@ pub fn memory_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
     // Our relay admits 100 new peers per second per source (/64 on the
     // native side) by default, and the flood comes from one host: lift
     // that to measure what a peer costs (the C relay has no such limit).
+    // Likewise its 64 MiB cap on queued packets, all peers together: a
+    // million 104-byte packets need more.
     let extra = match imp {
-        Impl::Ours => "PeerRateLimit 0\n",
+        Impl::Ours => "PeerRateLimit 0\nMaxQueuedBytes 268435456\n",
         Impl::C => "",
     };
     let relay = start_relay(&w, imp, &riface, extra);
@@ -854,15 +860,20 @@ pub fn memory_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
         Impl::Ours => status_peers(&riface).unwrap_or(delivered),
         Impl::C => delivered.min(C_PEER_CAP),
     };
+    let not_queued = match imp {
+        Impl::Ours => status_value(&riface, "drop-queue-full")
+            .map_or(String::new(), |n| format!(", {n} packets not queued (cap)")),
+        Impl::C => String::new(),
+    };
     let grew = rss1.saturating_sub(rss0);
     let alive = w.is_running(&relay);
     let note = format!(
-        "RSS {:.1} -> {:.1} MiB; {} sent, {delivered} read by the relay, {dropped} dropped by the TUN queue, {held} peers held{}; {:.1} s, relay CPU {:.2} s ({:.1} us per packet read){}",
+        "RSS {:.1} -> {:.1} MiB; {} sent, {delivered} read by the relay, {dropped} dropped by the TUN queue, {held} peers held{}{not_queued}; {:.1} s, relay CPU {:.2} s ({:.1} us per packet read){}",
         rss0 as f64 / 1048576.0,
         rss1 as f64 / 1048576.0,
         num(&g, "sent"),
         if imp == Impl::Ours {
-            " (status socket; PeerRateLimit 0)"
+            " (status socket; PeerRateLimit 0, MaxQueuedBytes 256 MiB)"
         } else {
             " (assumed: all read, up to the cap)"
         },
