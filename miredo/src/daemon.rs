@@ -10,7 +10,7 @@ use libteredo::proto::client::Client;
 use libteredo::proto::relay::Relay;
 use libteredo::proto::stats::Stats;
 use libteredo::proto::{Event, Output};
-use libteredo::sys::batch::{RecvBatch, SendBatch};
+use libteredo::sys::batch::{enable_udp_gro, RecvBatch, SendBatch, GRO_SLOT};
 use libteredo::sys::signals;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -264,24 +264,32 @@ impl Shared {
         matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
-    /// UDP -> engine -> TUN: recvmmsg batches.
+    /// UDP -> engine -> TUN: recvmmsg batches; with UDP GRO, a run of
+    /// datagrams from one peer (sent with GSO, or merged by the network
+    /// card) arrives as one message.
     fn udp_loop(&self) {
         let mut io = IoBufs::new(self.headroom);
-        let mut rb = RecvBatch::new(64, BUF);
+        let mut rb = match enable_udp_gro(self.udp.as_fd()) {
+            Ok(()) => RecvBatch::new(16, GRO_SLOT),
+            Err(e) => {
+                log::debug!("UDP GRO: {e}");
+                RecvBatch::new(64, BUF)
+            }
+        };
         let mut out = Vec::with_capacity(64);
         loop {
-            let n = match rb.recv(self.udp.as_fd()) {
-                Ok(n) => n,
+            match rb.recv(self.udp.as_fd()) {
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors from earlier sends surface here: not fatal.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return self.die(format!("UDP receive: {e}")),
-            };
+            }
             let next = {
                 let mut e = lock(&self.engine);
                 let now = Instant::now();
-                for i in 0..n {
-                    if let Some((bytes, Some(from), tos)) = rb.get(i) {
+                for (bytes, from, tos) in rb.datagrams() {
+                    if let Some(from) = from {
                         e.handle_udp(now, from, self.local, tos & 0b11, bytes, &mut out);
                     }
                 }

@@ -379,7 +379,7 @@ fn cpu_c2n(w: &World, o: &Opts, p: &Path2, size: usize) -> Result<(f64, String),
         o.secs + 6.0,
         None,
     );
-    let (g, cpu) = teredo_load(w, o, p, PORT_C2N, size, PACED_RATE)?;
+    let (g, cpu) = teredo_load(w, o, p, PORT_C2N, size, PACED_RATE, false)?;
     let got = rx.finish(w, Duration::from_secs(6));
     let sent = num(&g, "sent");
     let secs = num(&g, "secs");
@@ -412,6 +412,7 @@ fn teredo_load(
     port: u16,
     size: usize,
     rate: f64,
+    gso: bool,
 ) -> Result<(HashMap<String, String>, u64), String> {
     let mut argv = vec![
         o.gen(),
@@ -434,6 +435,9 @@ fn teredo_load(
     if p.punch.is_none() {
         argv.push("--introduce".into());
     }
+    if gso {
+        argv.push("--gso".into());
+    }
     let cpu0 = procfs::tree_cpu_ns(p.relay.pid);
     let g = run_helper(w.client(1), &argv, Duration::from_secs_f64(o.secs + 15.0))?;
     sleep(Duration::from_millis(100));
@@ -449,7 +453,8 @@ const C2N_SAT_SIZE: u64 = 1240;
 
 /// Packets per second forwarded at saturation, native -> client, counted
 /// as they leave the relay.
-fn sat_n2c(w: &World, o: &Opts, p: &Path2) -> Result<(f64, String), String> {
+/// With `gso`, the generator sends in UDP GSO messages (it offers more).
+fn sat_n2c(w: &World, o: &Opts, p: &Path2, gso: bool) -> Result<(f64, String), String> {
     let c0 = counter_datagrams(w.inet(), "inet", "n2c", N2C_SAT_SIZE, 28);
     let g = run_helper(
         w.v6h(),
@@ -466,7 +471,10 @@ fn sat_n2c(w: &World, o: &Opts, p: &Path2) -> Result<(f64, String), String> {
             "0".into(),
             "--secs".into(),
             o.secs.to_string(),
-        ],
+        ]
+        .into_iter()
+        .chain(gso.then(|| "--gso".to_string()))
+        .collect::<Vec<_>>(),
         Duration::from_secs_f64(o.secs + 10.0),
     )?;
     sleep(Duration::from_millis(100));
@@ -482,9 +490,9 @@ fn offered(note: &str) -> Option<f64> {
     note[i + 8..].split('/').next()?.trim().parse().ok()
 }
 
-fn sat_c2n(w: &World, o: &Opts, p: &Path2) -> Result<(f64, String), String> {
+fn sat_c2n(w: &World, o: &Opts, p: &Path2, gso: bool) -> Result<(f64, String), String> {
     let c0 = counter_datagrams(w.inet(), "inet", "c2n", C2N_SAT_SIZE, 48);
-    let (g, _) = teredo_load(w, o, p, PORT_SAT, 1200, 0.0)?;
+    let (g, _) = teredo_load(w, o, p, PORT_SAT, 1200, 0.0, gso)?;
     let c1 = counter_datagrams(w.inet(), "inet", "c2n", C2N_SAT_SIZE, 48);
     let secs = num(&g, "secs").max(1e-9);
     let pps = (c1 - c0) as f64 / secs;
@@ -579,7 +587,7 @@ fn record(s: &mut Samples, o: &Opts, metric: &str, who: Subject, r: Result<(f64,
         Ok((v, note)) => {
             say(o, &format!("{metric} {}: {v:.4} {note}", who.name()));
             s.add(metric, who, v);
-            if matches!(metric, "sat_n2c" | "sat_c2n" | "rs") {
+            if metric.starts_with("sat_") || metric == "rs" {
                 if let Some(x) = offered(&note) {
                     s.add(&format!("{metric}_offered"), who, x);
                 }
@@ -622,9 +630,13 @@ fn traffic(w: &World, o: &Opts, p: &Path2, who: Subject, s: &mut Samples) {
             Receiver::start(w, o, w.client(1), "rx-punch", PORT_N2C, 0.3, Some(punch))
                 .finish(w, Duration::from_secs(2));
         }
-        record(s, o, "sat_n2c", who, sat_n2c(w, o, p));
+        record(s, o, "sat_n2c", who, sat_n2c(w, o, p, false));
         check_interrupt();
-        record(s, o, "sat_c2n", who, sat_c2n(w, o, p));
+        record(s, o, "sat_c2n", who, sat_c2n(w, o, p, false));
+        check_interrupt();
+        record(s, o, "sat_n2c_gso", who, sat_n2c(w, o, p, true));
+        check_interrupt();
+        record(s, o, "sat_c2n_gso", who, sat_c2n(w, o, p, true));
     }
 }
 
