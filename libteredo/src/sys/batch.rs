@@ -45,7 +45,14 @@ pub struct RecvBatch {
     /// for one datagram.
     segs: Vec<usize>,
     count: usize,
+    // Scratch space of recv, kept between calls (no allocation per call).
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
 }
+
+// SAFETY: the raw pointers in the scratch vectors are only set and used
+// within one `recv` call, which has `&mut self`.
+unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
     /// `n` datagrams of at most `size` bytes each.
@@ -61,6 +68,9 @@ impl RecvBatch {
             tos: vec![0; n],
             segs: vec![0; n],
             count: 0,
+            iovs: Vec::with_capacity(n),
+            // SAFETY: plain old data, zero is valid.
+            msgs: vec![unsafe { zeroed() }; n],
         }
     }
 
@@ -69,23 +79,23 @@ impl RecvBatch {
     /// how many.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         let n = self.lens.len();
-        let mut iovs: Vec<libc::iovec> = self
-            .data
-            .chunks_mut(self.size)
-            .map(|c| libc::iovec {
+        self.iovs.clear();
+        let size = self.size;
+        self.iovs
+            .extend(self.data.chunks_mut(size).map(|c| libc::iovec {
                 iov_base: c.as_mut_ptr().cast(),
                 iov_len: c.len(),
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain old data; zero is valid.
-        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; n];
+            }));
+        let msgs = &mut self.msgs;
         for (i, m) in msgs.iter_mut().enumerate() {
             m.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
             m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            m.msg_hdr.msg_iov = &mut iovs[i];
+            m.msg_hdr.msg_iov = &mut self.iovs[i];
             m.msg_hdr.msg_iovlen = 1;
             m.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
             m.msg_hdr.msg_controllen = CMSG_SPACE as _;
+            m.msg_hdr.msg_flags = 0;
+            m.msg_len = 0;
         }
         // SAFETY: every pointer in `msgs` points into buffers owned by
         // `self` or `iovs`, which outlive the call; lengths match them.
