@@ -84,15 +84,36 @@ fn engine_config(f: &ServerFile) -> ServerConfig {
     }
 }
 
-fn bind(addr: SocketAddrV4) -> Result<UdpSocket, String> {
+fn bind_one(addr: SocketAddrV4, reuse_port: bool) -> Result<UdpSocket, String> {
     let s =
         Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(|e| e.to_string())?;
-    // Blocking: each address has a thread that sleeps in recvmmsg.
+    // Blocking: each socket has a thread that sleeps in recvmmsg.
     let _ = s.set_recv_buffer_size(8 << 20);
     let _ = s.set_send_buffer_size(8 << 20);
+    if reuse_port {
+        s.set_reuse_port(true)
+            .map_err(|e| format!("SO_REUSEPORT on {addr}: {e}"))?;
+    }
     s.bind(&addr.into())
         .map_err(|e| format!("cannot bind UDP {addr}: {e}"))?;
     Ok(s.into())
+}
+
+/// `n` sockets on `addr` that the kernel spreads the clients over
+/// (SO_REUSEPORT hashes each source address and port to one of them), one
+/// per worker thread. A plain bind first: another server already there
+/// makes it fail, as it would without SO_REUSEPORT.
+fn bind(addr: SocketAddrV4, n: usize) -> Result<Vec<UdpSocket>, String> {
+    drop(bind_one(addr, false)?);
+    if n <= 1 {
+        return Ok(vec![bind_one(addr, false)?]);
+    }
+    (0..n).map(|_| bind_one(addr, true)).collect()
+}
+
+/// Worker threads per address: one per CPU, at most 4.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// A raw IPv6 socket that sends whole packets (IPPROTO_RAW implies the
@@ -123,8 +144,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
         }
     }
     let target = privileges::lookup_unprivileged(&cli.user)?;
-    let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT))?;
-    let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT))?;
+    let n = workers();
+    let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT), n)?;
+    let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT), n)?;
     let raw = match raw_ipv6() {
         Ok(s) => Some(s),
         Err(e) => {
@@ -173,19 +195,21 @@ pub fn run(cli: Cli) -> Result<(), String> {
         secondary_addr: file.server_bind_address2,
     });
     for second in [false, true] {
-        let sh = Arc::clone(&sh);
-        let local = SocketAddrV4::new(
-            if second {
-                file.server_bind_address2
-            } else {
-                file.server_bind_address
-            },
-            TEREDO_PORT,
-        );
-        std::thread::Builder::new()
-            .name(format!("miredo-server-{local}"))
-            .spawn(move || sh.serve(second, local))
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        for i in 0..n {
+            let sh = Arc::clone(&sh);
+            let local = SocketAddrV4::new(
+                if second {
+                    file.server_bind_address2
+                } else {
+                    file.server_bind_address
+                },
+                TEREDO_PORT,
+            );
+            std::thread::Builder::new()
+                .name(format!("miredo-server-{local}-{i}"))
+                .spawn(move || sh.serve(second, i, local))
+                .map_err(|e| format!("cannot start a thread: {e}"))?;
+        }
     }
     let result = main_loop(
         &sh,
@@ -205,8 +229,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
 /// with a generation number bumped at each reload.
 struct Shared {
     config: Mutex<(ServerConfig, u64)>,
-    primary: UdpSocket,
-    secondary: UdpSocket,
+    /// One socket per worker on each address (SO_REUSEPORT).
+    primary: Vec<UdpSocket>,
+    secondary: Vec<UdpSocket>,
     raw: Option<Socket>,
     secondary_addr: std::net::Ipv4Addr,
 }
@@ -219,12 +244,9 @@ impl Shared {
     /// One socket's loop: batches in, a stateless engine of its own, batches
     /// out (the answer to a cone-bit solicitation leaves from the other
     /// address, hence two outgoing batches).
-    fn serve(&self, second: bool, local: SocketAddrV4) {
-        let sock = if second {
-            &self.secondary
-        } else {
-            &self.primary
-        };
+    fn serve(&self, second: bool, i: usize, local: SocketAddrV4) {
+        let (primary, secondary) = (&self.primary[i], &self.secondary[i]);
+        let sock = if second { secondary } else { primary };
         let (cfg, mut generation) = lock(&self.config).clone();
         let mut engine = Server::new(cfg);
         let mut rb = RecvBatch::new(BATCH, 2048);
@@ -271,10 +293,10 @@ impl Shared {
                     Output::Event(_) => {}
                 }
             }
-            if let Err(e) = via_primary.flush(self.primary.as_fd()) {
+            if let Err(e) = via_primary.flush(primary.as_fd()) {
                 log::debug!("send: {e}");
             }
-            if let Err(e) = via_secondary.flush(self.secondary.as_fd()) {
+            if let Err(e) = via_secondary.flush(secondary.as_fd()) {
                 log::debug!("send: {e}");
             }
         }
