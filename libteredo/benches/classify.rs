@@ -4,9 +4,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use libteredo::addr::{self, TeredoAddr, TEREDO_PREFIX};
-use libteredo::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
+use libteredo::proto::server;
 use libteredo::wire::ipv6::{build_bubble, next_header, Ipv6Repr};
-use libteredo::wire::teredo::{Auth, Origin, TeredoPacket};
+use libteredo::wire::teredo::{Auth, TeredoPacket};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
@@ -48,41 +48,19 @@ fn bubble() -> Vec<u8> {
 /// authentication header with the client's nonce, origin indication, then
 /// the RA with the Teredo prefix and an MTU option.
 fn router_advert() -> Vec<u8> {
-    let ra = Icmpv6Repr::RouterAdvert(RouterAdvert {
-        cur_hop_limit: 0,
-        flags: 0,
-        router_lifetime: 0,
-        reachable_time: 0,
-        retrans_timer: 2000,
-        prefix: Some(PrefixInfo {
-            prefix_len: 64,
-            flags: 0x40,
-            valid_lifetime: u32::MAX,
-            preferred_lifetime: u32::MAX,
-            prefix: Ipv6Addr::from(
-                u128::from(TEREDO_PREFIX) << 96 | u128::from(u32::from(SERVER)) << 64,
-            ),
-        }),
-        prefix_count: 1,
-        mtu: Some(1280),
-    });
-    let ip = icmpv6::build_packet(
-        addr::server_link_local(SERVER),
-        addr::LINK_LOCAL_RESTRICTED,
-        255,
-        &ra,
-    );
-    let mut v = Vec::new();
-    Auth {
+    let auth = Auth {
         client_id: b"",
         auth_value: b"",
         nonce: [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88],
         confirmation: 0,
-    }
-    .emit(&mut v);
-    Origin(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_000)).emit(&mut v);
-    v.extend_from_slice(&ip);
-    v
+    };
+    server::advert_datagram(
+        Some(auth),
+        SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_000),
+        addr::server_link_local(SERVER),
+        addr::LINK_LOCAL_RESTRICTED,
+        server::advert(TEREDO_PREFIX, SERVER, Some(1280)),
+    )
 }
 
 /// Parse, read both addresses, decode the source: what deciding where a

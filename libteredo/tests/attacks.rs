@@ -14,9 +14,10 @@ use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::peers::{DEFAULT_CAPACITY, DEFAULT_TOTAL_QUEUE_BYTES};
 use libteredo::proto::relay::{ForwarderConfig, Relay, MAX_BUBBLES, MAX_ENDPOINT_TESTS};
+use libteredo::proto::server;
 use libteredo::proto::stats::DropReason;
 use libteredo::proto::{Event, Output, SeededRandom, Transmit};
-use libteredo::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
+use libteredo::wire::icmpv6::{self, Icmpv6Repr};
 use libteredo::wire::ipv6::{build_bubble, Ipv6Packet, Ipv6Repr};
 use libteredo::wire::teredo::{Auth, Origin, TeredoPacket};
 use std::io::Write;
@@ -84,40 +85,20 @@ fn tuns(out: &[Output]) -> usize {
 
 /// An RA answering a solicitation with `nonce` sent to `rs_src`.
 fn ra(nonce: [u8; 8], rs_src: Ipv6Addr, mapped: SocketAddrV4) -> Vec<u8> {
-    let mut prefix = [0u8; 16];
-    prefix[..8].copy_from_slice(&addr::server_prefix(addr::TEREDO_PREFIX, SERVER));
-    let ra = RouterAdvert {
-        cur_hop_limit: 0,
-        flags: 0,
-        router_lifetime: 0,
-        reachable_time: 0,
-        retrans_timer: 2000,
-        prefix: Some(PrefixInfo {
-            prefix_len: 64,
-            flags: 0x40,
-            valid_lifetime: u32::MAX,
-            preferred_lifetime: u32::MAX,
-            prefix: Ipv6Addr::from(prefix),
-        }),
-        prefix_count: 1,
-        mtu: None,
-    };
-    let mut p = Vec::new();
-    Auth {
+    let auth = Auth {
         client_id: &[],
         auth_value: &[],
         nonce,
         confirmation: 0,
-    }
-    .emit(&mut p);
-    Origin(mapped).emit(&mut p);
-    p.extend_from_slice(&icmpv6::build_packet(
+    };
+    let ra = server::advert(addr::TEREDO_PREFIX, SERVER, None);
+    server::advert_datagram(
+        Some(auth),
+        mapped,
         addr::server_link_local(SERVER),
         rs_src,
-        255,
-        &Icmpv6Repr::RouterAdvert(ra),
-    ));
-    p
+        ra,
+    )
 }
 
 /// The nonce and source of the last solicitation in `out`.

@@ -5,9 +5,9 @@ use libteredo::addr::{self, TEREDO_PORT};
 use libteredo::privsep::{self, Request};
 use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
+use libteredo::proto::server;
 use libteredo::proto::{Output, SeededRandom};
-use libteredo::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
-use libteredo::wire::teredo::{Auth, Origin, TeredoPacket};
+use libteredo::wire::teredo::{Auth, TeredoPacket};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,40 +45,15 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const LOCAL: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 2), 40000);
 
 fn ra(nonce: [u8; 8], dst: Ipv6Addr) -> Vec<u8> {
-    let mut prefix = [0u8; 16];
-    prefix[..8].copy_from_slice(&addr::server_prefix(addr::TEREDO_PREFIX, SERVER));
-    let ra = RouterAdvert {
-        cur_hop_limit: 0,
-        flags: 0,
-        router_lifetime: 0,
-        reachable_time: 0,
-        retrans_timer: 2000,
-        prefix: Some(PrefixInfo {
-            prefix_len: 64,
-            flags: 0x40,
-            valid_lifetime: u32::MAX,
-            preferred_lifetime: u32::MAX,
-            prefix: Ipv6Addr::from(prefix),
-        }),
-        prefix_count: 1,
-        mtu: None,
-    };
-    let mut p = Vec::new();
-    Auth {
+    let auth = Auth {
         client_id: &[],
         auth_value: &[],
         nonce,
         confirmation: 0,
-    }
-    .emit(&mut p);
-    Origin(SocketAddrV4::new(Ipv4Addr::new(198, 18, 3, 1), 40000)).emit(&mut p);
-    p.extend_from_slice(&icmpv6::build_packet(
-        addr::server_link_local(SERVER),
-        dst,
-        255,
-        &Icmpv6Repr::RouterAdvert(ra),
-    ));
-    p
+    };
+    let mapped = SocketAddrV4::new(Ipv4Addr::new(198, 18, 3, 1), 40000);
+    let ra = server::advert(addr::TEREDO_PREFIX, SERVER, None);
+    server::advert_datagram(Some(auth), mapped, addr::server_link_local(SERVER), dst, ra)
 }
 
 /// engine_client found it: a client with local discovery that loses its

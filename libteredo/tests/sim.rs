@@ -3,16 +3,17 @@
 
 mod simnet;
 
-use libteredo::addr::{TeredoAddr, TEREDO_PORT};
+use libteredo::addr::{TeredoAddr, TEREDO_PORT, TEREDO_PREFIX};
 use libteredo::proto::client::{ClientConfig, ClientState};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::peers::DEFAULT_QUEUE_BYTES;
 use libteredo::proto::relay::ForwarderConfig;
+use libteredo::proto::server;
 use libteredo::proto::stats::DropReason;
 use libteredo::proto::{Event, NatBehaviour};
-use libteredo::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
+use libteredo::wire::icmpv6::Icmpv6Repr;
 use libteredo::wire::ipv6::Ipv6Repr;
-use libteredo::wire::teredo::{Auth, Origin};
+use libteredo::wire::teredo::Auth;
 use simnet::*;
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
@@ -461,38 +462,20 @@ fn sim_spoofed_teredo_source_from_wrong_endpoint_dropped() {
 
 /// An RA such as a server would send, for a forged answer.
 fn forged_ra(nonce: [u8; 8], origin: SocketAddrV4) -> Vec<u8> {
-    let ra = RouterAdvert {
-        cur_hop_limit: 0,
-        flags: 0,
-        router_lifetime: 0,
-        reachable_time: 0,
-        retrans_timer: 0,
-        prefix: Some(PrefixInfo {
-            prefix_len: 64,
-            flags: 0x40,
-            valid_lifetime: 0xffff_ffff,
-            preferred_lifetime: 0xffff_ffff,
-            prefix: ip6("2001:0:c612:101::"),
-        }),
-        prefix_count: 1,
-        mtu: Some(1280),
-    };
-    let mut v = Vec::new();
-    Auth {
+    let auth = Auth {
         client_id: &[],
         auth_value: &[],
         nonce,
         confirmation: 0,
-    }
-    .emit(&mut v);
-    Origin(origin).emit(&mut v);
-    v.extend_from_slice(&icmpv6::build_packet(
+    };
+    let ra = server::advert(TEREDO_PREFIX, ip(SERVER), Some(1280));
+    server::advert_datagram(
+        Some(auth),
+        origin,
         libteredo::addr::server_link_local(ip(SERVER)),
         libteredo::addr::LINK_LOCAL_RESTRICTED,
-        255,
-        &Icmpv6Repr::RouterAdvert(ra),
-    ));
-    v
+        ra,
+    )
 }
 
 #[test]
@@ -718,6 +701,24 @@ fn two_clients_cfg(seed: u64, k1: NatKind, k2: NatKind, ext: bool) -> (World, No
     (w, a, b)
 }
 
+/// Our client (RFC 6081 and all) behind a `k1` NAT and a plain RFC 4380
+/// client (as the C miredo: no RFC 6081, no low-TTL bubbles) behind a `k2`
+/// NAT; `flat`: the NATs share a segment (see `World::flat_internet`).
+fn ours_and_plain(seed: u64, k1: NatKind, k2: NatKind, flat: bool) -> (World, NodeId, NodeId) {
+    let mut w = World::new(seed);
+    w.flat_internet = flat;
+    w.add_server(ip(SERVER));
+    let (_, lan1) = w.add_nat(k1, ip(NAT_WAN), false);
+    let (_, lan2) = w.add_nat(k2, ip(NAT2_WAN), false);
+    let ours = ClientConfig::new(ip(SERVER));
+    let mut plain = ours.clone();
+    plain.forwarder.rfc6081 = false;
+    plain.forwarder.low_ttl = 0;
+    let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan1), ours);
+    let b = w.add_client_with(ip("192.168.2.2"), 50000, Some(lan2), plain);
+    (w, a, b)
+}
+
 /// Pings from `a` to `b` (3 echoes); returns how many replies came back.
 fn ping_count(w: &mut World, a: NodeId, b: NodeId, ident: u16) -> usize {
     let aa = w.qualify(a, SECS(10));
@@ -756,17 +757,7 @@ fn sim_rfc4380_alone_fails_across_two_masquerade_nats() {
 #[test]
 fn sim_cone_client_reaches_plain_client_behind_masquerade_on_a_flat_internet() {
     for seed in 40..44 {
-        let mut w = World::new(seed);
-        w.flat_internet = true;
-        w.add_server(ip(SERVER));
-        let (_, lan1) = w.add_nat(NatKind::FullCone, ip(NAT_WAN), false);
-        let (_, lan2) = w.add_nat(NatKind::Masquerade, ip(NAT2_WAN), false);
-        let ours = ClientConfig::new(ip(SERVER));
-        let mut plain = ours.clone();
-        plain.forwarder.rfc6081 = false;
-        plain.forwarder.low_ttl = 0;
-        let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan1), ours);
-        let b = w.add_client_with(ip("192.168.2.2"), 50000, Some(lan2), plain);
+        let (mut w, a, b) = ours_and_plain(seed, NatKind::FullCone, NatKind::Masquerade, true);
         let aa = w.qualify(a, SECS(10));
         let ba = w.qualify(b, SECS(10));
         w.run_for(SECS(1)); // The NAT tests finish.
@@ -806,16 +797,7 @@ fn sim_cone_client_reaches_plain_client_behind_masquerade_on_a_flat_internet() {
 #[test]
 fn sim_plain_peer_remapped_by_its_nat_is_proven_by_an_echo_test() {
     for (seed, ours_first) in [(50, true), (51, false), (52, true), (53, false)] {
-        let mut w = World::new(seed);
-        w.add_server(ip(SERVER));
-        let (_, lan1) = w.add_nat(NatKind::FullCone, ip(NAT_WAN), false);
-        let (_, lan2) = w.add_nat(NatKind::Masquerade, ip(NAT2_WAN), false);
-        let ours = ClientConfig::new(ip(SERVER));
-        let mut plain = ours.clone();
-        plain.forwarder.rfc6081 = false;
-        plain.forwarder.low_ttl = 0;
-        let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan1), ours);
-        let b = w.add_client_with(ip("192.168.2.2"), 50000, Some(lan2), plain);
+        let (mut w, a, b) = ours_and_plain(seed, NatKind::FullCone, NatKind::Masquerade, false);
         let aa = w.qualify(a, SECS(10));
         let ba = w.qualify(b, SECS(10));
         w.run_for(SECS(1));
@@ -897,16 +879,7 @@ fn sim_rfc6081_random_symmetric_with_masquerade_is_impossible() {
 #[test]
 fn sim_rfc6081_peer_without_extensions_still_works() {
     // One side without RFC 6081 (as the C miredo): port-restricted NATs.
-    let mut w = World::new(38);
-    w.add_server(ip(SERVER));
-    let (_, lan1) = w.add_nat(NatKind::PortRestricted, ip(NAT_WAN), false);
-    let (_, lan2) = w.add_nat(NatKind::PortRestricted, ip(NAT2_WAN), false);
-    let ours = ClientConfig::new(ip(SERVER));
-    let mut plain = ClientConfig::new(ip(SERVER));
-    plain.forwarder.rfc6081 = false;
-    plain.forwarder.low_ttl = 0;
-    let a = w.add_client_with(ip("192.168.1.2"), 40000, Some(lan1), ours);
-    let b = w.add_client_with(ip("192.168.2.2"), 50000, Some(lan2), plain);
+    let (mut w, a, b) = ours_and_plain(38, NatKind::PortRestricted, NatKind::PortRestricted, false);
     ping_both_ways(&mut w, a, b);
 }
 

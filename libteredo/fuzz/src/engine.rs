@@ -24,9 +24,9 @@ use libteredo::addr::{self, TeredoAddr, DISCOVERY_ADDR, TEREDO_PORT};
 use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::relay::{ForwarderConfig, Relay};
-use libteredo::proto::server::{Server, ServerConfig};
+use libteredo::proto::server::{self, Server, ServerConfig};
 use libteredo::proto::{Output, SeededRandom};
-use libteredo::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
+use libteredo::wire::icmpv6::{self, Icmpv6Repr};
 use libteredo::wire::ipv6::{Ipv6Packet, Ipv6Repr};
 use libteredo::wire::teredo::{Auth, Origin, TeredoPacket};
 use libteredo::wire::trailer::Trailer;
@@ -276,44 +276,25 @@ fn answer_rs(inp: &mut Input, st: &State) -> Option<(SocketAddrV4, Vec<u8>)> {
         2 => SocketAddrV4::new(*MAPPED.ip(), inp.u16()),
         _ => SocketAddrV4::new(inp.ipv4(), inp.u16()),
     };
-    let mut prefix = [0u8; 16];
-    prefix[..8].copy_from_slice(&addr::server_prefix(addr::TEREDO_PREFIX, SERVER));
     let mtu = match inp.u8() % 3 {
         0 => None,
         1 => Some(1280),
         _ => Some(u32::from(inp.u16())),
     };
-    let ra = RouterAdvert {
-        cur_hop_limit: 0,
-        flags: 0,
-        router_lifetime: 0,
-        reachable_time: 0,
-        retrans_timer: 2000,
-        prefix: Some(PrefixInfo {
-            prefix_len: 64,
-            flags: 0x40,
-            valid_lifetime: u32::MAX,
-            preferred_lifetime: u32::MAX,
-            prefix: Ipv6Addr::from(prefix),
-        }),
-        prefix_count: 1,
-        mtu,
-    };
-    let mut payload = Vec::new();
-    Auth {
+    let auth = Auth {
         client_id: &[],
         auth_value: &[],
         nonce,
         confirmation: 0,
-    }
-    .emit(&mut payload);
-    Origin(mapped).emit(&mut payload);
-    payload.extend_from_slice(&icmpv6::build_packet(
+    };
+    let ra = server::advert(addr::TEREDO_PREFIX, SERVER, mtu);
+    let payload = server::advert_datagram(
+        Some(auth),
+        mapped,
         addr::server_link_local(SERVER),
         rs_src,
-        255,
-        &Icmpv6Repr::RouterAdvert(ra),
-    ));
+        ra,
+    );
     // A cone probe is answered from the other address.
     let from = if rs_src == addr::LINK_LOCAL_CONE {
         SocketAddrV4::new(

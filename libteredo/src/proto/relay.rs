@@ -467,18 +467,33 @@ impl Forwarder {
     fn send_ping_test(&mut self, dst: &Ipv6Addr, out: &mut Vec<Output>) {
         let Some(me) = self.me else { return };
         let data = self.ping_payload(dst);
+        let to = SocketAddrV4::new(me.server, TEREDO_PORT);
+        self.send_test_echo(me.addr, *dst, to, 0, &data, out);
+    }
+
+    /// A test's echo request from our address `src` to `dst`, sent to the
+    /// IPv4 endpoint `to`, carrying `data` (a keyed hash).
+    fn send_test_echo(
+        &mut self,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        to: SocketAddrV4,
+        seq: u16,
+        data: &[u8],
+        out: &mut Vec<Output>,
+    ) {
         let p = icmpv6::build_packet(
-            me.addr,
-            *dst,
+            src,
+            dst,
             64,
             &Icmpv6Repr::EchoRequest {
                 ident: 0,
-                seq: 0,
-                data: &data,
+                seq,
+                data,
             },
         );
         self.stats.ping_tests_sent += 1;
-        out.push(Self::udp(SocketAddrV4::new(me.server, TEREDO_PORT), p, 0));
+        out.push(Self::udp(to, p, 0));
     }
 
     /// Puts `peer` on the retry list once (the flag on the entry, not a
@@ -1020,18 +1035,7 @@ impl Forwarder {
             if let Some(p) = self.peers.get_mut(src) {
                 p.endpoint_tests += 1;
             }
-            let p = icmpv6::build_packet(
-                me.addr,
-                *src,
-                64,
-                &Icmpv6Repr::EchoRequest {
-                    ident: 0,
-                    seq: u16::from(tests),
-                    data: &payload,
-                },
-            );
-            self.stats.ping_tests_sent += 1;
-            out.push(Self::udp(from, p, 0));
+            self.send_test_echo(me.addr, *src, from, u16::from(tests), &payload, out);
         }
         held
     }

@@ -221,46 +221,19 @@ impl Server {
         } else {
             received_on
         };
-        let prefix = {
-            let p = addr::server_prefix(self.cfg.prefix, self.cfg.primary);
-            let mut o = [0u8; 16];
-            o[..8].copy_from_slice(&p);
-            Ipv6Addr::from(o)
-        };
-        let ra = RouterAdvert {
-            cur_hop_limit: 0,
-            flags: 0,
-            router_lifetime: 0,
-            reachable_time: 0,
-            retrans_timer: 2000,
-            prefix: Some(PrefixInfo {
-                prefix_len: 64,
-                flags: 0x40,
-                valid_lifetime: 0xffff_ffff,
-                preferred_lifetime: 0xffff_ffff,
-                prefix,
-            }),
-            prefix_count: 1,
-            mtu: Some(u32::from(self.cfg.mtu)),
-        };
-        let mut payload = Vec::with_capacity(13 + 8 + 96);
-        if let Some(a) = auth {
-            // 5.3.2: the same identifier and nonce; confirmation 0.
-            Auth {
-                client_id: a.client_id,
-                auth_value: &[],
-                nonce: a.nonce,
-                confirmation: 0,
-            }
-            .emit(&mut payload);
-        }
-        Origin(from).emit(&mut payload);
-        payload.extend_from_slice(&icmpv6::build_packet(
-            self.link_local,
-            rs_src,
-            255,
-            &Icmpv6Repr::RouterAdvert(ra),
-        ));
+        let ra = advert(
+            self.cfg.prefix,
+            self.cfg.primary,
+            Some(u32::from(self.cfg.mtu)),
+        );
+        // 5.3.2: the same identifier and nonce; confirmation 0.
+        let auth = auth.map(|a| Auth {
+            client_id: a.client_id,
+            auth_value: &[],
+            nonce: a.nonce,
+            confirmation: 0,
+        });
+        let payload = advert_datagram(auth, from, self.link_local, rs_src, ra);
         self.stats.udp_tx_packets += 1;
         self.stats.udp_tx_bytes += payload.len() as u64;
         out.push(Output::Udp(Transmit {
@@ -279,4 +252,53 @@ impl Server {
     pub fn poll_timeout(&self) -> Option<Instant> {
         None
     }
+}
+
+/// The router advertisement of a Teredo server (RFC 4380 5.3.2): one
+/// prefix-information option with the /64 made of the Teredo `prefix` and
+/// the server's primary IPv4 address, and the MTU option when given.
+pub fn advert(prefix: u32, server: Ipv4Addr, mtu: Option<u32>) -> RouterAdvert {
+    let mut p = [0u8; 16];
+    p[..8].copy_from_slice(&addr::server_prefix(prefix, server));
+    RouterAdvert {
+        cur_hop_limit: 0,
+        flags: 0,
+        router_lifetime: 0,
+        reachable_time: 0,
+        retrans_timer: 2000,
+        prefix: Some(PrefixInfo {
+            prefix_len: 64,
+            flags: 0x40,
+            valid_lifetime: 0xffff_ffff,
+            preferred_lifetime: 0xffff_ffff,
+            prefix: Ipv6Addr::from(p),
+        }),
+        prefix_count: 1,
+        mtu,
+    }
+}
+
+/// The UDP payload of a server's answer to a router solicitation: the
+/// authentication header `auth` (when the solicitation had one), the
+/// origin indication `origin` (the client's mapped endpoint), then `ra`
+/// from `src` (the server's link-local address) to `dst`.
+pub fn advert_datagram(
+    auth: Option<Auth<'_>>,
+    origin: SocketAddrV4,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    ra: RouterAdvert,
+) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(13 + 8 + 96);
+    if let Some(a) = auth {
+        a.emit(&mut payload);
+    }
+    Origin(origin).emit(&mut payload);
+    payload.extend_from_slice(&icmpv6::build_packet(
+        src,
+        dst,
+        255,
+        &Icmpv6Repr::RouterAdvert(ra),
+    ));
+    payload
 }
