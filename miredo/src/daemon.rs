@@ -156,11 +156,11 @@ impl Shared {
                 }
                 Output::Udp(t) => io.udp.push(t.to, &t.payload, t.ecn),
                 Output::Tun(p) if io.headroom == 0 => io.tun.push(p),
-                Output::Tun(mut p) => {
-                    // Room for the virtio-net header, in place when the
-                    // vector has it spare.
-                    p.splice(0..0, std::iter::repeat_n(0, io.headroom));
-                    io.tun.push(p);
+                Output::Tun(p) => {
+                    io.push_gro(&p);
+                    if io.tun.len() >= TUN_BATCH {
+                        self.send_tun(io);
+                    }
                 }
                 Output::Event(e) => {
                     lock(&self.events).push(e);
@@ -171,18 +171,25 @@ impl Shared {
         if let Err(e) = io.udp.flush(self.udp.as_fd()) {
             log::debug!("UDP send: {e}");
         }
-        if !io.tun.is_empty() {
-            if let Err(e) = self
-                .tun
-                .send_multiple(&mut io.gro, &mut io.tun, io.headroom)
-            {
-                log::debug!("TUN send: {e}");
-            }
-            io.tun.clear();
-        }
+        self.send_tun(io);
         if events {
             self.wake();
         }
+    }
+
+    /// Writes the packets gathered for the TUN device; with offloads, runs
+    /// of one TCP or UDP flow leave coalesced into super-packets.
+    fn send_tun(&self, io: &mut IoBufs) {
+        if io.tun.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .tun
+            .send_multiple(&mut io.gro, &mut io.tun, io.headroom)
+        {
+            log::debug!("TUN send: {e}");
+        }
+        io.recycle();
     }
 
     /// Wakes the main thread if the engine now wants a timer earlier than
@@ -301,10 +308,22 @@ impl Shared {
     }
 }
 
+/// Packets for the TUN device written (coalesced) together at most: 64
+/// full-sized TCP segments already make more than one 64 KiB super-packet.
+const TUN_BATCH: usize = 64;
+/// What a packet buffer holds for the TUN device with offloads: the GRO
+/// layer only coalesces a run of segments into the first one's buffer, and
+/// only when it has room for the largest super-packet (IPv6 payload length
+/// is 16 bits) beside the virtio-net header.
+const GRO_ROOM: usize = 65_536 + 2 * tun_rs::VIRTIO_NET_HDR_LEN;
+
 /// A thread's output buffers, kept between batches.
 struct IoBufs {
     udp: SendBatch,
     tun: Vec<Vec<u8>>,
+    /// With offloads: `GRO_ROOM` buffers, written and reused (no allocation
+    /// per packet; the pages a buffer never needed are never touched).
+    spare: Vec<Vec<u8>>,
     gro: tun_rs::GROTable,
     /// Room for the virtio-net header in front of TUN packets.
     headroom: usize,
@@ -314,10 +333,36 @@ impl IoBufs {
     fn new(headroom: usize) -> Self {
         IoBufs {
             udp: SendBatch::new(),
-            tun: Vec::with_capacity(64),
+            tun: Vec::with_capacity(TUN_BATCH),
+            spare: Vec::new(),
             gro: tun_rs::GROTable::default(),
             headroom,
         }
+    }
+
+    /// Queues a packet for the TUN device (with offloads) in a buffer the
+    /// GRO layer can coalesce the packets that follow it into.
+    fn push_gro(&mut self, p: &[u8]) {
+        let mut b = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(GRO_ROOM));
+        b.clear();
+        b.resize(self.headroom, 0);
+        b.extend_from_slice(p);
+        self.tun.push(b);
+    }
+
+    /// Takes back the buffers of packets written.
+    fn recycle(&mut self) {
+        if self.headroom == 0 {
+            self.tun.clear();
+            return;
+        }
+        let room = TUN_BATCH.saturating_sub(self.spare.len());
+        let keep = self.tun.len().min(room);
+        self.spare.extend(self.tun.drain(..keep));
+        self.tun.clear();
     }
 }
 

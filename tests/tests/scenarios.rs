@@ -51,12 +51,23 @@ const TCP_PORT: &str = "5001";
 const TCP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// 50 MiB over TCP from the native host to our client, through our relay
-/// and our client; SHA-256 at both ends.
+/// and our client; SHA-256 at both ends. The client writes the segments to
+/// its TUN device coalesced (GRO) when the device has offloads.
 #[test]
 fn tcp_50mb_native_host_to_our_client() {
+    tcp_50mb("tcp_50mb_native_host_to_our_client", false);
+}
+
+/// 50 MiB the other way, our client to the native host: here our relay
+/// coalesces the segments for its TUN device.
+#[test]
+fn tcp_50mb_our_client_to_native_host() {
+    tcp_50mb("tcp_50mb_our_client_to_native_host", true);
+}
+
+fn tcp_50mb(test: &str, to_native: bool) {
     require_root!();
     require_ours!();
-    let test = "tcp_50mb_native_host_to_our_client";
     let start = Instant::now();
     let (w, _srv, relay) = our_world(test, &[NatKind::PortRestricted]);
     let cli = w.start_client(1, Impl::Ours, "");
@@ -65,9 +76,14 @@ fn tcp_50mb_native_host_to_our_client() {
     // on an established peer entry.
     assert!(mostly(ping(&w, "native -> client", w.v6h(), addr, 3)));
 
+    let (rx_ns, tx_ns, to) = if to_native {
+        (w.v6h(), w.client(1), NATIVE_V6)
+    } else {
+        (w.client(1), w.v6h(), addr)
+    };
     let tool = env!("CARGO_BIN_EXE_teredo-lab-tcp");
     let secs = TCP_TIMEOUT.as_secs().to_string();
-    let recv = w.spawn(w.client(1), "tcp-recv", &[tool, "recv", TCP_PORT, &secs]);
+    let recv = w.spawn(rx_ns, "tcp-recv", &[tool, "recv", TCP_PORT, &secs]);
     assert!(
         wait_until(Duration::from_secs(5), || w
             .log_of(&recv)
@@ -75,11 +91,11 @@ fn tcp_50mb_native_host_to_our_client() {
         "the receiver does not listen: {}",
         w.log_of(&recv)
     );
-    let sent = w.v6h().exec(
+    let sent = tx_ns.exec(
         &[
             tool,
             "send",
-            &addr.to_string(),
+            &to.to_string(),
             TCP_PORT,
             &TCP_BYTES.to_string(),
             "4380",
