@@ -183,10 +183,8 @@ impl Shared {
         if io.tun.is_empty() {
             return;
         }
-        if let Err(e) = self
-            .tun
-            .send_multiple(&mut io.gro, &mut io.tun, io.headroom)
-        {
+        let gro = io.gro.get_or_insert_with(Default::default);
+        if let Err(e) = self.tun.send_multiple(gro, &mut io.tun, io.headroom) {
             log::debug!("TUN send: {e}");
         }
         io.recycle();
@@ -324,7 +322,10 @@ struct IoBufs {
     /// With offloads: `GRO_ROOM` buffers, written and reused (no allocation
     /// per packet; the pages a buffer never needed are never touched).
     spare: Vec<Vec<u8>>,
-    gro: tun_rs::GROTable,
+    /// Made at the first packet for the TUN device: it preallocates about
+    /// a megabyte, which a thread that starts up (before the client's first
+    /// router advertisement can be read) should not wait for.
+    gro: Option<tun_rs::GROTable>,
     /// Room for the virtio-net header in front of TUN packets.
     headroom: usize,
 }
@@ -335,7 +336,7 @@ impl IoBufs {
             udp: SendBatch::new(),
             tun: Vec::with_capacity(TUN_BATCH),
             spare: Vec::new(),
-            gro: tun_rs::GROTable::default(),
+            gro: None,
             headroom,
         }
     }
