@@ -220,9 +220,11 @@ impl Shared {
     fn tun_loop(&self) {
         let mut io = IoBufs::new(self.headroom);
         let mut orig = vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + BUF];
-        let mut bufs: Vec<Vec<u8>> = (0..tun_rs::IDEAL_BATCH_SIZE)
-            .map(|_| vec![0u8; BUF])
-            .collect();
+        // One zeroed allocation (8 MiB: the kernel maps it lazily, so only
+        // the pages packets are written to cost memory) cut into the slots a
+        // TCP super-packet's segments go to.
+        let mut area = vec![0u8; tun_rs::IDEAL_BATCH_SIZE * BUF];
+        let mut bufs: Vec<&mut [u8]> = area.chunks_mut(BUF).collect();
         let mut sizes = vec![0usize; bufs.len()];
         let mut out = Vec::with_capacity(tun_rs::IDEAL_BATCH_SIZE);
         let mut last = Instant::now();
