@@ -198,8 +198,7 @@ fn unresolvable_server_fails() {
 
 #[test]
 fn wrong_answers_are_counted() {
-    use libteredo::wire::icmpv6::{build_packet, Icmpv6Repr, PrefixInfo, RouterAdvert};
-    use libteredo::wire::teredo::{Auth, Origin};
+    use libteredo::wire::teredo::Auth;
     use std::net::{SocketAddrV4, UdpSocket};
 
     if let Some(why) = netns_unavailable() {
@@ -222,36 +221,18 @@ fn wrong_answers_are_counted() {
         thread::spawn(move || {
             let _ = tx.send(run(&mut cmd, Duration::from_secs(30)));
         });
-        let mut ra = Vec::new();
-        Auth {
-            client_id: b"",
-            auth_value: b"",
-            nonce: [0xee; 8],
-            confirmation: 0,
-        }
-        .emit(&mut ra);
-        Origin(SocketAddrV4::new("198.18.0.2".parse().unwrap(), 4096)).emit(&mut ra);
-        ra.extend_from_slice(&build_packet(
+        let ra = libteredo::proto::server::advert_datagram(
+            Some(Auth {
+                client_id: b"",
+                auth_value: b"",
+                nonce: [0xee; 8],
+                confirmation: 0,
+            }),
+            SocketAddrV4::new("198.18.0.2".parse().unwrap(), 4096),
             "fe80::8000:f227:80ff:fffe".parse().unwrap(),
             "fe80::ffff:ffff:ffff".parse().unwrap(),
-            255,
-            &Icmpv6Repr::RouterAdvert(RouterAdvert {
-                cur_hop_limit: 0,
-                flags: 0,
-                router_lifetime: 0,
-                reachable_time: 0,
-                retrans_timer: 2000,
-                prefix: Some(PrefixInfo {
-                    prefix_len: 64,
-                    flags: 0x40,
-                    valid_lifetime: u32::MAX,
-                    preferred_lifetime: u32::MAX,
-                    prefix: "2001:0:7f00:1::".parse().unwrap(),
-                }),
-                prefix_count: 1,
-                mtu: None,
-            }),
-        ));
+            libteredo::proto::server::advert(0x2001_0000, "127.0.0.1".parse().unwrap(), None),
+        );
         let mut buf = [0u8; 2000];
         loop {
             if let Ok(out) = rx.try_recv() {
