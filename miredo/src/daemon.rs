@@ -871,3 +871,148 @@ impl Daemon {
         self.qualified_at
     }
 }
+
+#[cfg(test)]
+mod gro_tests {
+    //! The TUN write path with offloads: packets of one TCP flow must leave
+    //! coalesced (that is what `IoBufs::push_gro`'s buffers are for), and
+    //! whatever a peer puts in its packets must neither panic the GRO
+    //! layer nor make it reallocate.
+    use super::*;
+    use libteredo::wire::checksum;
+    use proptest::prelude::*;
+    use std::net::Ipv6Addr;
+
+    const HEADROOM: usize = tun_rs::VIRTIO_NET_HDR_LEN;
+    const SRC: Ipv6Addr = Ipv6Addr::new(0x2001, 0, 0x4136, 0xe378, 0x8000, 0x63bf, 0x3fff, 0xfdd2);
+    const DST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1);
+
+    /// A TCP/IPv6 segment from `SRC` to `DST` with a correct checksum.
+    fn segment(src_port: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut tcp = Vec::with_capacity(20 + payload.len());
+        tcp.extend_from_slice(&src_port.to_be_bytes());
+        tcp.extend_from_slice(&5001u16.to_be_bytes());
+        tcp.extend_from_slice(&seq.to_be_bytes());
+        tcp.extend_from_slice(&1u32.to_be_bytes()); // ack
+        tcp.extend_from_slice(&[5 << 4, flags]);
+        tcp.extend_from_slice(&65535u16.to_be_bytes()); // window
+        tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+        tcp.extend_from_slice(payload);
+        let c = checksum::upper_layer(&SRC, &DST, 6, &tcp);
+        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut p = Vec::with_capacity(40 + tcp.len());
+        p.extend_from_slice(&[0x60, 0, 0, 0]);
+        p.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[6, 64]);
+        p.extend_from_slice(&SRC.octets());
+        p.extend_from_slice(&DST.octets());
+        p.extend_from_slice(&tcp);
+        p
+    }
+
+    const ACK: u8 = 0x10;
+
+    #[test]
+    fn a_tcp_run_leaves_as_one_super_packet() {
+        let mut io = IoBufs::new(HEADROOM);
+        let seg = 1220;
+        let mut data = Vec::new();
+        for i in 0..40u32 {
+            let payload: Vec<u8> = (0..seg).map(|k| (i as usize * 7 + k) as u8).collect();
+            io.push_gro(&segment(40000, 1000 + i * seg as u32, ACK, &payload));
+            data.extend_from_slice(&payload);
+        }
+        let mut gro = tun_rs::GROTable::default();
+        gro.apply_gro(&mut io.tun, HEADROOM, true).unwrap();
+        let head = &io.tun[0];
+        // The virtio-net header: a TCPv6 super-packet cut at `seg`.
+        assert_eq!(head[1], 4, "gso_type: {:?}", &head[..HEADROOM]);
+        assert_eq!(usize::from(u16::from_ne_bytes([head[4], head[5]])), seg);
+        let pkt = &head[HEADROOM..];
+        assert_eq!(pkt.len(), 40 + 20 + data.len());
+        assert_eq!(
+            usize::from(u16::from_be_bytes([pkt[4], pkt[5]])),
+            20 + data.len()
+        );
+        assert_eq!(&pkt[60..], &data[..], "payload bytes in order");
+    }
+
+    #[test]
+    fn a_tcp_run_in_tight_buffers_is_not_coalesced() {
+        // The control: buffers with only the engine's spare room (what the
+        // TUN path used before) are written one by one.
+        let mut bufs: Vec<Vec<u8>> = (0..8u32)
+            .map(|i| {
+                let p = segment(40000, 1000 + i * 1220, ACK, &[i as u8; 1220]);
+                let mut b = Vec::with_capacity(p.len() + libteredo::proto::relay::TUN_SPARE);
+                b.resize(HEADROOM, 0);
+                b.extend_from_slice(&p);
+                b
+            })
+            .collect();
+        let mut gro = tun_rs::GROTable::default();
+        gro.apply_gro(&mut bufs, HEADROOM, true).unwrap();
+        assert_eq!(bufs[0].len(), HEADROOM + 40 + 20 + 1220);
+        assert_eq!(bufs[0][1], 0, "no GSO type");
+    }
+
+    /// One packet of a generated batch: a segment of one of two flows,
+    /// then damaged.
+    #[derive(Debug, Clone)]
+    struct Case {
+        flow: bool,
+        seq_step: u32,
+        len: usize,
+        flags: u8,
+        cut: Option<usize>,
+        flip: Option<(usize, u8)>,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            any::<bool>(),
+            prop_oneof![Just(1220u32), Just(0u32), 0u32..3000],
+            prop_oneof![Just(1220usize), 0usize..1400],
+            prop_oneof![Just(ACK), Just(ACK | 0x08), any::<u8>()],
+            proptest::option::weighted(0.2, 0usize..1500),
+            proptest::option::weighted(0.3, (0usize..1500, any::<u8>())),
+        )
+            .prop_map(|(flow, seq_step, len, flags, cut, flip)| Case {
+                flow,
+                seq_step,
+                len,
+                flags,
+                cut,
+                flip,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn damaged_runs_neither_panic_nor_reallocate(cases in proptest::collection::vec(case(), 1..TUN_BATCH)) {
+            let mut io = IoBufs::new(HEADROOM);
+            let mut seq = [7u32, 900_000u32];
+            for c in &cases {
+                let s = &mut seq[usize::from(c.flow)];
+                let mut p = segment(if c.flow { 40001 } else { 40000 }, *s, c.flags, &vec![0x5a; c.len]);
+                *s = s.wrapping_add(c.seq_step);
+                if let Some((at, x)) = c.flip {
+                    let at = at % p.len();
+                    p[at] ^= x.max(1);
+                }
+                if let Some(n) = c.cut {
+                    p.truncate(n.max(1));
+                }
+                io.push_gro(&p);
+            }
+            let caps: Vec<usize> = io.tun.iter().map(Vec::capacity).collect();
+            let mut gro = tun_rs::GROTable::default();
+            let _ = gro.apply_gro(&mut io.tun, HEADROOM, true);
+            for (b, cap) in io.tun.iter().zip(caps) {
+                prop_assert_eq!(b.capacity(), cap);
+                prop_assert!(b.len() <= GRO_ROOM);
+            }
+        }
+    }
+}
