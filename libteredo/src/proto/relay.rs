@@ -38,10 +38,6 @@ pub const LOW_TTL: u8 = 2;
 /// address says, per peer entry (see `Forwarder::test_endpoint`).
 pub const MAX_ENDPOINT_TESTS: u8 = 8;
 
-/// Spare capacity of the packets the engines hand to the TUN device: room
-/// for a virtio-net header (10 or 12 bytes) without a reallocation.
-pub const TUN_SPARE: usize = 16;
-
 /// A packet from a peer held in its queue while an endpoint is tested
 /// starts with this byte (an IPv6 packet starts with 0x6_), then the
 /// endpoint it came from (address, port).
@@ -1113,11 +1109,7 @@ impl Forwarder {
             self.stats.bubbles_received += 1;
             return;
         }
-        // Spare capacity: a TUN device with offloads wants a virtio-net
-        // header in front, which the daemon then inserts without moving the
-        // packet to a new allocation.
-        let mut p = Vec::with_capacity(ip.packet().len() + TUN_SPARE);
-        p.extend_from_slice(ip.packet());
+        let mut p = ip.packet().to_vec();
         // RFC 9601 / RFC 6040: congestion marked on the outer header
         // reaches the inner one.
         if self.rx_ecn != ecn::NOT_ECT {
