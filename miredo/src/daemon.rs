@@ -356,7 +356,12 @@ impl IoBufs {
         self.tun.push(b);
     }
 
-    /// Takes back the buffers of packets written.
+    /// Takes back the buffers of packets written, so that the next batch
+    /// gets them in the same order: the first packet of a run (the one its
+    /// run is coalesced into, up to 64 KiB) lands in the same buffer each
+    /// time, and the others touch a page or two of theirs. Handed out in
+    /// any order, every buffer would in turn grow its 64 KiB of resident
+    /// memory.
     fn recycle(&mut self) {
         if self.headroom == 0 {
             self.tun.clear();
@@ -364,7 +369,7 @@ impl IoBufs {
         }
         let room = TUN_BATCH.saturating_sub(self.spare.len());
         let keep = self.tun.len().min(room);
-        self.spare.extend(self.tun.drain(..keep));
+        self.spare.extend(self.tun.drain(..keep).rev());
         self.tun.clear();
     }
 }
