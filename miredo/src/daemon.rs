@@ -312,9 +312,10 @@ impl Shared {
 /// full-sized TCP segments already make more than one 64 KiB super-packet.
 const TUN_BATCH: usize = 64;
 /// What a packet buffer holds for the TUN device with offloads: the GRO
-/// layer only coalesces a run of segments into the first one's buffer, and
-/// only when it has room for the largest super-packet (IPv6 payload length
-/// is 16 bits) beside the virtio-net header.
+/// layer coalesces a run of segments into the first one's buffer only as
+/// far as that buffer has room (it never reallocates), so room for the
+/// largest super-packet (IPv6 payload length is 16 bits) beside the
+/// virtio-net header lets a run grow to the full size.
 const GRO_ROOM: usize = 65_536 + 2 * tun_rs::VIRTIO_NET_HDR_LEN;
 
 /// A thread's output buffers, kept between batches.
