@@ -386,22 +386,11 @@ fn sample_messages() -> Vec<(Vec<u8>, &'static str)> {
     let d: Ipv6Addr = "fe80::ffff:ffff:ffff".parse().unwrap();
     let t: Ipv6Addr = "2001:0:c612:101:189a:388c:39ed:fcfe".parse().unwrap();
     let h: Ipv6Addr = "2001:db8:9::1".parse().unwrap();
-    let ra = RouterAdvert {
-        cur_hop_limit: 0,
-        flags: 0,
-        router_lifetime: 0,
-        reachable_time: 0,
-        retrans_timer: 2000,
-        prefix: Some(PrefixInfo {
-            prefix_len: 64,
-            flags: 0x40,
-            valid_lifetime: u32::MAX,
-            preferred_lifetime: u32::MAX,
-            prefix: "2001:0:c612:101::".parse().unwrap(),
-        }),
-        prefix_count: 1,
-        mtu: Some(1280),
-    };
+    let ra = libteredo::proto::server::advert(
+        libteredo::addr::TEREDO_PREFIX,
+        Ipv4Addr::new(198, 18, 1, 1),
+        Some(1280),
+    );
     let echo = icmpv6::build_packet(
         h,
         t,

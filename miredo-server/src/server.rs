@@ -104,10 +104,11 @@ fn bind_one(addr: SocketAddrV4, reuse_port: bool) -> Result<UdpSocket, String> {
 /// per worker thread. A plain bind first: another server already there
 /// makes it fail, as it would without SO_REUSEPORT.
 fn bind(addr: SocketAddrV4, n: usize) -> Result<Vec<UdpSocket>, String> {
-    drop(bind_one(addr, false)?);
+    let plain = bind_one(addr, false)?;
     if n <= 1 {
-        return Ok(vec![bind_one(addr, false)?]);
+        return Ok(vec![plain]);
     }
+    drop(plain);
     (0..n).map(|_| bind_one(addr, true)).collect()
 }
 
@@ -195,16 +196,16 @@ pub fn run(cli: Cli) -> Result<(), String> {
         secondary_addr: file.server_bind_address2,
     });
     for second in [false, true] {
+        let local = SocketAddrV4::new(
+            if second {
+                file.server_bind_address2
+            } else {
+                file.server_bind_address
+            },
+            TEREDO_PORT,
+        );
         for i in 0..n {
             let sh = Arc::clone(&sh);
-            let local = SocketAddrV4::new(
-                if second {
-                    file.server_bind_address2
-                } else {
-                    file.server_bind_address
-                },
-                TEREDO_PORT,
-            );
             std::thread::Builder::new()
                 .name(format!("miredo-server-{local}-{i}"))
                 .spawn(move || sh.serve(second, i, local))

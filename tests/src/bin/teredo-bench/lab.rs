@@ -683,18 +683,28 @@ pub fn relay_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
         check_interrupt();
         let label = format!("client-{}-{q}", imp.tag());
         // Address events from the kernel, read as they come: polling with
-        // `ip addr` would only see the address up to 15 ms late.
-        let mon = w.spawn(
-            w.client(1),
-            &format!("addr-monitor-{}-{q}", imp.tag()),
-            &["ip", "-6", "-o", "monitor", "address"],
-        );
-        // The monitor subscribes in a few ms; not part of the time taken.
-        sleep(Duration::from_millis(200));
+        // `ip addr` would only see the address up to 15 ms late. Only when
+        // qualification is measured.
+        let mon = o.wants("qual").then(|| {
+            let m = w.spawn(
+                w.client(1),
+                &format!("addr-monitor-{}-{q}", imp.tag()),
+                &["ip", "-6", "-o", "monitor", "address"],
+            );
+            // The monitor subscribes in a few ms; not part of the time taken.
+            sleep(Duration::from_millis(200));
+            m
+        });
         let d = start_client(&w, imp, &ciface, &label);
-        let seen = address_event(&w, &mon, &ciface, Duration::from_secs(15));
-        w.stop(&mon, Duration::from_secs(1));
-        let got = wait_for(Duration::from_secs(2), || {
+        let seen = mon
+            .as_ref()
+            .and_then(|m| address_event(&w, m, &ciface, Duration::from_secs(15)));
+        if let Some(m) = &mon {
+            w.stop(m, Duration::from_secs(1));
+        }
+        // After the monitor's 15 s, a short look is enough.
+        let wait = if mon.is_some() { 2 } else { 15 };
+        let got = wait_for(Duration::from_secs(wait), || {
             teredo_addr_of(w.client(1), &ciface)
         });
         let sample = match (&got, seen) {
@@ -705,7 +715,7 @@ pub fn relay_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
             // Not a time to record: the monitor missed the event.
             (Some(addr), None) => Err(format!(
                 "{addr} configured, but ip monitor reported no address: {}",
-                w.log_of(&mon)
+                mon.as_ref().map(|m| w.log_of(m)).unwrap_or_default()
             )),
             (None, _) => Err(format!("no address in 15 s: {}", w.log_of(&d))),
         };
@@ -814,10 +824,6 @@ fn status_value(iface: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn status_peers(iface: &str) -> Option<u64> {
-    status_value(iface, "peers")
-}
-
 fn tun_stat(w: &World, iface: &str, what: &str) -> u64 {
     w.relay()
         .run(&["cat", &format!("/sys/class/net/{iface}/statistics/{what}")])
@@ -895,7 +901,7 @@ pub fn memory_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
     let delivered = last.saturating_sub(tx0);
     let dropped = tun_stat(&w, &riface, "tx_dropped").saturating_sub(drop0);
     let held = match imp {
-        Impl::Ours => status_peers(&riface).unwrap_or(delivered),
+        Impl::Ours => status_value(&riface, "peers").unwrap_or(delivered),
         Impl::C => delivered.min(C_PEER_CAP),
     };
     let not_queued = match imp {
