@@ -110,9 +110,17 @@ fn peers(c: &mut Criterion) {
     {
         let before = LIVE.load(Ordering::Relaxed);
         let mut t = PeerTable::new(PEERS, DEFAULT_QUEUE_BYTES, 1 << 30, epoch);
-        let packet = [0x60u8; 104];
+        // A UDP packet from a native host to the peer, as the TUN device
+        // gives it (the table keeps it without its destination address).
+        let mut packet = [0u8; 104];
+        packet[0] = 0x60;
+        packet[4..6].copy_from_slice(&64u16.to_be_bytes());
+        packet[6] = 17;
+        packet[7] = 64;
+        packet[8..24].copy_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets());
         for a in &present {
             t.get_or_insert(*a, endpoint(a), now);
+            packet[24..40].copy_from_slice(&a.octets());
             t.enqueue(a, &packet);
         }
         let after = LIVE.load(Ordering::Relaxed);

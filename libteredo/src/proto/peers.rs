@@ -8,7 +8,9 @@
 //! looked up by is the node's), keyed by std's randomly seeded SipHash. Lookups, insertions, touches and removals
 //! are O(1); expiry pops from the head, so it costs O(1) per removed entry.
 //! Times are 32-bit millisecond stamps since the table's epoch, which keeps
-//! a node at 56 bytes on 64-bit targets.
+//! a node at 72 bytes on 64-bit targets. A packet queued for a peer is kept
+//! without its destination address (the peer's): a flooded relay holds a
+//! million one-packet queues.
 
 use hashbrown::HashTable;
 use std::hash::{BuildHasher, RandomState};
@@ -111,59 +113,133 @@ impl Peer {
 /// A byte-capped FIFO of IPv6 packets. Empty costs one pointer.
 #[derive(Debug, Default)]
 pub struct Pending {
-    /// The queued packets in one exact-size allocation: each as a 2-byte
-    /// big-endian length and its bytes. One allocation for a queue (not one
-    /// per packet plus a deque): a flooded relay holds many one-packet
-    /// queues.
+    /// The queued packets in one exact-size allocation, oldest first. One
+    /// allocation for a queue (not one per packet plus a deque): a flooded
+    /// relay holds many one-packet queues. Each entry is either
+    /// - an IPv6 packet addressed to the peer, without its destination
+    ///   address (the peer's own, 16 bytes of every packet queued for it):
+    ///   its first 24 bytes, the version nibble set to [`ELIDED`], then its
+    ///   payload, whose length the header gives; or
+    /// - anything else, as [`RAW`], a 2-byte big-endian length, the bytes.
     inner: Option<Box<[u8]>>,
 }
 
+/// The first nibble of an entry that is an IPv6 packet without its
+/// destination address (IPv6's version nibble is 6).
+const ELIDED: u8 = 0xE;
+/// The first byte of an entry kept as it came, behind its length.
+const RAW: u8 = 0;
+/// An IPv6 header's bytes before the destination address.
+const BEFORE_DST: usize = 24;
+/// An IPv6 header's length.
+const IPV6_HEADER: usize = 40;
+
+/// One entry of a [`Pending`] queue, as stored.
+enum Entry<'a> {
+    /// An IPv6 packet addressed to the peer: its header up to the
+    /// destination address (version nibble [`ELIDED`]), then its payload.
+    Elided(&'a [u8], &'a [u8]),
+    Raw(&'a [u8]),
+}
+
+impl Entry<'_> {
+    /// The length of the packet this entry stands for.
+    fn len(&self) -> usize {
+        match self {
+            Entry::Elided(head, payload) => head.len() + 16 + payload.len(),
+            Entry::Raw(p) => p.len(),
+        }
+    }
+
+    /// The packet, whole again; `dst` is the peer's address.
+    fn restore(&self, dst: &Ipv6Addr) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        match self {
+            Entry::Elided(head, payload) => {
+                v.extend_from_slice(head);
+                v[0] = 0x60 | (v[0] & 0x0F);
+                v.extend_from_slice(&dst.octets());
+                v.extend_from_slice(payload);
+            }
+            Entry::Raw(p) => v.extend_from_slice(p),
+        }
+        v
+    }
+}
+
 impl Pending {
-    /// The packets, oldest first.
-    fn packets(&self) -> impl Iterator<Item = &[u8]> {
+    /// The entries, oldest first.
+    fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
         let mut b: &[u8] = self.inner.as_deref().unwrap_or_default();
         std::iter::from_fn(move || {
-            let (h, rest) = b.split_first_chunk::<2>()?;
-            let n = usize::from(u16::from_be_bytes(*h));
-            let (p, rest) = rest.split_at_checked(n)?;
-            b = rest;
-            Some(p)
+            let first = *b.first()?;
+            if first >> 4 == ELIDED {
+                let (head, rest) = b.split_at_checked(BEFORE_DST)?;
+                let n = usize::from(u16::from_be_bytes([head[4], head[5]]));
+                let (payload, rest) = rest.split_at_checked(n)?;
+                b = rest;
+                Some(Entry::Elided(head, payload))
+            } else {
+                let (h, rest) = b[1..].split_first_chunk::<2>()?;
+                let n = usize::from(u16::from_be_bytes(*h));
+                let (p, rest) = rest.split_at_checked(n)?;
+                b = rest;
+                Some(Entry::Raw(p))
+            }
         })
     }
 
-    /// Bytes queued.
+    /// Bytes queued (of the packets as they came).
     pub fn bytes(&self) -> usize {
-        self.packets().map(<[u8]>::len).sum()
+        self.entries().map(|e| e.len()).sum()
     }
 
     pub fn len(&self) -> usize {
-        self.packets().count()
+        self.entries().count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.inner.is_none()
     }
 
-    /// Takes every queued packet, oldest first, leaving the queue empty.
-    /// Only reachable on a queue the caller owns (see [`Peer::into_queue`]):
-    /// the queues inside a table are emptied by [`PeerTable::dequeue_all`].
-    pub fn take(&mut self) -> Vec<Vec<u8>> {
-        let v = self.packets().map(<[u8]>::to_vec).collect();
+    /// Takes every queued packet, oldest first, leaving the queue empty;
+    /// `dst` is the address of the peer the queue belongs to. Only
+    /// reachable on a queue the caller owns (see [`Peer::into_queue`]): the
+    /// queues inside a table are emptied by [`PeerTable::dequeue_all`].
+    pub fn take(&mut self, dst: &Ipv6Addr) -> Vec<Vec<u8>> {
+        let v = self.entries().map(|e| e.restore(dst)).collect();
         self.inner = None;
         v
     }
 
-    /// Appends a packet (at most 65535 bytes: an IPv6 packet's payload
-    /// length field could not say more).
-    fn push(&mut self, packet: &[u8]) {
+    /// Appends a packet for the peer at `dst` (at most 65535 bytes: an
+    /// IPv6 packet's payload length field could not say more).
+    fn push(&mut self, dst: &Ipv6Addr, packet: &[u8]) {
         let Ok(n) = u16::try_from(packet.len()) else {
             return;
         };
+        let elide = packet.len() >= IPV6_HEADER
+            && packet[0] >> 4 == 6
+            && usize::from(u16::from_be_bytes([packet[4], packet[5]])) + IPV6_HEADER
+                == packet.len()
+            && packet[BEFORE_DST..IPV6_HEADER] == dst.octets();
         let old: &[u8] = self.inner.as_deref().unwrap_or_default();
-        let mut v = Vec::with_capacity(old.len() + 2 + packet.len());
-        v.extend_from_slice(old);
-        v.extend_from_slice(&n.to_be_bytes());
-        v.extend_from_slice(packet);
+        let v = if elide {
+            let mut v = Vec::with_capacity(old.len() + packet.len() - 16);
+            v.extend_from_slice(old);
+            v.push((ELIDED << 4) | (packet[0] & 0x0F));
+            v.extend_from_slice(&packet[1..BEFORE_DST]);
+            v.extend_from_slice(&packet[IPV6_HEADER..]);
+            v
+        } else {
+            let mut v = Vec::with_capacity(old.len() + 3 + packet.len());
+            v.extend_from_slice(old);
+            v.push(RAW);
+            v.extend_from_slice(&n.to_be_bytes());
+            v.extend_from_slice(packet);
+            v
+        };
+        // Exactly as long as its capacity: no reallocation here.
         self.inner = Some(v.into_boxed_slice());
     }
 }
@@ -398,7 +474,7 @@ impl PeerTable {
         if len > usize::from(u16::MAX) || peer.queue.bytes().saturating_add(len) > cap {
             return false;
         }
-        peer.queue.push(packet);
+        peer.queue.push(addr, packet);
         self.queued += len;
         true
     }
@@ -409,7 +485,7 @@ impl PeerTable {
             return Vec::new();
         };
         let bytes = peer.queue.bytes();
-        let packets = peer.queue.take();
+        let packets = peer.queue.take(addr);
         self.queued = self.queued.saturating_sub(bytes);
         packets
     }
@@ -801,7 +877,7 @@ mod tests {
         let removed = t.remove(&addr(2));
         assert_eq!(t.queued_bytes(), 500);
         let mut q = removed.map(Peer::into_queue).unwrap_or_default();
-        assert_eq!(q.take(), vec![vec![0; 1000]]);
+        assert_eq!(q.take(&addr(2)), vec![vec![0; 1000]]);
         assert!(q.is_empty());
         t.touch(&addr(1), t0 + ms(1));
         assert_eq!(t.expire(t0 + ms(30_000)), 1);
@@ -824,6 +900,35 @@ mod tests {
         assert!(t.dequeue_all(&addr(1)).is_empty());
         assert!(t.dequeue_all(&addr(2)).is_empty());
         assert_eq!(t.get(&addr(1)).map(|p| p.queue().is_empty()), Some(true));
+        assert_eq!(t.queued_bytes(), 0);
+        t.check();
+    }
+
+    #[test]
+    fn packets_for_the_peer_are_kept_without_its_address() {
+        let (mut t, t0) = table(4);
+        let to = addr(1);
+        t.get_or_insert(to, EP, t0);
+        let mine = packet_of(1, 7, to, 64);
+        let other = packet_of(2, 7, to, 64);
+        let liar = packet_of(3, 7, to, 64);
+        let blob = packet_of(0, 7, to, 10);
+        for p in [&mine, &other, &liar, &blob, &mine] {
+            assert!(t.enqueue(&to, p));
+        }
+        let q = t.get(&to).map(Peer::queue).expect("peer");
+        // Stored: the two packets addressed to the peer 16 bytes short,
+        // the other three whole behind a 3-byte tag and length.
+        let stored = q.inner.as_deref().map_or(0, <[u8]>::len);
+        assert_eq!(stored, 2 * (104 - 16) + 3 * 3 + 104 + 104 + 10);
+        // Counted as they came, and given back whole, in order.
+        assert_eq!(q.bytes(), 4 * 104 + 10);
+        assert_eq!(q.len(), 5);
+        assert_eq!(t.queued_bytes(), 4 * 104 + 10);
+        assert_eq!(
+            t.dequeue_all(&to),
+            vec![mine.clone(), other, liar, blob, mine]
+        );
         assert_eq!(t.queued_bytes(), 0);
         t.check();
     }
@@ -931,7 +1036,8 @@ mod tests {
         Get(u8),
         Touch(u8),
         Remove(u8),
-        Enqueue(u8, u16),
+        /// Peer, size, and what kind of packet (see `packet_of`).
+        Enqueue(u8, u16, u8),
         Dequeue(u8),
         Expire,
         Advance(u32),
@@ -943,11 +1049,30 @@ mod tests {
             2 => (0..12u8).prop_map(Op::Get),
             3 => (0..12u8).prop_map(Op::Touch),
             1 => (0..12u8).prop_map(Op::Remove),
-            3 => (0..12u8, 0..400u16).prop_map(|(a, n)| Op::Enqueue(a, n)),
+            3 => (0..12u8, 0..400u16, 0..4u8).prop_map(|(a, n, k)| Op::Enqueue(a, n, k)),
             1 => (0..12u8).prop_map(Op::Dequeue),
             2 => Just(Op::Expire),
             3 => prop_oneof![0..100u32, 0..40_000u32, Just(30_000), Just(29_999)].prop_map(Op::Advance),
         ]
+    }
+
+    /// Kind 0: bytes that are no IPv6 packet; 1: an IPv6 packet to `to`
+    /// with `n` bytes of payload (kept without its destination); 2: the
+    /// same to another address; 3: to `to`, but its payload length says
+    /// one byte more than it has (both kept whole).
+    fn packet_of(kind: u8, a: u8, to: Ipv6Addr, n: u16) -> Vec<u8> {
+        if kind == 0 {
+            return vec![a; usize::from(n)];
+        }
+        let dst = if kind == 2 { Ipv6Addr::LOCALHOST } else { to };
+        let said = if kind == 3 { n.saturating_add(1) } else { n };
+        let mut p = vec![0x60 | (a & 0x0F), a, 0, a];
+        p.extend_from_slice(&said.to_be_bytes());
+        p.extend_from_slice(&[17, 64]);
+        p.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(a)).octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend((0..n).map(|i| (i as u8) ^ a));
+        p
     }
 
     struct ModelPeer {
@@ -1012,17 +1137,17 @@ mod tests {
                     Op::Remove(a) => {
                         let a6 = addr(u32::from(a));
                         let want = model.remove(&a6).map(|m| m.queue);
-                        let got = t.remove(&a6).map(|p| p.into_queue().take());
+                        let got = t.remove(&a6).map(|p| p.into_queue().take(&a6));
                         prop_assert_eq!(got, want);
                     }
-                    Op::Enqueue(a, n) => {
+                    Op::Enqueue(a, n, kind) => {
                         let a6 = addr(u32::from(a));
-                        let pkt = vec![a; usize::from(n)];
+                        let pkt = packet_of(kind, a, a6, n);
                         let all: usize = model.values().flat_map(|m| &m.queue).map(Vec::len).sum();
                         let want = match model.get_mut(&a6) {
                             Some(m) => {
                                 let mine: usize = m.queue.iter().map(Vec::len).sum();
-                                let ok = n > 0 && mine + pkt.len() <= per_peer && all + pkt.len() <= total;
+                                let ok = !pkt.is_empty() && mine + pkt.len() <= per_peer && all + pkt.len() <= total;
                                 if ok {
                                     m.queue.push(pkt.clone());
                                 }
