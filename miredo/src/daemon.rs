@@ -183,6 +183,18 @@ impl Shared {
         if io.tun.is_empty() {
             return;
         }
+        if io.tun.len() == 1 {
+            // Nothing to coalesce (the usual case below saturation): one
+            // write, without resetting and filling the GRO tables. With
+            // offloads the buffer starts with the all-zero virtio-net
+            // header `push_gro` put there, which is what the GRO layer
+            // writes in front of a packet it does not merge.
+            if let Err(e) = self.tun.send(&io.tun[0]) {
+                log::debug!("TUN send: {e}");
+            }
+            io.recycle();
+            return;
+        }
         let gro = io.gro.get_or_insert_with(Default::default);
         if let Err(e) = self.tun.send_multiple(gro, &mut io.tun, io.headroom) {
             log::debug!("TUN send: {e}");
