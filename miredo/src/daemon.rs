@@ -296,9 +296,20 @@ impl Shared {
             }
         };
         let mut out = Vec::with_capacity(64);
+        // As in `tun_loop`: a datagram that follows the last one closely
+        // (or a batch of several) means load, and the next call takes what
+        // is queued; otherwise it asks for one message, which spares the
+        // kernel a look for a second that is not there.
+        let mut busy = false;
+        let mut last = Instant::now();
         loop {
-            match rb.recv(self.udp.as_fd()) {
-                Ok(_) => {}
+            let max = if busy { usize::MAX } else { 1 };
+            match rb.recv_up_to(self.udp.as_fd(), max) {
+                Ok(n) => {
+                    let now = Instant::now();
+                    busy = n > 1 || now.saturating_duration_since(last) < DRAIN_GAP;
+                    last = now;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors from earlier sends surface here: not fatal.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,

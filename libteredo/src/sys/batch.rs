@@ -78,16 +78,23 @@ impl RecvBatch {
     /// as many more as are already queued, up to the batch size. Returns
     /// how many.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        let n = self.lens.len();
+        self.recv_up_to(fd, usize::MAX)
+    }
+
+    /// As [`RecvBatch::recv`], with at most `max` messages (at least one).
+    /// With one, the kernel does not look for a second message once it
+    /// has the first: a receiver that expects no more saves that attempt.
+    pub fn recv_up_to(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        let n = self.lens.len().min(max.max(1));
         self.iovs.clear();
         let size = self.size;
         self.iovs
-            .extend(self.data.chunks_mut(size).map(|c| libc::iovec {
+            .extend(self.data.chunks_mut(size).take(n).map(|c| libc::iovec {
                 iov_base: c.as_mut_ptr().cast(),
                 iov_len: c.len(),
             }));
         let msgs = &mut self.msgs;
-        for (i, m) in msgs.iter_mut().enumerate() {
+        for (i, m) in msgs.iter_mut().enumerate().take(n) {
             m.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
             m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
             m.msg_hdr.msg_iov = &mut self.iovs[i];
@@ -476,6 +483,26 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn recv_up_to_one_leaves_the_rest_queued() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5u8 {
+            tx.send_to(&[i; 50], rx.local_addr().unwrap()).unwrap();
+        }
+        let mut rb = RecvBatch::new(16, 2048);
+        assert_eq!(rb.recv_up_to(rx.as_fd(), 1).unwrap(), 1);
+        assert_eq!(rb.get(0).map(|(b, _, _)| b.to_vec()), Some(vec![0; 50]));
+        assert!(rb.get(1).is_none());
+        // Loopback queued all five before the first call: the rest come
+        // in one call, in order.
+        assert_eq!(rb.recv_up_to(rx.as_fd(), 0).unwrap(), 1);
+        assert_eq!(rb.get(0).map(|(b, _, _)| b[0]), Some(1));
+        assert_eq!(rb.recv(rx.as_fd()).unwrap(), 3);
+        let rest: Vec<u8> = rb.datagrams().map(|(b, _, _)| b[0]).collect();
+        assert_eq!(rest, vec![2, 3, 4]);
+    }
 
     #[test]
     fn send_and_receive_a_batch_with_ecn() {
