@@ -76,6 +76,15 @@ impl EngineKind {
             EngineKind::Relay(r) => r.handle_timeout(now, out),
         }
     }
+
+    /// Gives the engine back the buffers of packets it handed out: with
+    /// them, its data paths allocate nothing per packet.
+    fn recycle(&mut self, used: &mut Vec<Vec<u8>>) {
+        match self {
+            EngineKind::Client(c) => c.recycle(used),
+            EngineKind::Relay(r) => r.recycle(used),
+        }
+    }
 }
 
 /// The daemon's descriptors, as set up by root.
@@ -154,10 +163,14 @@ impl Shared {
                         log::debug!("UDP send to {}: {e}", t.to);
                     }
                 }
-                Output::Udp(t) => io.udp.push(t.to, &t.payload, t.ecn),
+                Output::Udp(t) => {
+                    io.udp.push(t.to, &t.payload, t.ecn);
+                    io.give_back(t.payload);
+                }
                 Output::Tun(p) if io.headroom == 0 => io.tun.push(p),
                 Output::Tun(p) => {
                     io.push_gro(&p);
+                    io.give_back(p);
                     if io.tun.len() >= TUN_BATCH {
                         self.send_tun(io);
                     }
@@ -260,6 +273,7 @@ impl Shared {
                 let now = Instant::now();
                 {
                     let mut e = lock(&self.engine);
+                    e.recycle(&mut io.used);
                     for (b, &len) in bufs.iter().zip(&sizes).take(n) {
                         e.handle_tun(now, &b[..len.min(b.len())], &mut out);
                     }
@@ -317,6 +331,7 @@ impl Shared {
             }
             let next = {
                 let mut e = lock(&self.engine);
+                e.recycle(&mut io.used);
                 let now = Instant::now();
                 for (bytes, from, tos) in rb.datagrams() {
                     if let Some(from) = from {
@@ -354,6 +369,9 @@ struct IoBufs {
     gro: Option<tun_rs::GROTable>,
     /// Room for the virtio-net header in front of TUN packets.
     headroom: usize,
+    /// Packets the engine handed out, copied or written: given back to it
+    /// at the next batch (`EngineKind::recycle`).
+    used: Vec<Vec<u8>>,
 }
 
 impl IoBufs {
@@ -364,6 +382,7 @@ impl IoBufs {
             spare: Vec::new(),
             gro: None,
             headroom,
+            used: Vec::new(),
         }
     }
 
@@ -380,6 +399,15 @@ impl IoBufs {
         self.tun.push(b);
     }
 
+    /// Keeps a packet buffer of the engine's for it to take back, up to
+    /// `TUN_BATCH` of them between two batches (the main thread's are
+    /// given back with its timers, and need be no more).
+    fn give_back(&mut self, b: Vec<u8>) {
+        if self.used.len() < TUN_BATCH {
+            self.used.push(b);
+        }
+    }
+
     /// Takes back the buffers of packets written, so that the next batch
     /// gets them in the same order: the first packet of a run (the one its
     /// run is coalesced into, up to 64 KiB) lands in the same buffer each
@@ -388,7 +416,10 @@ impl IoBufs {
     /// memory.
     fn recycle(&mut self) {
         if self.headroom == 0 {
-            self.tun.clear();
+            // The engine's own buffers, written as they were.
+            while let Some(b) = self.tun.pop() {
+                self.give_back(b);
+            }
             return;
         }
         let room = TUN_BATCH.saturating_sub(self.spare.len());
@@ -641,6 +672,7 @@ impl Daemon {
         let mut out = Vec::new();
         {
             let mut e = lock(&self.sh.engine);
+            e.recycle(&mut self.iobufs.used);
             if e.poll_timeout().is_some_and(|t| t <= now) {
                 e.handle_timeout(now, &mut out);
             }

@@ -186,6 +186,12 @@ impl Client {
         &self.fwd.stats
     }
 
+    /// Gives back the buffers of packets this engine handed out (see
+    /// [`Forwarder::recycle`]).
+    pub fn recycle(&mut self, used: &mut Vec<Vec<u8>>) {
+        self.fwd.recycle(used);
+    }
+
     pub fn peer_count(&self) -> usize {
         self.fwd.peers.len()
     }

@@ -170,8 +170,19 @@ pub struct Forwarder {
     /// behind a non-cone NAT), and one would make a Linux NAT in front of
     /// the peer map the peer's answer to another port.
     behind_cone: bool,
+    /// Buffers of packets handed out before, given back by the caller
+    /// ([`Forwarder::recycle`]): the data paths copy their packets into
+    /// these, so that a caller that gives them back allocates nothing per
+    /// packet.
+    spare: Vec<Vec<u8>>,
     pub stats: Stats,
 }
+
+/// Buffers [`Forwarder::recycle`] keeps at most.
+const SPARE_BUFFERS: usize = 128;
+/// A packet buffer's first capacity: a Teredo packet (the MTU is 1280)
+/// with room to spare, so that a recycled buffer fits the next one.
+const PACKET_ROOM: usize = 1500;
 
 /// A peer's next retry: 12 bytes on the list (a flooded relay holds one
 /// per new peer), its address being in the table.
@@ -225,8 +236,36 @@ impl Forwarder {
             local: None,
             predicted: None,
             behind_cone: false,
+            spare: Vec::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Takes back the buffers of packets this forwarder handed out (in
+    /// [`Output::Udp`] and [`Output::Tun`]) once the caller is done with
+    /// them, leaving `used` empty; up to [`SPARE_BUFFERS`] are kept, of a
+    /// size a packet of the Teredo MTU fits without growing them, and no
+    /// larger than a few packets.
+    pub fn recycle(&mut self, used: &mut Vec<Vec<u8>>) {
+        for v in used.drain(..) {
+            if self.spare.len() < SPARE_BUFFERS
+                && (PACKET_ROOM..=4 * PACKET_ROOM).contains(&v.capacity())
+            {
+                self.spare.push(v);
+            }
+        }
+    }
+
+    /// A copy of `b` in a recycled buffer, or a new one with room for a
+    /// Teredo packet.
+    fn packet_buf(&mut self, b: &[u8]) -> Vec<u8> {
+        let mut v = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(b.len().max(PACKET_ROOM)));
+        v.clear();
+        v.extend_from_slice(b);
+        v
     }
 
     /// A forwarder for a client (not yet qualified).
@@ -649,7 +688,8 @@ impl Forwarder {
                     p.last_tx = s;
                 }
                 self.peers.touch(dst, now);
-                self.emit_data(endpoint, pkt.to_vec(), out);
+                let b = self.packet_buf(pkt);
+                self.emit_data(endpoint, b, out);
                 return;
             }
         }
@@ -706,7 +746,8 @@ impl Forwarder {
                     p.last_tx = s;
                 }
                 self.peers.touch(dst, now);
-                self.emit_data(endpoint, pkt.to_vec(), out);
+                let b = self.packet_buf(pkt);
+                self.emit_data(endpoint, b, out);
                 return;
             }
         }
@@ -724,7 +765,8 @@ impl Forwarder {
                 self.send_ping_test(dst, out);
             }
             self.peers.touch(dst, now);
-            self.emit_data(endpoint, pkt.to_vec(), out);
+            let b = self.packet_buf(pkt);
+            self.emit_data(endpoint, b, out);
             return;
         }
         self.peers.touch(dst, now);
@@ -1109,7 +1151,7 @@ impl Forwarder {
             self.stats.bubbles_received += 1;
             return;
         }
-        let mut p = ip.packet().to_vec();
+        let mut p = self.packet_buf(ip.packet());
         // RFC 9601 / RFC 6040: congestion marked on the outer header
         // reaches the inner one.
         if self.rx_ecn != ecn::NOT_ECT {
@@ -1386,7 +1428,91 @@ impl Relay {
         &self.fwd.stats
     }
 
+    /// Gives back the buffers of packets this engine handed out (see
+    /// [`Forwarder::recycle`]).
+    pub fn recycle(&mut self, used: &mut Vec<Vec<u8>>) {
+        self.fwd.recycle(used);
+    }
+
     pub fn peers(&self) -> &PeerTable {
         &self.fwd.peers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::SeededRandom;
+
+    const RELAY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 2, 1), TEREDO_PORT);
+    const MAPPED: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 3, 1), 40000);
+    const NATIVE: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 1);
+
+    fn client() -> Ipv6Addr {
+        TeredoAddr {
+            prefix: TEREDO_PREFIX,
+            server: Ipv4Addr::new(198, 18, 1, 1),
+            flags: 0,
+            mapped_port: MAPPED.port(),
+            mapped_addr: *MAPPED.ip(),
+        }
+        .to_ipv6()
+    }
+
+    fn echo(src: Ipv6Addr, dst: Ipv6Addr, size: usize) -> Vec<u8> {
+        let data = vec![5u8; size];
+        let msg = Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq: 1,
+            data: &data,
+        };
+        icmpv6::build_packet(src, dst, 64, &msg)
+    }
+
+    /// The payloads of what `out` holds for the TUN device and for UDP.
+    fn split(out: &mut Vec<Output>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let (mut tun, mut udp) = (Vec::new(), Vec::new());
+        for o in out.drain(..) {
+            match o {
+                Output::Tun(p) => tun.push(p),
+                Output::Udp(t) => udp.push(t.payload),
+                Output::Event(_) => {}
+            }
+        }
+        (tun, udp)
+    }
+
+    #[test]
+    fn data_packets_go_out_in_the_buffers_given_back() {
+        let now = Instant::now();
+        let cfg = ForwarderConfig {
+            direct_bubbles: false,
+            ..ForwarderConfig::default()
+        };
+        let mut r = Relay::new(&cfg, &mut SeededRandom::new(1), now);
+        let mut out = Vec::new();
+        // Client -> native: delivered (and the client is now trusted).
+        let up = echo(client(), NATIVE, 56);
+        r.handle_udp(now, MAPPED, RELAY, &up, &mut out);
+        let (mut tun, _) = split(&mut out);
+        assert_eq!(tun, vec![up.clone()]);
+        let first = tun[0].as_ptr();
+        // A buffer too small to take a packet of the Teredo MTU is not
+        // kept; the engine's own is.
+        let mut used = vec![vec![0u8; 10]];
+        used.append(&mut tun);
+        r.recycle(&mut used);
+        assert!(used.is_empty());
+        // Native -> client, a bigger packet: the same buffer, unmoved.
+        let down = echo(NATIVE, client(), 1200);
+        r.handle_tun(now, &down, &mut out);
+        let (_, mut udp) = split(&mut out);
+        assert_eq!(udp, vec![down.clone()]);
+        assert_eq!(udp[0].as_ptr(), first);
+        r.recycle(&mut udp);
+        r.handle_udp(now, MAPPED, RELAY, &up, &mut out);
+        let (tun, _) = split(&mut out);
+        assert_eq!(tun, vec![up]);
+        assert_eq!(tun[0].as_ptr(), first);
     }
 }
