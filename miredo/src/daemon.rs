@@ -329,19 +329,34 @@ impl Shared {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return self.die(format!("UDP receive: {e}")),
             }
-            let next = {
-                let mut e = lock(&self.engine);
-                e.recycle(&mut io.used);
-                let now = Instant::now();
-                for (bytes, from, tos) in rb.datagrams() {
-                    if let Some(from) = from {
-                        e.handle_udp(now, from, self.local, tos & 0b11, bytes, &mut out);
+            // With UDP GRO a batch can hold a thousand datagrams: they go
+            // through the engine `TUN_BATCH` at a time, so that what it
+            // makes of them is sent and its buffers come back (to be used
+            // again for the next ones) before it makes more.
+            let mut datagrams = rb.datagrams();
+            loop {
+                let mut n = 0;
+                let next = {
+                    let mut e = lock(&self.engine);
+                    e.recycle(&mut io.used);
+                    let now = Instant::now();
+                    for (bytes, from, tos) in datagrams.by_ref() {
+                        if let Some(from) = from {
+                            e.handle_udp(now, from, self.local, tos & 0b11, bytes, &mut out);
+                        }
+                        n += 1;
+                        if n == TUN_BATCH {
+                            break;
+                        }
                     }
+                    e.poll_timeout()
+                };
+                self.dispatch(&mut out, &mut io);
+                self.check_deadline(next);
+                if n < TUN_BATCH {
+                    break;
                 }
-                e.poll_timeout()
-            };
-            self.dispatch(&mut out, &mut io);
-            self.check_deadline(next);
+            }
         }
     }
 }
@@ -400,10 +415,11 @@ impl IoBufs {
     }
 
     /// Keeps a packet buffer of the engine's for it to take back, up to
-    /// `TUN_BATCH` of them between two batches (the main thread's are
-    /// given back with its timers, and need be no more).
+    /// two batches' worth (a batch from the TUN device can end with a
+    /// super-packet's segments; the main thread's buffers are given back
+    /// with its timers, and need be no more).
     fn give_back(&mut self, b: Vec<u8>) {
-        if self.used.len() < TUN_BATCH {
+        if self.used.len() < 2 * TUN_BATCH {
             self.used.push(b);
         }
     }
