@@ -590,6 +590,12 @@ impl Daemon {
     }
 
     /// Runs until SIGINT or SIGTERM (Ok) or a fatal error.
+    /// Carries out what the engine asked for before the daemon existed
+    /// (see `setup::run`); its events are acted on when `run` starts.
+    pub fn dispatch_early(&mut self, mut out: Vec<Output>) {
+        self.sh.dispatch(&mut out, &mut self.iobufs);
+    }
+
     pub fn run(&mut self) -> Result<(), String> {
         for (name, f) in [
             ("tun", Shared::tun_loop as fn(&Shared)),

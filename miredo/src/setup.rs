@@ -10,6 +10,7 @@ use libteredo::conf::LoadError;
 use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::relay::{ForwarderConfig, Relay};
+use libteredo::proto::Output;
 use libteredo::sys::random::OsRandom;
 use libteredo::sys::{daemon, logging, pidfile::PidFile, privileges, signals};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -389,28 +390,8 @@ pub fn run(cli: Cli) -> Result<(), String> {
     let pid =
         PidFile::create(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
 
-    // miredo-privproc: the only process that keeps a privilege.
-    let privproc = if servers.is_some() {
-        Some(spawn_privproc(&conf)?)
-    } else {
-        None
-    };
-
-    let root = privileges::drop_for_good(
-        &target,
-        cli.chrootdir.as_deref(),
-        Path::new(CHROOT),
-        privileges::prepare_chroot,
-    )?;
-    log::info!(
-        "running as {} (uid {}), chrooted in {}, no capabilities",
-        target.name,
-        target.uid,
-        root.display()
-    );
-
     let now = Instant::now();
-    let engine = match servers {
+    let mut engine = match servers {
         Some((s1, s2)) => {
             let mut cc = ClientConfig::new(s1);
             cc.server2 = s2;
@@ -433,6 +414,46 @@ pub fn run(cli: Cli) -> Result<(), String> {
             )))
         }
     };
+    // A client's first router solicitation leaves now, a few milliseconds
+    // before it would once the helper is started and privileges dropped:
+    // the answer waits in the socket until the unprivileged daemon reads
+    // it, and nothing received is acted on before.
+    let mut early = Vec::new();
+    if let EngineKind::Client(c) = &mut engine {
+        if c.poll_timeout().is_some_and(|t| t <= now) {
+            c.handle_timeout(now, &mut early);
+        }
+    }
+    early.retain(|o| match o {
+        Output::Udp(t) if t.ecn == 0 && t.ttl.is_none() && !t.to.ip().is_multicast() => {
+            if let Err(e) = udp.send_to(&t.payload, t.to) {
+                log::debug!("UDP send to {}: {e}", t.to);
+            }
+            false
+        }
+        _ => true,
+    });
+
+    // miredo-privproc: the only process that keeps a privilege.
+    let privproc = if servers.is_some() {
+        Some(spawn_privproc(&conf)?)
+    } else {
+        None
+    };
+
+    let root = privileges::drop_for_good(
+        &target,
+        cli.chrootdir.as_deref(),
+        Path::new(CHROOT),
+        privileges::prepare_chroot,
+    )?;
+    log::info!(
+        "running as {} (uid {}), chrooted in {}, no capabilities",
+        target.name,
+        target.uid,
+        root.display()
+    );
+
     let io = Io {
         discovery_ifaces: disc_ifaces.iter().map(|i| i.addr).collect(),
         offload,
@@ -447,6 +468,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
     };
     let mut d = Daemon::new(conf, engine, io, conf_dir, cli.server_name.clone())
         .map_err(|e| e.to_string())?;
+    d.dispatch_early(early);
     let result = d.run();
     // Through the directories opened before chroot: the pid file (in a
     // directory we may write, such as the default /run/miredo) and the
