@@ -502,6 +502,22 @@ type libc_int = i32;
 /// ECN field copied out) and, when given, the time to live `ttl` (a direct
 /// bubble that must only open our own NAT), per packet, without changing
 /// the socket.
+/// Sends the unicast datagrams of `out` on `sock` at once, leaving the
+/// rest (multicast bubbles, packets for the TUN device, events) for
+/// `Daemon::dispatch_early`: for a client's first solicitation, sent before
+/// the daemon exists (see `setup::run`).
+pub fn send_unicast_now(sock: &UdpSocket, out: &mut Vec<Output>) {
+    out.retain(|o| match o {
+        Output::Udp(t) if !t.to.ip().is_multicast() => {
+            if let Err(e) = send_with(sock, &t.payload, t.to, t.ecn, t.ttl) {
+                log::debug!("UDP send to {}: {e}", t.to);
+            }
+            false
+        }
+        _ => true,
+    });
+}
+
 fn send_with(
     sock: &UdpSocket,
     payload: &[u8],

@@ -10,7 +10,6 @@ use libteredo::conf::LoadError;
 use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::relay::{ForwarderConfig, Relay};
-use libteredo::proto::Output;
 use libteredo::sys::random::OsRandom;
 use libteredo::sys::{daemon, logging, pidfile::PidFile, privileges, signals};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -424,15 +423,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             c.handle_timeout(now, &mut early);
         }
     }
-    early.retain(|o| match o {
-        Output::Udp(t) if t.ecn == 0 && t.ttl.is_none() && !t.to.ip().is_multicast() => {
-            if let Err(e) = udp.send_to(&t.payload, t.to) {
-                log::debug!("UDP send to {}: {e}", t.to);
-            }
-            false
-        }
-        _ => true,
-    });
+    crate::daemon::send_unicast_now(&udp, &mut early);
 
     // miredo-privproc: the only process that keeps a privilege.
     let privproc = if servers.is_some() {

@@ -588,6 +588,12 @@ impl Forwarder {
         }
     }
 
+    /// `emit_data` of a copy of `pkt` in a recycled buffer.
+    fn emit_copy(&mut self, to: SocketAddrV4, pkt: &[u8], out: &mut Vec<Output>) {
+        let b = self.packet_buf(pkt);
+        self.emit_data(to, b, out);
+    }
+
     fn emit_data(&mut self, to: SocketAddrV4, pkt: Vec<u8>, out: &mut Vec<Output>) {
         // RFC 9601 / RFC 6040 normal mode: the inner ECN field goes to the
         // outer header.
@@ -688,8 +694,7 @@ impl Forwarder {
                     p.last_tx = s;
                 }
                 self.peers.touch(dst, now);
-                let b = self.packet_buf(pkt);
-                self.emit_data(endpoint, b, out);
+                self.emit_copy(endpoint, pkt, out);
                 return;
             }
         }
@@ -746,8 +751,7 @@ impl Forwarder {
                     p.last_tx = s;
                 }
                 self.peers.touch(dst, now);
-                let b = self.packet_buf(pkt);
-                self.emit_data(endpoint, b, out);
+                self.emit_copy(endpoint, pkt, out);
                 return;
             }
         }
@@ -765,8 +769,7 @@ impl Forwarder {
                 self.send_ping_test(dst, out);
             }
             self.peers.touch(dst, now);
-            let b = self.packet_buf(pkt);
-            self.emit_data(endpoint, b, out);
+            self.emit_copy(endpoint, pkt, out);
             return;
         }
         self.peers.touch(dst, now);

@@ -337,32 +337,6 @@ impl SendBatch {
             self.messages = 0;
             return Ok(());
         }
-        if let [(to, start, len, 0)] = self.items[..] {
-            // One datagram without ECN (the usual case at a low rate):
-            // sendto, which costs the kernel less than a one-message
-            // sendmmsg (no message header or iovec to copy in).
-            self.messages = 1;
-            let addr = to_sockaddr(to);
-            // SAFETY: the data and address outlive the call; the lengths
-            // are theirs.
-            let r = unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    self.data[start..start + len].as_ptr().cast(),
-                    len,
-                    0,
-                    (&addr as *const libc::sockaddr_in).cast(),
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            };
-            self.data.clear();
-            self.items.clear();
-            return if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            };
-        }
         self.plan();
         let r = match self.send_planned(fd) {
             Sent::Done(r) => r,
