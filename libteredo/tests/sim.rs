@@ -390,9 +390,9 @@ fn sim_pending_queue_cap() {
     }
     l.w.run_for(Duration::from_millis(100));
     let relay = l.w.relay_engine(l.relay);
-    let p = relay.peers().get(&addr).unwrap();
-    assert!(p.queue().bytes() <= DEFAULT_QUEUE_BYTES);
-    assert_eq!(p.queue().len(), DEFAULT_QUEUE_BYTES / (per + 48));
+    let (packets, bytes) = relay.peers().queue_of(&addr).unwrap();
+    assert!(bytes <= DEFAULT_QUEUE_BYTES);
+    assert_eq!(packets, DEFAULT_QUEUE_BYTES / (per + 48));
     assert_eq!(relay.stats().dropped(DropReason::QueueFull), 5);
 }
 

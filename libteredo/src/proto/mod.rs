@@ -7,6 +7,7 @@ pub mod client;
 pub mod discovery;
 pub mod ecn;
 pub mod peers;
+mod queues;
 pub mod ratelimit;
 pub mod relay;
 pub mod server;

@@ -7,11 +7,14 @@
 //! that holds only slot numbers (4 bytes a bucket: the address it is
 //! looked up by is the node's), keyed by std's randomly seeded SipHash. Lookups, insertions, touches and removals
 //! are O(1); expiry pops from the head, so it costs O(1) per removed entry.
-//! Times are 32-bit millisecond stamps since the table's epoch, which keeps
-//! a node at 72 bytes on 64-bit targets. A packet queued for a peer is kept
-//! without its destination address (the peer's): a flooded relay holds a
-//! million one-packet queues.
+//! Times are 32-bit millisecond stamps since the table's epoch, and a
+//! peer's queue is a 4-byte reference into the table's
+//! [`QueueStore`](super::queues), which keeps a node at 64 bytes on 64-bit
+//! targets. A packet queued for a peer is kept without its destination
+//! address (the peer's), in a block of a size class 8 bytes apart: a
+//! flooded relay holds a million one-packet queues.
 
+use super::queues::{QueueId, QueueStore};
 use hashbrown::HashTable;
 use std::hash::{BuildHasher, RandomState};
 use std::net::{Ipv6Addr, SocketAddrV4};
@@ -71,10 +74,11 @@ pub struct Peer {
     pub endpoint_tests: u8,
     pub last_rx: Stamp,
     pub last_tx: Stamp,
-    /// Packets waiting for this peer to become trusted. Private so that the
-    /// table's byte total changes only through [`PeerTable::enqueue`],
-    /// [`PeerTable::dequeue_all`], removal, eviction and expiry.
-    queue: Pending,
+    /// Packets waiting for this peer to become trusted, in the table's
+    /// store. Private so that the table's byte total changes only through
+    /// [`PeerTable::enqueue`], [`PeerTable::dequeue_all`], removal,
+    /// eviction and expiry.
+    queue: QueueId,
     /// The last touch (creation or [`PeerTable::touch`]): the entry expires
     /// `EXPIRY` after it.
     touched: Stamp,
@@ -93,35 +97,15 @@ pub struct Handle {
 }
 
 impl Peer {
-    /// Packets waiting for this peer to become trusted.
-    pub fn queue(&self) -> &Pending {
-        &self.queue
-    }
-
-    /// The queue of a peer out of the table (from [`PeerTable::remove`]);
-    /// its bytes were already released from the table's total.
-    pub fn into_queue(self) -> Pending {
-        self.queue
+    /// Whether packets wait for this peer (see [`PeerTable::dequeue_all`]).
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_none()
     }
 
     /// The last touch: the peer expires [`EXPIRY`] after it.
     pub fn last_touch(&self) -> Stamp {
         self.touched
     }
-}
-
-/// A byte-capped FIFO of IPv6 packets. Empty costs one pointer.
-#[derive(Debug, Default)]
-pub struct Pending {
-    /// The queued packets in one exact-size allocation, oldest first. One
-    /// allocation for a queue (not one per packet plus a deque): a flooded
-    /// relay holds many one-packet queues. Each entry is either
-    /// - an IPv6 packet addressed to the peer, without its destination
-    ///   address (the peer's own, 16 bytes of every packet queued for it):
-    ///   its first 24 bytes, the version nibble set to [`ELIDED`], then its
-    ///   payload, whose length the header gives; or
-    /// - anything else, as [`RAW`], a 2-byte big-endian length, the bytes.
-    inner: Option<Box<[u8]>>,
 }
 
 /// The first nibble of an entry that is an IPv6 packet without its
@@ -134,7 +118,15 @@ const BEFORE_DST: usize = 24;
 /// An IPv6 header's length.
 const IPV6_HEADER: usize = 40;
 
-/// One entry of a [`Pending`] queue, as stored.
+/// One entry of a queue, as stored. A queue's bytes (one block of the
+/// table's [`QueueStore`]) are its entries, oldest first, each either
+/// - an IPv6 packet addressed to the peer, without its destination address
+///   (the peer's own, 16 bytes of every packet queued for it): its first 24
+///   bytes, the version nibble set to [`ELIDED`], then its payload, whose
+///   length the header gives; or
+/// - anything else, as [`RAW`], a 2-byte big-endian length, the bytes;
+///
+/// then padding ([`PAD`](super::queues::PAD), which starts no entry) to the block's end.
 enum Entry<'a> {
     /// An IPv6 packet addressed to the peer: its header up to the
     /// destination address (version nibble [`ELIDED`]), then its payload.
@@ -167,80 +159,58 @@ impl Entry<'_> {
     }
 }
 
-impl Pending {
-    /// The entries, oldest first.
-    fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
-        let mut b: &[u8] = self.inner.as_deref().unwrap_or_default();
-        std::iter::from_fn(move || {
-            let first = *b.first()?;
-            if first >> 4 == ELIDED {
-                let (head, rest) = b.split_at_checked(BEFORE_DST)?;
-                let n = usize::from(u16::from_be_bytes([head[4], head[5]]));
-                let (payload, rest) = rest.split_at_checked(n)?;
-                b = rest;
-                Some(Entry::Elided(head, payload))
-            } else {
-                let (h, rest) = b[1..].split_first_chunk::<2>()?;
-                let n = usize::from(u16::from_be_bytes(*h));
-                let (p, rest) = rest.split_at_checked(n)?;
-                b = rest;
-                Some(Entry::Raw(p))
-            }
-        })
-    }
-
-    /// Bytes queued (of the packets as they came).
-    pub fn bytes(&self) -> usize {
-        self.entries().map(|e| e.len()).sum()
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.inner.is_none()
-    }
-
-    /// Takes every queued packet, oldest first, leaving the queue empty;
-    /// `dst` is the address of the peer the queue belongs to. Only
-    /// reachable on a queue the caller owns (see [`Peer::into_queue`]): the
-    /// queues inside a table are emptied by [`PeerTable::dequeue_all`].
-    pub fn take(&mut self, dst: &Ipv6Addr) -> Vec<Vec<u8>> {
-        let v = self.entries().map(|e| e.restore(dst)).collect();
-        self.inner = None;
-        v
-    }
-
-    /// Appends a packet for the peer at `dst` (at most 65535 bytes: an
-    /// IPv6 packet's payload length field could not say more).
-    fn push(&mut self, dst: &Ipv6Addr, packet: &[u8]) {
-        let Ok(n) = u16::try_from(packet.len()) else {
-            return;
-        };
-        let elide = packet.len() >= IPV6_HEADER
-            && packet[0] >> 4 == 6
-            && usize::from(u16::from_be_bytes([packet[4], packet[5]])) + IPV6_HEADER
-                == packet.len()
-            && packet[BEFORE_DST..IPV6_HEADER] == dst.octets();
-        let old: &[u8] = self.inner.as_deref().unwrap_or_default();
-        let v = if elide {
-            let mut v = Vec::with_capacity(old.len() + packet.len() - 16);
-            v.extend_from_slice(old);
-            v.push((ELIDED << 4) | (packet[0] & 0x0F));
-            v.extend_from_slice(&packet[1..BEFORE_DST]);
-            v.extend_from_slice(&packet[IPV6_HEADER..]);
-            v
+/// The entries of a queue's bytes, oldest first.
+fn entries(mut b: &[u8]) -> impl Iterator<Item = Entry<'_>> {
+    std::iter::from_fn(move || {
+        let first = *b.first()?;
+        if first >> 4 == ELIDED {
+            let (head, rest) = b.split_at_checked(BEFORE_DST)?;
+            let n = usize::from(u16::from_be_bytes([head[4], head[5]]));
+            let (payload, rest) = rest.split_at_checked(n)?;
+            b = rest;
+            Some(Entry::Elided(head, payload))
+        } else if first == RAW {
+            let (h, rest) = b[1..].split_first_chunk::<2>()?;
+            let n = usize::from(u16::from_be_bytes(*h));
+            let (p, rest) = rest.split_at_checked(n)?;
+            b = rest;
+            Some(Entry::Raw(p))
         } else {
-            let mut v = Vec::with_capacity(old.len() + 3 + packet.len());
-            v.extend_from_slice(old);
-            v.push(RAW);
-            v.extend_from_slice(&n.to_be_bytes());
-            v.extend_from_slice(packet);
-            v
-        };
-        // Exactly as long as its capacity: no reallocation here.
-        self.inner = Some(v.into_boxed_slice());
+            // Padding: the end of the queue.
+            None
+        }
+    })
+}
+
+/// The bytes of the packets a queue stands for.
+fn queue_bytes(b: &[u8]) -> usize {
+    entries(b).map(|e| e.len()).sum()
+}
+
+/// The bytes a queue's entries take (without the padding).
+fn stored_len(b: &[u8]) -> usize {
+    entries(b)
+        .map(|e| match e {
+            Entry::Elided(head, payload) => head.len() + payload.len(),
+            Entry::Raw(p) => 3 + p.len(),
+        })
+        .sum()
+}
+
+/// Appends the entry for `packet`, addressed to `dst` or not, to `v`.
+fn push_entry(v: &mut Vec<u8>, dst: &Ipv6Addr, packet: &[u8], n: u16) {
+    let elide = packet.len() >= IPV6_HEADER
+        && packet[0] >> 4 == 6
+        && usize::from(u16::from_be_bytes([packet[4], packet[5]])) + IPV6_HEADER == packet.len()
+        && packet[BEFORE_DST..IPV6_HEADER] == dst.octets();
+    if elide {
+        v.push((ELIDED << 4) | (packet[0] & 0x0F));
+        v.extend_from_slice(&packet[1..BEFORE_DST]);
+        v.extend_from_slice(&packet[IPV6_HEADER..]);
+    } else {
+        v.push(RAW);
+        v.extend_from_slice(&n.to_be_bytes());
+        v.extend_from_slice(packet);
     }
 }
 
@@ -272,7 +242,7 @@ impl Peer {
             endpoint_tests: 0,
             last_rx: ago,
             last_tx: ago,
-            queue: Pending::default(),
+            queue: QueueId::NONE,
             touched: now,
             generation: 0,
         }
@@ -300,6 +270,10 @@ pub struct PeerTable {
     total_queue_bytes: usize,
     /// Bytes queued over all peers.
     queued: usize,
+    /// The bytes of the queues.
+    store: QueueStore,
+    /// Where a queue is rebuilt when a packet joins it.
+    scratch: Vec<u8>,
     epoch: Instant,
     /// The latest instant seen: every touch is at or before it, so the
     /// touch order stays monotonic even if a caller's clock stutters.
@@ -339,6 +313,8 @@ impl PeerTable {
             queue_bytes,
             total_queue_bytes,
             queued: 0,
+            store: QueueStore::default(),
+            scratch: Vec::new(),
             epoch,
             latest: epoch,
         }
@@ -452,11 +428,13 @@ impl PeerTable {
         self.link_tail(i);
     }
 
-    /// Removes the peer, releasing its queued bytes from the table's total;
-    /// its packets stay reachable through [`Peer::into_queue`].
-    pub fn remove(&mut self, addr: &Ipv6Addr) -> Option<Peer> {
+    /// Removes the peer; returns it with the packets that were queued for
+    /// it, oldest first (their bytes released from the table's total).
+    pub fn remove(&mut self, addr: &Ipv6Addr) -> Option<(Peer, Vec<Vec<u8>>)> {
         let i = self.index_remove(addr)?;
-        Some(self.release(i))
+        let mut peer = self.release(i);
+        let packets = self.take_queue(&mut peer.queue, addr);
+        Some((peer, packets))
     }
 
     /// Queues `packet` for `addr` (which must exist). Returns false, queuing
@@ -467,26 +445,61 @@ impl PeerTable {
         if len == 0 || self.queued.saturating_add(len) > self.total_queue_bytes {
             return false;
         }
-        let cap = self.queue_bytes;
-        let Some(peer) = self.get_mut(addr) else {
+        let Ok(n) = u16::try_from(len) else {
             return false;
         };
-        if len > usize::from(u16::MAX) || peer.queue.bytes().saturating_add(len) > cap {
+        let Some(i) = self.find(addr) else {
+            return false;
+        };
+        let old = self.slots[i as usize].peer.queue;
+        let stored = self.store.get(old);
+        if queue_bytes(stored).saturating_add(len) > self.queue_bytes {
             return false;
         }
-        peer.queue.push(addr, packet);
+        // The queue is rebuilt with the new entry at its end, into a block
+        // of the size that now fits.
+        let mut v = std::mem::take(&mut self.scratch);
+        v.clear();
+        v.extend_from_slice(&stored[..stored_len(stored)]);
+        push_entry(&mut v, addr, packet, n);
+        let new = self.store.put(&v);
+        self.scratch = v;
+        let Some(new) = new else {
+            return false;
+        };
+        self.store.free(old);
+        self.slots[i as usize].peer.queue = new;
         self.queued += len;
         true
     }
 
+    /// How many packets are queued for `addr`, and their bytes (as they
+    /// came); None for a peer not in the table.
+    pub fn queue_of(&self, addr: &Ipv6Addr) -> Option<(usize, usize)> {
+        let q = self.get(addr)?.queue;
+        let b = self.store.get(q);
+        Some((entries(b).count(), queue_bytes(b)))
+    }
+
     /// Takes the packets queued for `addr`, oldest first.
     pub fn dequeue_all(&mut self, addr: &Ipv6Addr) -> Vec<Vec<u8>> {
-        let Some(peer) = self.get_mut(addr) else {
+        let Some(i) = self.find(addr) else {
             return Vec::new();
         };
-        let bytes = peer.queue.bytes();
-        let packets = peer.queue.take(addr);
-        self.queued = self.queued.saturating_sub(bytes);
+        let mut q = std::mem::replace(&mut self.slots[i as usize].peer.queue, QueueId::NONE);
+        self.take_queue(&mut q, addr)
+    }
+
+    /// Frees queue `q` of the peer at `dst`, which the table no longer
+    /// refers to, and returns its packets; their bytes leave the total.
+    fn take_queue(&mut self, q: &mut QueueId, dst: &Ipv6Addr) -> Vec<Vec<u8>> {
+        let q = std::mem::replace(q, QueueId::NONE);
+        let stored = self.store.get(q);
+        let packets: Vec<Vec<u8>> = entries(stored).map(|e| e.restore(dst)).collect();
+        self.queued = self
+            .queued
+            .saturating_sub(packets.iter().map(Vec::len).sum());
+        self.store.free(q);
         packets
     }
 
@@ -597,12 +610,15 @@ impl PeerTable {
         if let Some(head) = self.slots.get(self.head as usize) {
             let addr = head.addr;
             self.index_remove(&addr);
-            self.release(self.head);
+            let q = self.release(self.head).queue;
+            self.queued = self.queued.saturating_sub(queue_bytes(self.store.get(q)));
+            self.store.free(q);
         }
     }
 
-    /// Unlinks slot `i`, puts it on the free list and releases its queued
-    /// bytes; returns its peer. The caller removed it from the index.
+    /// Unlinks slot `i` and puts it on the free list; returns its peer, the
+    /// queue still in the store and counted. The caller removed it from
+    /// the index.
     fn release(&mut self, i: u32) -> Peer {
         self.unlink(i);
         let free = self.free;
@@ -615,7 +631,6 @@ impl PeerTable {
         blank.generation = slot.peer.generation.wrapping_add(1);
         let peer = std::mem::replace(&mut slot.peer, blank);
         self.free = i;
-        self.queued = self.queued.saturating_sub(peer.queue.bytes());
         peer
     }
 
@@ -687,16 +702,26 @@ mod tests {
             let mut free = 0;
             let mut f = self.free;
             while f != NIL {
-                assert!(self.slots[f as usize].peer.queue.inner.is_none());
+                assert!(self.slots[f as usize].peer.queue.is_none());
                 free += 1;
                 f = self.slots[f as usize].next;
             }
             assert_eq!(free + order.len(), self.slots.len());
             let bytes: usize = order
                 .iter()
-                .map(|&i| self.slots[i as usize].peer.queue.bytes())
+                .map(|&i| queue_bytes(self.store.get(self.slots[i as usize].peer.queue)))
                 .sum();
             assert_eq!(bytes, self.queued);
+            // Every queue in the store belongs to a peer, and none is empty.
+            let queues = order
+                .iter()
+                .filter(|&&i| self.slots[i as usize].peer.has_queued())
+                .count();
+            assert_eq!(queues, self.store.live());
+            for &i in &order {
+                let q = self.slots[i as usize].peer.queue;
+                assert_eq!(q.is_none(), entries(self.store.get(q)).next().is_none());
+            }
             assert!(self.len() <= self.capacity);
         }
 
@@ -714,21 +739,17 @@ mod tests {
 
     #[test]
     fn entries_stay_compact() {
-        // An empty queue is one (fat) pointer and no heap; a node of 72
-        // bytes on 64-bit (the RFC 6081 nonce echo, and the queue as one
-        // exact-size allocation instead of a boxed deque of vectors).
-        assert_eq!(
-            std::mem::size_of::<Pending>(),
-            2 * std::mem::size_of::<usize>()
-        );
+        // A queue is a 4-byte reference into the store; a node is 64
+        // bytes, one cache line.
+        assert_eq!(std::mem::size_of::<QueueId>(), 4);
         if std::mem::size_of::<usize>() == 8 {
             assert!(
-                std::mem::size_of::<Peer>() <= 48,
+                std::mem::size_of::<Peer>() <= 40,
                 "{}",
                 std::mem::size_of::<Peer>()
             );
             assert!(
-                std::mem::size_of::<Node>() <= 72,
+                std::mem::size_of::<Node>() <= 64,
                 "{}",
                 std::mem::size_of::<Node>()
             );
@@ -746,7 +767,7 @@ mod tests {
         assert_eq!(p.last_rx, Stamp(10_000));
         assert_eq!(p.last_tx, Stamp(10_000));
         assert_eq!(p.last_touch(), Stamp(40_000));
-        assert!(p.queue().is_empty());
+        assert!(!p.has_queued());
         // An existing peer is returned unchanged.
         p.trusted = true;
         let other = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 1);
@@ -849,9 +870,7 @@ mod tests {
         assert!(!t.enqueue(&addr(1), &[2; 401]));
         assert!(t.enqueue(&addr(1), &[3; 400]));
         assert!(!t.enqueue(&addr(1), &[4; 1]));
-        let q = t.get(&addr(1)).map(Peer::queue);
-        assert_eq!(q.map(Pending::bytes), Some(1000));
-        assert_eq!(q.map(Pending::len), Some(2));
+        assert_eq!(t.queue_of(&addr(1)), Some((2, 1000)));
         assert_eq!(t.queued_bytes(), 1000);
         // Absent peers and empty packets queue nothing.
         assert!(!t.enqueue(&addr(9), &[1; 10]));
@@ -876,9 +895,9 @@ mod tests {
         assert_eq!(t.queued_bytes(), 1500);
         let removed = t.remove(&addr(2));
         assert_eq!(t.queued_bytes(), 500);
-        let mut q = removed.map(Peer::into_queue).unwrap_or_default();
-        assert_eq!(q.take(&addr(2)), vec![vec![0; 1000]]);
-        assert!(q.is_empty());
+        let (peer, packets) = removed.expect("peer 2");
+        assert_eq!(packets, vec![vec![0; 1000]]);
+        assert!(!peer.has_queued());
         t.touch(&addr(1), t0 + ms(1));
         assert_eq!(t.expire(t0 + ms(30_000)), 1);
         assert!(t.get(&addr(3)).is_none());
@@ -899,7 +918,7 @@ mod tests {
         assert_eq!(got, want);
         assert!(t.dequeue_all(&addr(1)).is_empty());
         assert!(t.dequeue_all(&addr(2)).is_empty());
-        assert_eq!(t.get(&addr(1)).map(|p| p.queue().is_empty()), Some(true));
+        assert_eq!(t.get(&addr(1)).map(Peer::has_queued), Some(false));
         assert_eq!(t.queued_bytes(), 0);
         t.check();
     }
@@ -916,14 +935,15 @@ mod tests {
         for p in [&mine, &other, &liar, &blob, &mine] {
             assert!(t.enqueue(&to, p));
         }
-        let q = t.get(&to).map(Peer::queue).expect("peer");
+        let q = t.get(&to).map(|p| p.queue).expect("peer");
         // Stored: the two packets addressed to the peer 16 bytes short,
         // the other three whole behind a 3-byte tag and length.
-        let stored = q.inner.as_deref().map_or(0, <[u8]>::len);
-        assert_eq!(stored, 2 * (104 - 16) + 3 * 3 + 104 + 104 + 10);
+        let stored = t.store.get(q);
+        assert_eq!(stored_len(stored), 2 * (104 - 16) + 3 * 3 + 104 + 104 + 10);
+        // In a box of that size (more than a small block holds).
+        assert_eq!(stored.len(), stored_len(stored));
         // Counted as they came, and given back whole, in order.
-        assert_eq!(q.bytes(), 4 * 104 + 10);
-        assert_eq!(q.len(), 5);
+        assert_eq!(t.queue_of(&to), Some((5, 4 * 104 + 10)));
         assert_eq!(t.queued_bytes(), 4 * 104 + 10);
         assert_eq!(
             t.dequeue_all(&to),
@@ -1121,7 +1141,7 @@ mod tests {
                     }
                     Op::Get(a) => {
                         let a6 = addr(u32::from(a));
-                        let got = t.get(&a6).map(|p| (p.endpoint, p.last_touch(), p.queue().len()));
+                        let got = t.get(&a6).map(|p| (p.endpoint, p.last_touch(), t.queue_of(&a6).map_or(0, |q| q.0)));
                         let want = model.get(&a6).map(|m| (m.endpoint, Stamp(m.touched_ms as u32), m.queue.len()));
                         prop_assert_eq!(got, want);
                     }
@@ -1137,7 +1157,7 @@ mod tests {
                     Op::Remove(a) => {
                         let a6 = addr(u32::from(a));
                         let want = model.remove(&a6).map(|m| m.queue);
-                        let got = t.remove(&a6).map(|p| p.into_queue().take(&a6));
+                        let got = t.remove(&a6).map(|(_, q)| q);
                         prop_assert_eq!(got, want);
                     }
                     Op::Enqueue(a, n, kind) => {

@@ -1307,7 +1307,7 @@ impl Forwarder {
             };
             p.retry_pending = false;
             let p = &*p;
-            if p.trusted || p.queue().is_empty() {
+            if p.trusted || !p.has_queued() {
                 continue;
             }
             if p.local {
