@@ -318,17 +318,19 @@ impl Shared {
         let mut last = Instant::now();
         loop {
             let max = if busy { usize::MAX } else { 1 };
-            match rb.recv_up_to(self.udp.as_fd(), max) {
+            // One clock reading per batch: for the engine and for the gap.
+            let mut now = match rb.recv_up_to(self.udp.as_fd(), max) {
                 Ok(n) => {
                     let now = Instant::now();
                     busy = n > 1 || now.saturating_duration_since(last) < DRAIN_GAP;
                     last = now;
+                    now
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors from earlier sends surface here: not fatal.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return self.die(format!("UDP receive: {e}")),
-            }
+            };
             // With UDP GRO a batch can hold a thousand datagrams: they go
             // through the engine `TUN_BATCH` at a time, so that what it
             // makes of them is sent and its buffers come back (to be used
@@ -339,7 +341,6 @@ impl Shared {
                 let next = {
                     let mut e = lock(&self.engine);
                     e.recycle(&mut io.used);
-                    let now = Instant::now();
                     for (bytes, from, tos) in datagrams.by_ref() {
                         if let Some(from) = from {
                             e.handle_udp(now, from, self.local, tos & 0b11, bytes, &mut out);
@@ -356,6 +357,7 @@ impl Shared {
                 if n < TUN_BATCH {
                     break;
                 }
+                now = Instant::now();
             }
         }
     }

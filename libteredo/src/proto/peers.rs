@@ -423,9 +423,12 @@ impl PeerTable {
             return;
         };
         let stamp = self.clock(now);
-        self.unlink(i);
+        // The most recently touched stays where it is.
+        if i != self.tail {
+            self.unlink(i);
+            self.link_tail(i);
+        }
         self.slots[i as usize].peer.touched = stamp;
-        self.link_tail(i);
     }
 
     /// Removes the peer; returns it with the packets that were queued for

@@ -561,7 +561,12 @@ impl Forwarder {
         proven: Option<SocketAddrV4>,
         out: &mut Vec<Output>,
     ) {
-        let Some(endpoint) = self.peers.get(peer).map(|p| p.endpoint) else {
+        let Some(endpoint) = self
+            .peers
+            .get(peer)
+            .filter(|p| p.has_queued())
+            .map(|p| p.endpoint)
+        else {
             return;
         };
         let queued = self.peers.dequeue_all(peer);
@@ -665,38 +670,40 @@ impl Forwarder {
         out: &mut Vec<Output>,
     ) {
         let s = self.peers.stamp(now);
-        if let Some(p) = self.peers.get(dst) {
-            if p.trusted {
-                let fresh = s.elapsed_since(p.last_rx) < PEER_VALIDITY;
-                let endpoint = p.endpoint;
-                let peer_ext = p.ext;
-                if !fresh && !p.local {
-                    // Still send (nothing is lost), and renew the trust with
-                    // bubbles, before the data: the bubble limits count from
-                    // the last transmission.
-                    if self.bubble_allowed(dst, now) {
-                        if peer_ext && self.ext() {
-                            // RFC 6081 server load reduction: a direct
-                            // solicitation, no indirect bubble.
-                            let tr = Trailer {
-                                neighbor_discovery: Some(trailer::discovery::SOLICITATION),
-                                ..self.trailer_for(Some(t), None)
-                            };
-                            let b = Self::bubble_with(self.bubble_source(dst), *dst, &tr);
-                            out.push(Self::udp(endpoint, b, 0));
-                            self.stats.bubbles_sent += 1;
-                        } else {
-                            self.send_bubbles(dst, t, out);
-                        }
+        if let Some(p) = self.peers.get_mut(dst).filter(|p| p.trusted) {
+            let fresh = s.elapsed_since(p.last_rx) < PEER_VALIDITY;
+            let endpoint = p.endpoint;
+            let peer_ext = p.ext;
+            let quiet = fresh || p.local;
+            if quiet {
+                p.last_tx = s;
+            }
+            self.peers.touch(dst, now);
+            if !quiet {
+                // Still send (nothing is lost), and renew the trust with
+                // bubbles, before the data: the bubble limits count from
+                // the last transmission.
+                if self.bubble_allowed(dst, now) {
+                    if peer_ext && self.ext() {
+                        // RFC 6081 server load reduction: a direct
+                        // solicitation, no indirect bubble.
+                        let tr = Trailer {
+                            neighbor_discovery: Some(trailer::discovery::SOLICITATION),
+                            ..self.trailer_for(Some(t), None)
+                        };
+                        let b = Self::bubble_with(self.bubble_source(dst), *dst, &tr);
+                        out.push(Self::udp(endpoint, b, 0));
+                        self.stats.bubbles_sent += 1;
+                    } else {
+                        self.send_bubbles(dst, t, out);
                     }
                 }
                 if let Some(p) = self.peers.get_mut(dst) {
                     p.last_tx = s;
                 }
-                self.peers.touch(dst, now);
-                self.emit_copy(endpoint, pkt, out);
-                return;
             }
+            self.emit_copy(endpoint, pkt, out);
+            return;
         }
         // RFC 4380 5.2.4: never send to a non-global mapped IPv4 (nor to a
         // non-global server) unless the peer is trusted (local discovery).
@@ -744,16 +751,16 @@ impl Forwarder {
     /// RFC 4380 5.2.4 case 2: a native IPv6 destination from a client.
     fn transmit_native(&mut self, now: Instant, dst: &Ipv6Addr, pkt: &[u8], out: &mut Vec<Output>) {
         let s = self.peers.stamp(now);
-        if let Some(p) = self.peers.get(dst) {
-            if p.trusted && s.elapsed_since(p.last_rx) < PEER_VALIDITY {
-                let endpoint = p.endpoint;
-                if let Some(p) = self.peers.get_mut(dst) {
-                    p.last_tx = s;
-                }
-                self.peers.touch(dst, now);
-                self.emit_copy(endpoint, pkt, out);
-                return;
-            }
+        if let Some(p) = self
+            .peers
+            .get_mut(dst)
+            .filter(|p| p.trusted && s.elapsed_since(p.last_rx) < PEER_VALIDITY)
+        {
+            let endpoint = p.endpoint;
+            p.last_tx = s;
+            self.peers.touch(dst, now);
+            self.emit_copy(endpoint, pkt, out);
+            return;
         }
         let unspecified = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
         let trusted_stale = self.peers.get(dst).is_some_and(|p| p.trusted);
@@ -836,8 +843,11 @@ impl Forwarder {
                 p.trusted = true;
                 p.last_rx = s;
                 p.bubbles = 0;
+                let queued = p.has_queued();
                 self.peers.touch(&src, now);
-                self.flush_queue(&src, now, out);
+                if queued {
+                    self.flush_queue(&src, now, out);
+                }
                 if ip.is_bubble() {
                     self.bubble_options(now, from, &src, ip, out);
                 }
