@@ -1,12 +1,17 @@
 //! The client hook: the administrator's script that configures the Teredo
 //! interface, run with the environment the C miredo gives it.
 
+use std::io;
 use std::net::Ipv6Addr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use libteredo::privsep::link_local;
 
@@ -133,25 +138,89 @@ impl Hook {
         }
         let name = self.path.display();
         let mut child = cmd.spawn().map_err(|e| format!("hook {name}: {e}"))?;
-        let start = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if start.elapsed() < HOOK_TIMEOUT => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("hook {name}: killed after {HOOK_TIMEOUT:?}"));
-                }
-                Err(e) => return Err(format!("hook {name}: {e}")),
+        let status = match wait_at_most(&mut child, HOOK_TIMEOUT) {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("hook {name}: killed after {HOOK_TIMEOUT:?}"));
             }
+            Err(e) => return Err(format!("hook {name}: {e}")),
         };
         if status.success() {
             Ok(())
         } else {
             Err(format!("hook {name} ({}): {status}", next.state.as_str()))
         }
+    }
+}
+
+/// How often a hook is checked for where the kernel has no pidfd.
+const FALLBACK_CHECK: Duration = Duration::from_millis(20);
+
+/// Waits for `child` to exit, at most `limit`; None when the time is up
+/// (the child still running, not reaped). Woken by the exit itself through
+/// a pidfd, so the answer follows the hook at once; a kernel without
+/// `pidfd_open` (before 5.3) gets a check every [`FALLBACK_CHECK`].
+fn wait_at_most(child: &mut Child, limit: Duration) -> io::Result<Option<ExitStatus>> {
+    let start = Instant::now();
+    let pid = libc::pid_t::try_from(child.id()).map_err(|_| io::Error::from(Errno::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1. The child is ours and not reaped, so the pid is still its own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if let Ok(fd) = RawFd::try_from(fd) {
+        if fd >= 0 {
+            // SAFETY: a descriptor the kernel just returned to us alone.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+            loop {
+                let left = limit.saturating_sub(start.elapsed());
+                let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+                let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, timeout) {
+                    // Readable: the child has exited.
+                    Ok(n) if n > 0 => return child.wait().map(Some),
+                    Ok(_) if start.elapsed() >= limit => return Ok(None),
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    loop {
+        match child.try_wait()? {
+            Some(status) => return Ok(Some(status)),
+            None if start.elapsed() < limit => std::thread::sleep(FALLBACK_CHECK),
+            None => return Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Child {
+        Command::new("/bin/sh")
+            .args(["-c", script])
+            .spawn()
+            .expect("/bin/sh")
+    }
+
+    #[test]
+    fn waits_for_the_exit_and_gives_its_status() {
+        let mut c = sh("sleep 0.05; exit 3");
+        let status = wait_at_most(&mut c, Duration::from_secs(10)).expect("wait");
+        assert_eq!(status.and_then(|s| s.code()), Some(3));
+    }
+
+    #[test]
+    fn gives_up_at_the_limit_and_leaves_the_child_to_the_caller() {
+        let mut c = sh("sleep 5");
+        let status = wait_at_most(&mut c, Duration::from_millis(100)).expect("wait");
+        assert!(status.is_none());
+        // Not reaped: the caller can still kill and reap it.
+        assert!(c.try_wait().expect("try_wait").is_none());
+        c.kill().expect("kill");
+        assert!(!c.wait().expect("wait").success());
     }
 }
