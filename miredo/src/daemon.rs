@@ -500,10 +500,6 @@ fn recv_with_ecn(
 #[allow(non_camel_case_types)]
 type libc_int = i32;
 
-/// Sends a datagram whose IPv4 header carries `ecn` (RFC 9601: the inner
-/// ECN field copied out) and, when given, the time to live `ttl` (a direct
-/// bubble that must only open our own NAT), per packet, without changing
-/// the socket.
 /// Sends the unicast datagrams of `out` on `sock` at once, leaving the
 /// rest (multicast bubbles, packets for the TUN device, events) for
 /// `Daemon::dispatch_early`: for a client's first solicitation, sent before
@@ -520,6 +516,10 @@ pub fn send_unicast_now(sock: &UdpSocket, out: &mut Vec<Output>) {
     });
 }
 
+/// Sends a datagram whose IPv4 header carries `ecn` (RFC 9601: the inner
+/// ECN field copied out) and, when given, the time to live `ttl` (a direct
+/// bubble that must only open our own NAT), per packet, without changing
+/// the socket.
 fn send_with(
     sock: &UdpSocket,
     payload: &[u8],
@@ -607,13 +607,13 @@ impl Daemon {
         })
     }
 
-    /// Runs until SIGINT or SIGTERM (Ok) or a fatal error.
     /// Carries out what the engine asked for before the daemon existed
     /// (see `setup::run`); its events are acted on when `run` starts.
     pub fn dispatch_early(&mut self, mut out: Vec<Output>) {
         self.sh.dispatch(&mut out, &mut self.iobufs);
     }
 
+    /// Runs until SIGINT or SIGTERM (Ok) or a fatal error.
     pub fn run(&mut self) -> Result<(), String> {
         for (name, f) in [
             ("tun", Shared::tun_loop as fn(&Shared)),

@@ -182,19 +182,21 @@ fn entries(mut b: &[u8]) -> impl Iterator<Item = Entry<'_>> {
     })
 }
 
-/// The bytes of the packets a queue stands for.
-fn queue_bytes(b: &[u8]) -> usize {
-    entries(b).map(|e| e.len()).sum()
-}
-
-/// The bytes a queue's entries take (without the padding).
-fn stored_len(b: &[u8]) -> usize {
-    entries(b)
-        .map(|e| match e {
+/// The bytes of the packets a queue stands for, and the bytes its entries
+/// take (without the padding), in one pass.
+fn sizes(b: &[u8]) -> (usize, usize) {
+    entries(b).fold((0, 0), |(packets, stored), e| {
+        let taken = match e {
             Entry::Elided(head, payload) => head.len() + payload.len(),
             Entry::Raw(p) => 3 + p.len(),
-        })
-        .sum()
+        };
+        (packets + e.len(), stored + taken)
+    })
+}
+
+/// The bytes of the packets a queue stands for.
+fn queue_bytes(b: &[u8]) -> usize {
+    sizes(b).0
 }
 
 /// Appends the entry for `packet`, addressed to `dst` or not, to `v`.
@@ -456,14 +458,15 @@ impl PeerTable {
         };
         let old = self.slots[i as usize].peer.queue;
         let stored = self.store.get(old);
-        if queue_bytes(stored).saturating_add(len) > self.queue_bytes {
+        let (queued, taken) = sizes(stored);
+        if queued.saturating_add(len) > self.queue_bytes {
             return false;
         }
         // The queue is rebuilt with the new entry at its end, into a block
         // of the size that now fits.
         let mut v = std::mem::take(&mut self.scratch);
         v.clear();
-        v.extend_from_slice(&stored[..stored_len(stored)]);
+        v.extend_from_slice(&stored[..taken]);
         push_entry(&mut v, addr, packet, n);
         let new = self.store.put(&v);
         self.scratch = v;
@@ -942,9 +945,9 @@ mod tests {
         // Stored: the two packets addressed to the peer 16 bytes short,
         // the other three whole behind a 3-byte tag and length.
         let stored = t.store.get(q);
-        assert_eq!(stored_len(stored), 2 * (104 - 16) + 3 * 3 + 104 + 104 + 10);
+        assert_eq!(sizes(stored).1, 2 * (104 - 16) + 3 * 3 + 104 + 104 + 10);
         // In a box of that size (more than a small block holds).
-        assert_eq!(stored.len(), stored_len(stored));
+        assert_eq!(stored.len(), sizes(stored).1);
         // Counted as they came, and given back whole, in order.
         assert_eq!(t.queue_of(&to), Some((5, 4 * 104 + 10)));
         assert_eq!(t.queued_bytes(), 4 * 104 + 10);

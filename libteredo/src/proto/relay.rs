@@ -561,22 +561,17 @@ impl Forwarder {
         proven: Option<SocketAddrV4>,
         out: &mut Vec<Output>,
     ) {
-        let Some(endpoint) = self
-            .peers
-            .get(peer)
-            .filter(|p| p.has_queued())
-            .map(|p| p.endpoint)
-        else {
-            return;
-        };
+        // One lookup when nothing waits (the usual case), two otherwise.
         let queued = self.peers.dequeue_all(peer);
         if queued.is_empty() {
             return;
         }
         let s = self.peers.stamp(now);
-        if let Some(p) = self.peers.get_mut(peer) {
-            p.last_tx = s;
-        }
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        p.last_tx = s;
+        let endpoint = p.endpoint;
         for pkt in queued {
             match held_inbound(&pkt) {
                 None => self.emit_data(endpoint, pkt, out),
@@ -843,6 +838,8 @@ impl Forwarder {
                 p.trusted = true;
                 p.last_rx = s;
                 p.bubbles = 0;
+                // Known from the entry at hand: a packet from a peer with
+                // nothing waiting costs no further lookup.
                 let queued = p.has_queued();
                 self.peers.touch(&src, now);
                 if queued {

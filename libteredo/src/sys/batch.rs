@@ -505,26 +505,6 @@ mod tests {
     }
 
     #[test]
-    fn one_datagram_without_ecn_goes_out_alone() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut sb = SendBatch::new();
-        sb.push(v4(rx.local_addr().unwrap()), &[9; 1268], 0);
-        sb.flush(tx.as_fd()).unwrap();
-        assert!(sb.is_empty());
-        assert_eq!(sb.last_messages(), 1);
-        let mut buf = [0u8; 2048];
-        let (n, from) = rx.recv_from(&mut buf).unwrap();
-        assert_eq!((n, from), (1268, tx.local_addr().unwrap()));
-        assert!(buf[..n].iter().all(|&b| b == 9));
-        // And the batch is ready for the next one.
-        sb.push(v4(rx.local_addr().unwrap()), &[8; 20], 0);
-        sb.flush(tx.as_fd()).unwrap();
-        assert_eq!(rx.recv(&mut buf).unwrap(), 20);
-        assert_eq!(buf[0], 8);
-    }
-
-    #[test]
     fn send_and_receive_a_batch_with_ecn() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::IpRecvTos, &true).unwrap();
