@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod daemon;
+pub mod fds;
 pub mod logging;
 pub mod netlink;
 pub mod pidfile;
