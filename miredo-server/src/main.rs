@@ -24,18 +24,14 @@ pub struct Cli {
     /// Pid file
     #[arg(short = 'p', long = "pidfile", value_name = "FILE", default_value = DEFAULT_PIDFILE)]
     pub pidfile: PathBuf,
-    /// Directory to chroot into once the sockets are open [default: an
-    /// empty directory, /run/miredo/empty]
+    /// Directory to chroot into once the sockets are open, a directory of
+    /// root's [default: an empty directory, /run/miredo/empty]
     #[arg(short = 't', long = "chrootdir", value_name = "DIR")]
     pub chrootdir: Option<PathBuf>,
-    /// User to run as once the sockets are open
-    #[arg(
-        short = 'u',
-        long = "user",
-        value_name = "USER",
-        default_value = "nobody"
-    )]
-    pub user: String,
+    /// User to run as once the sockets are open [default: miredo-server,
+    /// or nobody where that user does not exist]
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
     /// Log debugging messages too
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -46,6 +42,8 @@ pub struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Whatever descriptors our parent left open go at once.
+    let _ = libteredo::sys::fds::close_from(3);
     let cli = Cli::parse();
     match server::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

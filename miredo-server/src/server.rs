@@ -8,21 +8,24 @@ use libteredo::conf::LoadError;
 use libteredo::proto::server::{Server, ServerConfig};
 use libteredo::proto::Output;
 use libteredo::sys::batch::{RecvBatch, SendBatch};
+use libteredo::sys::daemon::Startup;
+use libteredo::sys::reader::ConfigReader;
+use libteredo::sys::rundir::SafeDir;
 use libteredo::sys::{daemon, logging, pidfile::PidFile, privileges, signals};
 use libteredo::wire::ipv6::Ipv6Packet;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// The empty directory we chroot into without -t.
-const EMPTY_CHROOT: &str = "/run/miredo/empty";
+/// The run directory (root's, shared with miredo); without -t we chroot
+/// into its empty entry `empty`.
+const RUN_DIR: &str = "/run/miredo";
 /// Datagrams handled per socket and wake-up.
 const BATCH: usize = 64;
 
@@ -125,7 +128,49 @@ fn raw_ipv6() -> Result<Socket, String> {
     Ok(s)
 }
 
+/// The whole start-up, then the server until it stops. Detached, the
+/// process that was started exits with start-up's result.
 pub fn run(cli: Cli) -> Result<(), String> {
+    let mut startup = Startup::foreground();
+    match start(cli, &mut startup) {
+        Ok(running) => {
+            startup.succeeded();
+            let result = running.run();
+            log::info!("stopped");
+            result
+        }
+        Err(e) => {
+            startup.failed(&e);
+            Err(e)
+        }
+    }
+}
+
+/// The server once set up: its worker threads run; the main thread waits
+/// for signals.
+struct Running {
+    sh: Arc<Shared>,
+    sigfd: nix::sys::signalfd::SignalFd,
+    reader: Option<ConfigReader>,
+    path: std::path::PathBuf,
+    server_name: Option<String>,
+    file: ServerFile,
+}
+
+impl Running {
+    fn run(mut self) -> Result<(), String> {
+        main_loop(
+            &self.sh,
+            &self.sigfd,
+            self.reader.as_mut(),
+            &self.path,
+            self.server_name.as_deref(),
+            self.file,
+        )
+    }
+}
+
+fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
     // Like the C tool: a name on the command line is the primary address.
     let file = load(&cli.config, cli.server_name.as_deref())?;
     logging::init(
@@ -144,7 +189,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
             ));
         }
     }
-    let target = privileges::lookup_unprivileged(&cli.user)?;
+    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::SERVER_USER)?;
+    if let Some(w) = warning {
+        log::warn!("{w}");
+    }
     let n = workers();
     let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT), n)?;
     let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT), n)?;
@@ -155,30 +203,27 @@ pub fn run(cli: Cli) -> Result<(), String> {
             None
         }
     };
-    let conf_dir = {
-        let dir = cli
-            .config
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = cli.config.file_name().map(|n| n.to_os_string());
-        match (File::open(dir), name) {
-            (Ok(f), Some(n)) => Some((OwnedFd::from(f), n)),
-            _ => None,
-        }
+    let root = match &cli.chrootdir {
+        Some(d) => privileges::open_chroot(d)?,
+        None => SafeDir::ensure(Path::new(RUN_DIR), 0o755)
+            .and_then(|run| privileges::prepare_empty(&run))
+            .map_err(|e| format!("chroot: {e}"))?,
     };
     if !cli.foreground {
-        daemon::daemonize().map_err(|e| format!("cannot detach: {e}"))?;
+        *startup = daemon::daemonize("miredo-server").map_err(|e| format!("cannot detach: {e}"))?;
     }
+    // SIGHUP's way to the configuration file: a reader process outside the
+    // chroot, as our user but not traceable by us (the server keeps no
+    // directory that leads out of its chroot).
+    let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
+    let reader = ConfigReader::spawn(&config_path, &target)
+        .map_err(|e| format!("configuration reader: {e}"))?;
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
     let pid = PidFile::create(&cli.pidfile)
         .map_err(|e| format!("pid file {}: {e}", cli.pidfile.display()))?;
-    privileges::drop_for_good(
-        &target,
-        cli.chrootdir.as_deref(),
-        Path::new(EMPTY_CHROOT),
-        privileges::ensure_empty_dir,
-    )?;
+    // Kept by nobody: it stays, naming a dead process, when we stop.
+    drop(pid);
+    privileges::drop_for_good(&target, root)?;
     log::info!(
         "serving on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {}/32, MTU {}; running as {}, no capabilities",
         file.server_bind_address,
@@ -212,18 +257,14 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
     }
-    let result = main_loop(
-        &sh,
-        &sigfd,
-        conf_dir.as_ref(),
-        &cli.config,
-        cli.server_name.as_deref(),
+    Ok(Running {
+        sh,
+        sigfd,
+        reader: Some(reader),
+        path: cli.config.clone(),
+        server_name: cli.server_name.clone(),
         file,
-    );
-    // Removed if the directory lets us, emptied otherwise.
-    pid.release();
-    log::info!("stopped");
-    result
+    })
 }
 
 /// What the socket threads share: the sockets, and the engine settings
@@ -319,7 +360,7 @@ impl Shared {
 fn main_loop(
     sh: &Shared,
     sigfd: &nix::sys::signalfd::SignalFd,
-    conf_dir: Option<&(OwnedFd, std::ffi::OsString)>,
+    mut reader: Option<&mut ConfigReader>,
     path: &Path,
     server_name: Option<&str>,
     mut file: ServerFile,
@@ -334,7 +375,7 @@ fn main_loop(
         for sig in signals::drain(sigfd) {
             match sig {
                 Signal::SIGHUP => {
-                    if let Some(new) = reload(&file, conf_dir, path, server_name) {
+                    if let Some(new) = reload(&file, reader.as_deref_mut(), path, server_name) {
                         let mut c = lock(&sh.config);
                         *c = (engine_config(&new), c.1 + 1);
                         file = new;
@@ -355,29 +396,14 @@ fn main_loop(
 /// restart. Returns the configuration now in force, if it changed.
 fn reload(
     file: &ServerFile,
-    conf_dir: Option<&(OwnedFd, std::ffi::OsString)>,
+    reader: Option<&mut ConfigReader>,
     path: &Path,
     server_name: Option<&str>,
 ) -> Option<ServerFile> {
-    let (dir, name) = conf_dir?;
-    let text = nix::fcntl::openat(
-        dir,
-        name.as_os_str(),
-        nix::fcntl::OFlag::O_RDONLY,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(io::Error::from)
-    .and_then(|fd| {
-        let mut s = String::new();
-        File::from(fd).read_to_string(&mut s).map(|_| s)
-    });
-    let text = match text {
+    let text = match reader?.read() {
         Ok(t) => t,
         Err(e) => {
-            log::error!(
-                "SIGHUP: cannot read {}: {e}; keeping the running configuration",
-                path.display()
-            );
+            log::error!("SIGHUP: {e}; keeping the running configuration");
             return None;
         }
     };

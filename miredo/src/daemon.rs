@@ -5,22 +5,21 @@
 
 use crate::status;
 use libteredo::conf::miredo::MiredoConfig;
-use libteredo::privsep::{self, Reply, Request};
+use libteredo::privsep::{self, Policy, Reply, Request, TeredoPrefix};
 use libteredo::proto::client::Client;
 use libteredo::proto::relay::Relay;
 use libteredo::proto::stats::Stats;
 use libteredo::proto::{Event, Output};
 use libteredo::sys::batch::{enable_udp_gro, RecvBatch, SendBatch, GRO_SLOT};
+use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::signals;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
-use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddrV4, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -456,8 +455,9 @@ pub struct Daemon {
     status: UnixListener,
     privproc: Option<UnixStream>,
     wake_rx: UnixStream,
-    /// The configuration's directory, file name and full path (for SIGHUP).
-    conf_dir: Option<(OwnedFd, OsString, PathBuf)>,
+    /// The process that rereads the configuration file on SIGHUP (none
+    /// when running on built-in defaults).
+    reader: Option<ConfigReader>,
     started: Instant,
     qualified_at: Option<Duration>,
     /// The server named on the command line: it overrides ServerAddress at
@@ -562,7 +562,7 @@ impl Daemon {
         conf: MiredoConfig,
         engine: EngineKind,
         io: Io,
-        conf_dir: Option<(OwnedFd, OsString, PathBuf)>,
+        reader: Option<ConfigReader>,
         cli_server: Option<String>,
     ) -> io::Result<Self> {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
@@ -599,7 +599,7 @@ impl Daemon {
             status: io.status,
             privproc: io.privproc,
             wake_rx,
-            conf_dir,
+            reader,
             started: base,
             qualified_at: None,
             cli_server,
@@ -787,22 +787,38 @@ impl Daemon {
         }
     }
 
-    /// Sends a request to miredo-privproc and waits for its answer.
+    /// Sends a request to miredo-privproc and waits for its answer. The
+    /// request is first checked against the same rules privproc applies:
+    /// one that breaks them is not sent (the engine refuses what the
+    /// network could make it ask, so only a bug gets here), and nothing the
+    /// helper answers stops the daemon by itself (if privproc itself goes,
+    /// the main loop sees it).
     fn privproc(&mut self, req: Request) -> Result<(), String> {
         let Some(p) = self.privproc.as_mut() else {
             return Ok(());
         };
-        let _ = p.set_read_timeout(Some(Duration::from_secs(10)));
-        privsep::write_frame(p, &req).map_err(|e| format!("miredo-privproc: {e}"))?;
-        match privsep::read_frame::<_, Reply>(p) {
-            Ok(Reply::Ok) => Ok(()),
-            Ok(Reply::Refused(why)) => Err(format!("miredo-privproc refused {req:?}: {why}")),
-            Ok(other) => {
-                log::warn!("miredo-privproc could not apply {req:?}: {other:?}");
-                Ok(())
-            }
-            Err(e) => Err(format!("miredo-privproc: {e}")),
+        let policy = Policy {
+            ifindex: self.ifindex,
+            prefix: TeredoPrefix(self.conf.prefix),
+        };
+        if let Err(why) = policy.check(&req) {
+            log::error!("not asking miredo-privproc for {req:?}: {why}");
+            return Ok(());
         }
+        let _ = p.set_read_timeout(Some(Duration::from_secs(10)));
+        if let Err(e) = privsep::write_frame(p, &req) {
+            log::error!("miredo-privproc: {e}");
+            return Ok(());
+        }
+        match privsep::read_frame::<_, Reply>(p) {
+            Ok(Reply::Ok) => {}
+            Ok(Reply::Refused(why)) => log::error!("miredo-privproc refused {req:?}: {why}"),
+            Ok(Reply::Failed(why)) => {
+                log::warn!("miredo-privproc could not apply {req:?}: {why}")
+            }
+            Err(e) => log::error!("miredo-privproc: {e}"),
+        }
+        Ok(())
     }
 
     /// SIGINT/SIGTERM: take the address down before leaving (privproc
@@ -832,38 +848,18 @@ impl Daemon {
             }
         }
     }
-    /// SIGHUP: read the file again; apply what needs no privilege.
+    /// SIGHUP: read the file again (through the reader process); apply
+    /// what needs no privilege.
     fn reload(&mut self) {
-        let Some((dir, name, path)) = &self.conf_dir else {
+        let Some(reader) = self.reader.as_mut() else {
             log::info!("SIGHUP: running on built-in defaults, nothing to reload");
             return;
         };
-        let path = path.clone();
-        let text = match nix::fcntl::openat(
-            dir,
-            name.as_os_str(),
-            nix::fcntl::OFlag::O_RDONLY,
-            nix::sys::stat::Mode::empty(),
-        ) {
-            Ok(fd) => {
-                let mut f = std::fs::File::from(fd);
-                let mut s = String::new();
-                match f.read_to_string(&mut s) {
-                    Ok(_) => s,
-                    Err(e) => {
-                        log::error!(
-                            "SIGHUP: cannot read {}: {e}; keeping the running configuration",
-                            path.display()
-                        );
-                        return;
-                    }
-                }
-            }
+        let path = reader.path().to_path_buf();
+        let text = match reader.read() {
+            Ok(t) => t,
             Err(e) => {
-                log::error!(
-                    "SIGHUP: cannot open {}: {e}; keeping the running configuration",
-                    path.display()
-                );
+                log::error!("SIGHUP: {e}; keeping the running configuration");
                 return;
             }
         };

@@ -32,14 +32,15 @@ pub struct Cli {
     /// holding only copies of the resolver's files]
     #[arg(short = 't', long = "chrootdir", value_name = "DIR")]
     pub chrootdir: Option<PathBuf>,
-    /// User to run as once set up
-    #[arg(
-        short = 'u',
-        long = "user",
-        value_name = "USER",
-        default_value = "nobody"
-    )]
-    pub user: String,
+    /// User to run as once set up [default: miredo, or nobody where that
+    /// user does not exist]
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// The miredo-privproc to start instead of the one installed with
+    /// miredo (/usr/libexec/miredo/miredo-privproc): for tests and builds
+    /// run before installing
+    #[arg(long = "privproc", value_name = "PATH")]
+    pub privproc: Option<PathBuf>,
     /// Log debugging messages too
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -49,6 +50,9 @@ pub struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Whatever descriptors our parent left open reach neither root's steps
+    // nor the helpers we start.
+    let _ = libteredo::sys::fds::close_from(3);
     let cli = Cli::parse();
     match setup::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

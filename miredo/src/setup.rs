@@ -10,24 +10,33 @@ use libteredo::conf::LoadError;
 use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::relay::{ForwarderConfig, Relay};
+use libteredo::sys::daemon::Startup;
 use libteredo::sys::random::OsRandom;
+use libteredo::sys::reader::ConfigReader;
+use libteredo::sys::rundir::SafeDir;
 use libteredo::sys::{daemon, logging, pidfile::PidFile, privileges, signals};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::OwnedFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// Where status sockets live: `/run/miredo/IFACE.status`.
+/// Where status sockets live: `/run/miredo/IFACE.status`. A directory of
+/// root's (mode 0755): nobody else can put anything in it. Without -t,
+/// miredo chroots into its entry `chroot`, empty but for copies of the
+/// resolver's files, so that a host name can still be resolved on SIGHUP.
 pub const STATUS_DIR: &str = "/run/miredo";
-/// The directory miredo chroots into when no -t is given: empty but for
-/// copies of the resolver's files, so that a host name can still be
-/// resolved on SIGHUP.
-pub const CHROOT: &str = "/run/miredo/chroot";
+
+/// Where miredo-privproc is installed, fixed when miredo is built
+/// (`MIREDO_PRIVPROC_PATH` at build time; --privproc overrides it, for
+/// tests and uninstalled builds).
+pub const PRIVPROC: &str = match option_env!("MIREDO_PRIVPROC_PATH") {
+    Some(p) => p,
+    None => "/usr/libexec/miredo/miredo-privproc",
+};
 
 /// The configuration as loaded, with where it came from.
 pub struct Loaded {
@@ -131,119 +140,107 @@ fn bind_discovery(ifaces: &[DiscoveryIface]) -> Result<UdpSocket, String> {
     Ok(s.into())
 }
 
-/// The run directory (status sockets, default pid file), owned by the
-/// user miredo runs as, so that it can remove its files when it stops.
-fn make_run_dir(target: &privileges::Target) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(STATUS_DIR).map_err(|e| format!("{STATUS_DIR}: {e}"))?;
-    nix::unistd::chown(STATUS_DIR, Some(target.uid), Some(target.gid))
-        .map_err(|e| format!("{STATUS_DIR}: {e}"))?;
-    std::fs::set_permissions(STATUS_DIR, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("{STATUS_DIR}: {e}"))?;
+/// Checks the helper's executable before root starts it: a regular,
+/// executable file. One that someone other than root could change is used
+/// (it was named by root, with --privproc) but said loudly.
+fn check_privproc(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| {
+        format!(
+            "cannot start {}: {e} (install it, see the README, or name it with --privproc)",
+            path.display()
+        )
+    })?;
+    if !m.is_file() || m.mode() & 0o111 == 0 {
+        return Err(format!("{}: not an executable file", path.display()));
+    }
+    let mut weak = Vec::new();
+    let mut at = Some(path);
+    while let Some(p) = at {
+        if let Ok(m) = std::fs::metadata(p) {
+            if m.uid() != 0 || (m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0) {
+                weak.push(p.display().to_string());
+            }
+        }
+        at = p.parent().filter(|d| !d.as_os_str().is_empty());
+    }
+    if !weak.is_empty() {
+        log::warn!(
+            "{}: root starts it, yet someone other than root can change {}",
+            path.display(),
+            weak.join(", ")
+        );
+    }
     Ok(())
 }
 
-/// A file to remove at exit, reachable after chroot through its directory.
-pub struct Removable {
-    dir: OwnedFd,
-    name: std::ffi::OsString,
-}
-
-impl Removable {
-    pub fn new(path: &Path) -> Option<Removable> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let f = File::open(dir).ok()?;
-        Some(Removable {
-            dir: f.into(),
-            name: path.file_name()?.to_os_string(),
-        })
-    }
-
-    pub fn remove(&self) {
-        let _ = nix::unistd::unlinkat(
-            &self.dir,
-            self.name.as_os_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
-    }
-}
-
-/// The status socket, bound as root where any local user can query it.
-fn bind_status(iface: &str) -> Result<(UnixListener, PathBuf), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = Path::new(STATUS_DIR).join(format!("{iface}.status"));
-    // A stale socket is replaced. Another instance with the same interface
-    // name (in another network namespace: /run is shared) may be binding at
-    // the same moment: try again rather than fail.
-    let mut attempt = 0;
-    let l = loop {
-        let _ = std::fs::remove_file(&path);
-        match UnixListener::bind(&path) {
-            Ok(l) => break l,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 20 => {
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        }
-    };
-    l.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
-    Ok((l, path))
-}
-
-/// Finds miredo-privproc: $MIREDO_PRIVPROC, next to our own executable,
-/// or in /usr/libexec/miredo, /usr/sbin.
-fn privproc_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("MIREDO_PRIVPROC") {
-        return PathBuf::from(p);
-    }
-    if let Ok(me) = std::env::current_exe() {
-        if let Some(dir) = me.parent() {
-            let p = dir.join("miredo-privproc");
-            if p.exists() {
-                return p;
-            }
-        }
-    }
-    for p in [
-        "/usr/libexec/miredo/miredo-privproc",
-        "/usr/sbin/miredo-privproc",
-    ] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    PathBuf::from("miredo-privproc")
-}
-
 /// Starts miredo-privproc with one end of a socketpair as its standard
-/// input; returns our end.
-fn spawn_privproc(conf: &MiredoConfig) -> Result<UnixStream, String> {
+/// input; returns our end. The helper gets a clean environment, no
+/// descriptor but that socket and the standard streams, and its own
+/// process group (a terminal's ^C must not stop it before it has taken the
+/// interface down: it leaves when its input closes).
+fn spawn_privproc(
+    cli: &Cli,
+    conf: &MiredoConfig,
+    user: &privileges::Target,
+) -> Result<UnixStream, String> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into();
     let prefix = std::net::Ipv6Addr::from((u128::from(conf.prefix)) << 96);
-    let path = privproc_path();
+    let path = cli
+        .privproc
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(PRIVPROC));
+    check_privproc(&path)?;
     let mut cmd = Command::new(&path);
-    cmd.arg("--interface")
+    cmd.env_clear()
+        .arg("--interface")
         .arg(&conf.interface_name)
         .arg("--prefix")
         .arg(format!("{prefix}/32"))
+        .arg("--user")
+        .arg(&user.name)
+        .arg("--syslog-facility")
+        .arg(conf.syslog_facility.as_str())
         .stdin(Stdio::from(theirs))
-        .stdout(Stdio::null());
-    // privproc must not die with our process group's terminal signals
-    // before it has cleaned up: it leaves when its input closes.
+        .stdout(Stdio::null())
+        .current_dir("/");
+    if cli.foreground {
+        cmd.arg("--foreground");
+    }
     cmd.process_group(0);
+    // SAFETY: cloexec_from only makes system calls (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(|| libteredo::sys::fds::cloexec_from(3));
+    }
     cmd.spawn()
         .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
     Ok(ours)
 }
 
-/// The whole start-up; returns when the daemon stops.
+/// The whole start-up, then the daemon until it stops. Detached, the
+/// process that was started exits with start-up's result (see
+/// [`daemon::daemonize`]).
 pub fn run(cli: Cli) -> Result<(), String> {
+    let mut startup = Startup::foreground();
+    match start(cli, &mut startup) {
+        Ok(mut d) => {
+            startup.succeeded();
+            let result = d.run();
+            drop(d);
+            log::info!("stopped");
+            result
+        }
+        Err(e) => {
+            startup.failed(&e);
+            Err(e)
+        }
+    }
+}
+
+/// Everything miredo does as root, up to the unprivileged daemon ready to
+/// run.
+fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
     let mut loaded = load_config(&cli)?;
     let conf = &mut loaded.conf;
     if let Some(name) = &cli.server_name {
@@ -275,7 +272,23 @@ pub fn run(cli: Cli) -> Result<(), String> {
         log::warn!("{w}");
     }
     let conf = loaded.conf.clone();
-    let target = privileges::lookup_unprivileged(&cli.user)?;
+    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::DAEMON_USER)?;
+    if let Some(w) = warning {
+        log::warn!("{w}");
+    }
+    // miredo-privproc and the configuration reader: another user.
+    let (helper, warning) = privileges::lookup_user(None, privileges::PRIVPROC_USER)?;
+    if let Some(w) = warning {
+        log::warn!("{w}");
+    }
+    if helper.uid == target.uid {
+        log::warn!(
+            "miredo-privproc runs as {} (uid {}), the daemon's own user: create the system user {} so that they are apart",
+            helper.name,
+            helper.uid,
+            privileges::PRIVPROC_USER
+        );
+    }
 
     // Servers are resolved while we can still read /etc/resolv.conf.
     let servers = if conf.relay_type.is_client() {
@@ -361,26 +374,36 @@ pub fn run(cli: Cli) -> Result<(), String> {
             conf.interface_mtu
         );
     }
-    make_run_dir(&target)?;
-    let (status, status_path) = bind_status(&conf.interface_name)?;
-    let status_file = Removable::new(&status_path);
-
-    // Keep the configuration's directory open: after chroot, SIGHUP reads
-    // the file through it.
-    let conf_dir = loaded.path.as_ref().and_then(|p| {
-        let dir = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = p.file_name()?.to_os_string();
-        File::open(dir)
-            .ok()
-            .map(|f| (OwnedFd::from(f), name, p.clone()))
-    });
+    // The run directory and the chroot: root's, made through descriptors
+    // (libteredo::sys::rundir), whatever an earlier version or another
+    // user left there.
+    let run_dir =
+        SafeDir::ensure(Path::new(STATUS_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
+    let status = run_dir
+        .bind_socket(&format!("{}.status", conf.interface_name), 0o666)
+        .map_err(|e| format!("status socket: {e}"))?;
+    status.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let root = match &cli.chrootdir {
+        Some(d) => privileges::open_chroot(d)?,
+        None => privileges::prepare_chroot(&run_dir).map_err(|e| format!("chroot: {e}"))?,
+    };
+    drop(run_dir);
 
     if !cli.foreground {
-        daemon::daemonize().map_err(|e| format!("cannot detach: {e}"))?;
+        *startup = daemon::daemonize("miredo").map_err(|e| format!("cannot detach: {e}"))?;
     }
+    // SIGHUP's way to the configuration file: a reader process outside the
+    // chroot (the daemon keeps no directory that leads out of it).
+    let reader = match &loaded.path {
+        Some(p) => {
+            let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            Some(
+                ConfigReader::spawn(&abs, &helper)
+                    .map_err(|e| format!("configuration reader: {e}"))?,
+            )
+        }
+        None => None,
+    };
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
     let pid_path = cli
         .pidfile
@@ -427,17 +450,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
 
     // miredo-privproc: the only process that keeps a privilege.
     let privproc = if servers.is_some() {
-        Some(spawn_privproc(&conf)?)
+        Some(spawn_privproc(&cli, &conf, &helper)?)
     } else {
         None
     };
 
-    let root = privileges::drop_for_good(
-        &target,
-        cli.chrootdir.as_deref(),
-        Path::new(CHROOT),
-        privileges::prepare_chroot,
-    )?;
+    let root = privileges::drop_for_good(&target, root)?;
     log::info!(
         "running as {} (uid {}), chrooted in {}, no capabilities",
         target.name,
@@ -457,20 +475,13 @@ pub fn run(cli: Cli) -> Result<(), String> {
         status,
         privproc,
     };
-    let mut d = Daemon::new(conf, engine, io, conf_dir, cli.server_name.clone())
+    let mut d = Daemon::new(conf, engine, io, reader, cli.server_name.clone())
         .map_err(|e| e.to_string())?;
     d.dispatch_early(early);
-    let result = d.run();
-    // Through the directories opened before chroot: the pid file (in a
-    // directory we may write, such as the default /run/miredo) and the
-    // status socket.
-    if let Some(f) = status_file {
-        f.remove();
-    }
-    pid.release();
-    drop(d);
-    log::info!("stopped");
-    result
+    // The pid file stays when we stop (nothing that could remove it is
+    // kept: see libteredo::sys::pidfile); it names a dead process then.
+    drop(pid);
+    Ok(d)
 }
 
 /// An interface local discovery runs on.

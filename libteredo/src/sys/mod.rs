@@ -9,4 +9,6 @@ pub mod netlink;
 pub mod pidfile;
 pub mod privileges;
 pub mod random;
+pub mod reader;
+pub mod rundir;
 pub mod signals;

@@ -1,85 +1,130 @@
-//! The pid file: written at start, refused if another live process holds
-//! it, removed at exit by whoever can (see the daemons).
+//! The pid file: written by root at start, through its directory's
+//! descriptor (a link planted at its name is removed, never followed, and
+//! the file is created with `O_EXCL`), refused if a live process of the same
+//! program holds it.
+//!
+//! Nothing of it is kept open: the unprivileged daemon must hold neither a
+//! directory outside its chroot (a way out of it) nor a file root reads
+//! later (a way to make root signal another process). So the file stays
+//! after the daemon stops, naming a dead process, and the next start takes
+//! it over; `start-stop-daemon --exec` and service managers check the
+//! process too. Under systemd (`Type=notify`) no pid file is needed.
 
-use std::fs::{self, OpenOptions};
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-/// A written pid file. It keeps the file and its directory open so that it
-/// can be released after chroot and the switch to an unprivileged user.
+/// A written pid file.
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
-    file: fs::File,
-    dir: Option<std::os::fd::OwnedFd>,
 }
 
 fn alive(pid: i32) -> bool {
     pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
+/// Whether process `pid` runs the same program as we do (its name, as
+/// the kernel shows it); when that cannot be read, it is taken to.
+fn same_program(pid: i32) -> bool {
+    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm")).ok();
+    match (comm(&pid.to_string()), comm("self")) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => true,
+    }
+}
+
 impl PidFile {
-    /// Writes our pid to `path`. A stale file (its process is gone) is
-    /// replaced; a live one is an error.
+    /// Writes our pid to `path`. A stale file (its process gone, or another
+    /// program's) is replaced; a live one of ours is an error.
     pub fn create(path: &Path) -> io::Result<PidFile> {
-        if let Ok(mut f) = fs::File::open(path) {
-            let mut s = String::new();
-            let _ = f.read_to_string(&mut s);
-            // An empty file was released by a daemon that could not remove
-            // it: stale.
-            if let Ok(pid) = s.trim().parse::<i32>() {
-                if pid != std::process::id() as i32 && alive(pid) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!("{} names process {pid}, which is running", path.display()),
-                    ));
+        let (Some(dir), Some(name)) = (
+            path.parent().map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            }),
+            path.file_name(),
+        ) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a file name", path.display()),
+            ));
+        };
+        let dir: OwnedFd = openat(
+            nix::fcntl::AT_FDCWD,
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = fstat(&dir)?;
+        if st.st_mode & 0o002 != 0 && st.st_mode & 0o1000 == 0 {
+            log::warn!(
+                "{}: its directory is writable by everyone: anyone can replace it",
+                path.display()
+            );
+        }
+        match openat(
+            &dir,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => {
+                let is_file = fstat(&fd)
+                    .map(|s| SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
+                    .unwrap_or(false);
+                let mut s = String::new();
+                if is_file {
+                    let _ = std::fs::File::from(fd).take(64).read_to_string(&mut s);
+                }
+                // An empty file was released by a daemon: stale.
+                if let Ok(pid) = s.trim().parse::<i32>() {
+                    if pid != std::process::id() as i32 && alive(pid) && same_program(pid) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!("{} names process {pid}, which is running", path.display()),
+                        ));
+                    }
                 }
             }
-            fs::remove_file(path)?;
+            Err(Errno::ENOENT) => {}
+            // A link (ELOOP) or anything else there: removed below.
+            Err(_) => {}
         }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(path)?;
+        match unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
+        }
+        let fd = openat(
+            &dir,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        let mut f = std::fs::File::from(fd);
         writeln!(f, "{}", std::process::id())?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let dir = fs::File::open(dir).ok().map(std::os::fd::OwnedFd::from);
         Ok(PidFile {
             path: path.to_path_buf(),
-            file: f,
-            dir,
         })
-    }
-
-    /// At exit, possibly without privileges and chrooted: removes the file
-    /// if the directory lets us, else empties it (an empty pid file names no
-    /// process, for us at the next start as for start-stop-daemon).
-    pub fn release(&self) {
-        let removed = match (&self.dir, self.path.file_name()) {
-            (Some(d), Some(name)) => {
-                nix::unistd::unlinkat(d, name, nix::unistd::UnlinkatFlags::NoRemoveDir).is_ok()
-            }
-            _ => false,
-        };
-        if !removed {
-            let _ = self.file.set_len(0);
-        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Removes the file if it still names us.
+    /// Removes the file if it still names us (for a process that can).
     pub fn remove(&self) -> io::Result<()> {
-        let s = fs::read_to_string(&self.path)?;
+        let s = std::fs::read_to_string(&self.path)?;
         if s.trim().parse::<u32>().ok() == Some(std::process::id()) {
-            fs::remove_file(&self.path)?;
+            std::fs::remove_file(&self.path)?;
         }
         Ok(())
     }
@@ -88,11 +133,14 @@ impl PidFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn create_stale_live_remove() {
         let dir = std::env::temp_dir().join(format!("pidfile-test-{}", std::process::id()));
-        let _ = fs::create_dir_all(&dir);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
         let p = dir.join("x.pid");
         // Stale: a pid that cannot exist.
         fs::write(&p, "2147483646\n").unwrap();
@@ -101,20 +149,55 @@ mod tests {
             fs::read_to_string(&p).unwrap().trim(),
             std::process::id().to_string()
         );
-        // Live: pid 1 exists.
+        // Live, but another program (pid 1 is init, not this test): stale.
         fs::write(&p, "1\n").unwrap();
-        assert!(PidFile::create(&p).is_err());
+        PidFile::create(&p).unwrap();
+        // Live and the same program (this test executable, running the
+        // sleeper below): refused.
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sys::pidfile::tests::sleeper", "--ignored"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        fs::write(&p, format!("{}\n", child.id())).unwrap();
+        let refused = PidFile::create(&p);
+        let _ = child.kill();
+        let _ = child.wait();
+        let e = refused.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
         fs::write(&p, format!("{}\n", std::process::id())).unwrap();
         pf.remove().unwrap();
         assert!(!p.exists());
-        // Release removes the file when the directory allows it.
-        let pf = PidFile::create(&p).unwrap();
-        pf.release();
-        assert!(!p.exists());
         // An empty file is stale.
         fs::write(&p, "").unwrap();
-        let pf = PidFile::create(&p).unwrap();
-        pf.release();
+        let _ = PidFile::create(&p).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Run by `create_stale_live_remove` as a live process of this program.
+    #[test]
+    #[ignore = "a helper process for create_stale_live_remove, not a test"]
+    fn sleeper() {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_planted_link_is_replaced_not_followed() {
+        let dir = std::env::temp_dir().join(format!("pidfile-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "keep\n").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        let p = dir.join("x.pid");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        PidFile::create(&p).unwrap();
+        assert!(!fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert_eq!(
+            fs::metadata(&victim).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

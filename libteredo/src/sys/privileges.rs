@@ -1,8 +1,9 @@
 //! Dropping privileges for good: chroot, the unprivileged user's ids, no
 //! capability in any set, and no_new_privs (OpenSSH's recipe).
 
+use super::rundir::SafeDir;
 use nix::unistd::{chroot, setgroups, setresgid, setresuid, Gid, Uid, User};
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
 /// Whom to become.
@@ -29,13 +30,45 @@ pub fn lookup(user: &str) -> io::Result<Target> {
     })
 }
 
-/// Makes `dir` (and its parents) exist as a directory nobody but root can
-/// write, for use as an empty chroot.
-pub fn ensure_empty_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))?;
-    Ok(())
+/// The user the daemons run as once set up, by default: a system user of
+/// their own, which the packages create.
+pub const DAEMON_USER: &str = "miredo";
+/// The default user of miredo-server: another one, so that a server and a
+/// relay on the same host cannot signal each other.
+pub const SERVER_USER: &str = "miredo-server";
+/// The default user of miredo-privproc and of the configuration reader:
+/// neither root nor the daemon's user.
+pub const PRIVPROC_USER: &str = "miredo-privproc";
+/// Where a default user does not exist (a build run before installing):
+/// with a warning.
+pub const FALLBACK_USER: &str = "nobody";
+
+/// Looks up `explicit` (which must exist and not be root) or, without it,
+/// `default`, falling back to `nobody` with a warning when `default` does
+/// not exist. Returns the user and the warning to log.
+pub fn lookup_user(
+    explicit: Option<&str>,
+    default: &str,
+) -> Result<(Target, Option<String>), String> {
+    if let Some(name) = explicit {
+        return lookup_unprivileged(name).map(|t| (t, None));
+    }
+    match lookup(default) {
+        Ok(t) if !t.uid.is_root() => Ok((t, None)),
+        Ok(_) => Err(format!(
+            "user {default} is uid 0: refusing to run as root once set up"
+        )),
+        Err(_) => {
+            let t = lookup_unprivileged(FALLBACK_USER)?;
+            Ok((
+                t,
+                Some(format!(
+                    "user {default} does not exist: running as {FALLBACK_USER} instead \
+                     (create the system user, e.g. adduser --system --group --no-create-home {default}; see miredo(8) SECURITY)"
+                )),
+            ))
+        }
+    }
 }
 
 /// The resolver's files, copied into a chroot so that host names still
@@ -47,67 +80,70 @@ const RESOLVER_FILES: [&str; 4] = [
     "/etc/host.conf",
 ];
 
-/// Makes `dir` a chroot nobody but root can write, holding nothing but
-/// fresh copies of the resolver's files, and loads the resolver's modules
-/// now (they cannot be loaded from inside the chroot).
-pub fn prepare_chroot(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let etc = dir.join("etc");
-    std::fs::create_dir_all(&etc)?;
-    // Several daemons (one per network namespace) may prepare the same
-    // directory at once: each copy is written aside and renamed into place,
-    // so nobody sees a half-written or vanished file. Best effort: a file
-    // that cannot be copied only means no name resolution after reload.
+/// The largest resolver file copied (a resolv.conf is a few hundred bytes,
+/// a hosts file rarely more than a few kilobytes).
+const MAX_RESOLVER_FILE: u64 = 1 << 20;
+
+/// Makes `run`'s entry `chroot` a directory of root's, mode 0555, holding
+/// nothing but `etc/` with fresh copies of the resolver's files (mode
+/// 0444), and loads the resolver's modules now (they cannot be loaded from
+/// inside the chroot). Everything is made through directory descriptors
+/// (see [`super::rundir`]): a link or a directory planted there by another
+/// user is removed, never followed. Several daemons (one per network
+/// namespace) may prepare it at once: each copy is written aside and
+/// renamed into place, and one that is already current is left alone.
+pub fn prepare_chroot(run: &SafeDir) -> io::Result<SafeDir> {
+    let root = run.subdir("chroot", 0o555)?;
+    let etc = root.subdir("etc", 0o555)?;
     for f in RESOLVER_FILES {
-        let to = etc.join(f.trim_start_matches("/etc/"));
-        if up_to_date(Path::new(f), &to) {
-            // Most starts: nothing to write (writing and renaming four
-            // files took about 2 ms, before the first solicitation).
-            continue;
-        }
-        let tmp = etc.join(format!(
-            ".{}.{}",
-            f.trim_start_matches("/etc/"),
-            std::process::id()
-        ));
-        if std::fs::copy(f, &tmp).is_ok()
-            && std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).is_ok()
-            && std::fs::rename(&tmp, &to).is_ok()
-        {
-            continue;
-        }
-        let _ = std::fs::remove_file(&tmp);
-    }
-    for d in [etc.as_path(), dir] {
-        if std::fs::metadata(d)?.permissions().mode() & 0o7777 != 0o555 {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555))?;
+        let name = f.trim_start_matches("/etc/");
+        let bytes = match std::fs::File::open(f).and_then(|file| {
+            let mut v = Vec::new();
+            file.take(MAX_RESOLVER_FILE).read_to_end(&mut v).map(|_| v)
+        }) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Gone from /etc: gone from the copy too.
+                let _ = etc.remove(std::ffi::OsStr::new(name));
+                continue;
+            }
+            // Best effort: a file that cannot be copied only means no name
+            // resolution after a reload.
+            Err(_) => continue,
+        };
+        if let Err(e) = etc.put_file(name, &bytes, 0o444) {
+            log::warn!("{e}: host names may not resolve after a reload");
         }
     }
     use std::net::ToSocketAddrs;
     let _ = ("localhost", 0).to_socket_addrs();
-    Ok(())
+    Ok(root)
 }
 
-/// Whether the chroot's copy `to` of `from` has the same bytes and is
-/// read-only (mode 0444).
-fn up_to_date(from: &Path, to: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::symlink_metadata(to) else {
-        return false;
-    };
-    if !meta.is_file() || meta.permissions().mode() & 0o7777 != 0o444 {
-        return false;
-    }
-    match (std::fs::read(from), std::fs::read(to)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
+/// The empty directory miredo-server chroots into: `run`'s entry `empty`,
+/// a directory of root's with mode 0555.
+pub fn prepare_empty(run: &SafeDir) -> io::Result<SafeDir> {
+    run.subdir("empty", 0o555)
+}
+
+/// Opens a chroot directory named on the command line (-t): it must be a
+/// directory of root's that nobody else can write, reached through such
+/// directories only (the daemon must not be able to change its own prison,
+/// nor anyone else to swap it).
+pub fn open_chroot(dir: &Path) -> Result<SafeDir, String> {
+    let abs = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    SafeDir::open_trusted(&abs).map_err(|e| {
+        format!(
+            "chroot directory {}: {e}: name a directory of root's that nobody else can write",
+            dir.display()
+        )
+    })
 }
 
 /// Enters `root`, becomes `target`, and clears every capability set. After
 /// this nothing can bring a privilege back.
-pub fn drop_to(target: &Target, root: &Path) -> io::Result<()> {
-    std::env::set_current_dir(root)?;
+pub fn drop_to(target: &Target, root: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    nix::unistd::fchdir(root).map_err(io::Error::from)?;
     chroot(".").map_err(io::Error::from)?;
     std::env::set_current_dir("/")?;
     setgroups(&[target.gid]).map_err(io::Error::from)?;
@@ -115,6 +151,8 @@ pub fn drop_to(target: &Target, root: &Path) -> io::Result<()> {
     setresuid(target.uid, target.uid, target.uid).map_err(io::Error::from)?;
     clear_capabilities()?;
     nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
+    // Not even a process of the same user may trace it or read its memory.
+    nix::sys::prctl::set_dumpable(false).map_err(io::Error::from)?;
     Ok(())
 }
 
@@ -154,33 +192,24 @@ pub fn lookup_unprivileged(user: &str) -> Result<Target, String> {
     Ok(target)
 }
 
-/// The daemons' last step as root: chroot into `dir`, or into `default`
-/// made ready by `prepare` when no directory was given; become `target`;
-/// check that no capability is left. Returns the root directory used.
-pub fn drop_for_good(
-    target: &Target,
-    dir: Option<&Path>,
-    default: &Path,
-    prepare: fn(&Path) -> io::Result<()>,
-) -> Result<std::path::PathBuf, String> {
-    let root = match dir {
-        Some(d) => d.to_path_buf(),
-        None => {
-            prepare(default).map_err(|e| format!("{}: {e}", default.display()))?;
-            default.to_path_buf()
-        }
-    };
-    drop_to(target, &root).map_err(|e| {
+/// The daemons' last step as root: chroot into `root` (its descriptor is
+/// closed once inside), become `target`, check that no capability is
+/// left. Returns the root directory's path, for the logs.
+pub fn drop_for_good(target: &Target, root: SafeDir) -> Result<std::path::PathBuf, String> {
+    let path = root.path().to_path_buf();
+    let fd = root.into_fd();
+    drop_to(target, std::os::fd::AsFd::as_fd(&fd)).map_err(|e| {
         format!(
             "cannot drop privileges to {} in {}: {e}",
             target.name,
-            root.display()
+            path.display()
         )
     })?;
+    drop(fd);
     if holds_any_capability() {
         return Err("capabilities are still held after dropping them: refusing to run".into());
     }
-    Ok(root)
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -190,9 +219,17 @@ mod tests {
 
     #[test]
     fn chroot_copies_are_made_then_left_alone_until_they_differ() {
-        let dir = std::env::temp_dir().join(format!("miredo-chroot-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        prepare_chroot(&dir).unwrap();
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("chroot test: not root, no directory of root's to prepare");
+            return;
+        }
+        let base =
+            std::path::PathBuf::from(format!("/run/miredo-chroot-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let run = SafeDir::ensure(&base, 0o755).unwrap();
+        let root = prepare_chroot(&run).unwrap();
+        let dir = root.path().to_path_buf();
+        assert_eq!(dir, base.join("chroot"));
         let present: Vec<(&str, std::path::PathBuf)> = RESOLVER_FILES
             .iter()
             .filter(|f| std::fs::read(f).is_ok())
@@ -204,34 +241,37 @@ mod tests {
                 std::fs::read(copy).unwrap(),
                 "{f}"
             );
-            let mode = std::fs::metadata(copy).unwrap().permissions().mode() & 0o7777;
-            assert_eq!(mode, 0o444, "{f}");
+            let m = std::fs::metadata(copy).unwrap();
+            assert_eq!(m.permissions().mode() & 0o7777, 0o444, "{f}");
+            assert_eq!(m.uid(), 0);
         }
         let inodes: Vec<u64> = present
             .iter()
             .map(|(_, c)| std::fs::metadata(c).unwrap().ino())
             .collect();
         // A second start finds the copies current: none is rewritten.
-        prepare_chroot(&dir).unwrap();
+        prepare_chroot(&run).unwrap();
         for ((f, c), ino) in present.iter().zip(&inodes) {
             assert_eq!(std::fs::metadata(c).unwrap().ino(), *ino, "{f} rewritten");
         }
         // A copy that no longer matches (or lost its mode) is replaced.
         if let Some((f, c)) = present.first() {
-            let etc = dir.join("etc");
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
             std::fs::set_permissions(c, std::fs::Permissions::from_mode(0o644)).unwrap();
             std::fs::write(c, b"stale").unwrap();
-            prepare_chroot(&dir).unwrap();
+            prepare_chroot(&run).unwrap();
             assert_eq!(std::fs::read(f).unwrap(), std::fs::read(c).unwrap(), "{f}");
             let mode = std::fs::metadata(c).unwrap().permissions().mode() & 0o7777;
             assert_eq!(mode, 0o444);
             let dmode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
             assert_eq!(dmode, 0o555);
         }
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(dir.join("etc"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_chroot_named_on_the_command_line_must_be_roots() {
+        assert!(open_chroot(Path::new("/")).is_ok() || !nix::unistd::geteuid().is_root());
+        let e = open_chroot(Path::new("/tmp")).unwrap_err();
+        assert!(e.contains("writable by group or others"), "{e}");
     }
 }

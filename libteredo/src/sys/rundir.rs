@@ -1,0 +1,464 @@
+//! The directories and files root makes for the daemons (the run
+//! directory, the chroots, the chroot's copies of the resolver's files,
+//! the status sockets), made and checked through directory descriptors.
+//!
+//! OpenSSH's rule holds here: root never follows a path that a less
+//! privileged user can write. Every directory root works in is opened
+//! component by component from `/` with `O_NOFOLLOW`, and must be a real
+//! directory owned by root and writable by nobody else; inside it, names
+//! are looked up with `*at` calls on that descriptor, links are never
+//! followed, files are written under a fresh name with `O_EXCL` and renamed
+//! into place, and sockets get their mode from the umask at `bind`, so that
+//! no name ever exists with a wider mode. Anything found in the way that
+//! root did not make (a link, a file, a directory of another owner or
+//! writable by others, such as the `/run/miredo` that earlier versions gave
+//! to the unprivileged user) is moved aside and removed, never used.
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, AtFlags, OFlag};
+use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A directory root may work in: its descriptor, and the path it was
+/// reached by (every component checked, see [`SafeDir::open_trusted`]).
+#[derive(Debug)]
+pub struct SafeDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+}
+
+/// Why a directory cannot be trusted, if it cannot.
+fn distrust(st: &FileStat) -> Option<&'static str> {
+    if kind(st) != SFlag::S_IFDIR {
+        Some("not a directory")
+    } else if st.st_uid != 0 {
+        Some("not owned by root")
+    } else if st.st_mode & 0o022 != 0 {
+        Some("writable by group or others")
+    } else {
+        None
+    }
+}
+
+fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+/// A name inside a directory: one plain component, no `/`, not `.`/`..`.
+fn check_name(name: &str) -> io::Result<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("\"{name}\" is not a plain file name"),
+        ));
+    }
+    Ok(name)
+}
+
+/// A name no one else will pick: for files written aside and for what is
+/// moved out of the way.
+fn fresh_name(base: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let mut r = [0u8; 8];
+    let _ = getrandom::fill(&mut r);
+    format!(
+        ".{base}.{}.{}.{:016x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        u64::from_ne_bytes(r)
+    )
+}
+
+impl SafeDir {
+    /// Opens the existing directory `path` (absolute) for root's use: `/`
+    /// and every component after it must be a directory (not a link),
+    /// owned by root, not writable by group or others. Fails naming the
+    /// first component that is not.
+    pub fn open_trusted(path: &Path) -> io::Result<SafeDir> {
+        if !path.is_absolute() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not an absolute path", path.display()),
+            ));
+        }
+        let mut fd: OwnedFd = openat(nix::fcntl::AT_FDCWD, "/", dir_flags(), Mode::empty())?;
+        let mut at = PathBuf::from("/");
+        let check = |fd: &OwnedFd, at: &Path| -> io::Result<()> {
+            let st = fstat(fd)?;
+            match distrust(&st) {
+                None => Ok(()),
+                Some(why) => Err(other(format!("{}: {why}", at.display()))),
+            }
+        };
+        check(&fd, &at)?;
+        for c in path.components() {
+            let name = match c {
+                Component::RootDir => continue,
+                Component::Normal(n) => n,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{}: . or .. in the path", path.display()),
+                    ))
+                }
+            };
+            at.push(name);
+            fd = match openat(&fd, name, dir_flags(), Mode::empty()) {
+                Ok(f) => f,
+                Err(Errno::ELOOP) => {
+                    return Err(other(format!(
+                        "{}: a symbolic link, not a directory",
+                        at.display()
+                    )))
+                }
+                Err(e) => return Err(other(format!("{}: {e}", at.display()))),
+            };
+            check(&fd, &at)?;
+        }
+        Ok(SafeDir { fd, path: at })
+    }
+
+    /// Makes `path` (absolute) a root-owned directory of `mode` under a
+    /// trusted parent (see [`SafeDir::subdir`]).
+    pub fn ensure(path: &Path, mode: u32) -> io::Result<SafeDir> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: no parent directory", path.display()),
+            ));
+        };
+        let name = name
+            .to_str()
+            .ok_or_else(|| other(format!("{}: not UTF-8", path.display())))?;
+        SafeDir::open_trusted(parent)?.subdir(name, mode)
+    }
+
+    /// The descriptor (for `fchdir`, `*at` calls).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The path this directory was reached by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the directory's descriptor (the caller chroots into it).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    /// The entry `name` as a root-owned directory of exactly `mode`, made
+    /// if absent. A directory of root's that only has another mode gets
+    /// this one; anything else under that name is moved aside and removed
+    /// first (see [`SafeDir::discard`]).
+    pub fn subdir(&self, name: &str, mode: u32) -> io::Result<SafeDir> {
+        let name = check_name(name)?;
+        let at = self.path.join(name);
+        let ctx = |e: Errno| other(format!("{}: {e}", at.display()));
+        for _attempt in 0..4 {
+            match mkdirat(&self.fd, name, Mode::from_bits_truncate(mode)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(ctx(e)),
+            }
+            let fd = match openat(&self.fd, name, dir_flags(), Mode::empty()) {
+                Ok(fd) => fd,
+                // A link or a file: not ours to use.
+                Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+                    self.discard(name)?;
+                    continue;
+                }
+                // Removed by another instance between our two calls.
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(ctx(e)),
+            };
+            let st = fstat(&fd).map_err(ctx)?;
+            if distrust(&st).is_some() {
+                drop(fd);
+                log::warn!(
+                    "{}: {}, not made by root as it should be: removed and made again",
+                    at.display(),
+                    distrust(&st).unwrap_or_default()
+                );
+                self.discard(name)?;
+                continue;
+            }
+            if st.st_mode & 0o7777 != mode {
+                fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(ctx)?;
+            }
+            return Ok(SafeDir { fd, path: at });
+        }
+        Err(other(format!(
+            "{}: cannot make it a directory of root's (something keeps replacing it)",
+            at.display()
+        )))
+    }
+
+    /// Moves the entry `name` out of the way and removes it (a whole tree
+    /// for a directory: the standard library's removal opens each level
+    /// with `O_NOFOLLOW` relative to the last, so a link swapped in during
+    /// the removal is removed, not followed). Nothing is done through the
+    /// old name after the move.
+    pub fn discard(&self, name: &str) -> io::Result<()> {
+        let name = check_name(name)?;
+        let st = match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(other(format!("{}: {e}", self.path.join(name).display()))),
+        };
+        if kind(&st) != SFlag::S_IFDIR {
+            return match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(other(format!("{}: {e}", self.path.join(name).display()))),
+            };
+        }
+        let aside = fresh_name("discarded");
+        match renameat(&self.fd, name, &self.fd, aside.as_str()) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(other(format!("{}: {e}", self.path.join(name).display()))),
+        }
+        // This directory and every one above it are root's: the path to
+        // what was moved aside can no longer change under us.
+        std::fs::remove_dir_all(self.path.join(&aside))
+            .map_err(|e| other(format!("{}: {e}", self.path.join(&aside).display())))
+    }
+
+    /// Whether the entry `name` is a regular file of root's with exactly
+    /// `mode` holding `bytes`.
+    pub fn holds(&self, name: &str, bytes: &[u8], mode: u32) -> bool {
+        let Ok(name) = check_name(name) else {
+            return false;
+        };
+        let Ok(fd) = openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return false;
+        };
+        let Ok(st) = fstat(&fd) else { return false };
+        if kind(&st) != SFlag::S_IFREG
+            || st.st_uid != 0
+            || st.st_mode & 0o7777 != mode
+            || u64::try_from(st.st_size).ok() != u64::try_from(bytes.len()).ok()
+        {
+            return false;
+        }
+        let mut have = Vec::with_capacity(bytes.len());
+        let mut f = std::fs::File::from(fd);
+        Read::by_ref(&mut f)
+            .take(bytes.len() as u64 + 1)
+            .read_to_end(&mut have)
+            .is_ok()
+            && have == bytes
+    }
+
+    /// Puts `bytes` in the regular file `name` with `mode`, unless it
+    /// already holds them: written under a fresh name (`O_CREAT|O_EXCL|
+    /// O_NOFOLLOW`), given its mode through the descriptor, then renamed
+    /// over `name`, so that nobody ever sees a half-written file and
+    /// nothing that was at `name` is followed. Returns whether it wrote.
+    pub fn put_file(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<bool> {
+        let name = check_name(name)?;
+        if self.holds(name, bytes, mode) {
+            return Ok(false);
+        }
+        let tmp = fresh_name(name);
+        let at = self.path.join(name);
+        let ctx = |e: &dyn std::fmt::Display| other(format!("{}: {e}", at.display()));
+        let fd = openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode & 0o600),
+        )
+        .map_err(|e| ctx(&e))?;
+        let written = (|| -> io::Result<()> {
+            let mut f = std::fs::File::from(fd);
+            f.write_all(bytes)?;
+            fchmod(&f, Mode::from_bits_truncate(mode))?;
+            renameat(&self.fd, tmp.as_str(), &self.fd, name)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = unlinkat(&self.fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(ctx(&e));
+        }
+        Ok(true)
+    }
+
+    /// Binds a listening Unix stream socket at `name` with `mode` (a stale
+    /// socket, or anything else found there, is removed first). The mode
+    /// comes from the umask in force during `bind`, so the name never
+    /// exists with another; the umask is process-wide, so this must run
+    /// before the daemon starts threads.
+    pub fn bind_socket(&self, name: &str, mode: u32) -> io::Result<UnixListener> {
+        let name = check_name(name)?;
+        let at = self.path.join(name);
+        let mut attempt = 0;
+        loop {
+            match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(Errno::EISDIR) => self.discard(name)?,
+                Err(e) => return Err(other(format!("{}: {e}", at.display()))),
+            }
+            let old = nix::sys::stat::umask(Mode::from_bits_truncate(!mode & 0o777));
+            // `at` goes through directories of root's only (checked when
+            // this one was opened): the path cannot be redirected.
+            let bound = UnixListener::bind(&at);
+            nix::sys::stat::umask(old);
+            match bound {
+                Ok(l) => return Ok(l),
+                // Another instance (another network namespace: /run is
+                // shared) bound the same name between our two calls.
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(other(format!("{}: {e}", at.display()))),
+            }
+        }
+    }
+
+    /// Removes the entry `name` if it is not a directory (root's own files
+    /// at start, before they are made again).
+    pub fn remove(&self, name: &OsStr) -> io::Result<()> {
+        check_name(&String::from_utf8_lossy(name.as_bytes()))?;
+        match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// A scratch directory under a trusted path (the tests run as root in
+    /// CI; as another user there is no directory of root's to work in).
+    fn scratch(tag: &str) -> Option<PathBuf> {
+        if !is_root() {
+            eprintln!("rundir test {tag}: not root, nothing of root's to check against");
+            return None;
+        }
+        let p = PathBuf::from(format!(
+            "/run/teredo-rundir-test-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        Some(p)
+    }
+
+    #[test]
+    fn open_trusted_refuses_links_and_open_directories() {
+        assert!(SafeDir::open_trusted(Path::new("relative")).is_err());
+        let Some(base) = scratch("open") else { return };
+        let d = SafeDir::ensure(&base, 0o755).unwrap();
+        assert_eq!(d.path(), base);
+        let open = base.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = SafeDir::open_trusted(&open.join("x")).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        std::os::unix::fs::symlink("/etc", base.join("link")).unwrap();
+        let e = SafeDir::open_trusted(&base.join("link")).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn subdir_replaces_what_root_did_not_make() {
+        let Some(base) = scratch("subdir") else {
+            return;
+        };
+        let d = SafeDir::ensure(&base, 0o755).unwrap();
+        // A victim file of root's that a planted link points at.
+        let victim = base.join("victim");
+        std::fs::write(&victim, b"secret").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // A link where the chroot should be, and a foreign-owned directory
+        // holding a link where a copy will go.
+        std::os::unix::fs::symlink(&victim, base.join("chroot")).unwrap();
+        let foreign = base.join("etc");
+        std::fs::create_dir(&foreign).unwrap();
+        std::os::unix::fs::symlink(&victim, foreign.join("resolv.conf")).unwrap();
+        nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+
+        let chroot = d.subdir("chroot", 0o555).unwrap();
+        let m = std::fs::symlink_metadata(base.join("chroot")).unwrap();
+        assert!(m.is_dir() && m.uid() == 0 && m.mode() & 0o7777 == 0o555);
+        let etc = d.subdir("etc", 0o555).unwrap();
+        let m = std::fs::symlink_metadata(&foreign).unwrap();
+        assert!(
+            m.is_dir() && m.uid() == 0,
+            "the foreign directory was replaced"
+        );
+        assert!(etc
+            .put_file("resolv.conf", b"nameserver 192.0.2.1\n", 0o444)
+            .unwrap());
+        assert!(!etc
+            .put_file("resolv.conf", b"nameserver 192.0.2.1\n", 0o444)
+            .unwrap());
+        let copy = foreign.join("resolv.conf");
+        assert_eq!(std::fs::read(&copy).unwrap(), b"nameserver 192.0.2.1\n");
+        assert_eq!(std::fs::metadata(&copy).unwrap().mode() & 0o7777, 0o444);
+        // The victim is untouched: bytes and mode.
+        assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+        assert_eq!(std::fs::metadata(&victim).unwrap().mode() & 0o7777, 0o600);
+        // Nothing left aside.
+        let names: Vec<_> = std::fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+        drop((chroot, etc));
+        std::fs::set_permissions(base.join("chroot"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn sockets_are_born_with_their_mode_and_replace_links() {
+        let Some(base) = scratch("sock") else { return };
+        let d = SafeDir::ensure(&base, 0o755).unwrap();
+        let victim = base.join("victim");
+        std::fs::write(&victim, b"x").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&victim, base.join("teredo.status")).unwrap();
+        let l = d.bind_socket("teredo.status", 0o666).unwrap();
+        let m = std::fs::symlink_metadata(base.join("teredo.status")).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(m.file_type().is_socket());
+        assert_eq!(m.mode() & 0o7777, 0o666);
+        assert_eq!(std::fs::metadata(&victim).unwrap().mode() & 0o7777, 0o600);
+        drop(l);
+        // Again over the stale socket.
+        let _l = d.bind_socket("teredo.status", 0o666).unwrap();
+        assert!(d.bind_socket("../x", 0o666).is_err());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
