@@ -4,12 +4,11 @@
 //! spawned in it, and bounded waits to observe them.
 //!
 //! ```no_run
+//! // tests/tests/example.rs, a `harness = false` test (see `harness`)
 //! use std::time::Duration;
-//! use teredo_lab::{ping6, require_c_miredo, require_root, Impl, NatKind, World, NATIVE_V6};
+//! use teredo_lab::{ping6, Impl, NatKind, World, NATIVE_V6};
 //!
 //! fn client_reaches_native_host() {
-//!     require_root!();
-//!     require_c_miredo!();
 //!     let w = World::build("client_reaches_native_host", &[NatKind::PortRestricted]);
 //!     w.start_server(Impl::C);
 //!     w.start_relay(Impl::C, "cone");
@@ -19,14 +18,20 @@
 //!     assert!(ping6(w.client(1), NATIVE_V6, 3, Duration::from_secs(10)));
 //!     # let _ = took;
 //! } // dropping `w` kills every daemon and deletes every namespace
+//!
+//! teredo_lab::lab_main! {
+//!     needs(root, c_miredo): [client_reaches_native_host],
+//! }
 //! ```
 //!
 //! Every command and wait is bounded in time. Tests need root; without it
-//! (or without `ip netns`) `require_root!()` prints
-//! `SKIPPED <test>: needs root for network namespaces` and returns.
+//! (or without `ip netns`, or the C miredo a test uses) the test runner
+//! reports the test as ignored, never passed, and stderr says why:
+//! `IGNORED <test>: needs root for network namespaces`.
 
 pub mod cmd;
 pub mod flood;
+pub mod harness;
 pub mod impls;
 pub mod named;
 pub mod nat;

@@ -1,4 +1,6 @@
-//! Deciding whether a lab test can run here, and saying loudly when not.
+//! Deciding whether a lab test can run here (see [`crate::harness`], which
+//! reports a test that cannot as ignored, with the reason), and lines
+//! written past any output capture.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,13 +15,9 @@ pub fn loud(line: &str) {
     let _ = writeln!(err, "{line}");
 }
 
-/// Prints `SKIPPED <test>: <why>` past the output capture.
-pub fn skipped(test: &str, why: &str) {
-    loud(&format!("SKIPPED {test}: {why}"));
-}
-
-/// The name of the running test (libtest names each test's thread after
-/// it), without its module path.
+/// The name of the running test, without its module path: libtest and
+/// [`crate::harness`] both name each test's thread after it. `"lab"` on a
+/// thread without a name (one a test spawned) or on `main`.
 pub fn current_test_name() -> String {
     let t = std::thread::current();
     match t.name() {
@@ -35,9 +33,9 @@ fn effective_uid() -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// `None` when this process can build lab worlds (root, and `ip netns`
-/// works), else why not. Probed once per process.
-pub fn root_unavailable() -> Option<String> {
+/// `None` when this process is root and `ip netns` works, else why not.
+/// Probed once per process.
+pub fn netns_unavailable() -> Option<String> {
     static PROBE: OnceLock<Option<String>> = OnceLock::new();
     PROBE
         .get_or_init(|| {
@@ -53,16 +51,25 @@ pub fn root_unavailable() -> Option<String> {
                 ));
             }
             let _ = cmd::host(&["ip", "netns", "del", &probe]);
-            for tool in ["nft", "sysctl", "ping", "kill", "ss"] {
-                if which(tool).is_none() {
-                    return Some(format!(
-                        "needs root for network namespaces and `{tool}` (not installed)"
-                    ));
-                }
-            }
             None
         })
         .clone()
+}
+
+/// `None` when this process can build lab worlds (root, `ip netns` works,
+/// and the tools worlds use are installed), else why not.
+pub fn root_unavailable() -> Option<String> {
+    if let Some(why) = netns_unavailable() {
+        return Some(why);
+    }
+    for tool in ["nft", "sysctl", "ping", "kill", "ss"] {
+        if which(tool).is_none() {
+            return Some(format!(
+                "needs root for network namespaces and `{tool}` (not installed)"
+            ));
+        }
+    }
+    None
 }
 
 /// The first `name` on `$PATH` or in the sbin directories.
@@ -75,40 +82,4 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .map(|d| PathBuf::from(d).join(name))
         .find(|p| p.is_file());
     found
-}
-
-/// Skips the calling test (returns from it) unless it runs as root with
-/// working `ip netns`.
-#[macro_export]
-macro_rules! require_root {
-    () => {
-        if let Some(why) = $crate::skip::root_unavailable() {
-            $crate::skip::skipped(&$crate::skip::current_test_name(), &why);
-            return;
-        }
-    };
-}
-
-/// Skips the calling test unless Debian's C `miredo` and `miredo-server`
-/// are installed.
-#[macro_export]
-macro_rules! require_c_miredo {
-    () => {
-        if let Some(why) = $crate::Impl::C.unavailable() {
-            $crate::skip::skipped(&$crate::skip::current_test_name(), &why);
-            return;
-        }
-    };
-}
-
-/// Skips the calling test unless this workspace's `miredo` and
-/// `miredo-server` have been built (see [`crate::Impl::Ours`]).
-#[macro_export]
-macro_rules! require_ours {
-    () => {
-        if let Some(why) = $crate::Impl::Ours.unavailable() {
-            $crate::skip::skipped(&$crate::skip::current_test_name(), &why);
-            return;
-        }
-    };
 }

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use teredo_lab::{
-    leftover_namespaces, ping6_stats, report, require_c_miredo, require_root, teredo_parts, Impl,
-    NatKind, World, NATIVE_V6,
+    leftover_namespaces, ping6_stats, report, teredo_parts, Impl, NatKind, World, NATIVE_V6,
 };
 
 const QUALIFY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -77,10 +76,7 @@ fn run_c_world(test: &str, kind: NatKind, check: impl FnOnce(&World, &Outcome)) 
     outcome
 }
 
-#[test]
 fn c_client_behind_port_restricted_nat() {
-    require_root!();
-    require_c_miredo!();
     let test = "c_client_behind_port_restricted_nat";
     run_c_world(test, NatKind::PortRestricted, |w, o| {
         let (addr, _) = o
@@ -94,10 +90,7 @@ fn c_client_behind_port_restricted_nat() {
     });
 }
 
-#[test]
 fn c_client_behind_full_cone_nat() {
-    require_root!();
-    require_c_miredo!();
     let test = "c_client_behind_full_cone_nat";
     let kind = NatKind::FullCone {
         client_port: 3545,
@@ -119,10 +112,7 @@ fn c_client_behind_full_cone_nat() {
 /// Documents the reference: RFC 4380 clients cannot work behind a
 /// symmetric NAT in general, and the C miredo implements none of RFC
 /// 6081. Whatever it does is reported, not asserted.
-#[test]
 fn c_client_behind_symmetric_nat() {
-    require_root!();
-    require_c_miredo!();
     let test = "c_client_behind_symmetric_nat";
     let o = run_c_world(test, NatKind::Symmetric, |_, _| {});
     let verdict = match o.qualified {
@@ -142,10 +132,7 @@ fn c_client_behind_symmetric_nat() {
 /// symmetric NAT, ping each other's Teredo addresses (direct
 /// client-to-client, RFC 4380 5.2.4 to 5.2.6). Reported, not asserted,
 /// beyond both qualifying.
-#[test]
 fn c_clients_across_two_nats() {
-    require_root!();
-    require_c_miredo!();
     let test = "c_clients_across_two_nats";
     let w = World::build(test, &[NatKind::PortRestricted, NatKind::Symmetric]);
     let prefix = w.prefix().to_string();
@@ -184,10 +171,7 @@ fn c_clients_across_two_nats() {
 /// mapped port. Reports how long the client takes to notice, which
 /// address(es) its interface carries then, and whether the native host
 /// reaches it again. Asserts only that the client was qualified first.
-#[test]
 fn c_client_after_nat_reboot() {
-    require_root!();
-    require_c_miredo!();
     let test = "c_client_after_nat_reboot";
     let w = World::build(test, &[NatKind::PortRestricted]);
     let prefix = w.prefix().to_string();
@@ -241,4 +225,14 @@ fn c_client_after_nat_reboot() {
     }
     drop(w);
     assert!(leftover_namespaces(&prefix).is_empty());
+}
+
+teredo_lab::lab_main! {
+    needs(root, c_miredo): [
+        c_client_behind_port_restricted_nat,
+        c_client_behind_full_cone_nat,
+        c_client_behind_symmetric_nat,
+        c_clients_across_two_nats,
+        c_client_after_nat_reboot,
+    ],
 }

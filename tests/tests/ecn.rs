@@ -5,20 +5,14 @@
 
 use std::time::Duration;
 
-use teredo_lab::{
-    ping6_stats, report, require_ours, require_root, teredo_addr_of, Impl, NatKind, World,
-    TEREDO_IFACE,
-};
+use teredo_lab::{ping6_stats, report, teredo_addr_of, Impl, NatKind, World, TEREDO_IFACE};
 
 /// Lines of a tcpdump log.
 fn lines(w: &World, d: &teredo_lab::Daemon) -> Vec<String> {
     w.log_of(d).lines().map(str::to_string).collect()
 }
 
-#[test]
 fn ecn_ect_copied_out_and_ce_reaches_the_inner_header() {
-    require_root!();
-    require_ours!();
     let w = World::build("ecn_ce", &[NatKind::PortRestricted]);
     w.start_server(Impl::Ours);
     w.start_relay(Impl::Ours, "cone");
@@ -121,4 +115,10 @@ fn ping6_stats_tclass(w: &World, addr: std::net::Ipv6Addr, count: u32) -> (u32, 
         })
         .unwrap_or(0);
     (count, got)
+}
+
+teredo_lab::lab_main! {
+    needs(root, ours): [
+        ecn_ect_copied_out_and_ce_reaches_the_inner_header,
+    ],
 }

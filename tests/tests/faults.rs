@@ -16,8 +16,7 @@ use teredo_lab::cmd::kill_group;
 use teredo_lab::named::{self, client_conf, unique_iface};
 use teredo_lab::procstat::{self, alive, comm};
 use teredo_lab::{
-    ping6_stats, report, require_c_miredo, require_ours, require_root, teredo_addr_of, wait_until,
-    Daemon, Impl, NatKind, Netns, World, NATIVE_V6,
+    ping6_stats, report, teredo_addr_of, wait_until, Daemon, Impl, NatKind, Netns, World, NATIVE_V6,
 };
 
 const QUALIFY: Duration = Duration::from_secs(15);
@@ -201,10 +200,7 @@ fn kill_privproc(imp: Impl) -> (bool, Vec<(Duration, IfState)>, String) {
     (ok, states, w.log_of(&cli))
 }
 
-#[test]
 fn fault_sigkill_privproc() {
-    require_root!();
-    require_ours!();
     let (ok, states, log) = kill_privproc(Impl::Ours);
     if teredo_lab::impls::Impl::C.unavailable().is_none() {
         let _ = kill_privproc(Impl::C);
@@ -227,10 +223,7 @@ fn write_exec(w: &World, name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
-#[test]
 fn fault_sigkill_client_runs_hook_down() {
-    require_root!();
-    require_ours!();
     let test = "fault_sigkill_client_runs_hook_down";
     let w = World::build(test, &[NatKind::PortRestricted]);
     w.start_server(Impl::Ours);
@@ -574,11 +567,7 @@ fn assert_resumed(who: &str, ok: bool, gap: &Gap) {
 
 /// Our relay restarted under a ping to a C client (so that only the relay
 /// is ours); the C relay with a C client alongside, recorded.
-#[test]
 fn fault_relay_restart_under_traffic() {
-    require_root!();
-    require_ours!();
-    require_c_miredo!();
     let (ours, ok) = relay_restart(Impl::Ours, Impl::C);
     let (c, c_ok) = relay_restart(Impl::C, Impl::C);
     report(
@@ -594,10 +583,7 @@ fn fault_relay_restart_under_traffic() {
 /// The same with our client: it resumes only when its entry for the native
 /// host expires (30 s, RFC 4380 5.2.4 validity), where the C client
 /// resumes at once.
-#[test]
 fn fault_relay_restart_our_client() {
-    require_root!();
-    require_ours!();
     let (ours, ok) = relay_restart(Impl::Ours, Impl::Ours);
     assert_resumed("our relay, our client", ok, &ours);
 }
@@ -653,10 +639,7 @@ fn sighup_invalid(imp: Impl) -> (bool, bool, bool, String) {
     (running, now == Some(addr), pings, log)
 }
 
-#[test]
 fn fault_sighup_invalid_config_keeps_old() {
-    require_root!();
-    require_ours!();
     let (running, kept, pings, log) = sighup_invalid(Impl::Ours);
     if Impl::C.unavailable().is_none() {
         let _ = sighup_invalid(Impl::C);
@@ -683,4 +666,16 @@ fn ping_secs() -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10u64)
         .clamp(5, 60)
+}
+
+teredo_lab::lab_main! {
+    needs(root, ours): [
+        fault_sigkill_privproc,
+        fault_sigkill_client_runs_hook_down,
+        fault_relay_restart_our_client,
+        fault_sighup_invalid_config_keeps_old,
+    ],
+    needs(root, ours, c_miredo): [
+        fault_relay_restart_under_traffic,
+    ],
 }

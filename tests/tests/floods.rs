@@ -22,8 +22,7 @@ use teredo_lab::named::{self, status_number, unique_iface};
 use teredo_lab::nftcount::{Counters, Hook};
 use teredo_lab::procstat;
 use teredo_lab::{
-    ping6_stats, report, require_c_miredo, require_ours, require_root, Impl, NatKind, Netns, World,
-    NATIVE_V6, RELAY_V4, SERVER_V4,
+    ping6_stats, report, Impl, NatKind, Netns, World, NATIVE_V6, RELAY_V4, SERVER_V4,
 };
 
 const QUALIFY: Duration = Duration::from_secs(15);
@@ -382,11 +381,7 @@ fn tail(s: &str, n: usize) -> String {
     s[start..].replace('\n', " | ")
 }
 
-#[test]
 fn flood_malformed_at_server_relay_client() {
-    require_root!();
-    require_ours!();
-    require_c_miredo!();
     let _one = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
     let start = Instant::now();
     let ours = malformed_run(Impl::Ours);
@@ -653,11 +648,7 @@ fn peer_flood_run(relay_imp: Impl) -> PeerFlood {
     r
 }
 
-#[test]
 fn flood_random_teredo_peers_through_relay() {
-    require_root!();
-    require_ours!();
-    require_c_miredo!();
     let _one = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
     let test = "flood_random_teredo_peers_through_relay";
     let start = Instant::now();
@@ -710,10 +701,7 @@ fn flood_random_teredo_peers_through_relay() {
 /// beside the C ones. (Flood (a) showed our server spending CPU before
 /// any flood: its socket threads call recvmmsg on non-blocking sockets in
 /// a loop, and get EAGAIN tens of thousands of times a second.)
-#[test]
 fn idle_daemons_spend_no_cpu() {
-    require_root!();
-    require_ours!();
     let test = "idle_daemons_spend_no_cpu";
     let w = World::build(test, &[NatKind::PortRestricted]);
     let srv = w.start_server(Impl::Ours);
@@ -744,4 +732,14 @@ fn idle_daemons_spend_no_cpu() {
             "our {what} spent {ms} ms of CPU in 2 idle seconds"
         );
     }
+}
+
+teredo_lab::lab_main! {
+    needs(root, ours, c_miredo): [
+        flood_malformed_at_server_relay_client,
+        flood_random_teredo_peers_through_relay,
+    ],
+    needs(root, ours): [
+        idle_daemons_spend_no_cpu,
+    ],
 }

@@ -16,10 +16,7 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use common::mostly;
-use teredo_lab::{
-    ping6_stats, report, require_c_miredo, require_ours, require_root, Impl, NatKind, NatReboot,
-    World, NATIVE_V6,
-};
+use teredo_lab::{ping6_stats, report, Impl, NatKind, NatReboot, World, NATIVE_V6};
 
 /// Behind a NAT that lets it, either client qualifies in well under a
 /// second; 12 s covers the three 4 s solicitations of RFC 4380 5.2.1.
@@ -205,11 +202,7 @@ fn blame(cases: &[&Case]) -> Vec<Role> {
         .collect()
 }
 
-#[test]
 fn interop_matrix() {
-    require_root!();
-    require_c_miredo!();
-    require_ours!();
     let test = "interop_matrix";
     let start = Instant::now();
     let kinds = [NatKind::PortRestricted, NatKind::Symmetric];
@@ -312,11 +305,7 @@ type Topology = (usize, usize, Option<(usize, usize)>);
 /// both ways. Our client must do at least what C clients do: a pair with
 /// ours is asserted when the same NATs with two C clients work (the C
 /// pairs run in the same world at the same time), and reported otherwise.
-#[test]
 fn our_client_and_c_client_across_two_nats() {
-    require_root!();
-    require_c_miredo!();
-    require_ours!();
     let test = "our_client_and_c_client_across_two_nats";
     let start = Instant::now();
     let cone = NatKind::FullCone {
@@ -406,4 +395,11 @@ fn our_client_and_c_client_across_two_nats() {
         ),
     );
     assert!(bad.is_empty(), "our client and a C client: {bad:?}");
+}
+
+teredo_lab::lab_main! {
+    needs(root, c_miredo, ours): [
+        interop_matrix,
+        our_client_and_c_client_across_two_nats,
+    ],
 }

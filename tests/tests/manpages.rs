@@ -6,7 +6,6 @@ use std::process::Command;
 
 use teredo_lab::impls::our_bin_dir;
 use teredo_lab::report;
-use teredo_lab::skip::skipped;
 
 const PAGES: [&str; 7] = [
     "miredo.8",
@@ -22,15 +21,33 @@ fn man_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../man")
 }
 
-#[test]
-fn every_page_renders_without_warnings() {
-    if Command::new("groff").arg("--version").output().is_err() {
-        skipped(
-            "every_page_renders_without_warnings",
-            "groff is not installed (apt-get install groff)",
-        );
-        return;
+/// The programs `pages_document_every_option_of_help` runs, with their
+/// pages.
+const BINS: [(&str, &str); 5] = [
+    ("miredo", "miredo.8"),
+    ("miredo-server", "miredo-server.8"),
+    ("miredo-checkconf", "miredo-checkconf.8"),
+    ("miredo-privproc", "miredo-privproc.8"),
+    ("teredo-mire", "teredo-mire.1"),
+];
+
+/// A need of `lab_main!`: groff installed.
+fn groff() -> Option<String> {
+    match Command::new("groff").arg("--version").output() {
+        Ok(_) => None,
+        Err(_) => Some("groff is not installed (apt-get install groff)".into()),
     }
+}
+
+/// A need of `lab_main!`: every program of [`BINS`] built.
+fn our_programs() -> Option<String> {
+    BINS.iter()
+        .map(|(bin, _)| our_bin_dir().join(bin))
+        .find(|exe| !exe.is_file())
+        .map(|exe| format!("{} not built", exe.display()))
+}
+
+fn every_page_renders_without_warnings() {
     for page in PAGES {
         let path = man_dir().join(page);
         assert!(path.is_file(), "{} is missing", path.display());
@@ -67,24 +84,9 @@ fn long_options(help: &str) -> Vec<String> {
     v
 }
 
-#[test]
 fn pages_document_every_option_of_help() {
-    let bins = [
-        ("miredo", "miredo.8"),
-        ("miredo-server", "miredo-server.8"),
-        ("miredo-checkconf", "miredo-checkconf.8"),
-        ("miredo-privproc", "miredo-privproc.8"),
-        ("teredo-mire", "teredo-mire.1"),
-    ];
-    for (bin, page) in bins {
+    for (bin, page) in BINS {
         let exe = our_bin_dir().join(bin);
-        if !exe.is_file() {
-            skipped(
-                "pages_document_every_option_of_help",
-                &format!("{} not built", exe.display()),
-            );
-            return;
-        }
         let out = Command::new(&exe)
             .arg("--help")
             .output()
@@ -100,4 +102,9 @@ fn pages_document_every_option_of_help() {
             );
         }
     }
+}
+
+teredo_lab::lab_main! {
+    needs(groff): [every_page_renders_without_warnings],
+    needs(our_programs): [pages_document_every_option_of_help],
 }

@@ -5,8 +5,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use teredo_lab::{
-    leftover_namespaces, ping6_stats, report, require_c_miredo, require_ours, require_root,
-    teredo_addr_of, wait_until, Daemon, Impl, NatKind, World, NATIVE_V6, TEREDO_IFACE,
+    leftover_namespaces, ping6_stats, report, teredo_addr_of, wait_until, Daemon, Impl, NatKind,
+    World, NATIVE_V6, TEREDO_IFACE,
 };
 
 const QUALIFY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -105,11 +105,7 @@ fn qualify(w: &World, d: &Daemon, n: usize, who: &str) -> Duration {
     }
 }
 
-#[test]
 fn ours_client_c_server_c_relay_port_restricted() {
-    require_root!();
-    require_c_miredo!();
-    require_ours!();
     let w = World::build(
         "ours_client_c_srv",
         &[NatKind::PortRestricted, NatKind::PortRestricted],
@@ -132,11 +128,7 @@ fn ours_client_c_server_c_relay_port_restricted() {
     ping_both_ways(&w, 2, "C client, C server, C relay");
 }
 
-#[test]
 fn ours_relay_serves_c_client_both_ways() {
-    require_root!();
-    require_c_miredo!();
-    require_ours!();
     let w = World::build("ours_relay_c_cli", &[NatKind::PortRestricted]);
     w.start_server(Impl::C);
     w.start_relay(Impl::Ours, "cone");
@@ -145,11 +137,7 @@ fn ours_relay_serves_c_client_both_ways() {
     ping_both_ways(&w, 1, "C client, C server, our relay");
 }
 
-#[test]
 fn c_client_against_our_server_and_c_relay() {
-    require_root!();
-    require_c_miredo!();
-    require_ours!();
     let w = World::build("c_cli_ours_srv", &[NatKind::PortRestricted]);
     w.start_server(Impl::Ours);
     w.start_relay(Impl::C, "cone");
@@ -158,10 +146,7 @@ fn c_client_against_our_server_and_c_relay() {
     ping_both_ways(&w, 1, "C client, our server, C relay");
 }
 
-#[test]
 fn ours_everywhere_privileges_and_clean_stop() {
-    require_root!();
-    require_ours!();
     let w = World::build("ours_all", &[NatKind::PortRestricted]);
     let prefix = w.prefix().to_string();
     let srv = w.start_server(Impl::Ours);
@@ -246,4 +231,15 @@ fn ours_everywhere_privileges_and_clean_stop() {
     );
     drop(w);
     assert!(leftover_namespaces(&prefix).is_empty());
+}
+
+teredo_lab::lab_main! {
+    needs(root, c_miredo, ours): [
+        ours_client_c_server_c_relay_port_restricted,
+        ours_relay_serves_c_client_both_ways,
+        c_client_against_our_server_and_c_relay,
+    ],
+    needs(root, ours): [
+        ours_everywhere_privileges_and_clean_stop,
+    ],
 }

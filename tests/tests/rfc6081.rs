@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use teredo_lab::{
-    ping6_stats, report, require_c_miredo, require_ours, require_root, teredo_addr_of, wait_until,
-    Impl, NatKind, World, TEREDO_IFACE,
+    ping6_stats, report, teredo_addr_of, wait_until, Impl, NatKind, World, TEREDO_IFACE,
 };
 
 const QUALIFY: Duration = Duration::from_secs(15);
@@ -46,10 +45,7 @@ fn pair(test: &str, k1: NatKind, k2: NatKind, imp: Impl) -> (World, (u32, u32), 
     (w, one, two)
 }
 
-#[test]
 fn ours_across_two_masquerade_nats_both_ways_where_c_fails() {
-    require_root!();
-    require_ours!();
     let (w, one, two) = pair(
         "x6081_ours_mm",
         NatKind::PortRestricted,
@@ -61,12 +57,9 @@ fn ours_across_two_masquerade_nats_both_ways_where_c_fails() {
     drop(w);
 }
 
-#[test]
 fn c_across_two_masquerade_nats_is_recorded() {
     // The C reference in the same setting: recorded, not asserted (this is
     // the C tool's failure, which the test above fixes).
-    require_root!();
-    require_c_miredo!();
     let (w, one, two) = pair(
         "x6081_c_mm",
         NatKind::PortRestricted,
@@ -93,7 +86,6 @@ fn c_across_two_masquerade_nats_is_recorded() {
     assert!(teredo_addr_of(w.client(2), TEREDO_IFACE).is_some());
 }
 
-#[test]
 fn ours_masquerade_with_fully_random_symmetric_is_recorded() {
     // Masquerade on one side, `fully-random` on the other: the random side's
     // port towards the peer cannot be known in advance and the masquerade
@@ -101,8 +93,6 @@ fn ours_masquerade_with_fully_random_symmetric_is_recorded() {
     // helps (the simulator's sim_rfc6081_random_symmetric_with_masquerade_
     // is_impossible shows the same). Recorded with its reason; both clients
     // must still qualify and report their NAT right.
-    require_root!();
-    require_ours!();
     let (w, one, two) = pair(
         "x6081_ours_ms",
         NatKind::PortRestricted,
@@ -120,10 +110,7 @@ fn ours_masquerade_with_fully_random_symmetric_is_recorded() {
     assert!(teredo_addr_of(w.client(2), TEREDO_IFACE).is_some());
 }
 
-#[test]
 fn ours_report_the_nat_behaviour() {
-    require_root!();
-    require_ours!();
     let w = World::build(
         "x6081_natkind",
         &[NatKind::PortRestricted, NatKind::Symmetric],
@@ -195,16 +182,23 @@ fn one_nat_two_clients(test: &str, extra: &str) {
     assert!(two.1 >= 3, "1b -> 1: {two:?}");
 }
 
-#[test]
 fn ours_two_clients_behind_one_nat_without_hairpinning() {
-    require_root!();
-    require_ours!();
     one_nat_two_clients("x6081_hairpin_alt", "");
 }
 
-#[test]
 fn ours_two_clients_behind_one_nat_with_local_discovery() {
-    require_root!();
-    require_ours!();
     one_nat_two_clients("x6081_hairpin_disc", "LocalDiscovery enabled\n");
+}
+
+teredo_lab::lab_main! {
+    needs(root, ours): [
+        ours_across_two_masquerade_nats_both_ways_where_c_fails,
+        ours_masquerade_with_fully_random_symmetric_is_recorded,
+        ours_report_the_nat_behaviour,
+        ours_two_clients_behind_one_nat_without_hairpinning,
+        ours_two_clients_behind_one_nat_with_local_discovery,
+    ],
+    needs(root, c_miredo): [
+        c_across_two_masquerade_nats_is_recorded,
+    ],
 }

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{mostly, ping, qualify, sample_addrs, status_field, teredo_addrs, unique_iface};
 use teredo_lab::{
-    leftover_namespaces, report, require_ours, require_root, teredo_addr_of, teredo_parts,
-    wait_for, wait_until, Daemon, Impl, NatKind, NatReboot, World, NATIVE_V6, SERVER_V4,
-    TEREDO_IFACE,
+    leftover_namespaces, report, teredo_addr_of, teredo_parts, wait_for, wait_until, Daemon, Impl,
+    NatKind, NatReboot, World, NATIVE_V6, SERVER_V4, TEREDO_IFACE,
 };
 
 /// Our server and our cone relay in a world with `nats`.
@@ -53,21 +52,17 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(120);
 /// 50 MiB over TCP from the native host to our client, through our relay
 /// and our client; SHA-256 at both ends. The client writes the segments to
 /// its TUN device coalesced (GRO) when the device has offloads.
-#[test]
 fn tcp_50mb_native_host_to_our_client() {
     tcp_50mb("tcp_50mb_native_host_to_our_client", false);
 }
 
 /// 50 MiB the other way, our client to the native host: here our relay
 /// coalesces the segments for its TUN device.
-#[test]
 fn tcp_50mb_our_client_to_native_host() {
     tcp_50mb("tcp_50mb_our_client_to_native_host", true);
 }
 
 fn tcp_50mb(test: &str, to_native: bool) {
-    require_root!();
-    require_ours!();
     let start = Instant::now();
     let (w, _srv, relay) = our_world(test, &[NatKind::PortRestricted]);
     let cli = w.start_client(1, Impl::Ours, "");
@@ -140,10 +135,7 @@ const CONE1: NatKind = NatKind::FullCone {
 /// Our clients behind two full-cone NATs (static mappings) reach each
 /// other directly, both ways (RFC 4380 5.2.4 to 5.2.6: the direct bubble
 /// and the indirect bubble through the server).
-#[test]
 fn our_clients_across_two_full_cone_nats_both_ways() {
-    require_root!();
-    require_ours!();
     let test = "our_clients_across_two_full_cone_nats_both_ways";
     let start = Instant::now();
     let (w, _srv, _relay) = our_world(test, &[CONE1, CONE1]);
@@ -174,11 +166,7 @@ fn our_clients_across_two_full_cone_nats_both_ways() {
 /// dropped but tracked, gives the client's answer to that peer another
 /// port than its mapped one; a client that only accepts packets from the
 /// mapping in the peer's address, RFC 4380 5.2.3, drops it.)
-#[test]
 fn client_to_client_with_masquerade_nats_ours_vs_c() {
-    require_root!();
-    require_ours!();
-    teredo_lab::require_c_miredo!();
     let test = "client_to_client_with_masquerade_nats_ours_vs_c";
     let start = Instant::now();
     let pr = NatKind::PortRestricted;
@@ -283,10 +271,7 @@ fn client_conf(iface: &str, server: &str) -> String {
 /// naming the new server); a new InterfaceName is refused with a "restart"
 /// log line while the old interface keeps working; an invalid file leaves
 /// the running configuration in place.
-#[test]
 fn sighup_server_change_interface_refusal_invalid_file() {
-    require_root!();
-    require_ours!();
     let test = "sighup_server_change_interface_refusal_invalid_file";
     let start = Instant::now();
     let (w, _srv, _relay) = our_world(test, &[NatKind::PortRestricted]);
@@ -453,10 +438,7 @@ fn sighup_server_change_interface_refusal_invalid_file() {
 
 /// SIGTERM to each of our daemons leaves no process, interface, address,
 /// route, pid file or status socket behind.
-#[test]
 fn sigterm_leaves_nothing_behind() {
-    require_root!();
-    require_ours!();
     let test = "sigterm_leaves_nothing_behind";
     let start = Instant::now();
     let (w, srv, relay) = our_world(test, &[NatKind::PortRestricted]);
@@ -561,10 +543,7 @@ fn sigterm_leaves_nothing_behind() {
 /// emptied (an empty pid file names no process; see miredo(8)). The C
 /// miredo, whose root parent outlives its worker, always removes it: the
 /// report says which our daemons did.
-#[test]
 fn pid_files_released_on_sigterm() {
-    require_root!();
-    require_ours!();
     let test = "pid_files_released_on_sigterm";
     let start = Instant::now();
     let (w, srv, relay) = our_world(test, &[NatKind::PortRestricted]);
@@ -684,17 +663,11 @@ fn nat_reboot(test: &str, how: NatReboot) {
     done(test, start);
 }
 
-#[test]
 fn nat_reboot_new_port_moves_the_address() {
-    require_root!();
-    require_ours!();
     nat_reboot("nat_reboot_new_port_moves_the_address", NatReboot::NewPort);
 }
 
-#[test]
 fn nat_reboot_new_address_moves_the_address() {
-    require_root!();
-    require_ours!();
     nat_reboot(
         "nat_reboot_new_address_moves_the_address",
         NatReboot::NewAddress,
@@ -704,10 +677,7 @@ fn nat_reboot_new_address_moves_the_address() {
 /// The server stops answering (SIGSTOP): the client says so in its log and
 /// withdraws its address; once the server is back (SIGCONT) the client
 /// qualifies again.
-#[test]
 fn server_stop_withdraws_and_requalifies() {
-    require_root!();
-    require_ours!();
     let test = "server_stop_withdraws_and_requalifies";
     let start = Instant::now();
     let (w, srv, _relay) = our_world(test, &[NatKind::PortRestricted]);
@@ -767,4 +737,21 @@ fn server_stop_withdraws_and_requalifies() {
     )));
     drop(w);
     done(test, start);
+}
+
+teredo_lab::lab_main! {
+    needs(root, ours): [
+        tcp_50mb_native_host_to_our_client,
+        tcp_50mb_our_client_to_native_host,
+        our_clients_across_two_full_cone_nats_both_ways,
+        sighup_server_change_interface_refusal_invalid_file,
+        sigterm_leaves_nothing_behind,
+        pid_files_released_on_sigterm,
+        nat_reboot_new_port_moves_the_address,
+        nat_reboot_new_address_moves_the_address,
+        server_stop_withdraws_and_requalifies,
+    ],
+    needs(root, ours, c_miredo): [
+        client_to_client_with_masquerade_nats_ours_vs_c,
+    ],
 }
