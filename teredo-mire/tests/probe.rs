@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{netns_unavailable, run, skip, unique, Netns, Proc, TempDir, BIN};
+use common::{run, unique, Netns, Proc, TempDir, BIN};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::thread;
@@ -26,18 +26,17 @@ struct World {
     _dir: TempDir,
 }
 
-fn world(test: &str) -> Option<World> {
-    if let Some(why) = netns_unavailable() {
-        skip(test, &why);
+/// A need of `lab_main!`: Debian's C miredo-server installed.
+fn c_server() -> Option<String> {
+    if Path::new(C_SERVER).exists() {
         return None;
     }
-    if !Path::new(C_SERVER).exists() {
-        skip(
-            test,
-            &format!("{C_SERVER} is not installed (Debian package miredo-server)"),
-        );
-        return None;
-    }
+    Some(format!(
+        "{C_SERVER} is not installed (Debian package miredo-server)"
+    ))
+}
+
+fn world() -> World {
     let srv = Netns::new("mires");
     let cli = Netns::new("mirec");
     let (a, b) = (unique("mva"), unique("mvb"));
@@ -83,12 +82,12 @@ fn world(test: &str) -> Option<World> {
         );
         thread::sleep(Duration::from_millis(50));
     }
-    Some(World {
+    World {
         _server: server,
         client: cli,
         _srv: srv,
         _dir: dir,
-    })
+    }
 }
 
 fn probe(w: &World, args: &[&str], limit: Duration) -> (Output, String, String) {
@@ -104,11 +103,8 @@ fn value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
 }
 
-#[test]
 fn qualifies_with_the_c_server() {
-    let Some(w) = world("qualifies_with_the_c_server") else {
-        return;
-    };
+    let w = world();
     let (out, stdout, stderr) = probe(
         &w,
         &["198.18.1.1", "--no-nat-test", "--timeout", "10"],
@@ -149,11 +145,8 @@ fn qualifies_with_the_c_server() {
     );
 }
 
-#[test]
 fn nat_test_sees_no_nat_as_cone() {
-    let Some(w) = world("nat_test_sees_no_nat_as_cone") else {
-        return;
-    };
+    let w = world();
     let (out, stdout, stderr) = probe(
         &w,
         &["198.18.1.1", "--timeout", "10"],
@@ -164,11 +157,8 @@ fn nat_test_sees_no_nat_as_cone() {
     assert!(stderr.contains("NAT test: cone bit set"), "{stderr}");
 }
 
-#[test]
 fn silent_server_fails() {
-    let Some(w) = world("silent_server_fails") else {
-        return;
-    };
+    let w = world();
     let start = Instant::now();
     let (out, stdout, stderr) = probe(
         &w,
@@ -184,7 +174,6 @@ fn silent_server_fails() {
     );
 }
 
-#[test]
 fn unresolvable_server_fails() {
     // No namespace needed: the name is refused before anything is sent.
     let out = run(
@@ -196,14 +185,10 @@ fn unresolvable_server_fails() {
     assert!(err.contains("cannot resolve no-such-host.invalid"), "{err}");
 }
 
-#[test]
 fn wrong_answers_are_counted() {
     use libteredo::wire::teredo::Auth;
     use std::net::{SocketAddrV4, UdpSocket};
 
-    if let Some(why) = netns_unavailable() {
-        return skip("wrong_answers_are_counted", &why);
-    }
     let ns = Netns::new("mirew");
     let cmd = {
         let mut c = ns.command(BIN);
@@ -251,4 +236,14 @@ fn wrong_answers_are_counted() {
         "{stderr}"
     );
     assert!(stderr.contains("malformed: 1, spoofed: 1"), "{stderr}");
+}
+
+teredo_lab::lab_main! {
+    needs(netns, c_server): [
+        qualifies_with_the_c_server,
+        nat_test_sees_no_nat_as_cone,
+        silent_server_fails,
+    ],
+    needs(netns): [wrong_answers_are_counted],
+    plain: [unresolvable_server_fails],
 }

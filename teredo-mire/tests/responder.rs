@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{echo, netns_unavailable, skip, Netns, Proc, BIN};
+use common::{echo, Netns, Proc, BIN};
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -58,11 +58,7 @@ fn exchange(port: u16, datagrams: Vec<Vec<u8>>, wait: Duration) -> Vec<Vec<u8>> 
     }
 }
 
-#[test]
 fn answers_echo_requests_byte_for_byte() {
-    if let Some(why) = netns_unavailable() {
-        return skip("answers_echo_requests_byte_for_byte", &why);
-    }
     let ns = Netns::new("mirer");
     let mut p = start(&ns, true);
     ns.run_in(|| {
@@ -91,11 +87,7 @@ fn answers_echo_requests_byte_for_byte() {
     assert!(p.is_alive());
 }
 
-#[test]
 fn drops_everything_else_and_survives() {
-    if let Some(why) = netns_unavailable() {
-        return skip("drops_everything_else_and_survives", &why);
-    }
     let ns = Netns::new("mireg");
     let mut p = start(&ns, true);
     ns.run_in(|| {
@@ -145,11 +137,7 @@ fn drops_everything_else_and_survives() {
     assert!(p.is_alive(), "the responder died");
 }
 
-#[test]
 fn private_sources_are_refused_by_default() {
-    if let Some(why) = netns_unavailable() {
-        return skip("private_sources_are_refused_by_default", &why);
-    }
     let ns = Netns::new("mirep");
     let mut p = start(&ns, false);
     ns.run_in(|| {
@@ -163,11 +151,7 @@ fn private_sources_are_refused_by_default() {
     assert!(p.is_alive());
 }
 
-#[test]
 fn port_in_use_is_reported() {
-    if let Some(why) = netns_unavailable() {
-        return skip("port_in_use_is_reported", &why);
-    }
     let ns = Netns::new("mireb");
     let _first = start(&ns, true);
     let out = common::run(
@@ -177,4 +161,13 @@ fn port_in_use_is_reported() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on 127.0.0.1:3544"), "{err}");
+}
+
+teredo_lab::lab_main! {
+    needs(netns): [
+        answers_echo_requests_byte_for_byte,
+        drops_everything_else_and_survives,
+        private_sources_are_refused_by_default,
+        port_in_use_is_reported,
+    ],
 }

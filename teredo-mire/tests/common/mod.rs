@@ -25,25 +25,6 @@ pub fn unique(tag: &str) -> String {
     format!("{tag}{}x{n}", std::process::id() % 1_000_000)
 }
 
-/// Why the namespace tests cannot run here, if they cannot.
-pub fn netns_unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not running as root".into());
-    }
-    match Command::new("ip").arg("-V").output() {
-        Ok(o) if o.status.success() => None,
-        _ => Some("the ip command (iproute2) is missing".into()),
-    }
-}
-
-/// Says loudly that a test did not run. Written to the stderr handle
-/// itself, which the test harness does not capture, so that the line shows
-/// even when the test "passes".
-pub fn skip(test: &str, reason: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
-}
-
 /// Runs a command to completion within `limit`, killing it otherwise.
 pub fn run(cmd: &mut Command, limit: Duration) -> Output {
     let child = cmd
