@@ -11,12 +11,17 @@ use common::{run, run_ours, scratch, write_case, Format, C, CORPUS};
 
 const C_TOOL: &str = "/usr/sbin/miredo-checkconf";
 
-#[test]
-fn agrees_with_the_c_tool_where_it_is_right() {
-    if !Path::new(C_TOOL).exists() {
-        eprintln!("SKIPPED: interop with the C miredo-checkconf: {C_TOOL} not installed (apt-get install miredo)");
-        return;
+/// A need of `lab_main!`: Debian's C miredo-checkconf installed.
+fn c_tool() -> Option<String> {
+    if Path::new(C_TOOL).exists() {
+        return None;
     }
+    Some(format!(
+        "interop with the C miredo-checkconf: {C_TOOL} not installed (apt-get install miredo)"
+    ))
+}
+
+fn agrees_with_the_c_tool_where_it_is_right() {
     let dir = scratch("interop");
     let mut failures = Vec::new();
     let mut tally = [0usize; 5];
@@ -52,14 +57,9 @@ fn agrees_with_the_c_tool_where_it_is_right() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
 fn the_c_tool_still_has_the_documented_faults() {
     // The reasons above rest on these; if a new C release fixes them, the
     // corpus labels must change.
-    if !Path::new(C_TOOL).exists() {
-        eprintln!("SKIPPED: interop with the C miredo-checkconf: {C_TOOL} not installed (apt-get install miredo)");
-        return;
-    }
     let dir = scratch("interop-faults");
     let path = dir.join("range.conf");
     std::fs::write(&path, "ServerAddress 192.0.2.1\nBindPort 70000\n").expect("write test file");
@@ -68,4 +68,11 @@ fn the_c_tool_still_has_the_documented_faults() {
     // PROTOCOL.md: an integer out of range is reported with a stale errno.
     assert!(stderr.iter().any(|l| l.contains("70000")), "{stderr:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+teredo_lab::lab_main! {
+    needs(c_tool): [
+        agrees_with_the_c_tool_where_it_is_right,
+        the_c_tool_still_has_the_documented_faults,
+    ],
 }
