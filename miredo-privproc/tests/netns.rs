@@ -1,6 +1,7 @@
 //! miredo-privproc against a real kernel: a network namespace and a TUN
 //! device per test, privproc started inside it over a socketpair, the
-//! result read back with `ip`. Needs root; skips loudly otherwise.
+//! result read back with `ip`. Needs root; without it the tests are
+//! reported ignored, with the reason.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,18 +23,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// RFC 4380 section 4 example address (cone), and two restricted ones.
 const ADDR_A: &str = "2001:0:4136:e378:3c00:63bf:3fff:fdd2";
 const ADDR_B: &str = "2001:0:4136:e378:1234:f227:c6ff:fd55";
-
-fn skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    // Straight to fd 2: libtest captures eprintln! of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: needs root (network namespaces, TUN, CAP_NET_ADMIN)"
-    );
-    true
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run command");
@@ -186,11 +175,7 @@ fn up(ifindex: u32, addr: &str, mtu: u16) -> Request {
     }
 }
 
-#[test]
 fn up_change_down_close() {
-    if skip("up_change_down_close") {
-        return;
-    }
     let ns = Netns::new("up");
     let ifindex = ns.ifindex();
     let mut pp = Privproc::start(&ns, &["--no-hook"]);
@@ -257,11 +242,7 @@ enum Bad {
     Truncated(Vec<u8>),
 }
 
-#[test]
 fn refuses_and_exits_without_touching_the_interface() {
-    if skip("refuses_and_exits_without_touching_the_interface") {
-        return;
-    }
     let ns = Netns::new("refuse");
     let ifindex = ns.ifindex();
     let good = privsep::encode(&up(ifindex, ADDR_A, 1280)).unwrap();
@@ -375,11 +356,7 @@ impl Drop for TempDir {
     }
 }
 
-#[test]
 fn hook_gets_the_c_environment() {
-    if skip("hook_gets_the_c_environment") {
-        return;
-    }
     let dir = TempDir(std::env::temp_dir().join(format!("pp-hook-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -449,11 +426,7 @@ fn hook_gets_the_c_environment() {
     assert_eq!(get(4, "ADDRESS"), None);
 }
 
-#[test]
 fn refuses_to_start_with_an_unsafe_hook_or_a_non_socket_stdin() {
-    if skip("refuses_to_start_with_an_unsafe_hook_or_a_non_socket_stdin") {
-        return;
-    }
     let ns = Netns::new("start");
     let dir = TempDir(std::env::temp_dir().join(format!("pp-bad-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
@@ -500,21 +473,17 @@ fn refuses_to_start_with_an_unsafe_hook_or_a_non_socket_stdin() {
     assert_eq!(st.code(), Some(2));
 }
 
+/// A need of `lab_main!`: Debian's client hook, and the `/sbin/ip` it runs.
+fn debian_hook() -> Option<String> {
+    if Path::new("/etc/miredo/client-hook").exists() && Path::new("/sbin/ip").exists() {
+        return None;
+    }
+    Some("no /etc/miredo/client-hook (or no /sbin/ip)".into())
+}
+
 /// The hook of Debian's miredo package, when installed, works with
 /// CAP_NET_ADMIN alone (the privilege trade-off of the man page).
-#[test]
 fn debian_hook_works_with_net_admin_only() {
-    if skip("debian_hook_works_with_net_admin_only") {
-        return;
-    }
-    let hook = Path::new("/etc/miredo/client-hook");
-    if !hook.exists() || !Path::new("/sbin/ip").exists() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED debian_hook_works_with_net_admin_only: no /etc/miredo/client-hook"
-        );
-        return;
-    }
     let ns = Netns::new("debhook");
     let ifindex = ns.ifindex();
     let mut pp = Privproc::start(&ns, &["--hook", "/etc/miredo/client-hook"]);
@@ -539,4 +508,14 @@ fn debian_hook_works_with_net_admin_only() {
     assert!(pp.wait().success());
     assert!(ns.addrs().is_empty(), "{:?}", ns.addrs());
     assert!(!ns.is_up());
+}
+
+teredo_lab::lab_main! {
+    needs(netns): [
+        up_change_down_close,
+        refuses_and_exits_without_touching_the_interface,
+        hook_gets_the_c_environment,
+        refuses_to_start_with_an_unsafe_hook_or_a_non_socket_stdin,
+    ],
+    needs(netns, debian_hook): [debian_hook_works_with_net_admin_only],
 }
