@@ -497,7 +497,8 @@ impl World {
 
     /// Writes `config` to `<label>.conf` and spawns
     /// `program -f -c <label>.conf -p <label>.pid EXTRA...` in `ns`
-    /// (the command line both implementations share).
+    /// (the command line both implementations share; our miredo also gets
+    /// `--privproc` naming the helper built beside it).
     pub fn spawn_daemon(
         &self,
         ns: &Netns,
@@ -516,6 +517,17 @@ impl World {
             "-p".into(),
             pid.display().to_string(),
         ];
+        // Our miredo starts the miredo-privproc built beside it (the one it
+        // would start otherwise is installed, at a path fixed at build time).
+        if program == crate::Impl::Ours.miredo() {
+            argv.push("--privproc".into());
+            argv.push(
+                crate::Impl::Ours
+                    .path("miredo-privproc")
+                    .display()
+                    .to_string(),
+            );
+        }
         argv.extend(extra.iter().map(|s| s.to_string()));
         self.spawn(ns, label, &argv)
     }

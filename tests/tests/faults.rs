@@ -230,8 +230,8 @@ fn fault_sigkill_client_runs_hook_down() {
     let relay_if = unique_iface(&w, "rl");
     named::start_relay(&w, Impl::Ours, &relay_if, "relay-rs").expect("our relay starts");
     let iface = unique_iface(&w, "kh");
-    // miredo has no directive for the hook: it finds privproc through
-    // $MIREDO_PRIVPROC, and a wrapper gives privproc --hook. The hook logs
+    // miredo has no directive for the hook: it starts the privproc that
+    // --privproc names, a wrapper giving privproc --hook. The hook logs
     // every call and configures the interface as Debian's does.
     let hook_log = w.dir().join("hook.log");
     let hook = write_exec(
@@ -270,9 +270,9 @@ fn fault_sigkill_client_runs_hook_down() {
         w.client(1),
         "client1-hook",
         &[
-            "env".to_string(),
-            format!("MIREDO_PRIVPROC={wrapper}"),
             Impl::Ours.miredo().display().to_string(),
+            "--privproc".into(),
+            wrapper.clone(),
             "-f".into(),
             "-c".into(),
             conf.display().to_string(),

@@ -149,9 +149,13 @@ fn child_main(sock: i32, path: &std::ffi::CStr, user: &Target) -> ! {
 
 fn child_setup(sock: i32, user: &Target) -> io::Result<()> {
     use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
-    // Die with the daemon (the thread that forked us is its main thread).
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // Die with the daemon (the thread that forked us is its main thread),
+    // and be told apart from it in `ps`.
+    // SAFETY: prctl with integer arguments, and a NUL-terminated name.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::prctl(libc::PR_SET_NAME, c"miredo-reader".as_ptr());
+    }
     // Our socket at a fixed number, then nothing else above stderr.
     if sock != SOCK_FD {
         // SAFETY: dup2 on descriptors we own; SOCK_FD may be replaced.
