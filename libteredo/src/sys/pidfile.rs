@@ -160,6 +160,15 @@ mod tests {
             .spawn()
             .unwrap();
         fs::write(&p, format!("{}\n", child.id())).unwrap();
+        // Until its exec, the child bears the name of the thread that
+        // forked it: wait for the program's.
+        let ours = fs::read_to_string("/proc/self/comm").unwrap();
+        for _ in 0..200 {
+            if fs::read_to_string(format!("/proc/{}/comm", child.id())).ok() == Some(ours.clone()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let refused = PidFile::create(&p);
         let _ = child.kill();
         let _ = child.wait();

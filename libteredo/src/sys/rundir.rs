@@ -42,11 +42,18 @@ fn kind(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
 }
 
+/// Whether `uid` may own what we trust: root, or ourselves (the same for a
+/// daemon at start, which is root; a test run by another user works in a
+/// directory of its own the same way).
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
 /// Why a directory cannot be trusted, if it cannot.
 fn distrust(st: &FileStat) -> Option<&'static str> {
     if kind(st) != SFlag::S_IFDIR {
         Some("not a directory")
-    } else if st.st_uid != 0 {
+    } else if !trusted_owner(st.st_uid) {
         Some("not owned by root")
     } else if st.st_mode & 0o022 != 0 {
         Some("writable by group or others")
@@ -120,11 +127,18 @@ impl SafeDir {
             at.push(name);
             fd = match openat(&fd, name, dir_flags(), Mode::empty()) {
                 Ok(f) => f,
-                Err(Errno::ELOOP) => {
+                Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+                    let link = fstatat(&fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| kind(&st) == SFlag::S_IFLNK);
                     return Err(other(format!(
-                        "{}: a symbolic link, not a directory",
-                        at.display()
-                    )))
+                        "{}: {}",
+                        at.display(),
+                        if link {
+                            "a symbolic link, not a directory"
+                        } else {
+                            "not a directory"
+                        }
+                    )));
                 }
                 Err(e) => return Err(other(format!("{}: {e}", at.display()))),
             };
@@ -255,7 +269,7 @@ impl SafeDir {
         };
         let Ok(st) = fstat(&fd) else { return false };
         if kind(&st) != SFlag::S_IFREG
-            || st.st_uid != 0
+            || !trusted_owner(st.st_uid)
             || st.st_mode & 0o7777 != mode
             || u64::try_from(st.st_size).ok() != u64::try_from(bytes.len()).ok()
         {
@@ -349,33 +363,30 @@ impl SafeDir {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-    fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
-    }
-
-    /// A scratch directory under a trusted path (the tests run as root in
-    /// CI; as another user there is no directory of root's to work in).
-    fn scratch(tag: &str) -> Option<PathBuf> {
-        if !is_root() {
-            eprintln!("rundir test {tag}: not root, nothing of root's to check against");
-            return None;
-        }
-        let p = PathBuf::from(format!(
-            "/run/teredo-rundir-test-{tag}-{}",
-            std::process::id()
-        ));
+    /// A scratch directory reached through directories that only root or
+    /// the user running the tests can write (the workspace's target
+    /// directory), so that these tests run the same as root (CI) and as
+    /// another user.
+    pub(crate) fn scratch(tag: &str) -> PathBuf {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target")
+            .canonicalize()
+            .expect("the workspace's target directory");
+        let p = target.join(format!("rundir-test-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
-        Some(p)
+        p
     }
 
     #[test]
     fn open_trusted_refuses_links_and_open_directories() {
         assert!(SafeDir::open_trusted(Path::new("relative")).is_err());
-        let Some(base) = scratch("open") else { return };
+        let e = SafeDir::open_trusted(Path::new("/tmp")).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        let base = scratch("open");
         let d = SafeDir::ensure(&base, 0o755).unwrap();
         assert_eq!(d.path(), base);
         let open = base.join("open");
@@ -390,30 +401,32 @@ mod tests {
     }
 
     #[test]
-    fn subdir_replaces_what_root_did_not_make() {
-        let Some(base) = scratch("subdir") else {
-            return;
-        };
+    fn subdir_replaces_what_its_owner_did_not_make() {
+        let base = scratch("subdir");
         let d = SafeDir::ensure(&base, 0o755).unwrap();
-        // A victim file of root's that a planted link points at.
+        // A victim file that a planted link points at.
         let victim = base.join("victim");
         std::fs::write(&victim, b"secret").unwrap();
         std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
-        // A link where the chroot should be, and a foreign-owned directory
-        // holding a link where a copy will go.
+        // A link where the chroot should be, and a directory anyone can
+        // write (as root: another user's too) holding a link where a copy
+        // will go.
         std::os::unix::fs::symlink(&victim, base.join("chroot")).unwrap();
         let foreign = base.join("etc");
         std::fs::create_dir(&foreign).unwrap();
         std::os::unix::fs::symlink(&victim, foreign.join("resolv.conf")).unwrap();
-        nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o777)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        }
 
         let chroot = d.subdir("chroot", 0o555).unwrap();
         let m = std::fs::symlink_metadata(base.join("chroot")).unwrap();
-        assert!(m.is_dir() && m.uid() == 0 && m.mode() & 0o7777 == 0o555);
-        let etc = d.subdir("etc", 0o555).unwrap();
+        assert!(m.is_dir() && trusted_owner(m.uid()) && m.mode() & 0o7777 == 0o555);
+        let etc = d.subdir("etc", 0o755).unwrap();
         let m = std::fs::symlink_metadata(&foreign).unwrap();
         assert!(
-            m.is_dir() && m.uid() == 0,
+            m.is_dir() && trusted_owner(m.uid()) && m.mode() & 0o7777 == 0o755,
             "the foreign directory was replaced"
         );
         assert!(etc
@@ -422,8 +435,11 @@ mod tests {
         assert!(!etc
             .put_file("resolv.conf", b"nameserver 192.0.2.1\n", 0o444)
             .unwrap());
+        assert!(etc
+            .put_file("resolv.conf", b"nameserver 192.0.2.2\n", 0o444)
+            .unwrap());
         let copy = foreign.join("resolv.conf");
-        assert_eq!(std::fs::read(&copy).unwrap(), b"nameserver 192.0.2.1\n");
+        assert_eq!(std::fs::read(&copy).unwrap(), b"nameserver 192.0.2.2\n");
         assert_eq!(std::fs::metadata(&copy).unwrap().mode() & 0o7777, 0o444);
         // The victim is untouched: bytes and mode.
         assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
@@ -437,13 +453,12 @@ mod tests {
         drop((chroot, etc));
         std::fs::set_permissions(base.join("chroot"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
-        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
     fn sockets_are_born_with_their_mode_and_replace_links() {
-        let Some(base) = scratch("sock") else { return };
+        let base = scratch("sock");
         let d = SafeDir::ensure(&base, 0o755).unwrap();
         let victim = base.join("victim");
         std::fs::write(&victim, b"x").unwrap();
