@@ -28,7 +28,15 @@ const NOBODY: u32 = 65534;
 /// Runs `script` with `sh -c` as user nobody, on the host.
 fn as_nobody(script: &str) {
     let out = teredo_lab::cmd::run_with_timeout(
-        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script],
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ],
         Duration::from_secs(10),
     );
     assert!(out.success(), "as nobody: {script}: {}", out.stderr);
@@ -89,7 +97,11 @@ fn planted_links_and_swapped_directories_are_never_followed() {
     fs::create_dir(&piddir).unwrap();
     nix_chown(&piddir, NOBODY);
     fs::set_permissions(w.dir(), fs::Permissions::from_mode(0o755)).unwrap();
-    as_nobody(&format!("ln -s {} {}/relay.pid", v.display(), piddir.display()));
+    as_nobody(&format!(
+        "ln -s {} {}/relay.pid",
+        v.display(),
+        piddir.display()
+    ));
 
     let iface = unique_iface(&w, "sl");
     let conf = w.write_file("relay.conf", &relay_conf("cone", &iface));
@@ -127,10 +139,20 @@ fn planted_links_and_swapped_directories_are_never_followed() {
     let relay = w.spawn(
         w.relay(),
         "relay-sec",
-        &["unshare", "--mount", "--propagation", "private", "sh", "-c", &script],
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
     );
     let up = wait_until(Duration::from_secs(8), || {
-        !w.relay().routes6(&format!("2001::/32 dev {iface}")).is_empty()
+        !w.relay()
+            .routes6(&format!("2001::/32 dev {iface}"))
+            .is_empty()
     });
     assert!(up, "our relay did not start:\n{}", w.log_of(&relay));
     let stats = stat_in(
@@ -157,12 +179,20 @@ fn planted_links_and_swapped_directories_are_never_followed() {
     );
     assert_victim_intact(&v);
     let m = fs::metadata(&vdir).unwrap();
-    assert_eq!(m.mode() & 0o7777, 0o700, "the victim directory's mode changed");
+    assert_eq!(
+        m.mode() & 0o7777,
+        0o700,
+        "the victim directory's mode changed"
+    );
     let names: Vec<String> = fs::read_dir(&vdir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["keep"], "something was made in the victim directory");
+    assert_eq!(
+        names,
+        ["keep"],
+        "something was made in the victim directory"
+    );
     assert_eq!(fs::read_to_string(vdir.join("keep")).unwrap(), "kept\n");
     let expect = [
         ("/run/miredo", "0 0 755 directory"),
@@ -200,7 +230,11 @@ fn directory_fds(pid: u32) -> Vec<String> {
     for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
         if fs::metadata(e.path()).is_ok_and(|m| m.is_dir()) {
             let to = fs::read_link(e.path()).unwrap_or_default();
-            v.push(format!("{} -> {}", e.file_name().to_string_lossy(), to.display()));
+            v.push(format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                to.display()
+            ));
         }
     }
     v
@@ -242,7 +276,11 @@ fn no_daemon_keeps_a_way_out_of_its_chroot() {
     let relay = w.start_relay(Impl::Ours, "cone");
     let cli = w.start_client(1, Impl::Ours, "");
     let q = w.wait_qualified(&cli, 1, Duration::from_secs(15));
-    assert!(q.is_some(), "our client did not qualify:\n{}", w.log_of(&cli));
+    assert!(
+        q.is_some(),
+        "our client did not qualify:\n{}",
+        w.log_of(&cli)
+    );
     for (d, what, root) in [
         (&srv, "miredo-server", "/run/miredo/empty"),
         (&relay, "miredo relay", "/run/miredo/chroot"),
@@ -404,7 +442,9 @@ fn detached_start_reports_its_result() {
     let pid = pid.expect("a pid in the pid file");
     assert!(teredo_lab::procstat::alive(pid), "the detached daemon runs");
     assert!(
-        !w.relay().routes6(&format!("2001::/32 dev {iface}")).is_empty(),
+        !w.relay()
+            .routes6(&format!("2001::/32 dev {iface}"))
+            .is_empty(),
         "the detached relay's route is up when the start command returns"
     );
     report(
@@ -412,7 +452,9 @@ fn detached_start_reports_its_result() {
         &format!("bad file: exit 1; pid file unwritable after the fork: exit 1 (miredo and miredo-server); good: exit 0, daemon pid {pid} running"),
     );
     let _ = teredo_lab::cmd::host(&["kill", "-TERM", &pid.to_string()]);
-    assert!(wait_until(Duration::from_secs(3), || !teredo_lab::procstat::alive(pid)));
+    assert!(wait_until(Duration::from_secs(3), || {
+        !teredo_lab::procstat::alive(pid)
+    }));
     drop(guard);
 }
 
