@@ -458,6 +458,43 @@ impl World {
         path
     }
 
+    /// A directory of root's, mode 0755, reached through directories of
+    /// root's only (`/run/teredo-lab-PREFIX`), made at the first call and
+    /// removed with the world: for what miredo-privproc runs (client
+    /// hooks), which it refuses anywhere another user could change it, as
+    /// under /tmp.
+    pub fn trusted_dir(&self) -> PathBuf {
+        let d = PathBuf::from(format!("/run/teredo-lab-{}", self.prefix));
+        if let Err(e) = fs::create_dir_all(&d) {
+            panic!("cannot make {}: {e}", d.display());
+        }
+        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o755));
+        d
+    }
+
+    /// Writes an executable script `name` (mode 0755) in
+    /// [`World::trusted_dir`]: a client hook miredo-privproc accepts.
+    pub fn write_hook(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.trusted_dir().join(name);
+        if let Err(e) = fs::write(&path, contents) {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o755));
+        path
+    }
+
+    /// Makes an empty file `name` in [`World::trusted_dir`] that anyone may
+    /// write (mode 0666): a log for a hook, which runs as miredo-privproc's
+    /// unprivileged user.
+    pub fn shared_log(&self, name: &str) -> PathBuf {
+        let path = self.trusted_dir().join(name);
+        if let Err(e) = fs::write(&path, "") {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o666));
+        path
+    }
+
     /// Spawns `argv` in `ns` as a process group of its own, its stdout and
     /// stderr going to `<label>.log`. It lives until [`World::stop`] or the
     /// world's end.
@@ -692,6 +729,7 @@ impl World {
         for name in self.created.drain(..).rev() {
             let _ = cmd::host(&["ip", "netns", "del", &name]);
         }
+        let _ = fs::remove_dir_all(format!("/run/teredo-lab-{}", self.prefix));
     }
 
     fn print_logs(&self) {

@@ -233,9 +233,11 @@ fn fault_sigkill_client_runs_hook_down() {
     // miredo has no directive for the hook: it starts the privproc that
     // --privproc names, a wrapper giving privproc --hook. The hook logs
     // every call and configures the interface as Debian's does.
-    let hook_log = w.dir().join("hook.log");
-    let hook = write_exec(
-        &w,
+    // The hook and its log in a directory of root's: miredo-privproc
+    // refuses a hook another user could change, and runs it as its own
+    // unprivileged user, which must be able to write the log.
+    let hook_log = w.shared_log("hook.log");
+    let hook = w.write_hook(
         "client-hook",
         &format!(
             "#!/bin/sh\n\
@@ -261,8 +263,9 @@ fn fault_sigkill_client_runs_hook_down() {
         &w,
         "privproc-wrapper",
         &format!(
-            "#!/bin/sh\nexec {} --hook {hook} \"$@\"\n",
-            privproc.display()
+            "#!/bin/sh\nexec {} --hook {} \"$@\"\n",
+            privproc.display(),
+            hook.display()
         ),
     );
     let conf = w.write_file("client1-hook.conf", &client_conf(&iface, ""));

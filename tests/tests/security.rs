@@ -458,10 +458,106 @@ fn detached_start_reports_its_result() {
     drop(guard);
 }
 
+/// A service manager's stop (systemd's default KillMode): SIGTERM to every
+/// process of the client at once, miredo-privproc included. privproc
+/// outlives miredo long enough to run the hook's `down` and `destroy`, and
+/// nothing of the interface is left.
+fn a_stop_of_the_whole_group_still_runs_the_hook_down() {
+    let w = World::build("sec_stop", &[NatKind::PortRestricted]);
+    w.start_server(Impl::Ours);
+    let relay_if = unique_iface(&w, "sr");
+    teredo_lab::named::start_relay(&w, Impl::Ours, &relay_if, "relay-stop").expect("our relay");
+    let iface = unique_iface(&w, "ss");
+    let hook_log = w.shared_log("hook.log");
+    let hook = w.write_hook(
+        "client-hook",
+        &format!(
+            "#!/bin/sh\n\
+             echo \"$STATE\" >> {log}\n\
+             case \"$STATE\" in\n\
+             up) ip link set dev \"$IFACE\" up mtu \"$MTU\"\n\
+                 ip -6 addr add \"$ADDRESS/32\" dev \"$IFACE\" ;;\n\
+             down) ip -6 addr flush dev \"$IFACE\"\n\
+                 ip link set dev \"$IFACE\" down ;;\n\
+             esac\n\
+             exit 0\n",
+            log = hook_log.display()
+        ),
+    );
+    let pp = Impl::Ours.path("miredo-privproc");
+    let wrapper = w.write_hook(
+        "privproc-wrapper",
+        &format!(
+            "#!/bin/sh\nexec {} --hook {} \"$@\"\n",
+            pp.display(),
+            hook.display()
+        ),
+    );
+    let conf = w.write_file("client.conf", &teredo_lab::named::client_conf(&iface, ""));
+    let cli = w.spawn(
+        w.client(1),
+        "client-stop",
+        &[
+            Impl::Ours.miredo().display().to_string(),
+            "--privproc".into(),
+            wrapper.display().to_string(),
+            "-f".into(),
+            "-c".into(),
+            conf.display().to_string(),
+            "-p".into(),
+            w.dir().join("client.pid").display().to_string(),
+        ],
+    );
+    let addr = teredo_lab::named::wait_addr(w.client(1), &iface, Duration::from_secs(15));
+    assert!(
+        addr.is_some(),
+        "our client did not qualify:\n{}",
+        w.log_of(&cli)
+    );
+    let mut group = vec![cli.pid];
+    group.extend(children(cli.pid));
+    assert!(
+        group.iter().any(|&p| comm(p) == "miredo-privproc"),
+        "privproc among {group:?}"
+    );
+    // All at once, as a service manager does.
+    let mut argv = vec!["kill".to_string(), "-TERM".into()];
+    argv.extend(group.iter().map(|p| p.to_string()));
+    teredo_lab::cmd::host(&argv).expect("kill");
+    let all_gone = wait_until(Duration::from_secs(10), || {
+        group.iter().all(|&p| !teredo_lab::procstat::alive(p))
+    });
+    let calls = fs::read_to_string(&hook_log).unwrap_or_default();
+    report(
+        w.test_name(),
+        &format!(
+            "SIGTERM to {group:?} at once: all gone {all_gone}; hook calls: {}",
+            calls.split_whitespace().collect::<Vec<_>>().join(" ")
+        ),
+    );
+    assert!(
+        all_gone,
+        "processes left after the stop:\n{}",
+        w.log_of(&cli)
+    );
+    let states: Vec<&str> = calls.split_whitespace().collect();
+    assert_eq!(
+        states.last().copied(),
+        Some("destroy"),
+        "the hook's last call: {states:?}"
+    );
+    assert!(states.contains(&"down"), "the hook ran no down: {states:?}");
+    assert!(
+        !w.client(1).has_iface(&iface),
+        "the Teredo interface is left after the stop"
+    );
+}
+
 teredo_lab::lab_main! {
     needs(root, ours): [
         planted_links_and_swapped_directories_are_never_followed,
         no_daemon_keeps_a_way_out_of_its_chroot,
         detached_start_reports_its_result,
+        a_stop_of_the_whole_group_still_runs_the_hook_down,
     ],
 }
