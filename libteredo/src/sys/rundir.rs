@@ -247,10 +247,27 @@ impl SafeDir {
             Err(Errno::ENOENT) => return Ok(()),
             Err(e) => return Err(other(format!("{}: {e}", self.path.join(name).display()))),
         }
-        // This directory and every one above it are root's: the path to
-        // what was moved aside can no longer change under us.
-        std::fs::remove_dir_all(self.path.join(&aside))
-            .map_err(|e| other(format!("{}: {e}", self.path.join(&aside).display())))
+        // Its owner loses the right to change it (what it holds below may
+        // still be theirs), then it goes. This directory and every one above
+        // it are root's: the path to what was moved aside can no longer
+        // change under us. A removal that fails (its owner keeps filling a
+        // subdirectory) leaves it aside, harmless, under a name nobody uses.
+        if let Ok(fd) = openat(&self.fd, aside.as_str(), dir_flags(), Mode::empty()) {
+            let _ = nix::unistd::fchown(
+                &fd,
+                Some(nix::unistd::Uid::from_raw(0)),
+                Some(nix::unistd::Gid::from_raw(0)),
+            );
+            let _ = fchmod(&fd, Mode::from_bits_truncate(0o700));
+        }
+        if let Err(e) = std::fs::remove_dir_all(self.path.join(&aside)) {
+            log::warn!(
+                "{}: {e}; left aside as {}",
+                self.path.join(name).display(),
+                self.path.join(&aside).display()
+            );
+        }
+        Ok(())
     }
 
     /// Whether the entry `name` is a regular file of root's with exactly
