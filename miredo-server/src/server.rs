@@ -209,18 +209,21 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
             .and_then(|run| privileges::prepare_empty(&run))
             .map_err(|e| format!("chroot: {e}"))?,
     };
+    // Relative paths mean the directory we were started in: made absolute
+    // before detaching moves to /.
+    let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
+    let pid_path = std::path::absolute(&cli.pidfile).unwrap_or_else(|_| cli.pidfile.clone());
     if !cli.foreground {
         *startup = daemon::daemonize("miredo-server").map_err(|e| format!("cannot detach: {e}"))?;
     }
     // SIGHUP's way to the configuration file: a reader process outside the
     // chroot, as our user but not traceable by us (the server keeps no
     // directory that leads out of its chroot).
-    let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
     let reader = ConfigReader::spawn(&config_path, &target)
         .map_err(|e| format!("configuration reader: {e}"))?;
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
-    let pid = PidFile::create(&cli.pidfile)
-        .map_err(|e| format!("pid file {}: {e}", cli.pidfile.display()))?;
+    let pid =
+        PidFile::create(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
     // Kept by nobody: it stays, naming a dead process, when we stop.
     drop(pid);
     privileges::drop_for_good(&target, root)?;

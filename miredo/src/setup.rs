@@ -389,26 +389,29 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
     };
     drop(run_dir);
 
+    // Relative paths mean the directory miredo was started in: made
+    // absolute before detaching moves to /.
+    let conf_path = loaded
+        .path
+        .as_ref()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+    let pid_path = cli
+        .pidfile
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PIDFILE));
+    let pid_path = std::path::absolute(&pid_path).unwrap_or(pid_path);
     if !cli.foreground {
         *startup = daemon::daemonize("miredo").map_err(|e| format!("cannot detach: {e}"))?;
     }
     // SIGHUP's way to the configuration file: a reader process outside the
     // chroot (the daemon keeps no directory that leads out of it).
-    let reader = match &loaded.path {
-        Some(p) => {
-            let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-            Some(
-                ConfigReader::spawn(&abs, &helper)
-                    .map_err(|e| format!("configuration reader: {e}"))?,
-            )
-        }
+    let reader = match &conf_path {
+        Some(p) => Some(
+            ConfigReader::spawn(p, &helper).map_err(|e| format!("configuration reader: {e}"))?,
+        ),
         None => None,
     };
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
-    let pid_path = cli
-        .pidfile
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PIDFILE));
     let pid =
         PidFile::create(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
 
