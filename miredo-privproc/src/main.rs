@@ -7,26 +7,56 @@
 //! or bytes that are not a well-formed frame, are logged and end the
 //! connection: privproc exits without touching the interface. When miredo
 //! closes its end (clean exit, crash or kill), privproc takes the interface
-//! down and exits.
+//! down (a hook sees `down` then `destroy`) and exits.
 //!
-//! Privileges: uid 0 with CAP_NET_ADMIN only, in every set, bounding set
-//! included, and no_new_privs; a client hook inherits exactly that.
+//! # Privileges
+//!
+//! miredo starts it as root. The first thing it does is close every
+//! descriptor above 2 it may have inherited. As root it then opens what it
+//! needs (the netlink socket, the syslog socket), reads the interface's
+//! index and checks the hook (see [`hook::check`]); then it becomes
+//! `--user` (default `miredo-privproc`; never uid or gid 0) with its
+//! primary group alone, keeping CAP_NET_ADMIN, and only it, in its
+//! effective, permitted and bounding sets, with no_new_privs set and not
+//! dumpable. It reads all of that back from /proc/self/status and refuses
+//! to go on otherwise. It owns no file of the system: what it can do is
+//! network administration, of the network namespace it was started in.
+//!
+//! With a hook, CAP_NET_ADMIN is also in the inheritable and ambient sets,
+//! so that the hook (a plain program or script: no set-user-ID bit, no file
+//! capabilities, which no_new_privs would ignore anyway) runs as the same
+//! user with CAP_NET_ADMIN in its effective set, and nothing else: that is
+//! what a hook running `ip` needs, and all it gets. A hook that needs more,
+//! such as writing files owned by root, cannot: that is the bound. Without
+//! a hook, the inheritable and ambient sets stay empty. The hook's
+//! environment, descriptors, signals, time limit and descendants: see
+//! [`hook`] and [`reap`].
+//!
+//! # Signals and logging
+//!
+//! SIGTERM, SIGINT and SIGHUP are ignored: a service stop signals every
+//! process of the service, and privproc must outlive miredo long enough to
+//! run the hook's `down` and `destroy` and remove the address. It leaves
+//! when its input ends, which happens when miredo exits or dies. Messages,
+//! and every line a hook writes, go to syslog (`--syslog-facility`) and,
+//! with `--foreground`, to standard error too.
 
 mod hook;
 mod privs;
+mod reap;
 
-use std::io::Write;
 use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use libteredo::privsep::{
     self, link_local, FrameError, Policy, Refusal, Reply, Request, TeredoPrefix,
 };
-use libteredo::sys::netlink;
+use libteredo::sys::{logging, netlink, privileges};
 
 use hook::{Hook, Settings, State};
 
@@ -39,7 +69,7 @@ const DEFAULT_HOOK: &str = "/etc/miredo/client-hook";
     about = "Applies the Teredo interface settings that miredo asks for, after checking them",
     long_about = "Applies the Teredo interface settings that miredo asks for, after checking them.\n\
         Reads length-prefixed requests on fd 0 (a socketpair from miredo) and answers on it.\n\
-        Keeps CAP_NET_ADMIN only. Not meant to be started by hand."
+        Starts as root, then runs as --user with CAP_NET_ADMIN only. Not meant to be started by hand."
 )]
 struct Args {
     /// The Teredo interface served; requests for any other are refused.
@@ -58,6 +88,24 @@ struct Args {
     /// Never run a hook, even if /etc/miredo/client-hook exists.
     #[arg(long)]
     no_hook: bool,
+
+    /// The user to run as once set up (name or numeric uid; not root),
+    /// with CAP_NET_ADMIN only; the hook runs as this user too.
+    #[arg(short, long, value_name = "USER", default_value = privileges::PRIVPROC_USER)]
+    user: String,
+
+    /// The syslog facility of its messages and of the hook's output.
+    #[arg(long, value_name = "NAME", default_value = "daemon")]
+    syslog_facility: String,
+
+    /// Log to standard error as well as to syslog.
+    #[arg(short, long)]
+    foreground: bool,
+
+    /// For tests only: kill the hook after this many milliseconds instead
+    /// of 8 seconds (at most 8000).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=8000))]
+    hook_timeout_ms: Option<u64>,
 }
 
 /// How settings reach the kernel: netlink, or the administrator's hook.
@@ -104,7 +152,7 @@ impl Privproc {
         match self.apply(next) {
             Ok(()) => Reply::Ok,
             Err(e) => {
-                log(&format!("{}: {e}", self.ifname));
+                log::error!("{}: {e}", self.ifname);
                 Reply::Failed(truncate(e, privsep::MAX_FRAME - 8))
             }
         }
@@ -115,15 +163,10 @@ impl Privproc {
     fn shutdown(&mut self) {
         for next in [Settings::down(), Settings::destroy()] {
             if let Err(e) = self.apply(next) {
-                log(&format!("{}: {e}", self.ifname));
+                log::error!("{}: {e}", self.ifname);
             }
         }
     }
-}
-
-fn log(msg: &str) {
-    // stderr is connected to syslog by miredo.
-    let _ = writeln!(std::io::stderr(), "miredo-privproc: {msg}");
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -134,24 +177,32 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 /// Picks the backend: an explicit --hook must be usable, the default one is
-/// used only if present and executable.
-fn choose_hook(args: &Args) -> Result<Option<PathBuf>, String> {
+/// used only if present and executable (then it must be safe as well).
+/// Returns the hook's absolute path.
+fn choose_hook(args: &Args, user: &privs::User) -> Result<Option<PathBuf>, String> {
     if args.no_hook {
         return Ok(None);
     }
     match &args.hook {
-        Some(path) => hook::check_file(path).map(|()| Some(path.clone())),
+        Some(path) => hook::check(path, user).map(Some),
         None => {
             // Like the C tool: a missing or non-executable default hook
             // means "no hook".
             let path = PathBuf::from(DEFAULT_HOOK);
             match std::fs::metadata(&path) {
-                Ok(m) if m.permissions().mode() & 0o111 != 0 => {
-                    hook::check_file(&path).map(|()| Some(path))
-                }
+                Ok(m) if m.permissions().mode() & 0o111 != 0 => hook::check(&path, user).map(Some),
                 _ => Ok(None),
             }
         }
+    }
+}
+
+/// Ignores the signals a service stop or a terminal sends: privproc leaves
+/// when its input ends, after taking the interface down.
+fn ignore_stop_signals() {
+    for sig in hook::IGNORED_SIGNALS {
+        // SAFETY: setting a disposition to SIG_IGN, before any thread.
+        unsafe { nix::libc::signal(sig, nix::libc::SIG_IGN) };
     }
 }
 
@@ -167,19 +218,46 @@ fn run(args: Args) -> Result<ExitCode, String> {
     // nothing else in this process uses it: stdin is never read.
     let mut sock = unsafe { UnixStream::from_raw_fd(0) };
 
+    let user = privs::lookup(&args.user)?;
     let ifindex = nix::net::if_::if_nametoindex(args.interface.as_str())
         .map_err(|e| format!("interface {}: {e}", args.interface))?;
     let policy = Policy {
         ifindex,
         prefix: args.prefix,
     };
-    let backend = match choose_hook(&args)? {
-        Some(path) => Backend::Hook(Hook::new(path, args.interface.clone(), ifindex)),
+    let hook_path = choose_hook(&args, &user)?;
+    std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))?;
+    let timeout = args
+        .hook_timeout_ms
+        .map_or(hook::HOOK_TIMEOUT, Duration::from_millis);
+    let backend = match &hook_path {
+        Some(path) => {
+            // A hook's descendants that leave it come back to us.
+            reap::become_subreaper()?;
+            Backend::Hook(Hook::new(
+                path.clone(),
+                args.interface.clone(),
+                ifindex,
+                user.clone(),
+                timeout,
+            ))
+        }
         None => {
             Backend::Netlink(netlink::Netlink::open().map_err(|e| format!("netlink socket: {e}"))?)
         }
     };
-    privs::keep_net_admin_only()?;
+    privs::become_user(&user, hook_path.is_some())?;
+    let how = match &hook_path {
+        Some(p) => format!("hook {}", p.display()),
+        None => "netlink".into(),
+    };
+    log::info!(
+        "serving {} (index {ifindex}) through {how}, as {} (uid {}, gid {}) with CAP_NET_ADMIN only",
+        args.interface,
+        user.name,
+        user.uid,
+        user.gid
+    );
 
     let mut pp = Privproc {
         ifname: args.interface,
@@ -194,12 +272,12 @@ fn run(args: Args) -> Result<ExitCode, String> {
                     let reply = pp.handle(request);
                     if let Err(e) = privsep::write_frame(&mut sock, &reply) {
                         // miredo is gone; the next read sees the end.
-                        log(&format!("reply: {e}"));
+                        log::warn!("reply: {e}");
                     }
                     continue;
                 }
                 Err(refusal) => {
-                    log(&format!("refused {request:?}: {refusal}"));
+                    log::error!("refused {request:?}: {refusal}");
                     refusal
                 }
             },
@@ -208,7 +286,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 return Ok(ExitCode::SUCCESS);
             }
             Err(e) => {
-                log(&format!("refused: {e}"));
+                log::error!("refused: {e}");
                 Refusal::Malformed
             }
         };
@@ -219,11 +297,21 @@ fn run(args: Args) -> Result<ExitCode, String> {
 }
 
 fn main() -> ExitCode {
+    // Nothing inherited beyond the socketpair and the standard streams
+    // reaches our privileged steps or a hook.
+    let _ = libteredo::sys::fds::close_from(3);
+    ignore_stop_signals();
     let args = Args::parse();
+    logging::init(
+        "miredo-privproc",
+        &args.syslog_facility,
+        args.foreground,
+        false,
+    );
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            log(&e);
+            log::error!("{e}");
             ExitCode::from(2)
         }
     }
@@ -249,5 +337,28 @@ mod tests {
         assert!(Args::try_parse_from(["p", "-i", "t", "--prefix", "2001::/48"]).is_err());
         assert!(Args::try_parse_from(["p", "--prefix", "2001::/32"]).is_err());
         assert!(Args::try_parse_from(["p", "-i", "t", "--hook", "/x", "--no-hook"]).is_err());
+        assert_eq!(a.user, "miredo-privproc");
+        assert_eq!(a.syslog_facility, "daemon");
+        assert!(!a.foreground && a.hook_timeout_ms.is_none());
+        let a = Args::try_parse_from([
+            "p",
+            "-i",
+            "t",
+            "--user",
+            "nobody",
+            "--syslog-facility",
+            "local3",
+            "--foreground",
+            "--hook-timeout-ms",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(a.user, "nobody");
+        assert_eq!(a.syslog_facility, "local3");
+        assert!(a.foreground);
+        assert_eq!(a.hook_timeout_ms, Some(500));
+        // The limit can only be shortened.
+        assert!(Args::try_parse_from(["p", "-i", "t", "--hook-timeout-ms", "8001"]).is_err());
+        assert!(Args::try_parse_from(["p", "-i", "t", "--hook-timeout-ms", "0"]).is_err());
     }
 }
