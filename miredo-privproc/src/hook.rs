@@ -7,7 +7,8 @@
 //! of CAP_NET_ADMIN alone), an environment of `PATH` and the C tool's
 //! variables, `/` as working directory, `/dev/null` as standard input, a
 //! pipe to privproc as standard output and error, no other descriptor, the
-//! default disposition of every signal, its own process group, and
+//! default disposition of every signal and none blocked, its own process
+//! group, and
 //! [`HOOK_TIMEOUT`] to finish. That is what running `ip` needs; a hook that
 //! needs more (writing root's files, loading modules, restarting services
 //! through a root-only socket) cannot do it: that is the bound.
@@ -52,6 +53,32 @@ const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 /// The signals privproc ignores (so that a service stop outlives it only
 /// through its input closing), set back to their default in a hook.
 pub const IGNORED_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Sets the disposition of every signal (1 to 64, real-time ones and the C
+/// library's internal ones included) to its default, except SIGKILL and
+/// SIGSTOP which cannot change: an ignored signal stays ignored across
+/// exec, and a hook must start as any program expects to, whatever
+/// privproc ignores or inherited. Meant for `pre_exec`: the raw system
+/// call only (the C library refuses its own signals), async-signal-safe.
+fn default_signals() {
+    // A zeroed `struct sigaction` of the kernel is SIG_DFL, no flags, no
+    // mask, whatever the architecture's layout; 64 bytes cover them all.
+    let act = [0u64; 8];
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads `act`, which outlives the call, and
+        // writes nothing (no old action asked for). The size is the
+        // kernel's signal set (8 bytes; 16 on MIPS, retried).
+        unsafe {
+            let null = std::ptr::null_mut::<u8>();
+            if libc::syscall(libc::SYS_rt_sigaction, sig, act.as_ptr(), null, 8usize) != 0 {
+                libc::syscall(libc::SYS_rt_sigaction, sig, act.as_ptr(), null, 16usize);
+            }
+        }
+    }
+}
 
 /// The value of `STATE` / `OLD_STATE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,13 +294,12 @@ impl Hook {
             .stderr(Stdio::from(wr2))
             .process_group(0);
         // SAFETY: between fork and exec, only async-signal-safe system
-        // calls: close_range (or fcntl) and sigaction.
+        // calls: close_range (or fcntl) and rt_sigaction. (The standard
+        // library has already emptied the signal mask.)
         unsafe {
             cmd.pre_exec(|| {
                 libteredo::sys::fds::cloexec_from(3)?;
-                for sig in IGNORED_SIGNALS {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
+                default_signals();
                 Ok(())
             });
         }

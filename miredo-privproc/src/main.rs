@@ -197,12 +197,29 @@ fn choose_hook(args: &Args, user: &privs::User) -> Result<Option<PathBuf>, Strin
     }
 }
 
-/// Ignores the signals a service stop or a terminal sends: privproc leaves
-/// when its input ends, after taking the interface down.
-fn ignore_stop_signals() {
-    for sig in hook::IGNORED_SIGNALS {
-        // SAFETY: setting a disposition to SIG_IGN, before any thread.
-        unsafe { nix::libc::signal(sig, nix::libc::SIG_IGN) };
+/// Sets the signals up: whatever the parent ignored or blocked goes back
+/// to default (an ignored SIGCHLD, for one, would reap hooks behind our
+/// back), SIGPIPE stays ignored (the standard library's choice: a write to
+/// a closed socket is an error, not a death), and the signals a service
+/// stop or a terminal sends are ignored: privproc leaves when its input
+/// ends, after taking the interface down.
+fn set_up_signals() {
+    use nix::libc;
+    // SAFETY: sigprocmask and signal with constant arguments, before any
+    // thread exists.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        let realtime = libc::SIGRTMIN()..=libc::SIGRTMAX();
+        for sig in (1..32).chain(realtime) {
+            if ![libc::SIGKILL, libc::SIGSTOP, libc::SIGPIPE].contains(&sig) {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        for sig in hook::IGNORED_SIGNALS {
+            libc::signal(sig, libc::SIG_IGN);
+        }
     }
 }
 
@@ -300,7 +317,7 @@ fn main() -> ExitCode {
     // Nothing inherited beyond the socketpair and the standard streams
     // reaches our privileged steps or a hook.
     let _ = libteredo::sys::fds::close_from(3);
-    ignore_stop_signals();
+    set_up_signals();
     let args = Args::parse();
     logging::init(
         "miredo-privproc",
