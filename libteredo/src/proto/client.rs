@@ -48,6 +48,12 @@ pub struct ClientConfig {
     /// a port-preserving NAT apart, and it is the alternate address peers
     /// behind the same NAT may reach us at (RFC 6081 hairpinning).
     pub local: Option<SocketAddrV4>,
+    /// The Teredo prefix (its first 32 bits) the client may take an address
+    /// in: the one miredo-privproc will let the daemon configure
+    /// (2001::/32 by default). An RA naming another prefix is refused
+    /// (counted as [`DropReason::ForeignPrefix`]): the server is treated as
+    /// failing, never followed into an address the daemon cannot use.
+    pub allowed_prefix: u32,
 }
 
 impl ClientConfig {
@@ -60,6 +66,7 @@ impl ClientConfig {
             refresh_interval: REFRESH_INTERVAL,
             discovery: None,
             local: None,
+            allowed_prefix: addr::TEREDO_PREFIX,
         }
     }
 }
@@ -105,6 +112,9 @@ struct Solicit {
     cone: bool,
     attempts: u8,
     next: Instant,
+    /// Whether a refused answer to this solicitation was logged already:
+    /// the server answers each repetition alike, so one line per round.
+    refusal_logged: bool,
 }
 
 /// The NAT determination after qualification.
@@ -263,6 +273,7 @@ impl Client {
             cone,
             attempts: 0,
             next: now,
+            refusal_logged: false,
         }
     }
 
@@ -386,6 +397,15 @@ impl Client {
             .map(|i| i as u8)
     }
 
+    /// The outstanding solicitation [`Client::match_solicit`] named.
+    fn solicit_mut(&mut self, which: u8) -> Option<&mut Solicit> {
+        match which {
+            0 => self.primary.as_mut(),
+            1 => self.secondary.as_mut(),
+            _ => self.cone_probe.as_mut(),
+        }
+    }
+
     fn handle_ra(
         &mut self,
         now: Instant,
@@ -396,7 +416,8 @@ impl Client {
     ) {
         // RFC 4380 5.2.1, 5.2.2: the nonce must be ours, the origin
         // indication present, the destination our link-local, exactly one
-        // prefix, and that prefix a Teredo prefix of our server.
+        // prefix, and that prefix a Teredo prefix of our server, inside the
+        // Teredo prefix we may use.
         let (Some(auth), Some(origin)) = (pkt.auth, pkt.origin) else {
             self.fwd.stats.drop(DropReason::Unexpected);
             return;
@@ -405,12 +426,9 @@ impl Client {
             self.fwd.stats.drop(DropReason::Spoofed);
             return;
         };
-        let solicit = match which {
-            0 => self.primary,
-            1 => self.secondary,
-            _ => self.cone_probe,
+        let Some(solicit) = self.solicit_mut(which).map(|s| *s) else {
+            return;
         };
-        let Some(solicit) = solicit else { return };
         let expect_dst = if solicit.cone {
             LINK_LOCAL_CONE
         } else {
@@ -420,34 +438,69 @@ impl Client {
             let o = p.prefix.octets();
             Ipv4Addr::new(o[4], o[5], o[6], o[7])
         });
-        let why = if pkt.ipv6.dst_addr() != expect_dst {
-            Some(format!(
-                "addressed to {}, not to {expect_dst}",
-                pkt.ipv6.dst_addr()
+        let prefix = ra.prefix.map(|p| {
+            let o = p.prefix.octets();
+            u32::from_be_bytes([o[0], o[1], o[2], o[3]])
+        });
+        let allowed = self.cfg.allowed_prefix;
+        let refusal = if pkt.ipv6.dst_addr() != expect_dst {
+            Some((
+                DropReason::Unexpected,
+                format!("addressed to {}, not to {expect_dst}", pkt.ipv6.dst_addr()),
             ))
         } else if ra.prefix_count != 1 {
-            Some(format!("{} prefixes, not exactly one", ra.prefix_count))
+            Some((
+                DropReason::Unexpected,
+                format!("{} prefixes, not exactly one", ra.prefix_count),
+            ))
         } else if ra.prefix.is_some_and(|p| p.prefix_len != 64) {
-            Some("a prefix that is not a /64".to_string())
+            Some((
+                DropReason::Unexpected,
+                "a prefix that is not a /64".to_string(),
+            ))
+        } else if let Some(p) = prefix.filter(|p| *p != allowed) {
+            // The address would lie outside the prefix the daemon may
+            // configure (miredo-privproc refuses it): a server we cannot
+            // use, as if it did not answer, so the retries and the next
+            // rounds go on.
+            Some((
+                DropReason::ForeignPrefix,
+                format!(
+                    "it advertises the Teredo prefix {}, and this client may only \
+                     take an address in {}",
+                    prefix32(p),
+                    prefix32(allowed)
+                ),
+            ))
         } else if !prefix_server.is_some_and(addr::is_global_unicast_v4) {
             // Peers will bubble us through the server the prefix names (the
             // C server names its primary address, whichever we solicited;
             // the RA is authenticated by our nonce): it must be global.
-            Some(format!(
-                "a prefix naming {}, not a global unicast server address",
-                prefix_server.map_or("nothing".to_string(), |a| a.to_string())
+            Some((
+                DropReason::Unexpected,
+                format!(
+                    "a prefix naming {}, not a global unicast server address",
+                    prefix_server.map_or("nothing".to_string(), |a| a.to_string())
+                ),
             ))
         } else if auth.confirmation != 0 {
-            Some(
+            Some((
+                DropReason::Unexpected,
                 "a non-zero confirmation byte (secure qualification is not configured)".to_string(),
-            )
+            ))
         } else {
             None
         };
-        if let Some(why) = why {
-            // Our nonce: the server's own answer, and unusable; say why.
-            log::warn!("router advertisement from {from} refused: {why}");
-            self.fwd.stats.drop(DropReason::Unexpected);
+        if let Some((reason, why)) = refusal {
+            // Our nonce: the server's own answer, and unusable; say why,
+            // once per solicitation round (each repetition is answered
+            // alike). The solicitation stays outstanding: unanswered, it
+            // fails like a silent server's.
+            self.fwd.stats.drop(reason);
+            if let Some(s) = self.solicit_mut(which).filter(|s| !s.refusal_logged) {
+                s.refusal_logged = true;
+                log::warn!("router advertisement from {from} refused: {why}");
+            }
             return;
         }
         // A non-cone RS is answered from the address it went to.
@@ -462,9 +515,7 @@ impl Client {
         }
         match which {
             0 => {
-                let Some(p) = ra.prefix else { return };
-                let o = p.prefix.octets();
-                let prefix = u32::from_be_bytes([o[0], o[1], o[2], o[3]]);
+                let Some(prefix) = prefix else { return };
                 let mtu = ra
                     .mtu
                     .and_then(|m| u16::try_from(m).ok())
@@ -741,4 +792,9 @@ impl Client {
         );
         t
     }
+}
+
+/// A Teredo prefix given by its first 32 bits, as `2001::/32`.
+fn prefix32(prefix: u32) -> String {
+    format!("{}/32", Ipv6Addr::from(u128::from(prefix) << 96))
 }

@@ -30,10 +30,13 @@ pub enum DropReason {
     /// Congestion marked on a packet whose transport is not ECN-capable
     /// (RFC 6040 4.2: dropped).
     EcnNotCapable,
+    /// A router advertisement (answering our solicitation) whose Teredo
+    /// prefix is not the one the client may take an address in.
+    ForeignPrefix,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::NotGlobal,
         DropReason::NotQualified,
@@ -47,6 +50,7 @@ impl DropReason {
         DropReason::RateLimited,
         DropReason::Unexpected,
         DropReason::EcnNotCapable,
+        DropReason::ForeignPrefix,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +68,7 @@ impl DropReason {
             DropReason::RateLimited => "rate-limited",
             DropReason::Unexpected => "unexpected",
             DropReason::EcnNotCapable => "ecn-not-capable",
+            DropReason::ForeignPrefix => "foreign-prefix",
         }
     }
 }

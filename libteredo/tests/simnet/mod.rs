@@ -362,7 +362,12 @@ impl World {
     }
 
     pub fn add_server(&mut self, primary: Ipv4Addr) -> NodeId {
-        let cfg = ServerConfig::new(primary);
+        self.add_server_with(ServerConfig::new(primary))
+    }
+
+    /// A server with settings of its own (another Teredo prefix, MTU).
+    pub fn add_server_with(&mut self, cfg: ServerConfig) -> NodeId {
+        let primary = cfg.primary;
         let secondary = cfg.secondary;
         self.push_node(Node {
             name: format!("server {primary}"),
@@ -470,6 +475,19 @@ impl World {
         match &mut self.nodes[id].engine {
             Engine::Client(c) => c,
             _ => panic!("node {id} is not a client"),
+        }
+    }
+
+    /// Gives server `id` another Teredo prefix, as a reload of its
+    /// configuration would (the server keeps no per-client state).
+    pub fn set_server_prefix(&mut self, id: NodeId, prefix: u32) {
+        match &mut self.nodes[id].engine {
+            Engine::Server(s) => {
+                let mut cfg = s.config().clone();
+                cfg.prefix = prefix;
+                **s = Server::new(cfg);
+            }
+            _ => panic!("node {id} is not a server"),
         }
     }
 
