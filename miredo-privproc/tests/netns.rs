@@ -572,21 +572,28 @@ impl Drop for SafeDir {
 /// A hook that appends to `log`, for each run, `---`, its environment as
 /// the kernel gave it (`/proc/self/environ`, not what a shell adds), and
 /// facts about itself as `@name=value` lines: ids, capability sets,
-/// ignored signals, working directory, and where each descriptor it was
-/// given points (`@fdN=target`).
+/// ignored and blocked signals, working directory, and where each
+/// descriptor it was given points (`@fdN=target`).
 fn recording_hook(dir: &SafeDir, log: &Path) -> PathBuf {
     dir.hook(
         "client-hook",
         &format!(
             r#"LOG={log}
+# The signals as exec left them, read before anything runs (the shell
+# blocks them all while it waits for a child).
+sigs=
+while read -r k v; do
+    case $k in SigIgn:|SigBlk:) sigs="$sigs @${{k%:}}=$v" ;; esac
+done < /proc/$$/status
 # Our descriptors as we got them (the substitution's pipe adds one).
 fds=$(ls -l /proc/$$/fd)
 {{
 echo ---
 tr '\0' '\n' < /proc/$$/environ
-for f in Uid Gid Groups CapInh CapPrm CapEff CapBnd CapAmb NoNewPrivs SigIgn SigBlk; do
+for f in Uid Gid Groups CapInh CapPrm CapEff CapBnd CapAmb NoNewPrivs; do
     sed -n "s/^$f:[[:space:]]*/@$f=/p" /proc/$$/status
 done
+for s in $sigs; do echo "$s"; done
 echo "@cwd=$(readlink /proc/$$/cwd)"
 echo "$fds" | sed -n 's/.* \([0-9][0-9]*\) -> \(.*\)$/@fd\1=\2/p'
 }} >> "$LOG"
