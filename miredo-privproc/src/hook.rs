@@ -46,6 +46,11 @@ const MAX_LINE: usize = 1000;
 /// counted and dropped.
 const MAX_OUTPUT: usize = 16 * 1024;
 
+/// The most bytes read from a hook's output at once: more than a pipe
+/// can hold (1 MiB at most for a user), so that what the hook and its
+/// killed processes wrote is read whole at the end.
+const MAX_DRAIN: usize = 4 << 20;
+
 /// The `PATH` a hook gets (the C tool's choice leaves it to the caller's;
 /// ours is fixed).
 const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -463,17 +468,24 @@ impl<'a> Output<'a> {
         }
     }
 
-    /// Reads what `pipe` (non-blocking) holds now; true at its end.
+    /// Reads what `pipe` (non-blocking) holds now, at most
+    /// [`MAX_DRAIN`] bytes (so that a hook writing without pause cannot
+    /// keep us from its time limit); true at its end.
     fn drain(&mut self, pipe: &OwnedFd) -> bool {
         let mut buf = [0u8; 4096];
-        loop {
+        let mut read = 0;
+        while read < MAX_DRAIN {
             match nix::unistd::read(pipe, &mut buf) {
                 Ok(0) => return true,
-                Ok(n) => self.feed(&buf[..n]),
+                Ok(n) => {
+                    read += n;
+                    self.feed(&buf[..n]);
+                }
                 Err(Errno::EINTR) => {}
                 Err(_) => return false, // EAGAIN: nothing more for now
             }
         }
+        false
     }
 
     fn feed(&mut self, data: &[u8]) {
