@@ -421,6 +421,10 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
             let mut cc = ClientConfig::new(s1);
             cc.server2 = s2;
             cc.forwarder = forwarder_config(&conf);
+            // The prefix miredo-privproc accepts (--prefix): the engine
+            // refuses an RA for any other, so the network cannot make us
+            // ask for an address the helper would refuse.
+            cc.allowed_prefix = conf.prefix;
             cc.discovery = discovery
                 .as_ref()
                 .and(discovery_config(&conf, &disc_ifaces));
