@@ -6,12 +6,20 @@
 //! no other capability, nor a way to gain one: no_new_privs, a bounding set
 //! of CAP_NET_ADMIN alone), an environment of `PATH` and the C tool's
 //! variables, `/` as working directory, `/dev/null` as standard input, a
-//! pipe to privproc as standard output and error, no other descriptor, the
-//! default disposition of every signal and none blocked, its own process
-//! group, and
-//! [`HOOK_TIMEOUT`] to finish. That is what running `ip` needs; a hook that
-//! needs more (writing root's files, loading modules, restarting services
-//! through a root-only socket) cannot do it: that is the bound.
+//! pipe to privproc as standard output and error (logged, see [`Output`]),
+//! no other descriptor, the default disposition of every signal and none
+//! blocked, its own process group, and [`HOOK_TIMEOUT`] to finish. That is
+//! what running `ip` needs; a hook that needs more (writing root's files,
+//! loading modules, restarting services through a root-only socket) cannot
+//! do it: that is the bound.
+//!
+//! Nothing a hook starts outlives its run: when it exits, or at the limit,
+//! its process group is killed, then every other descendant, which privproc
+//! (a child subreaper) finds among its own children (see [`reap`]). A
+//! process left running would keep CAP_NET_ADMIN beyond the request it was
+//! started for, out of anyone's sight; the C tool's hooks (and Debian's)
+//! run `ip` in the foreground and leave nothing, and a daemon belongs to
+//! the service manager, not to a hook.
 
 use std::io;
 use std::net::Ipv6Addr;

@@ -325,10 +325,15 @@ fn main() -> ExitCode {
         args.foreground,
         false,
     );
+    let foreground = args.foreground;
     match run(args) {
         Ok(code) => code,
         Err(e) => {
             log::error!("{e}");
+            // Whoever started it by hand sees why, syslog or not.
+            if !foreground {
+                eprintln!("miredo-privproc: {e}");
+            }
             ExitCode::from(2)
         }
     }
