@@ -1033,6 +1033,70 @@ fn the_hook_output_is_logged_and_bounded() {
     assert!(log.len() < 40_000, "{} bytes logged", log.len());
 }
 
+/// A need of `lab_main!`: `unshare` (util-linux), for a private /dev.
+fn unshare() -> Option<String> {
+    match Command::new("unshare").arg("--version").output() {
+        Ok(o) if o.status.success() => None,
+        _ => Some("no unshare (apt-get install util-linux)".into()),
+    }
+}
+
+/// Detached (no --foreground, standard error on /dev/null), privproc's
+/// messages and its hook's output reach syslog, with the facility asked
+/// for. privproc runs in a mount namespace whose /dev/log is our socket.
+fn messages_and_hook_output_reach_syslog() {
+    let dir = SafeDir::new("syslog");
+    let mark = marker("syslog");
+    let hook = dir.hook("hook", &format!("echo \"syslog-{mark} $STATE\"\n"));
+    let sock_path = dir.path("log");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let ns = Netns::new("syslog");
+    let ifindex = ns.ifindex();
+    let script = format!(
+        "mount --make-rprivate / && mount -t tmpfs -o mode=755 none /dev && \
+         mknod -m 666 /dev/null c 1 3 && touch /dev/log && mount --bind {sock} /dev/log && \
+         exec ip netns exec {ns} {BIN} -i {IFACE} --user {TEST_USER} --hook {hook} \
+         --syslog-facility local3",
+        sock = sock_path.display(),
+        ns = ns.name,
+        hook = hook.display(),
+    );
+    let (mut sock, theirs) = UnixStream::pair().unwrap();
+    let mut child = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    privsep::write_frame(&mut sock, &up(ifindex, ADDR_A, 1280)).unwrap();
+    assert_eq!(
+        privsep::read_frame::<_, Reply>(&mut sock).unwrap(),
+        Reply::Ok
+    );
+    // A refused request ends it, logged as an error.
+    privsep::write_frame(&mut sock, &up(ifindex + 1, ADDR_A, 1280)).unwrap();
+    let _ = privsep::read_frame::<_, Reply>(&mut sock);
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // local3 is facility 19: info is <158>, err <155>.
+    let has = |prio: &str, text: &str| {
+        got.iter()
+            .any(|m| m.starts_with(prio) && m.contains("miredo-privproc[") && m.contains(text))
+    };
+    assert!(has("<158>", "CAP_NET_ADMIN only"), "{got:#?}");
+    assert!(has("<158>", &format!("(up): syslog-{mark} up")), "{got:#?}");
+    assert!(has("<155>", "refused"), "{got:#?}");
+}
+
 /// A hook in a directory that someone else than root could change is
 /// refused at start, naming the directory: writable by others (sticky or
 /// not, as /tmp), owned by another user, or reached through a symbolic
@@ -1274,5 +1338,6 @@ teredo_lab::lab_main! {
         refuses_to_start_with_an_unsafe_hook_or_a_non_socket_stdin,
     ],
     needs(netns, privproc_user): [runs_as_miredo_privproc_by_default],
+    needs(netns, unshare): [messages_and_hook_output_reach_syslog],
     needs(netns, debian_hook): [debian_hook_works_with_net_admin_only],
 }
