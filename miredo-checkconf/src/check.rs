@@ -1,6 +1,6 @@
 //! Checks one file and reports on a writer.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::Path;
 
 use libteredo::conf::miredo::{MiredoConfig, DEFAULT_SERVER};
@@ -22,8 +22,23 @@ pub enum Status {
     Unreadable = 2,
 }
 
-/// Checks `path` as `kind` and writes every error and warning to `out`.
+/// Checks the file `path` that was named on the command line as `kind` and
+/// writes every error and warning to `out`. A named file must exist.
 pub fn run(kind: Kind, path: &Path, out: &mut impl Write) -> Status {
+    check(kind, path, false, out)
+}
+
+/// Checks the default file `path` of `kind` (no file was named) as the
+/// daemon reads it. miredo runs on its built-in defaults when its default
+/// file does not exist, so that is valid, said in one line on `out`.
+/// miredo-server has no such fallback (it needs ServerBindAddress from its
+/// file): its default file must exist. A default file that exists but
+/// cannot be read, or is invalid, is reported as [`run`] does.
+pub fn run_default(kind: Kind, path: &Path, out: &mut impl Write) -> Status {
+    check(kind, path, kind == Kind::Miredo, out)
+}
+
+fn check(kind: Kind, path: &Path, may_be_absent: bool, out: &mut impl Write) -> Status {
     let result = match kind {
         Kind::Miredo => MiredoConfig::load(path).map(|c| {
             let mut notes = c.warnings.iter().map(warning).collect::<Vec<_>>();
@@ -52,6 +67,22 @@ pub fn run(kind: Kind, path: &Path, out: &mut impl Write) -> Status {
             }
             Status::Invalid
         }
+        // The daemon's own test (miredo's load_config): reading the default
+        // file fails with "not found" (a dangling link too), nothing else.
+        Err(LoadError::Unreadable { ref source, .. })
+            if may_be_absent && source.kind() == ErrorKind::NotFound =>
+        {
+            let d = MiredoConfig::default();
+            let _ = writeln!(
+                out,
+                "{} is absent: miredo runs on its built-in defaults (client mode, \
+                 interface {}, server {}), which are valid",
+                path.display(),
+                d.interface_name,
+                d.server_address.as_deref().unwrap_or(DEFAULT_SERVER)
+            );
+            Status::Valid
+        }
         Err(e @ LoadError::Unreadable { .. }) => {
             let _ = writeln!(out, "{e}");
             Status::Unreadable
@@ -63,4 +94,127 @@ fn warning(w: &ConfError) -> String {
     let mut w = w.clone();
     w.reason = format!("warning: {}", w.reason);
     w.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A fresh directory of this test's own.
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "miredo-checkconf-unit-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+
+    fn lines(out: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn an_absent_default_miredo_conf_is_valid_in_one_line() {
+        let d = dir("absent");
+        let path = d.join("miredo.conf");
+        let mut out = Vec::new();
+        assert_eq!(run_default(Kind::Miredo, &path, &mut out), Status::Valid);
+        assert_eq!(
+            lines(&out),
+            vec![format!(
+                "{} is absent: miredo runs on its built-in defaults (client mode, \
+                 interface teredo, server teredo.remlab.net), which are valid",
+                path.display()
+            )]
+        );
+        // A dangling link is absent for the daemon too (Debian's
+        // /etc/miredo/miredo.conf is a link to ../miredo.conf).
+        let link = d.join("link.conf");
+        std::os::unix::fs::symlink(d.join("nowhere.conf"), &link).expect("symlink");
+        let mut out = Vec::new();
+        assert_eq!(run_default(Kind::Miredo, &link, &mut out), Status::Valid);
+        assert_eq!(lines(&out).len(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_built_in_defaults_are_what_an_empty_file_gives() {
+        // "which are valid": the defaults are the configuration of a valid
+        // (empty) file.
+        assert_eq!(
+            MiredoConfig::parse("", "empty.conf"),
+            Ok(MiredoConfig::default())
+        );
+    }
+
+    #[test]
+    fn a_named_file_that_is_absent_stays_an_error() {
+        let d = dir("named");
+        let path = d.join("miredo.conf");
+        let mut out = Vec::new();
+        assert_eq!(run(Kind::Miredo, &path, &mut out), Status::Unreadable);
+        assert!(
+            lines(&out)[0].ends_with("cannot read: No such file or directory (os error 2)"),
+            "{:?}",
+            lines(&out)
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_absent_default_server_conf_stays_an_error() {
+        // miredo-server has no built-in defaults: it does not start
+        // without its file.
+        let d = dir("server");
+        let path = d.join("miredo-server.conf");
+        let mut out = Vec::new();
+        assert_eq!(
+            run_default(Kind::Server, &path, &mut out),
+            Status::Unreadable
+        );
+        assert_eq!(lines(&out).len(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_default_file_that_exists_is_checked_as_ever() {
+        let d = dir("exists");
+        // Invalid.
+        let path = d.join("miredo.conf");
+        std::fs::write(&path, "Bogus 1\n").expect("write");
+        let mut out = Vec::new();
+        assert_eq!(run_default(Kind::Miredo, &path, &mut out), Status::Invalid);
+        // Unreadable: a directory.
+        let sub = d.join("sub.conf");
+        std::fs::create_dir(&sub).expect("mkdir");
+        let mut out = Vec::new();
+        assert_eq!(
+            run_default(Kind::Miredo, &sub, &mut out),
+            Status::Unreadable
+        );
+        assert!(
+            lines(&out)[0].contains("Is a directory"),
+            "{:?}",
+            lines(&out)
+        );
+        // Unreadable: not a directory on the way (ENOTDIR, not "not found").
+        let through = path.join("miredo.conf");
+        let mut out = Vec::new();
+        assert_eq!(
+            run_default(Kind::Miredo, &through, &mut out),
+            Status::Unreadable
+        );
+        // Valid.
+        std::fs::write(&path, "ServerAddress 192.0.2.1\n").expect("write");
+        let mut out = Vec::new();
+        assert_eq!(run_default(Kind::Miredo, &path, &mut out), Status::Valid);
+        assert!(out.is_empty(), "{:?}", lines(&out));
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -6,7 +6,7 @@
 
 mod check;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -42,7 +42,9 @@ struct Args {
     )]
     config: Option<PathBuf>,
 
-    /// The file to check
+    /// The file to check. Without one, the default file: an absent
+    /// /etc/miredo/miredo.conf is valid (miredo then runs on its built-in
+    /// defaults); /etc/miredo/miredo-server.conf must exist
     #[arg(value_name = "FILE", conflicts_with = "config")]
     file: Option<PathBuf>,
 
@@ -66,15 +68,14 @@ fn main() -> ExitCode {
     } else {
         check::Kind::Miredo
     };
-    let default = if args.server {
-        SERVER_CONF
-    } else {
-        MIREDO_CONF
-    };
-    let path = args
-        .file
-        .or(args.config)
-        .unwrap_or_else(|| PathBuf::from(default));
     let mut stderr = std::io::stderr().lock();
-    ExitCode::from(check::run(kind, &path, &mut stderr) as u8)
+    let status = match args.file.or(args.config) {
+        Some(path) => check::run(kind, &path, &mut stderr),
+        // No file named: the default file, read as the daemon reads it
+        // (miredo runs on built-in defaults without it; miredo-server
+        // does not run without its own).
+        None if args.server => check::run_default(kind, Path::new(SERVER_CONF), &mut stderr),
+        None => check::run_default(kind, Path::new(MIREDO_CONF), &mut stderr),
+    };
+    ExitCode::from(status as u8)
 }
