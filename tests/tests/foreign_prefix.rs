@@ -5,7 +5,9 @@
 //! (`drop-foreign-prefix`), and keeps soliciting; once the server's Prefix
 //! is put back and the server reloaded (SIGHUP), the client qualifies.
 //! Before the client engine refused them, the client took an address in
-//! 3ffe:831f::/32, miredo-privproc refused it, and miredo stopped.
+//! 3ffe:831f::/32 that miredo-privproc refuses: miredo stopped, and later
+//! (once it no longer sent such requests) reported itself qualified with an
+//! address it never configured, never soliciting again.
 
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
