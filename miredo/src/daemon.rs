@@ -760,7 +760,7 @@ impl Daemon {
                     self.qualified_at = Some(self.started.elapsed());
                 }
                 match old {
-                    Some(o) => log::info!("new Teredo address {addr} (was {o}): the NAT mapping changed to {mapped}"),
+                    Some(o) => log::info!("new Teredo address {addr} (was {o}): mapped {mapped}, MTU {mtu}"),
                     None => log::info!(
                         "qualified: Teredo address {addr}, mapped {mapped}, MTU {mtu}, NAT {nat}, after {:.0} ms",
                         self.started.elapsed().as_secs_f64() * 1000.0
