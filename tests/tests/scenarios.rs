@@ -436,8 +436,9 @@ fn sighup_server_change_interface_refusal_invalid_file() {
     done(test, start);
 }
 
-/// SIGTERM to each of our daemons leaves no process, interface, address,
-/// route, pid file or status socket behind.
+/// SIGTERM to each of our daemons leaves no process, interface, address or
+/// route behind, and a status socket that answers nobody (the daemon keeps
+/// no way to remove it: see miredo(8) SECURITY).
 fn sigterm_leaves_nothing_behind() {
     let test = "sigterm_leaves_nothing_behind";
     let start = Instant::now();
@@ -499,12 +500,21 @@ fn sigterm_leaves_nothing_behind() {
     );
     let routes = ns.ip("-6 route show table all").unwrap_or_default();
     assert!(!routes.contains(&iface), "routes left: {routes}");
-    assert!(!status_sock.exists(), "the status socket is left");
+    let refused = std::os::unix::net::UnixStream::connect(&status_sock)
+        .err()
+        .map(|e| e.kind());
+    assert!(
+        matches!(
+            refused,
+            Some(std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound)
+        ),
+        "the status socket of the stopped client still answers: {refused:?}"
+    );
     report(
         test,
         &format!(
             "client: exited in {took:?}; children {kids:?} gone; no interface, Teredo address, \
-             route or status socket left; pid file still there: {} (see pid_files_released_on_sigterm)",
+             route left; the status socket refuses connections; pid file still there: {} (see pid_files_after_sigterm_name_no_live_process)",
             pid_file.exists()
         ),
     );
@@ -538,18 +548,18 @@ fn sigterm_leaves_nothing_behind() {
     done(test, start);
 }
 
-/// SIGTERM releases the pid file each of our daemons was given with `-p`:
-/// removed where the directory lets the unprivileged daemon do it, else
-/// emptied (an empty pid file names no process; see miredo(8)). The C
-/// miredo, whose root parent outlives its worker, always removes it: the
-/// report says which our daemons did.
-fn pid_files_released_on_sigterm() {
-    let test = "pid_files_released_on_sigterm";
+/// The pid file each of our daemons was given with `-p` stays after
+/// SIGTERM, naming a process that is gone: the unprivileged daemon keeps
+/// neither its directory (a way out of the chroot) nor the file (a way to
+/// make root signal another process later); see miredo(8) SECURITY. The C
+/// miredo, whose root parent outlives its worker, removes it. The next
+/// start takes a stale file over.
+fn pid_files_after_sigterm_name_no_live_process() {
+    let test = "pid_files_after_sigterm_name_no_live_process";
     let start = Instant::now();
     let (w, srv, relay) = our_world(test, &[NatKind::PortRestricted]);
     let cli = w.start_client(1, Impl::Ours, "");
     qualify(&w, &cli, 1, "our client");
-    let mut stale = Vec::new();
     let mut outcome = Vec::new();
     for d in [&cli, &relay, &srv] {
         let pid_file = w.dir().join(format!("{}.pid", d.label));
@@ -562,25 +572,36 @@ fn pid_files_released_on_sigterm() {
         );
         w.signal(d, "TERM");
         assert!(wait_until(Duration::from_secs(3), || !w.is_running(d)));
-        match std::fs::read_to_string(&pid_file) {
-            Err(_) => outcome.push(format!("{}: removed", d.label)),
-            Ok(t) if t.trim().is_empty() => outcome.push(format!("{}: emptied", d.label)),
-            Ok(t) => {
-                outcome.push(format!("{}: left with {:?}", d.label, t.trim()));
-                stale.push(pid_file.display().to_string());
-            }
+        // Nothing that could remove it is kept after start-up: it stays,
+        // naming the process that is gone.
+        let left = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Ok(p) = left.trim().parse::<u32>() {
+            assert!(
+                !teredo_lab::procstat::alive(p),
+                "{} names process {p}, still running",
+                pid_file.display()
+            );
         }
+        outcome.push(format!("{}: {:?}", d.label, left.trim()));
     }
+    // The next start takes the stale file over.
+    let again = w.start_relay_labeled(Impl::Ours, "cone", &relay.label);
+    let pid_file = w.dir().join(format!("{}.pid", relay.label));
+    let written = std::fs::read_to_string(&pid_file).unwrap_or_default();
+    assert_eq!(
+        written.trim(),
+        again.pid.to_string(),
+        "the restarted relay did not take its stale pid file over:\n{}",
+        w.log_of(&again)
+    );
     report(
         test,
         &format!(
-            "pid files in a root-owned 0755 directory after SIGTERM: {} (the C miredo removes its own)",
-            outcome.join(", ")
+            "pid files after SIGTERM (root's, in a 0755 directory): {}; each names a dead process; \
+             a restarted relay took its file over (pid {})",
+            outcome.join(", "),
+            again.pid
         ),
-    );
-    assert!(
-        stale.is_empty(),
-        "pid files still naming a process: {stale:?}"
     );
     drop(w);
     done(test, start);
@@ -746,7 +767,7 @@ teredo_lab::lab_main! {
         our_clients_across_two_full_cone_nats_both_ways,
         sighup_server_change_interface_refusal_invalid_file,
         sigterm_leaves_nothing_behind,
-        pid_files_released_on_sigterm,
+        pid_files_after_sigterm_name_no_live_process,
         nat_reboot_new_port_moves_the_address,
         nat_reboot_new_address_moves_the_address,
         server_stop_withdraws_and_requalifies,
