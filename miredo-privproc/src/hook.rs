@@ -148,9 +148,9 @@ impl Settings {
 /// The permission bits of `mode` that apply to `user` (never the owner's:
 /// everything checked here is root's, and `user` is not root).
 fn bits_for(meta: &std::fs::Metadata, user: &User) -> u32 {
-    if meta.uid() == user.uid {
+    if meta.uid() == user.uid.as_raw() {
         (meta.mode() >> 6) & 7
-    } else if meta.gid() == user.gid {
+    } else if meta.gid() == user.gid.as_raw() {
         (meta.mode() >> 3) & 7
     } else {
         meta.mode() & 7
@@ -651,8 +651,8 @@ mod tests {
     fn nobody() -> User {
         User {
             name: "nobody".into(),
-            uid: 65534,
-            gid: 65534,
+            uid: nix::unistd::Uid::from_raw(65534),
+            gid: nix::unistd::Gid::from_raw(65534),
         }
     }
 

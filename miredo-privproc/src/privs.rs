@@ -6,7 +6,7 @@ use caps::{CapSet, Capability, CapsHashSet};
 use nix::libc::c_int;
 use nix::sys::prctl;
 use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, UnixAddr};
-use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+use nix::unistd::{setgroups, setresgid, setresuid};
 
 use libteredo::sys::privileges;
 
@@ -20,12 +20,7 @@ pub fn is_unix_stream<F: AsFd>(fd: &F) -> bool {
 }
 
 /// The user privproc runs as once set up.
-#[derive(Clone, Debug)]
-pub struct User {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use libteredo::sys::privileges::Target as User;
 
 /// Looks `user` up (a name, or a numeric uid with an entry in the user
 /// database); refuses root's user or group: privproc exists to run as
@@ -42,11 +37,7 @@ pub fn lookup(user: &str) -> Result<User, String> {
             "user {user}: primary group 0 refused: miredo-privproc must run as an unprivileged user (--user)"
         ));
     }
-    Ok(User {
-        name: t.name,
-        uid: t.uid.as_raw(),
-        gid: t.gid.as_raw(),
-    })
+    Ok(t)
 }
 
 /// The highest capability number tried when shrinking the bounding set:
@@ -89,8 +80,7 @@ pub fn become_user(user: &User, for_hook: bool) -> Result<(), String> {
     // Keep the permitted set across the change of uid (the kernel clears
     // it when the last uid 0 goes, unless asked not to), then stop asking.
     prctl::set_keepcaps(true).map_err(|e| fail("PR_SET_KEEPCAPS", &e))?;
-    let gid = Gid::from_raw(user.gid);
-    let uid = Uid::from_raw(user.uid);
+    let (gid, uid) = (user.gid, user.uid);
     setgroups(&[gid]).map_err(|e| fail("setgroups", &e))?;
     setresgid(gid, gid, gid).map_err(|e| fail("setresgid", &e))?;
     setresuid(uid, uid, uid).map_err(|e| fail("setresuid", &e))?;
@@ -151,10 +141,10 @@ fn check_status(status: &str, user: &User, for_hook: bool) -> Result<(), String>
             ))
         }
     };
-    ids("Uid:", user.uid)?;
-    ids("Gid:", user.gid)?;
+    ids("Uid:", user.uid.as_raw())?;
+    ids("Gid:", user.gid.as_raw())?;
     let groups = line("Groups:").unwrap_or("");
-    if groups != user.gid.to_string() {
+    if groups != user.gid.as_raw().to_string() {
         return Err(format!(
             "privileges not dropped: Groups: is {groups:?}, expected {}",
             user.gid
@@ -185,6 +175,7 @@ fn check_status(status: &str, user: &User, for_hook: bool) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::unistd::{Gid, Uid};
 
     const STATUS: &str = "Name:\tmiredo-privproc\nUid:\t999\t999\t999\t999\n\
         Gid:\t995\t995\t995\t995\nGroups:\t995 \nNoNewPrivs:\t1\n\
@@ -195,8 +186,8 @@ mod tests {
     fn user() -> User {
         User {
             name: "miredo-privproc".into(),
-            uid: 999,
-            gid: 995,
+            uid: Uid::from_raw(999),
+            gid: Gid::from_raw(995),
         }
     }
 
@@ -246,7 +237,7 @@ mod tests {
             assert!(e.contains(what), "{what}: {e}");
         }
         let mut root = user();
-        root.uid = 0;
+        root.uid = Uid::from_raw(0);
         let s = STATUS.replace("Uid:\t999\t999\t999\t999", "Uid:\t0\t0\t0\t0");
         assert!(check_status(&s, &root, true).is_err());
     }

@@ -11,7 +11,7 @@ use libteredo::sys::batch::{RecvBatch, SendBatch};
 use libteredo::sys::daemon::Startup;
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
-use libteredo::sys::{daemon, logging, pidfile::PidFile, privileges, signals};
+use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
 use libteredo::wire::ipv6::Ipv6Packet;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -151,7 +151,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
 struct Running {
     sh: Arc<Shared>,
     sigfd: nix::sys::signalfd::SignalFd,
-    reader: Option<ConfigReader>,
+    reader: ConfigReader,
     path: std::path::PathBuf,
     server_name: Option<String>,
     file: ServerFile,
@@ -162,7 +162,7 @@ impl Running {
         main_loop(
             &self.sh,
             &self.sigfd,
-            self.reader.as_mut(),
+            &mut self.reader,
             &self.path,
             self.server_name.as_deref(),
             self.file,
@@ -222,10 +222,8 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
     let reader = ConfigReader::spawn(&config_path, &target)
         .map_err(|e| format!("configuration reader: {e}"))?;
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
-    let pid =
-        PidFile::create(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
     // Kept by nobody: it stays, naming a dead process, when we stop.
-    drop(pid);
+    pidfile::write(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
     privileges::drop_for_good(&target, root)?;
     log::info!(
         "serving on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {}/32, MTU {}; running as {}, no capabilities",
@@ -263,7 +261,7 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
     Ok(Running {
         sh,
         sigfd,
-        reader: Some(reader),
+        reader,
         path: cli.config.clone(),
         server_name: cli.server_name.clone(),
         file,
@@ -363,7 +361,7 @@ impl Shared {
 fn main_loop(
     sh: &Shared,
     sigfd: &nix::sys::signalfd::SignalFd,
-    mut reader: Option<&mut ConfigReader>,
+    reader: &mut ConfigReader,
     path: &Path,
     server_name: Option<&str>,
     mut file: ServerFile,
@@ -378,7 +376,7 @@ fn main_loop(
         for sig in signals::drain(sigfd) {
             match sig {
                 Signal::SIGHUP => {
-                    if let Some(new) = reload(&file, reader.as_deref_mut(), path, server_name) {
+                    if let Some(new) = reload(&file, reader, path, server_name) {
                         let mut c = lock(&sh.config);
                         *c = (engine_config(&new), c.1 + 1);
                         file = new;
@@ -399,11 +397,11 @@ fn main_loop(
 /// restart. Returns the configuration now in force, if it changed.
 fn reload(
     file: &ServerFile,
-    reader: Option<&mut ConfigReader>,
+    reader: &mut ConfigReader,
     path: &Path,
     server_name: Option<&str>,
 ) -> Option<ServerFile> {
-    let text = match reader?.read() {
+    let text = match reader.read() {
         Ok(t) => t,
         Err(e) => {
             log::error!("SIGHUP: {e}; keeping the running configuration");

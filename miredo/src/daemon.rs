@@ -628,7 +628,7 @@ impl Daemon {
         let mut buf = vec![0u8; BUF];
         loop {
             self.timeouts();
-            self.events()?;
+            self.events();
             if let Some(why) = lock(&self.sh.fatal).take() {
                 return Err(why);
             }
@@ -721,12 +721,11 @@ impl Daemon {
     }
 
     /// Acts on what the engine reported.
-    fn events(&mut self) -> Result<(), String> {
+    fn events(&mut self) {
         let events = std::mem::take(&mut *lock(&self.sh.events));
         for e in events {
-            self.event(e)?;
+            self.event(e);
         }
-        Ok(())
     }
 
     fn read_discovery(&mut self, buf: &mut [u8]) {
@@ -747,7 +746,7 @@ impl Daemon {
         }
     }
 
-    fn event(&mut self, e: Event) -> Result<(), String> {
+    fn event(&mut self, e: Event) {
         match e {
             Event::Qualified {
                 addr,
@@ -770,7 +769,7 @@ impl Daemon {
                     ifindex: self.ifindex,
                     address: addr,
                     mtu,
-                })
+                });
             }
             Event::ServerLost { old } => {
                 log::warn!(
@@ -778,12 +777,9 @@ impl Daemon {
                 );
                 self.privproc(Request::Down {
                     ifindex: self.ifindex,
-                })
+                });
             }
-            Event::NatObserved(nat) => {
-                log::info!("NAT behaviour observed: {nat}");
-                Ok(())
-            }
+            Event::NatObserved(nat) => log::info!("NAT behaviour observed: {nat}"),
         }
     }
 
@@ -793,9 +789,9 @@ impl Daemon {
     /// network could make it ask, so only a bug gets here), and nothing the
     /// helper answers stops the daemon by itself (if privproc itself goes,
     /// the main loop sees it).
-    fn privproc(&mut self, req: Request) -> Result<(), String> {
+    fn privproc(&mut self, req: Request) {
         let Some(p) = self.privproc.as_mut() else {
-            return Ok(());
+            return;
         };
         let policy = Policy {
             ifindex: self.ifindex,
@@ -803,12 +799,12 @@ impl Daemon {
         };
         if let Err(why) = policy.check(&req) {
             log::error!("not asking miredo-privproc for {req:?}: {why}");
-            return Ok(());
+            return;
         }
         let _ = p.set_read_timeout(Some(Duration::from_secs(10)));
         if let Err(e) = privsep::write_frame(p, &req) {
             log::error!("miredo-privproc: {e}");
-            return Ok(());
+            return;
         }
         match privsep::read_frame::<_, Reply>(p) {
             Ok(Reply::Ok) => {}
@@ -818,7 +814,6 @@ impl Daemon {
             }
             Err(e) => log::error!("miredo-privproc: {e}"),
         }
-        Ok(())
     }
 
     /// SIGINT/SIGTERM: take the address down before leaving (privproc
@@ -827,7 +822,7 @@ impl Daemon {
         let qualified =
             matches!(&*lock(&self.sh.engine), EngineKind::Client(c) if c.qualification().is_some());
         if qualified {
-            let _ = self.privproc(Request::Down {
+            self.privproc(Request::Down {
                 ifindex: self.ifindex,
             });
         }

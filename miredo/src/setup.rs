@@ -14,7 +14,7 @@ use libteredo::sys::daemon::Startup;
 use libteredo::sys::random::OsRandom;
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
-use libteredo::sys::{daemon, logging, pidfile::PidFile, privileges, signals};
+use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::OwnedFd;
@@ -412,8 +412,9 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
         None => None,
     };
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
-    let pid =
-        PidFile::create(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
+    // It stays when we stop (nothing that could remove it is kept: see
+    // libteredo::sys::pidfile); it names a dead process then.
+    pidfile::write(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
 
     let now = Instant::now();
     let mut engine = match servers {
@@ -485,9 +486,6 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
     let mut d = Daemon::new(conf, engine, io, reader, cli.server_name.clone())
         .map_err(|e| e.to_string())?;
     d.dispatch_early(early);
-    // The pid file stays when we stop (nothing that could remove it is
-    // kept: see libteredo::sys::pidfile); it names a dead process then.
-    drop(pid);
     Ok(d)
 }
 

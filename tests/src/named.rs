@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::net::Ipv6Addr;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::cmd::{wait_for, wait_until};
@@ -49,6 +50,43 @@ pub fn start_relay(w: &World, imp: Impl, iface: &str, label: &str) -> Option<Dae
             .is_empty()
     });
     up.then_some(d)
+}
+
+/// Starts our client of site `n` with interface `iface`, its
+/// miredo-privproc running `hook` (a script made with
+/// [`World::write_hook`]). miredo has no directive for the hook: it starts
+/// the privproc `--privproc` names, here a wrapper (beside the hook) that
+/// gives ours `--hook`. Does not wait for anything.
+pub fn start_client_with_hook(
+    w: &World,
+    n: usize,
+    iface: &str,
+    hook: &Path,
+    label: &str,
+) -> Daemon {
+    let wrapper = w.write_hook(
+        &format!("{label}-privproc"),
+        &format!(
+            "#!/bin/sh\nexec {} --hook {} \"$@\"\n",
+            Impl::Ours.path("miredo-privproc").display(),
+            hook.display()
+        ),
+    );
+    let conf = w.write_file(&format!("{label}.conf"), &client_conf(iface, ""));
+    w.spawn(
+        w.client(n),
+        label,
+        &[
+            Impl::Ours.miredo().display().to_string(),
+            "--privproc".into(),
+            wrapper.display().to_string(),
+            "-f".into(),
+            "-c".into(),
+            conf.display().to_string(),
+            "-p".into(),
+            w.dir().join(format!("{label}.pid")).display().to_string(),
+        ],
+    )
 }
 
 /// Starts `imp`'s client on site `n` with interface `iface` and waits (at

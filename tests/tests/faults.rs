@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -217,12 +216,6 @@ fn fault_sigkill_privproc() {
 }
 
 /// Writes an executable file (root-owned, mode 755).
-fn write_exec(w: &World, name: &str, text: &str) -> String {
-    let p = w.write_file(name, text);
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
-    p.display().to_string()
-}
-
 fn fault_sigkill_client_runs_hook_down() {
     let test = "fault_sigkill_client_runs_hook_down";
     let w = World::build(test, &[NatKind::PortRestricted]);
@@ -230,10 +223,8 @@ fn fault_sigkill_client_runs_hook_down() {
     let relay_if = unique_iface(&w, "rl");
     named::start_relay(&w, Impl::Ours, &relay_if, "relay-rs").expect("our relay starts");
     let iface = unique_iface(&w, "kh");
-    // miredo has no directive for the hook: it starts the privproc that
-    // --privproc names, a wrapper giving privproc --hook. The hook logs
-    // every call and configures the interface as Debian's does.
-    // The hook and its log in a directory of root's: miredo-privproc
+    // The hook logs every call and configures the interface as Debian's
+    // does. It and its log live in a directory of root's: miredo-privproc
     // refuses a hook another user could change, and runs it as its own
     // unprivileged user, which must be able to write the log.
     let hook_log = w.shared_log("hook.log");
@@ -258,31 +249,7 @@ fn fault_sigkill_client_runs_hook_down() {
             log = hook_log.display()
         ),
     );
-    let privproc = Impl::Ours.path("miredo-privproc");
-    let wrapper = write_exec(
-        &w,
-        "privproc-wrapper",
-        &format!(
-            "#!/bin/sh\nexec {} --hook {} \"$@\"\n",
-            privproc.display(),
-            hook.display()
-        ),
-    );
-    let conf = w.write_file("client1-hook.conf", &client_conf(&iface, ""));
-    let cli = w.spawn(
-        w.client(1),
-        "client1-hook",
-        &[
-            Impl::Ours.miredo().display().to_string(),
-            "--privproc".into(),
-            wrapper.clone(),
-            "-f".into(),
-            "-c".into(),
-            conf.display().to_string(),
-            "-p".into(),
-            w.dir().join("client1-hook.pid").display().to_string(),
-        ],
-    );
+    let cli = named::start_client_with_hook(&w, 1, &iface, &hook, "client1-hook");
     let addr = named::wait_addr(w.client(1), &iface, QUALIFY).unwrap_or_else(|| {
         panic!(
             "our client with a hook did not qualify:\n{}",

@@ -12,7 +12,7 @@
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use teredo_lab::named::{client_conf, unique_iface};
+use teredo_lab::named::{client_conf, status_of, unique_iface};
 use teredo_lab::{cmd, report, teredo_addr_of, wait_until, Impl, NatKind, SERVER2_V4, SERVER_V4};
 
 /// How long the client faces the misconfigured server: three rounds of
@@ -23,23 +23,6 @@ const REQUALIFY: Duration = Duration::from_secs(80);
 
 fn server_conf(prefix: &str) -> String {
     format!("ServerBindAddress {SERVER_V4}\nServerBindAddress2 {SERVER2_V4}\nPrefix {prefix}\n")
-}
-
-/// `teredo-mire status IFACE` as key/value pairs (empty when it fails).
-fn status_of(iface: &str) -> Vec<(String, String)> {
-    let out = cmd::run_with_timeout(
-        &[
-            Impl::Ours.path("teredo-mire").display().to_string(),
-            "status".into(),
-            iface.into(),
-        ],
-        Duration::from_secs(5),
-    );
-    out.stdout
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
 }
 
 fn field<'a>(status: &'a [(String, String)], key: &str) -> Option<&'a str> {

@@ -43,11 +43,6 @@ impl Startup {
             let _ = std::fs::File::from(p).write_all(&msg);
         }
     }
-
-    /// Whether a process waits for this report.
-    pub fn pending(&self) -> bool {
-        self.pipe.is_some()
-    }
 }
 
 /// Detaches from the terminal. Returns in the daemon, with the report the

@@ -16,13 +16,7 @@ use nix::sys::stat::{fstat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-
-/// A written pid file.
-#[derive(Debug)]
-pub struct PidFile {
-    path: PathBuf,
-}
+use std::path::Path;
 
 fn alive(pid: i32) -> bool {
     pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
@@ -38,96 +32,78 @@ fn same_program(pid: i32) -> bool {
     }
 }
 
-impl PidFile {
-    /// Writes our pid to `path`. A stale file (its process gone, or another
-    /// program's) is replaced; a live one of ours is an error.
-    pub fn create(path: &Path) -> io::Result<PidFile> {
-        let (Some(dir), Some(name)) = (
-            path.parent().map(|d| {
-                if d.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    d
-                }
-            }),
-            path.file_name(),
-        ) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{}: not a file name", path.display()),
-            ));
-        };
-        let dir: OwnedFd = openat(
-            nix::fcntl::AT_FDCWD,
-            dir,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        let st = fstat(&dir)?;
-        if st.st_mode & 0o002 != 0 && st.st_mode & 0o1000 == 0 {
-            log::warn!(
-                "{}: its directory is writable by everyone: anyone can replace it",
-                path.display()
-            );
-        }
-        match openat(
-            &dir,
-            name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => {
-                let is_file = fstat(&fd)
-                    .map(|s| SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
-                    .unwrap_or(false);
-                let mut s = String::new();
-                if is_file {
-                    let _ = std::fs::File::from(fd).take(64).read_to_string(&mut s);
-                }
-                // An empty file was released by a daemon: stale.
-                if let Ok(pid) = s.trim().parse::<i32>() {
-                    if pid != std::process::id() as i32 && alive(pid) && same_program(pid) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            format!("{} names process {pid}, which is running", path.display()),
-                        ));
-                    }
+/// Writes our pid to `path`. A stale file (its process gone, or another
+/// program's) is replaced; a live one of ours is an error.
+pub fn write(path: &Path) -> io::Result<()> {
+    let (Some(dir), Some(name)) = (
+        path.parent().map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        }),
+        path.file_name(),
+    ) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a file name", path.display()),
+        ));
+    };
+    let dir: OwnedFd = openat(
+        nix::fcntl::AT_FDCWD,
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = fstat(&dir)?;
+    if st.st_mode & 0o002 != 0 && st.st_mode & 0o1000 == 0 {
+        log::warn!(
+            "{}: its directory is writable by everyone: anyone can replace it",
+            path.display()
+        );
+    }
+    match openat(
+        &dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => {
+            let is_file = fstat(&fd)
+                .map(|s| SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
+                .unwrap_or(false);
+            let mut s = String::new();
+            if is_file {
+                let _ = std::fs::File::from(fd).take(64).read_to_string(&mut s);
+            }
+            // An empty file was released by a daemon: stale.
+            if let Ok(pid) = s.trim().parse::<i32>() {
+                if pid != std::process::id() as i32 && alive(pid) && same_program(pid) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} names process {pid}, which is running", path.display()),
+                    ));
                 }
             }
-            Err(Errno::ENOENT) => {}
-            // A link (ELOOP) or anything else there: removed below.
-            Err(_) => {}
         }
-        match unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => {}
-            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
-        }
-        let fd = openat(
-            &dir,
-            name,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        )
-        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-        let mut f = std::fs::File::from(fd);
-        writeln!(f, "{}", std::process::id())?;
-        Ok(PidFile {
-            path: path.to_path_buf(),
-        })
+        Err(Errno::ENOENT) => {}
+        // A link (ELOOP) or anything else there: removed below.
+        Err(_) => {}
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+    match unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
     }
-
-    /// Removes the file if it still names us (for a process that can).
-    pub fn remove(&self) -> io::Result<()> {
-        let s = std::fs::read_to_string(&self.path)?;
-        if s.trim().parse::<u32>().ok() == Some(std::process::id()) {
-            std::fs::remove_file(&self.path)?;
-        }
-        Ok(())
-    }
+    let fd = openat(
+        &dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    let mut f = std::fs::File::from(fd);
+    writeln!(f, "{}", std::process::id())
 }
 
 #[cfg(test)]
@@ -144,14 +120,14 @@ mod tests {
         let p = dir.join("x.pid");
         // Stale: a pid that cannot exist.
         fs::write(&p, "2147483646\n").unwrap();
-        let pf = PidFile::create(&p).unwrap();
+        write(&p).unwrap();
         assert_eq!(
             fs::read_to_string(&p).unwrap().trim(),
             std::process::id().to_string()
         );
         // Live, but another program (pid 1 is init, not this test): stale.
         fs::write(&p, "1\n").unwrap();
-        PidFile::create(&p).unwrap();
+        write(&p).unwrap();
         // Live and the same program (this test executable, running the
         // sleeper below): refused.
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -169,17 +145,17 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let refused = PidFile::create(&p);
+        let refused = write(&p);
         let _ = child.kill();
         let _ = child.wait();
         let e = refused.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+        // Our own pid (a restart in the same process) is no obstacle.
         fs::write(&p, format!("{}\n", std::process::id())).unwrap();
-        pf.remove().unwrap();
-        assert!(!p.exists());
+        write(&p).unwrap();
         // An empty file is stale.
         fs::write(&p, "").unwrap();
-        let _ = PidFile::create(&p).unwrap();
+        write(&p).unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -200,7 +176,7 @@ mod tests {
         fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
         let p = dir.join("x.pid");
         std::os::unix::fs::symlink(&victim, &p).unwrap();
-        PidFile::create(&p).unwrap();
+        write(&p).unwrap();
         assert!(!fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
         assert_eq!(fs::read_to_string(&victim).unwrap(), "keep\n");
         assert_eq!(

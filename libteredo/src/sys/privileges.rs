@@ -104,7 +104,7 @@ pub fn prepare_chroot(run: &SafeDir) -> io::Result<SafeDir> {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Gone from /etc: gone from the copy too.
-                let _ = etc.remove(std::ffi::OsStr::new(name));
+                let _ = etc.remove(name);
                 continue;
             }
             // Best effort: a file that cannot be copied only means no name
@@ -146,12 +146,19 @@ pub fn drop_to(target: &Target, root: std::os::fd::BorrowedFd<'_>) -> io::Result
     nix::unistd::fchdir(root).map_err(io::Error::from)?;
     chroot(".").map_err(io::Error::from)?;
     std::env::set_current_dir("/")?;
+    become_user(target)
+}
+
+/// Becomes `target` (its primary group alone) with every capability set
+/// empty, no_new_privs, and not dumpable: not even a process of the same
+/// user may trace it or read its memory. What the daemons do after their
+/// chroot, and the configuration reader without one.
+pub fn become_user(target: &Target) -> io::Result<()> {
     setgroups(&[target.gid]).map_err(io::Error::from)?;
     setresgid(target.gid, target.gid, target.gid).map_err(io::Error::from)?;
     setresuid(target.uid, target.uid, target.uid).map_err(io::Error::from)?;
     clear_capabilities()?;
     nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
-    // Not even a process of the same user may trace it or read its memory.
     nix::sys::prctl::set_dumpable(false).map_err(io::Error::from)?;
     Ok(())
 }

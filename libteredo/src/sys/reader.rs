@@ -182,12 +182,7 @@ fn child_setup(sock: i32, user: &Target) -> io::Result<()> {
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     std::env::set_current_dir("/")?;
-    nix::unistd::setgroups(&[user.gid]).map_err(io::Error::from)?;
-    nix::unistd::setresgid(user.gid, user.gid, user.gid).map_err(io::Error::from)?;
-    nix::unistd::setresuid(user.uid, user.uid, user.uid).map_err(io::Error::from)?;
-    super::privileges::clear_capabilities()?;
-    nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)?;
-    nix::sys::prctl::set_dumpable(false).map_err(io::Error::from)?;
+    super::privileges::become_user(user)?;
     if nix::unistd::geteuid().is_root() || super::privileges::holds_any_capability() {
         return Err(io::Error::other("still privileged"));
     }

@@ -18,10 +18,8 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
-use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -162,11 +160,6 @@ impl SafeDir {
         SafeDir::open_trusted(parent)?.subdir(name, mode)
     }
 
-    /// The descriptor (for `fchdir`, `*at` calls).
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
     /// The path this directory was reached by.
     pub fn path(&self) -> &Path {
         &self.path
@@ -202,12 +195,11 @@ impl SafeDir {
                 Err(e) => return Err(ctx(e)),
             };
             let st = fstat(&fd).map_err(ctx)?;
-            if distrust(&st).is_some() {
+            if let Some(why) = distrust(&st) {
                 drop(fd);
                 log::warn!(
-                    "{}: {}, not made by root as it should be: removed and made again",
-                    at.display(),
-                    distrust(&st).unwrap_or_default()
+                    "{}: {why}, not made by root as it should be: removed and made again",
+                    at.display()
                 );
                 self.discard(name)?;
                 continue;
@@ -370,8 +362,8 @@ impl SafeDir {
 
     /// Removes the entry `name` if it is not a directory (root's own files
     /// at start, before they are made again).
-    pub fn remove(&self, name: &OsStr) -> io::Result<()> {
-        check_name(&String::from_utf8_lossy(name.as_bytes()))?;
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        let name = check_name(name)?;
         match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(e.into()),
