@@ -173,6 +173,57 @@ fn our_client_refuses_a_foreign_prefix_then_qualifies() {
     );
 }
 
+/// The C reference against the same kind of server, for the comparison
+/// (reported, not judged): Debian's C client stays up in both cases; with
+/// the obsolete experimental prefix 3ffe:831f::/32 it takes an address in
+/// 2001::/32 (it reads that prefix as 2001::/32 on purpose, for old
+/// servers), with any other foreign prefix an address in that prefix.
+fn c_client_against_a_foreign_prefix() {
+    let test = "c_client_against_a_foreign_prefix";
+    let w = teredo_lab::World::build(test, &[NatKind::PortRestricted]);
+    let ns = w.client(1).clone();
+    for prefix in ["3ffe:831f::", "3ffe:1::"] {
+        let tag = prefix.replace(':', "");
+        let srv = w.spawn_daemon(
+            w.srv(),
+            &format!("server-rs-{tag}"),
+            &Impl::Ours.miredo_server(),
+            &server_conf(prefix),
+            &[],
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || w.srv().udp_listening(3544)),
+            "our miredo-server does not start:\n{}",
+            w.log_of(&srv)
+        );
+        let cli = w.start_client_labeled(1, Impl::C, "", &format!("client1-c-{tag}"));
+        let addr = cmd::wait_for(Duration::from_secs(12), || {
+            teredo_lab::teredo_addr_of(&ns, teredo_lab::TEREDO_IFACE)
+                .or_else(|| global_addrs(&ns, teredo_lab::TEREDO_IFACE).first().copied())
+        });
+        assert!(
+            w.is_running(&cli),
+            "the C client stopped facing Prefix {prefix}:\n{}",
+            w.log_of(&cli)
+        );
+        report(
+            test,
+            &format!(
+                "C client facing our server with Prefix {prefix}: running, address {}",
+                addr.map_or("none".to_string(), |a| a.to_string())
+            ),
+        );
+        w.stop(&cli, Duration::from_secs(3));
+        w.stop(&srv, Duration::from_secs(3));
+        assert!(
+            wait_until(Duration::from_secs(5), || !ns
+                .has_iface(teredo_lab::TEREDO_IFACE)),
+            "the C client's interface outlived it"
+        );
+    }
+}
+
 teredo_lab::lab_main! {
     needs(root, ours): [our_client_refuses_a_foreign_prefix_then_qualifies],
+    needs(root, ours, c_miredo): [c_client_against_a_foreign_prefix],
 }
