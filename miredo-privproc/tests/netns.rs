@@ -222,6 +222,20 @@ impl Privproc {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
+    /// The log once it holds `needle` (privproc writes a line before it
+    /// answers, but the thread that collects its standard error may not
+    /// have read it yet), or as it is after 5 s.
+    fn log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn status_field(&self, name: &str) -> String {
         status_field(self.pid(), name)
     }
@@ -973,7 +987,8 @@ fn a_hook_leaves_nothing_running_and_does_not_hold_privproc() {
     let left = processes_with(&mark);
     assert!(left.is_empty(), "left running: {left:?}");
     assert!(children_of(pp.pid()).is_empty());
-    assert!(pp.log().contains("left behind killed"), "{}", pp.log());
+    let log = pp.log_with("left behind killed");
+    assert!(log.contains("left behind killed"), "{log}");
     drop(pp.sock.shutdown(Shutdown::Both));
     assert!(pp.wait().success());
     assert!(processes_with(&mark).is_empty());
