@@ -3,6 +3,7 @@
 //! current time, and collects what the engine wants sent in [`Output`]s.
 //! No sockets, no clock, no threads, no randomness but the caller's.
 
+pub mod admission;
 pub mod client;
 pub mod discovery;
 pub mod ecn;

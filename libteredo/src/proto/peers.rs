@@ -30,6 +30,26 @@ pub const DEFAULT_TOTAL_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// is valid while its last reception is less than 30 s old).
 pub const EXPIRY: Duration = Duration::from_secs(30);
 
+/// The most memory, in bytes, a peer table of `max_peers` entries with
+/// `max_queued_bytes` of queued packets can take, whatever fills it (a
+/// flood included): what `MaxPeers` and `MaxQueuedBytes` imply, and what a
+/// relay's resident memory may grow by over its size when idle.
+///
+/// Per entry: its 64-byte node; its index slot (4 bytes and a control
+/// byte, at a load factor of 7/8 at least, in a table that doubles: 12
+/// bytes at worst); its place on the retry list (12 bytes, in a ring that
+/// doubles: 24); and a per-source admission slot is not per entry (fixed,
+/// see [`ADMISSION_SLOTS`](super::admission::ADMISSION_SLOTS)). Per queued byte: the
+/// block a queue takes is rounded up to 8 bytes and cut from 8 KiB pages
+/// that a size class keeps one of when empty; a freed block is reused, not
+/// returned, until its class empties: 2 bytes per byte queued at worst.
+pub fn memory_bound(max_peers: usize, max_queued_bytes: usize) -> usize {
+    const PER_ENTRY: usize = 64 + 12 + 24;
+    max_peers
+        .saturating_mul(PER_ENTRY)
+        .saturating_add(max_queued_bytes.saturating_mul(2))
+}
+
 /// A point in time, in milliseconds since the table's epoch, wrapping.
 /// Compare with [`Stamp::elapsed_since`], never with `<`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
