@@ -6,7 +6,7 @@ mod simnet;
 use libteredo::addr::{TeredoAddr, TEREDO_PORT, TEREDO_PREFIX};
 use libteredo::proto::client::{ClientConfig, ClientState};
 use libteredo::proto::discovery::DiscoveryConfig;
-use libteredo::proto::peers::DEFAULT_QUEUE_BYTES;
+use libteredo::proto::peers::{Class, DEFAULT_QUEUE_BYTES};
 use libteredo::proto::relay::ForwarderConfig;
 use libteredo::proto::server;
 use libteredo::proto::stats::DropReason;
@@ -988,11 +988,18 @@ fn sim_relay_limits_new_peers_per_native_source() {
     }
     l.w.run_for(SECS(1));
     let relay = l.w.relay_engine(l.relay);
-    let peers = relay.peers().len();
-    let limited = relay.stats().dropped(DropReason::RateLimited);
-    // Default: 100 new peers per second per source, burst 200.
-    assert!(peers <= 200 + 100 + 1, "{peers}");
-    assert!(limited >= 9_000, "{limited}");
+    let held = relay.peers().count(Class::Held);
+    let admitted = relay.peers().len() - held;
+    // Default: 100 new peers per second per source, burst 200: the rest
+    // is held, without bubbles.
+    assert!(admitted <= 200 + 100 + 1, "{admitted}");
+    assert!(relay.stats().peers_held >= 9_000, "{:?}", relay.stats());
+    assert!(held >= 9_000, "{held}");
+    assert!(
+        relay.stats().bubbles_sent <= 2 * 301,
+        "{}",
+        relay.stats().bubbles_sent
+    );
     // The legitimate native host still reaches the client.
     l.w.native_send(echo_request(ip6(NATIVE), addr, 45, 1, 8));
     l.w.run_for(SECS(5));

@@ -76,12 +76,7 @@ impl Admission {
                 // collide in one tier do not collide in the next.
                 let mut k = key;
                 k[0] ^= tier as u8;
-                SourceLimiter::new(
-                    k,
-                    ADMISSION_SLOTS,
-                    per_source,
-                    per_source.saturating_mul(2),
-                )
+                SourceLimiter::new(k, ADMISSION_SLOTS, per_source, per_source.saturating_mul(2))
             })
             .collect();
         let global = (0..TIERS)

@@ -206,6 +206,11 @@ impl Client {
         self.fwd.peers.len()
     }
 
+    /// The list of recent peers.
+    pub fn peers(&self) -> &crate::proto::peers::PeerTable {
+        &self.fwd.peers
+    }
+
     pub fn config(&self) -> &ClientConfig {
         &self.cfg
     }

@@ -139,7 +139,10 @@ impl Discovery {
         }
         fwd.stats.bubbles_received += 1;
         let s = fwd.stamp(now);
-        let p = fwd.peers.get_or_insert(src, from, now);
+        let Some(p) = fwd.peers.insert_untrusted(src, from, now, false) else {
+            fwd.stats.drop(DropReason::PeersFull);
+            return;
+        };
         if !p.trusted {
             p.local = true;
             p.endpoint = from;

@@ -2,11 +2,17 @@
 //! IPv6 address, with expiry and a per-peer queue of packets waiting for a
 //! bubble exchange or a direct connectivity test.
 //!
-//! The layout: a slab of nodes threaded on an intrusive doubly linked list
-//! in touch order (least recently touched at the head), and a hash index
+//! The layout: a slab of nodes threaded on intrusive doubly linked lists
+//! in touch order (least recently touched at the head), one per class of
+//! peer (held on probation, admitted but unanswered, trusted: see
+//! [`Class`]), and a hash index
 //! that holds only slot numbers (4 bytes a bucket: the address it is
 //! looked up by is the node's), keyed by std's randomly seeded SipHash. Lookups, insertions, touches and removals
-//! are O(1); expiry pops from the head, so it costs O(1) per removed entry.
+//! are O(1); expiry pops from the heads, so it costs O(1) per removed entry.
+//! When the table is full, or its queued bytes are, room is made by
+//! evicting the least recently touched entry of the lowest class first:
+//! held entries, then unanswered ones; a peer that answered is never
+//! evicted for one that did not (see [`super::admission`]).
 //! Times are 32-bit millisecond stamps since the table's epoch, and a
 //! peer's queue is a 4-byte reference into the table's
 //! [`QueueStore`](super::queues), which keeps a node at 64 bytes on 64-bit
@@ -86,6 +92,13 @@ pub struct Peer {
     pub echo: Option<[u8; 4]>,
     /// The peer is on the engine's retry list.
     pub retry_pending: bool,
+    /// Held on probation: the entry keeps what was sent to the peer, but no
+    /// bubble went out for it (admission refused it; see
+    /// [`super::admission`]). The engine clears it when it admits the
+    /// peer, and touches the entry so that the table sees the change.
+    pub held: bool,
+    /// Packets seen for the peer while held (saturating).
+    pub held_packets: u8,
     /// Bubbles (or connectivity-test echoes) sent without an answer.
     pub bubbles: u8,
     /// Echo tests sent to endpoints the peer was heard from other than its
@@ -105,7 +118,24 @@ pub struct Peer {
     /// The slot's generation, bumped each time the slot is freed: a
     /// [`Handle`] taken before then no longer resolves.
     generation: u16,
+    /// The list the entry is on ([`Class`] as a number).
+    list: u8,
 }
+
+/// The classes of peers, lowest first: a full table evicts from the
+/// lowest class that has an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// Held on probation: no bubble sent ([`Peer::held`]).
+    Held = 0,
+    /// Admitted (bubbles or tests sent, or nothing needed) but not trusted.
+    Untrusted = 1,
+    /// Packets from its endpoint were seen.
+    Trusted = 2,
+}
+
+/// The number of classes (lists).
+const CLASSES: usize = 3;
 
 /// A peer's place in the table, 8 bytes where its address takes 16: valid
 /// until the peer leaves the table (it then resolves to nothing, even when
@@ -125,6 +155,17 @@ impl Peer {
     /// The last touch: the peer expires [`EXPIRY`] after it.
     pub fn last_touch(&self) -> Stamp {
         self.touched
+    }
+
+    /// The class the peer's state puts it in.
+    pub fn class(&self) -> Class {
+        if self.trusted {
+            Class::Trusted
+        } else if self.held {
+            Class::Held
+        } else {
+            Class::Untrusted
+        }
     }
 }
 
@@ -238,6 +279,10 @@ fn push_entry(v: &mut Vec<u8>, dst: &Ipv6Addr, packet: &[u8], n: u16) {
 
 /// The end of the list.
 const NIL: u32 = u32::MAX;
+/// Entries [`PeerTable::enqueue`] evicts at most to make room for one
+/// packet (a packet is at most a few times the size of what one held
+/// entry keeps).
+pub const ROOM_EVICTIONS: usize = 16;
 
 /// A slot of the slab. A free slot keeps a blank node (no queue, so no heap
 /// memory) and is chained on the free list through `next`.
@@ -260,6 +305,8 @@ impl Peer {
             ext: false,
             echo: None,
             retry_pending: false,
+            held: false,
+            held_packets: 0,
             bubbles: 0,
             endpoint_tests: 0,
             last_rx: ago,
@@ -267,6 +314,7 @@ impl Peer {
             queue: QueueId::NONE,
             touched: now,
             generation: 0,
+            list: Class::Untrusted as u8,
         }
     }
 }
@@ -283,10 +331,14 @@ pub struct PeerTable {
     slots: Vec<Node>,
     /// First free slot, reused before the slab grows.
     free: u32,
-    /// Least recently touched.
-    head: u32,
-    /// Most recently touched.
-    tail: u32,
+    /// Least recently touched, per class.
+    head: [u32; CLASSES],
+    /// Most recently touched, per class.
+    tail: [u32; CLASSES],
+    /// Entries per class.
+    count: [usize; CLASSES],
+    /// Entries evicted to make room for others, since the start.
+    evicted: u64,
     capacity: usize,
     queue_bytes: usize,
     total_queue_bytes: usize,
@@ -329,8 +381,10 @@ impl PeerTable {
             hasher: RandomState::new(),
             slots: Vec::new(),
             free: NIL,
-            head: NIL,
-            tail: NIL,
+            head: [NIL; CLASSES],
+            tail: [NIL; CLASSES],
+            count: [0; CLASSES],
+            evicted: 0,
             capacity: capacity.clamp(1, NIL as usize),
             queue_bytes,
             total_queue_bytes,
@@ -365,6 +419,17 @@ impl PeerTable {
         self.queued
     }
 
+    /// Entries of class `c`, as of their last touch.
+    pub fn count(&self, c: Class) -> usize {
+        self.count[c as usize]
+    }
+
+    /// Entries evicted to make room for others since the table was made
+    /// (expired ones not counted).
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
     pub fn get(&self, addr: &Ipv6Addr) -> Option<&Peer> {
         let i = self.find(addr)?;
         self.slots.get(i as usize).map(|n| &n.peer)
@@ -375,11 +440,13 @@ impl PeerTable {
         self.slots.get_mut(i as usize).map(|n| &mut n.peer)
     }
 
-    /// The peer for `addr`, created if absent. A new peer has
-    /// `endpoint`, is untrusted, not local, 0 bubbles, and both
+    /// The peer for `addr`, created if absent, for a peer about to be
+    /// trusted (its packet proves its endpoint). A new peer has
+    /// `endpoint`, is untrusted, not held, not local, 0 bubbles, and both
     /// `last_rx` and `last_tx` 30 s before `now` (RFC 4380 5.2.3, 5.2.6).
-    /// When the table is full, the least recently touched peer is evicted
-    /// first (its queue dropped). Creating counts as a touch.
+    /// When the table is full, the least recently touched peer of the
+    /// lowest class is evicted first (its queue dropped). Creating counts
+    /// as a touch.
     ///
     /// An existing peer is returned as it is: not touched, and its endpoint
     /// not replaced by `endpoint`.
@@ -392,17 +459,100 @@ impl PeerTable {
         let i = match self.find(&addr) {
             Some(i) => i,
             None => {
-                if self.index.len() >= self.capacity {
-                    self.evict_head();
-                }
-                let touched = self.clock(now);
-                let i = self.alloc(addr, Peer::new(endpoint, touched));
-                self.index_insert(i);
-                self.link_tail(i);
-                i
+                self.make_room(Class::Trusted);
+                self.insert_new(addr, endpoint, now, false)
             }
         };
         &mut self.slots[i as usize].peer
+    }
+
+    /// The peer for `addr`, created if absent as an untrusted peer (held
+    /// if `held`), like [`PeerTable::get_or_insert`], except that a full
+    /// table makes room only by evicting entries of a lower or the same
+    /// class: None if every entry is of a higher one (a peer that answered
+    /// is never evicted for one that did not, nor an admitted one for a
+    /// held one).
+    pub fn insert_untrusted(
+        &mut self,
+        addr: Ipv6Addr,
+        endpoint: SocketAddrV4,
+        now: Instant,
+        held: bool,
+    ) -> Option<&mut Peer> {
+        let i = match self.find(&addr) {
+            Some(i) => i,
+            None => {
+                let class = if held { Class::Held } else { Class::Untrusted };
+                if !self.make_room(class) {
+                    return None;
+                }
+                self.insert_new(addr, endpoint, now, held)
+            }
+        };
+        Some(&mut self.slots[i as usize].peer)
+    }
+
+    /// Whether an untrusted entry (held if `held`) could be created now.
+    pub fn has_room(&self, held: bool) -> bool {
+        let top = if held { Class::Held } else { Class::Untrusted } as usize;
+        self.index.len() < self.capacity || self.count[..=top].iter().any(|&n| n > 0)
+    }
+
+    fn insert_new(
+        &mut self,
+        addr: Ipv6Addr,
+        endpoint: SocketAddrV4,
+        now: Instant,
+        held: bool,
+    ) -> u32 {
+        let touched = self.clock(now);
+        let mut peer = Peer::new(endpoint, touched);
+        peer.held = held;
+        let i = self.alloc(addr, peer);
+        self.index_insert(i);
+        self.link_tail(i);
+        i
+    }
+
+    /// Evicts, while the table is full, the least recently touched entry
+    /// of the lowest class up to `top`; false if it stays full.
+    fn make_room(&mut self, top: Class) -> bool {
+        while self.index.len() >= self.capacity {
+            match self.victim(top, NIL) {
+                Some(i) => self.evict(i),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The least recently touched entry of the lowest class up to `top`,
+    /// other than slot `spare`. Entries whose class changed without a
+    /// touch are moved to their list on the way.
+    fn victim(&mut self, top: Class, spare: u32) -> Option<u32> {
+        for c in 0..=top as usize {
+            loop {
+                let h = self.head[c];
+                let Some(n) = self.slots.get(h as usize) else {
+                    break;
+                };
+                if n.peer.class() as usize != c {
+                    self.unlink(h);
+                    self.link_tail(h);
+                    continue;
+                }
+                if h != spare {
+                    return Some(h);
+                }
+                // The spared entry heads its list: the next one, if it is
+                // of this class (else none of this class is left).
+                match self.slots.get(n.next as usize) {
+                    Some(m) if m.peer.class() as usize == c => return Some(n.next),
+                    _ => break,
+                }
+            }
+        }
+        None
     }
 
     /// The handle of `addr`'s entry.
@@ -445,8 +595,10 @@ impl PeerTable {
             return;
         };
         let stamp = self.clock(now);
-        // The most recently touched stays where it is.
-        if i != self.tail {
+        let p = &self.slots[i as usize].peer;
+        let class = p.class() as u8;
+        // The most recently touched of its class stays where it is.
+        if p.list != class || i != self.tail[usize::from(class)] {
             self.unlink(i);
             self.link_tail(i);
         }
@@ -462,12 +614,16 @@ impl PeerTable {
         Some((peer, packets))
     }
 
-    /// Queues `packet` for `addr` (which must exist). Returns false, queuing
-    /// nothing, if the peer's or the table's byte cap would be exceeded, and
-    /// for an empty packet (it would take memory while counting no bytes).
+    /// Queues `packet` for `addr` (which must exist). When the table's
+    /// byte cap would be exceeded, entries of a lower or the same class as
+    /// the peer's (untrusted at most) are evicted to make room, least
+    /// recently touched first, [`ROOM_EVICTIONS`] at most. Returns false,
+    /// queuing nothing, if the peer's or the table's byte cap would still
+    /// be exceeded, and for an empty packet (it would take memory while
+    /// counting no bytes).
     pub fn enqueue(&mut self, addr: &Ipv6Addr, packet: &[u8]) -> bool {
         let len = packet.len();
-        if len == 0 || self.queued.saturating_add(len) > self.total_queue_bytes {
+        if len == 0 || len > self.total_queue_bytes {
             return false;
         }
         let Ok(n) = u16::try_from(len) else {
@@ -476,12 +632,25 @@ impl PeerTable {
         let Some(i) = self.find(addr) else {
             return false;
         };
-        let old = self.slots[i as usize].peer.queue;
-        let stored = self.store.get(old);
-        let (queued, taken) = sizes(stored);
+        let (queued, _) = sizes(self.store.get(self.slots[i as usize].peer.queue));
         if queued.saturating_add(len) > self.queue_bytes {
             return false;
         }
+        let top = self.slots[i as usize].peer.class().min(Class::Untrusted);
+        let mut evictions = 0;
+        while self.queued.saturating_add(len) > self.total_queue_bytes {
+            if evictions == ROOM_EVICTIONS {
+                return false;
+            }
+            match self.victim(top, i) {
+                Some(v) => self.evict(v),
+                None => return false,
+            }
+            evictions += 1;
+        }
+        let old = self.slots[i as usize].peer.queue;
+        let stored = self.store.get(old);
+        let (_, taken) = sizes(stored);
         // The queue is rebuilt with the new entry at its end, into a block
         // of the size that now fits.
         let mut v = std::mem::take(&mut self.scratch);
@@ -539,12 +708,14 @@ impl PeerTable {
         let all_stale = now.saturating_duration_since(self.latest) >= EXPIRY;
         let now = self.clock(now);
         let mut removed = 0;
-        while let Some(head) = self.slots.get(self.head as usize) {
-            if !all_stale && now.elapsed_since(head.peer.touched) < EXPIRY {
-                break;
+        for c in 0..CLASSES {
+            while let Some(head) = self.slots.get(self.head[c] as usize) {
+                if !all_stale && now.elapsed_since(head.peer.touched) < EXPIRY {
+                    break;
+                }
+                self.discard(self.head[c]);
+                removed += 1;
             }
-            self.evict_head();
-            removed += 1;
         }
         removed
     }
@@ -552,14 +723,20 @@ impl PeerTable {
     /// When the next peer would expire, if any: [`PeerTable::expire`] at
     /// that instant removes it.
     pub fn next_expiry(&self) -> Option<Instant> {
-        let head = self.slots.get(self.head as usize)?;
+        let latest = self.stamp(self.latest);
+        // The oldest of the heads (a list's head is its oldest entry).
+        let age = self
+            .head
+            .iter()
+            .filter_map(|&h| self.slots.get(h as usize))
+            .map(|n| latest.0.wrapping_sub(n.peer.touched.0))
+            .max()?;
         // Rebuild the head's absolute touch time from the latest instant:
         // its stamp only holds the low 32 bits of the milliseconds.
         let latest_ms = self
             .latest
             .saturating_duration_since(self.epoch)
             .as_millis();
-        let age = self.stamp(self.latest).0.wrapping_sub(head.peer.touched.0);
         let at_ms = latest_ms.saturating_sub(u128::from(age)) + EXPIRY.as_millis();
         let at = Duration::from_millis(u64::try_from(at_ms).unwrap_or(u64::MAX));
         Some(self.epoch.checked_add(at).unwrap_or(self.latest))
@@ -632,14 +809,19 @@ impl PeerTable {
         }
     }
 
-    fn evict_head(&mut self) {
-        if let Some(head) = self.slots.get(self.head as usize) {
-            let addr = head.addr;
-            self.index_remove(&addr);
-            let q = self.release(self.head).queue;
-            self.queued = self.queued.saturating_sub(queue_bytes(self.store.get(q)));
-            self.store.free(q);
-        }
+    /// Evicts slot `i` to make room for another entry.
+    fn evict(&mut self, i: u32) {
+        self.discard(i);
+        self.evicted += 1;
+    }
+
+    /// Removes slot `i` (in use) and frees its queue.
+    fn discard(&mut self, i: u32) {
+        let addr = self.slots[i as usize].addr;
+        self.index_remove(&addr);
+        let q = self.release(i).queue;
+        self.queued = self.queued.saturating_sub(queue_bytes(self.store.get(q)));
+        self.store.free(q);
     }
 
     /// Unlinks slot `i` and puts it on the free list; returns its peer, the
@@ -660,29 +842,40 @@ impl PeerTable {
         peer
     }
 
+    /// Takes slot `i` off the list it is on.
     fn unlink(&mut self, i: u32) {
-        let Node { prev, next, .. } = self.slots[i as usize];
+        let Node {
+            prev,
+            next,
+            ref peer,
+            ..
+        } = self.slots[i as usize];
+        let c = usize::from(peer.list);
         match self.slots.get_mut(prev as usize) {
             Some(p) => p.next = next,
-            None => self.head = next,
+            None => self.head[c] = next,
         }
         match self.slots.get_mut(next as usize) {
             Some(n) => n.prev = prev,
-            None => self.tail = prev,
+            None => self.tail[c] = prev,
         }
+        self.count[c] -= 1;
     }
 
-    /// Links slot `i` (unlinked) after the tail.
+    /// Links slot `i` (unlinked) after the tail of its class's list.
     fn link_tail(&mut self, i: u32) {
-        let tail = self.tail;
+        let c = self.slots[i as usize].peer.class() as usize;
+        let tail = self.tail[c];
         match self.slots.get_mut(tail as usize) {
             Some(t) => t.next = i,
-            None => self.head = i,
+            None => self.head[c] = i,
         }
         let node = &mut self.slots[i as usize];
         node.prev = tail;
         node.next = NIL;
-        self.tail = i;
+        node.peer.list = c as u8;
+        self.tail[c] = i;
+        self.count[c] += 1;
     }
 }
 
@@ -713,17 +906,23 @@ mod tests {
         /// free list and the byte total.
         fn check(&self) {
             let mut order = Vec::new();
-            let mut prev = NIL;
-            let mut i = self.head;
-            while i != NIL {
-                let n = &self.slots[i as usize];
-                assert_eq!(n.prev, prev);
-                assert_eq!(self.find(&n.addr), Some(i));
-                order.push(i);
-                prev = i;
-                i = n.next;
+            for c in 0..CLASSES {
+                let mut prev = NIL;
+                let mut i = self.head[c];
+                let mut n_c = 0;
+                while i != NIL {
+                    let n = &self.slots[i as usize];
+                    assert_eq!(n.prev, prev);
+                    assert_eq!(usize::from(n.peer.list), c);
+                    assert_eq!(self.find(&n.addr), Some(i));
+                    order.push(i);
+                    prev = i;
+                    i = n.next;
+                    n_c += 1;
+                }
+                assert_eq!(self.tail[c], prev);
+                assert_eq!(self.count[c], n_c);
             }
-            assert_eq!(self.tail, prev);
             assert_eq!(order.len(), self.index.len());
             let mut free = 0;
             let mut f = self.free;
@@ -752,12 +951,15 @@ mod tests {
         }
 
         /// Addresses from least to most recently touched.
+        /// (held first, then untrusted, then trusted).
         fn order(&self) -> Vec<Ipv6Addr> {
             let mut v = Vec::new();
-            let mut i = self.head;
-            while i != NIL {
-                v.push(self.slots[i as usize].addr);
-                i = self.slots[i as usize].next;
+            for c in 0..CLASSES {
+                let mut i = self.head[c];
+                while i != NIL {
+                    v.push(self.slots[i as usize].addr);
+                    i = self.slots[i as usize].next;
+                }
             }
             v
         }
@@ -853,6 +1055,94 @@ mod tests {
         t.check();
     }
 
+    /// Fills a table of 6 with 2 held, 2 untrusted and 2 trusted peers
+    /// (addresses 1-2, 3-4, 5-6), each pair touched in order.
+    fn classes() -> (PeerTable, Instant) {
+        let (mut t, t0) = table(6);
+        for n in 1..=6u32 {
+            let now = t0 + ms(u64::from(n));
+            let p = t.insert_untrusted(addr(n), EP, now, n <= 2).unwrap();
+            p.trusted = n >= 5;
+            t.touch(&addr(n), now);
+        }
+        assert_eq!(t.count(Class::Held), 2);
+        assert_eq!(t.count(Class::Untrusted), 2);
+        assert_eq!(t.count(Class::Trusted), 2);
+        (t, t0)
+    }
+
+    #[test]
+    fn a_full_table_evicts_held_then_untrusted_never_trusted_for_them() {
+        let (mut t, t0) = classes();
+        let now = t0 + ms(100);
+        // Touching a held entry does not save it from eviction before an
+        // older untrusted one.
+        t.touch(&addr(1), now);
+        assert!(t.insert_untrusted(addr(7), EP, now, false).is_some());
+        assert!(t.get(&addr(2)).is_none());
+        assert!(t.insert_untrusted(addr(8), EP, now, false).is_some());
+        assert!(t.get(&addr(1)).is_none());
+        // No held entry is left: a new held one may not evict an admitted
+        // one.
+        assert!(!t.has_room(true));
+        assert!(t.insert_untrusted(addr(9), EP, now, true).is_none());
+        // An untrusted one evicts the least recently touched untrusted.
+        assert!(t.insert_untrusted(addr(10), EP, now, false).is_some());
+        assert!(t.get(&addr(3)).is_none());
+        for n in [4, 7, 8, 10] {
+            t.get_mut(&addr(n)).unwrap().trusted = true;
+            t.touch(&addr(n), now);
+        }
+        // All trusted: no untrusted entry gets in.
+        assert!(!t.has_room(false));
+        assert!(t.insert_untrusted(addr(11), EP, now, false).is_none());
+        assert_eq!(t.len(), 6);
+        // A trusted one evicts the least recently touched trusted.
+        t.get_or_insert(addr(12), EP, now);
+        assert!(t.get(&addr(5)).is_none());
+        assert_eq!(t.evicted(), 4);
+        t.check();
+    }
+
+    #[test]
+    fn a_class_changed_without_a_touch_is_found_at_eviction() {
+        let (mut t, t0) = classes();
+        // 1 answers, but the engine has not touched it yet.
+        t.get_mut(&addr(1)).unwrap().trusted = true;
+        assert!(t.insert_untrusted(addr(7), EP, t0 + ms(50), true).is_some());
+        assert!(t.get(&addr(1)).is_some(), "a trusted peer was evicted");
+        assert!(t.get(&addr(2)).is_none());
+        t.check();
+        assert_eq!(t.count(Class::Trusted), 3);
+    }
+
+    #[test]
+    fn queued_bytes_make_room_from_lower_classes_only() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(16, 1000, 1000, t0);
+        for n in 1..=4u32 {
+            t.insert_untrusted(addr(n), EP, t0 + ms(u64::from(n)), n <= 2)
+                .unwrap();
+            assert!(t.enqueue(&addr(n), &[n as u8; 250]));
+        }
+        // A held packet may only push out held ones (1, the oldest).
+        t.insert_untrusted(addr(5), EP, t0 + ms(5), true).unwrap();
+        assert!(t.enqueue(&addr(5), &[5; 250]));
+        assert!(t.get(&addr(1)).is_none());
+        // Then 2, and then no held one is left but itself.
+        assert!(t.enqueue(&addr(5), &[5; 250]));
+        assert!(t.get(&addr(2)).is_none());
+        assert!(!t.enqueue(&addr(5), &[5; 250]));
+        assert!(t.get(&addr(3)).is_some() && t.get(&addr(4)).is_some());
+        // An admitted peer's packet pushes out held ones first.
+        t.insert_untrusted(addr(6), EP, t0 + ms(6), false).unwrap();
+        assert!(t.enqueue(&addr(6), &[6; 250]));
+        assert!(t.get(&addr(5)).is_none());
+        assert!(t.get(&addr(3)).is_some());
+        assert_eq!(t.queued_bytes(), 750);
+        t.check();
+    }
+
     #[test]
     fn evicts_least_recently_touched_when_full() {
         let (mut t, t0) = table(3);
@@ -912,10 +1202,21 @@ mod tests {
         }
         assert!(t.enqueue(&addr(1), &[0; 1000]));
         assert!(t.enqueue(&addr(2), &[0; 1000]));
-        assert!(!t.enqueue(&addr(3), &[0; 501]));
         assert!(t.enqueue(&addr(3), &[0; 500]));
-        assert!(!t.enqueue(&addr(3), &[0; 1]));
         assert_eq!(t.queued_bytes(), 2500);
+        // Trusted peers are never evicted to make room: with 1 and 2
+        // trusted, 3 cannot queue more.
+        for n in 1..=2 {
+            t.get_mut(&addr(n)).unwrap().trusted = true;
+            t.touch(&addr(n), t0);
+        }
+        assert!(!t.enqueue(&addr(3), &[0; 1]));
+        assert_eq!(t.evicted(), 0);
+        assert_eq!(t.queued_bytes(), 2500);
+        for n in 1..=2 {
+            t.get_mut(&addr(n)).unwrap().trusted = false;
+            t.touch(&addr(n), t0);
+        }
         // Dequeuing, removal and expiry give the bytes back.
         assert_eq!(t.dequeue_all(&addr(1)).len(), 1);
         assert_eq!(t.queued_bytes(), 1500);
@@ -1189,13 +1490,27 @@ mod tests {
                     Op::Enqueue(a, n, kind) => {
                         let a6 = addr(u32::from(a));
                         let pkt = packet_of(kind, a, a6, n);
-                        let all: usize = model.values().flat_map(|m| &m.queue).map(Vec::len).sum();
-                        let want = match model.get_mut(&a6) {
+                        let want = match model.get(&a6) {
                             Some(m) => {
                                 let mine: usize = m.queue.iter().map(Vec::len).sum();
-                                let ok = !pkt.is_empty() && mine + pkt.len() <= per_peer && all + pkt.len() <= total;
+                                let mut ok = !pkt.is_empty() && pkt.len() <= total && mine + pkt.len() <= per_peer;
+                                // Room is made by evicting the least
+                                // recently touched others, 16 at most.
+                                let mut evictions = 0;
+                                while ok && model.values().flat_map(|m| &m.queue).map(Vec::len).sum::<usize>() + pkt.len() > total {
+                                    let lru = model.iter().filter(|(k, _)| **k != a6).min_by_key(|(_, p)| p.seq).map(|(k, _)| *k);
+                                    match lru {
+                                        Some(k) if evictions < ROOM_EVICTIONS => {
+                                            model.remove(&k);
+                                            evictions += 1;
+                                        }
+                                        _ => ok = false,
+                                    }
+                                }
                                 if ok {
-                                    m.queue.push(pkt.clone());
+                                    if let Some(m) = model.get_mut(&a6) {
+                                        m.queue.push(pkt.clone());
+                                    }
                                 }
                                 ok
                             }

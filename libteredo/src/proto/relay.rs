@@ -6,6 +6,7 @@
 //! [`Forwarder`] is the shared core; [`Relay`] wraps it into the relay
 //! engine, and the client engine ([`super::client`]) embeds it.
 
+use super::admission::Admission;
 use super::ecn;
 use super::peers::{
     Handle, PeerTable, Stamp, DEFAULT_CAPACITY, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES,
@@ -88,12 +89,15 @@ pub struct ForwarderConfig {
     /// next router. Later attempts use the default, for hosts further than
     /// one hop from their NAT.
     pub low_ttl: u8,
-    /// New peer entries one source may cause per second (0: no limit): an
-    /// IPv6 /64 on the native side of a relay, an IPv4 address on the UDP
-    /// side. RFC 4380 7.3.3 leaves the defence of the peer list open; the
-    /// table's cap bounds the memory, this keeps one source from evicting
-    /// everyone else's entries.
+    /// New peers one source may have admitted per second, in each tier of
+    /// [`Admission`] (0: no limit): an IPv6 /64 on the native side of a
+    /// relay, an IPv4 address on the UDP side. RFC 4380 7.3.3 leaves the
+    /// defence of the peer list open; the table's cap bounds the memory,
+    /// this keeps one source from taking every other's bubbles.
     pub new_peers_per_source_per_second: u32,
+    /// New peers admitted per second, all sources together, in each tier
+    /// (0: no limit).
+    pub new_peers_per_second: u32,
 }
 
 impl Default for ForwarderConfig {
@@ -110,9 +114,16 @@ impl Default for ForwarderConfig {
             rfc6081: true,
             low_ttl: LOW_TTL,
             new_peers_per_source_per_second: 100,
+            new_peers_per_second: DEFAULT_NEW_PEERS_PER_SECOND,
         }
     }
 }
+
+/// The default of [`ForwarderConfig::new_peers_per_second`]: with up to
+/// four bubbles (or two in pairs) per admitted peer, at most 4 tiers
+/// times 500 admissions times 4 bubbles, 8,000 bubbles a second to
+/// servers, whatever the flood.
+pub const DEFAULT_NEW_PEERS_PER_SECOND: u32 = 500;
 
 /// The identity of a qualified client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +171,8 @@ pub struct Forwarder {
     /// The outer ECN field of the datagram being handled.
     rx_ecn: u8,
     new_peer_limit: SourceLimiter,
+    /// Which new peers get bubbles (see [`Admission`]).
+    admission: Admission,
     /// Our local endpoint (the alternate address of RFC 6081 hairpinning).
     local: Option<SocketAddrV4>,
     /// The external port our NAT will probably give the next new mapping
@@ -232,6 +245,15 @@ impl Forwarder {
                 4096,
                 cfg.new_peers_per_source_per_second,
                 cfg.new_peers_per_source_per_second.saturating_mul(2),
+            ),
+            admission: Admission::new(
+                {
+                    let mut k = [0u8; 16];
+                    rng.fill(&mut k);
+                    k
+                },
+                cfg.new_peers_per_source_per_second,
+                cfg.new_peers_per_second,
             ),
             local: None,
             predicted: None,
@@ -706,16 +728,55 @@ impl Forwarder {
             self.stats.drop(DropReason::NotGlobal);
             return;
         }
-        if self.role == Role::Relay && self.peers.get(dst).is_none() {
-            // One native source (a /64) may not fill the table alone.
-            let o = src.octets();
-            if !self.new_peer_limit.take(now, &o[..8]) {
-                self.stats.drop(DropReason::RateLimited);
+        if self.role == Role::Relay {
+            // A new destination, or one held so far: admission by tiers
+            // (the source is the native /64).
+            let packets = match self.peers.get(dst) {
+                None => Some(1),
+                Some(p) if p.held => Some(p.held_packets.saturating_add(1)),
+                Some(_) => None,
+            };
+            if let Some(packets) = packets {
+                let o = src.octets();
+                let admitted = self.admission.admit(now, &o[..8], packets);
+                let Some(p) = self
+                    .peers
+                    .insert_untrusted(*dst, t.mapped(), now, !admitted)
+                else {
+                    self.stats.drop(DropReason::PeersFull);
+                    return;
+                };
+                p.held_packets = packets;
+                if packets > 1 && admitted {
+                    p.held = false;
+                    self.stats.peers_admitted_late += 1;
+                } else if packets == 1 && !admitted {
+                    self.stats.peers_held += 1;
+                }
+                self.peers.touch(dst, now);
+                if !self.peers.enqueue(dst, pkt) {
+                    self.stats.drop(DropReason::QueueFull);
+                }
+                if !admitted {
+                    // Held: the packet waits, no bubble goes out.
+                    return;
+                }
+                if self.bubble_allowed(dst, now) {
+                    self.send_bubbles(dst, t, out);
+                }
+                self.schedule_retry(*dst, now);
                 return;
             }
         }
         let local = self.peers.get(dst).is_some_and(|p| p.local);
-        self.peers.get_or_insert(*dst, t.mapped(), now);
+        if self
+            .peers
+            .insert_untrusted(*dst, t.mapped(), now, false)
+            .is_none()
+        {
+            self.stats.drop(DropReason::PeersFull);
+            return;
+        }
         self.peers.touch(dst, now);
         if !self.peers.enqueue(dst, pkt) {
             self.stats.drop(DropReason::QueueFull);
@@ -759,7 +820,10 @@ impl Forwarder {
         }
         let unspecified = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
         let trusted_stale = self.peers.get(dst).is_some_and(|p| p.trusted);
-        let p = self.peers.get_or_insert(*dst, unspecified, now);
+        let Some(p) = self.peers.insert_untrusted(*dst, unspecified, now, false) else {
+            self.stats.drop(DropReason::PeersFull);
+            return;
+        };
         if trusted_stale {
             // A relay that served us but went quiet: test again, and keep
             // sending through it meanwhile.
@@ -1209,11 +1273,12 @@ impl Forwarder {
             self.stats.drop(DropReason::NotGlobal);
             return;
         }
-        if !self.bubble_reply_limit.take(now) {
+        let t = self.teredo(&peer);
+        if !self.admit_indirect(now, origin, peer, t.as_ref()) || !self.bubble_reply_limit.take(now)
+        {
             self.stats.drop(DropReason::RateLimited);
             return;
         }
-        let t = self.teredo(&peer);
         let ext = self.ext() && !tr.is_empty() && t.is_some_and(|t| t.is_valid_peer());
         let src = self.bubble_source(&peer);
         if !ext {
@@ -1223,10 +1288,11 @@ impl Forwarder {
             if let Some(t) = t.filter(|t| {
                 self.role == Role::Client && t.is_valid_peer() && t.mapped_addr == *origin.ip()
             }) {
-                if self.peers.get(&peer).is_some()
-                    || self.new_peer_limit.take(now, &origin.ip().octets())
+                if self
+                    .peers
+                    .insert_untrusted(peer, t.mapped(), now, false)
+                    .is_some()
                 {
-                    self.peers.get_or_insert(peer, t.mapped(), now);
                     self.peers.touch(&peer, now);
                 }
             }
@@ -1236,7 +1302,10 @@ impl Forwarder {
         }
         let Some(t) = t else { return };
         {
-            let p = self.peers.get_or_insert(peer, t.mapped(), now);
+            let Some(p) = self.peers.insert_untrusted(peer, t.mapped(), now, false) else {
+                self.stats.drop(DropReason::PeersFull);
+                return;
+            };
             p.ext = true;
             if tr.nonce.is_some() {
                 p.echo = tr.nonce;
@@ -1276,6 +1345,54 @@ impl Forwarder {
         if !trusted && self.bubble_allowed(&peer, now) {
             self.send_bubbles(&peer, &t, out);
         }
+    }
+
+    /// Admission (see [`Admission`]) of a peer that reaches us through our
+    /// server: the source is the origin's IPv4 address, and a peer refused
+    /// is held, so that its next indirect bubble (RFC 4380 5.2.6: it
+    /// repeats them) is a request of a higher tier. A peer with no Teredo
+    /// address (a relay, whose bubbles come from a link-local address
+    /// relays share) is held under a link-local address made of the origin.
+    /// Returns whether to answer.
+    fn admit_indirect(
+        &mut self,
+        now: Instant,
+        origin: SocketAddrV4,
+        peer: Ipv6Addr,
+        t: Option<&TeredoAddr>,
+    ) -> bool {
+        let key = match t {
+            Some(_) => peer,
+            None => {
+                let [a, b, c, d] = origin.ip().octets();
+                let o = u16::from_be_bytes;
+                Ipv6Addr::new(0xfe80, 0, 0, 0, 0xffff, o([a, b]), o([c, d]), origin.port())
+            }
+        };
+        let packets = match self.peers.get(&key) {
+            None => 1,
+            Some(p) if p.held => p.held_packets.saturating_add(1),
+            // Known: admitted before.
+            Some(_) => return true,
+        };
+        if self.admission.admit(now, &origin.ip().octets(), packets) {
+            if packets > 1 {
+                self.stats.peers_admitted_late += 1;
+                // The held entry goes: what follows makes the entry the
+                // peer needs, if any.
+                self.peers.remove(&key);
+            }
+            return true;
+        }
+        let endpoint = t.map_or(origin, |t| t.mapped());
+        if let Some(p) = self.peers.insert_untrusted(key, endpoint, now, true) {
+            p.held_packets = packets;
+            if packets == 1 {
+                self.stats.peers_held += 1;
+            }
+            self.peers.touch(&key, now);
+        }
+        false
     }
 
     /// A unicast bubble to a local peer (RFC 4380 5.2.8), within the

@@ -33,10 +33,13 @@ pub enum DropReason {
     /// A router advertisement (answering our solicitation) whose Teredo
     /// prefix is not the one the client may take an address in.
     ForeignPrefix,
+    /// A packet for a new peer when every entry of the peer list is of a
+    /// peer that answered (none is evicted for an untrusted one).
+    PeersFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::NotGlobal,
         DropReason::NotQualified,
@@ -51,6 +54,7 @@ impl DropReason {
         DropReason::Unexpected,
         DropReason::EcnNotCapable,
         DropReason::ForeignPrefix,
+        DropReason::PeersFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +73,7 @@ impl DropReason {
             DropReason::Unexpected => "unexpected",
             DropReason::EcnNotCapable => "ecn-not-capable",
             DropReason::ForeignPrefix => "foreign-prefix",
+            DropReason::PeersFull => "peers-full",
         }
     }
 }
@@ -92,6 +97,11 @@ pub struct Stats {
     pub drops_queue_expired: u64,
     /// Peer endpoints learnt from proven bubbles (RFC 6081).
     pub endpoints_learnt: u64,
+    /// New peers held on probation (no bubble) by admission (see
+    /// [`super::admission`]).
+    pub peers_held: u64,
+    /// Held peers admitted on a later packet.
+    pub peers_admitted_late: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 
