@@ -85,6 +85,9 @@ fn forwarder_config(conf: &MiredoConfig) -> ForwarderConfig {
         peer_capacity: conf.max_peers as usize,
         total_queue_bytes: conf.max_queued_bytes as usize,
         new_peers_per_source_per_second: conf.peer_rate_limit,
+        new_peers_per_second: conf.global_peer_rate_limit,
+        bubble_replies_per_second: conf.bubble_rate_limit,
+        icmp_per_second: conf.icmp_rate_limit,
         ..ForwarderConfig::default()
     }
 }

@@ -2,6 +2,7 @@
 //! lines, read by `teredo-mire status`.
 
 use crate::daemon::{Daemon, EngineKind};
+use libteredo::proto::peers::Class as PeerClass;
 use libteredo::proto::stats::DropReason;
 use std::fmt::Write;
 
@@ -61,6 +62,21 @@ pub fn render(d: &Daemon, engine: &EngineKind) -> String {
     line("tun-rx-bytes", stats.tun_rx_bytes.to_string());
     line("tun-tx-packets", stats.tun_tx_packets.to_string());
     line("tun-tx-bytes", stats.tun_tx_bytes.to_string());
+    // Admission (libteredo::proto::admission): what the peer list holds by
+    // class now, and what happened to new peers since the start.
+    let peers = match engine {
+        EngineKind::Client(c) => c.peers(),
+        EngineKind::Relay(r) => r.peers(),
+    };
+    line("peers-trusted", peers.count(PeerClass::Trusted).to_string());
+    line(
+        "peers-on-probation",
+        peers.count(PeerClass::Held).to_string(),
+    );
+    line("peers-held", stats.peers_held.to_string());
+    line("peers-admitted-late", stats.peers_admitted_late.to_string());
+    line("peers-evicted", peers.evicted().to_string());
+    line("queued-bytes", peers.queued_bytes().to_string());
     line("bubbles-sent", stats.bubbles_sent.to_string());
     line("bubbles-received", stats.bubbles_received.to_string());
     line("icmp-errors-sent", stats.icmp_errors.to_string());

@@ -169,6 +169,14 @@ pub struct MiredoConfig {
     /// (bubble exchanges, connectivity tests), all peers together; 64 MiB
     /// by default.
     pub max_queued_bytes: u32,
+    /// `GlobalPeerRateLimit`: new peers admitted per second, all sources
+    /// together, in each admission tier (0: no limit); 500 by default.
+    pub global_peer_rate_limit: u32,
+    /// `BubbleRateLimit`: bubbles sent per second in answer to bubbles
+    /// (direct or through the server); 1,000 by default.
+    pub bubble_rate_limit: u32,
+    /// `IcmpRateLimit`: ICMPv6 errors sent per second; 20 by default.
+    pub icmp_rate_limit: u32,
     /// Things worth saying that do not make the file invalid.
     pub warnings: Vec<ConfError>,
 }
@@ -193,6 +201,9 @@ impl Default for MiredoConfig {
             max_peers: DEFAULT_MAX_PEERS,
             peer_rate_limit: DEFAULT_PEER_RATE_LIMIT,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            global_peer_rate_limit: DEFAULT_GLOBAL_PEER_RATE_LIMIT,
+            bubble_rate_limit: DEFAULT_BUBBLE_RATE_LIMIT,
+            icmp_rate_limit: DEFAULT_ICMP_RATE_LIMIT,
             warnings: Vec::new(),
         }
     }
@@ -200,7 +211,7 @@ impl Default for MiredoConfig {
 
 /// The directives of the file, canonical spelling; the indices below
 /// follow this order.
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 18] = [
     "RelayType",
     "ServerAddress",
     "ServerAddress2",
@@ -216,6 +227,9 @@ const NAMES: [&str; 15] = [
     "MaxPeers",
     "PeerRateLimit",
     "MaxQueuedBytes",
+    "GlobalPeerRateLimit",
+    "BubbleRateLimit",
+    "IcmpRateLimit",
 ];
 const RELAY_TYPE: usize = 0;
 const SERVER_ADDRESS: usize = 1;
@@ -232,6 +246,16 @@ const SYSLOG_FACILITY: usize = 11;
 const MAX_PEERS: usize = 12;
 const PEER_RATE_LIMIT: usize = 13;
 const MAX_QUEUED_BYTES: usize = 14;
+const GLOBAL_PEER_RATE_LIMIT: usize = 15;
+const BUBBLE_RATE_LIMIT: usize = 16;
+const ICMP_RATE_LIMIT: usize = 17;
+
+/// The default `GlobalPeerRateLimit`.
+pub const DEFAULT_GLOBAL_PEER_RATE_LIMIT: u32 = crate::proto::relay::DEFAULT_NEW_PEERS_PER_SECOND;
+/// The default `BubbleRateLimit`.
+pub const DEFAULT_BUBBLE_RATE_LIMIT: u32 = 1000;
+/// The default `IcmpRateLimit`.
+pub const DEFAULT_ICMP_RATE_LIMIT: u32 = 20;
 
 /// The default size of the peer list (as the C miredo's).
 pub const DEFAULT_MAX_PEERS: u32 = 1 << 20;
@@ -367,6 +391,18 @@ impl MiredoConfig {
             conf.peer_rate_limit = parse_uint(v, 0, 1_000_000)?;
             Ok(())
         });
+        check(GLOBAL_PEER_RATE_LIMIT, &mut |v| {
+            conf.global_peer_rate_limit = parse_uint(v, 0, 1_000_000)?;
+            Ok(())
+        });
+        check(BUBBLE_RATE_LIMIT, &mut |v| {
+            conf.bubble_rate_limit = parse_uint(v, 1, 1_000_000)?;
+            Ok(())
+        });
+        check(ICMP_RATE_LIMIT, &mut |v| {
+            conf.icmp_rate_limit = parse_uint(v, 1, 1_000_000)?;
+            Ok(())
+        });
         check(MAX_QUEUED_BYTES, &mut |v| {
             conf.max_queued_bytes = parse_uint(v, 0, MAX_MAX_QUEUED_BYTES)?;
             Ok(())
@@ -491,6 +527,21 @@ mod tests {
         let c = ok("MaxPeers 10000\nPeerRateLimit 0\n");
         assert_eq!(c.max_peers, 10_000);
         assert_eq!(c.peer_rate_limit, 0);
+        assert_eq!(c.global_peer_rate_limit, DEFAULT_GLOBAL_PEER_RATE_LIMIT);
+        assert_eq!(c.bubble_rate_limit, DEFAULT_BUBBLE_RATE_LIMIT);
+        assert_eq!(c.icmp_rate_limit, DEFAULT_ICMP_RATE_LIMIT);
+        let c = ok("GlobalPeerRateLimit 0\nBubbleRateLimit 50\nIcmpRateLimit 3\n");
+        assert_eq!(
+            (
+                c.global_peer_rate_limit,
+                c.bubble_rate_limit,
+                c.icmp_rate_limit
+            ),
+            (0, 50, 3)
+        );
+        assert!(MiredoConfig::parse("BubbleRateLimit 0\n", "f").is_err());
+        assert!(MiredoConfig::parse("IcmpRateLimit 0\n", "f").is_err());
+        assert!(MiredoConfig::parse("GlobalPeerRateLimit 2000000\n", "f").is_err());
         let c = ok("");
         assert_eq!(c.max_peers, DEFAULT_MAX_PEERS);
         assert_eq!(c.peer_rate_limit, DEFAULT_PEER_RATE_LIMIT);
