@@ -37,11 +37,23 @@ pub fn client_conf(iface: &str, extra: &str) -> String {
 /// and waits (at most 5 s) for its 2001::/32 route; `None` when the route
 /// does not come (the daemon is left to the world).
 pub fn start_relay(w: &World, imp: Impl, iface: &str, label: &str) -> Option<Daemon> {
+    start_relay_with(w, imp, iface, label, "")
+}
+
+/// Like [`start_relay`], with `extra` lines appended to the relay's
+/// miredo.conf (such as `MaxPeers 262144`, which only ours knows).
+pub fn start_relay_with(
+    w: &World,
+    imp: Impl,
+    iface: &str,
+    label: &str,
+    extra: &str,
+) -> Option<Daemon> {
     let d = w.spawn_daemon(
         w.relay(),
         label,
         &imp.miredo(),
-        &relay_conf("cone", iface),
+        &format!("{}{extra}", relay_conf("cone", iface)),
         &[],
     );
     let up = wait_until(Duration::from_secs(5), || {
