@@ -23,11 +23,25 @@
 //!     One datagram to each of N distinct Teredo addresses (server V4,
 //!     restricted, mapped 198.18.252.0/22 and ports 1024...), R per
 //!     second (0: as fast as it goes), giving up after S seconds (60).
+//! teredo-bench-gen trusted --count N --rate R [--secs S] --server V4
+//!                          --relay V4:PORT --dst V6 --port P --native-port Q
+//!                          --size N --net A [--lag-ms L]
+//!     N Teredo clients that answer, as a relay sees them: for each, one
+//!     UDP datagram from here (the native host) to its Teredo address
+//!     (server V4, restricted, mapped A.0.0.0/12 + index: one IPv4 address
+//!     each, port 1024 + index mod 64,000) on port Q, which makes the
+//!     relay create the peer and queue the datagram; then, L ms later (250),
+//!     that client's answer: a Teredo datagram with a spoofed IPv4/UDP
+//!     source equal to its mapped endpoint (raw socket), carrying UDP from
+//!     its Teredo address to V6 port P, which the relay takes as proof of
+//!     the endpoint (RFC 4380 5.4.2) and forwards. R peers per second (0:
+//!     as fast as it goes), giving up after S seconds (60).
 //! ```
 
 #[path = "teredo-bench/net.rs"]
 mod net;
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -393,9 +407,10 @@ fn raw_socket() -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Writes a spoofed IPv4/UDP router solicitation into `buf`, returns its
+/// Writes a spoofed IPv4/UDP datagram from `src` to `dst` port 3544 (a
+/// router solicitation, a client's Teredo packet) into `buf`, returns its
 /// length.
-fn spoofed_rs(buf: &mut [u8], src: SocketAddrV4, dst: Ipv4Addr, payload: &[u8]) -> usize {
+fn spoofed_udp(buf: &mut [u8], src: SocketAddrV4, dst: Ipv4Addr, payload: &[u8]) -> usize {
     let udp_len = 8 + payload.len();
     let total = 20 + udp_len;
     let ip = &mut buf[..20];
@@ -449,7 +464,7 @@ fn rs(a: &Args) -> Result<String, String> {
             let port = 1024 + ((i.wrapping_mul(7919)) % 64000) as u16;
             // The nonce follows the 4-byte Auth header (empty id and value).
             payload[4..8].copy_from_slice(&i.to_be_bytes());
-            b.lens[k] = spoofed_rs(
+            b.lens[k] = spoofed_udp(
                 &mut b.bufs[k],
                 SocketAddrV4::new(src, port),
                 server,
@@ -519,12 +534,122 @@ fn peers(a: &Args) -> Result<String, String> {
     ))
 }
 
+/// The Teredo address of peer `j` of the `trusted` mode: mapped to
+/// `A.0.0.0/12 + j`, one IPv4 address each.
+fn trusted_peer(server: Ipv4Addr, net: u8, j: u32) -> TeredoAddr {
+    TeredoAddr {
+        prefix: 0x2001_0000,
+        server,
+        flags: 0,
+        mapped_port: 1024 + (j % 64_000) as u16,
+        mapped_addr: Ipv4Addr::from((u32::from(net) << 24) + (j & 0xf_ffff)),
+    }
+}
+
+fn trusted(a: &Args) -> Result<String, String> {
+    let count: u64 = a.req("--count")?;
+    let server: Ipv4Addr = a.req("--server")?;
+    let relay: SocketAddrV4 = a.req("--relay")?;
+    let dst: Ipv6Addr = a.req("--dst")?;
+    let port: u16 = a.req("--port")?;
+    let native_port: u16 = a.req("--native-port")?;
+    let size: usize = a.req("--size")?;
+    let data = udp_data(size)?;
+    let net: u8 = a.req("--net")?;
+    let rate: f64 = a.req("--rate")?;
+    let secs: f64 = a.or("--secs", 60.0)?;
+    let lag = Duration::from_millis(a.or("--lag-ms", 250u64)?);
+    if count > 1 << 20 {
+        return Err("--count: at most 1048576 distinct peers (a /12)".into());
+    }
+    // The native side: plain UDP to each Teredo address.
+    let s = UdpSocket::bind("[::]:0").map_err(|e| format!("bind: {e}"))?;
+    big_buffers(s.as_raw_fd());
+    let mut out = SendBatch::new(BATCH, data);
+    out.lens.iter_mut().for_each(|l| *l = data);
+    // The clients' answers: spoofed IPv4/UDP from each mapped endpoint.
+    let raw = raw_socket()?;
+    big_buffers(raw.as_raw_fd());
+    let mut ans = SendBatch::new(BATCH, 20 + 8 + 40 + size);
+    let to = RawAddr::new(SocketAddr::V4(relay));
+    ans.names.iter_mut().for_each(|n| *n = to);
+    // Peers sent to, waiting for their answer: (when, first, end).
+    let mut pending: VecDeque<(Instant, u64, u64)> = VecDeque::new();
+    let (mut i, mut answered) = (0u64, 0u64);
+    let (mut errors, mut ans_errors) = (0u64, 0u64);
+    let mut answer = |now: Instant,
+                      pending: &mut VecDeque<(Instant, u64, u64)>,
+                      answered: &mut u64,
+                      ans_errors: &mut u64| {
+        while let Some(&(t, first, end)) = pending.front() {
+            if t + lag > now {
+                break;
+            }
+            pending.pop_front();
+            for start in (first..end).step_by(BATCH) {
+                let n = ((end - start) as usize).min(BATCH);
+                for k in 0..n {
+                    let t = trusted_peer(server, net, (start + k as u64) as u32);
+                    let pkt = ipv6_udp(t.to_ipv6(), dst, port, size);
+                    ans.lens[k] = spoofed_udp(&mut ans.bufs[k], t.mapped(), *relay.ip(), &pkt);
+                }
+                match ans.send(raw.as_raw_fd(), n, true) {
+                    Ok(k) => *answered += k as u64,
+                    Err(_) => *ans_errors += 1,
+                }
+            }
+        }
+    };
+    let fd = s.as_raw_fd();
+    // Stops at `count` peers or after `secs` seconds.
+    let (sent, took) = paced(rate, secs, BATCH, |n| {
+        let n = n.min((count - i.min(count)) as usize);
+        if n == 0 {
+            return None;
+        }
+        for k in 0..n {
+            let t = trusted_peer(server, net, (i + k as u64) as u32);
+            out.names[k] = RawAddr::new(SocketAddr::V6(SocketAddrV6::new(
+                t.to_ipv6(),
+                native_port,
+                0,
+                0,
+            )));
+        }
+        let k = match out.send(fd, n, true) {
+            Ok(k) => k,
+            Err(_) => {
+                errors += 1;
+                0
+            }
+        };
+        pending.push_back((Instant::now(), i, i + k as u64));
+        i += k as u64;
+        answer(Instant::now(), &mut pending, &mut answered, &mut ans_errors);
+        Some(k)
+    });
+    // The last answers, each `lag` after its peer's datagram.
+    let deadline = Instant::now() + lag + Duration::from_secs(1);
+    while let Some(&(t, _, _)) = pending.front() {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep((t + lag).saturating_duration_since(now));
+        answer(Instant::now(), &mut pending, &mut answered, &mut ans_errors);
+    }
+    Ok(format!(
+        "sent={sent} answered={answered} secs={:.4} errors={errors} answer_errors={ans_errors}",
+        took.as_secs_f64()
+    ))
+}
+
 fn main() -> ExitCode {
     precise_sleeps();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((mode, rest)) = argv.split_first() else {
         eprintln!(
-            "usage: teredo-bench-gen udp6|teredo|recv|rs|peers OPTIONS (see the source's header)"
+            "usage: teredo-bench-gen udp6|teredo|recv|rs|peers|trusted OPTIONS (see the source's header)"
         );
         return ExitCode::from(2);
     };
@@ -535,6 +660,7 @@ fn main() -> ExitCode {
         "recv" => recv(&a),
         "rs" => rs(&a),
         "peers" => peers(&a),
+        "trusted" => trusted(&a),
         other => Err(format!("unknown mode {other:?}")),
     };
     match r {

@@ -24,6 +24,10 @@ const PORT_N2C: u16 = 9000;
 const PORT_C2N: u16 = 9001;
 const PORT_SAT: u16 = 9009;
 const PORT_PEERS: u16 = 9010;
+/// The trusted-peer memory test: the clients' answers to the native host,
+/// and the native host's datagrams to the clients.
+const PORT_TRUSTED: u16 = 9011;
+const PORT_TRUSTED_NATIVE: u16 = 9012;
 const PORT_IPERF: u16 = 5201;
 /// Paced load: packets per second.
 pub const PACED_RATE: f64 = 20_000.0;
@@ -35,6 +39,12 @@ const V6H_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 1);
 /// A Teredo server that never answers (blackholed), and the mapped
 /// addresses of the flooded peers (blackholed too).
 const DEAD_SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 250, 1);
+/// The trusted-peer memory test's clients: mapped to TRUSTED_NET.0.0.0/12,
+/// one global unicast IPv4 address each (outside the lab's 198.18.0.0/15,
+/// which a stricter is-global check might refuse), and their Teredo server
+/// in the same /8, which the lab routes to the native host to be dropped.
+const TRUSTED_NET: u8 = 11;
+const TRUSTED_SERVER: Ipv4Addr = Ipv4Addr::new(TRUSTED_NET, 255, 0, 1);
 /// Where the floor and the relays listen.
 const RELAY_PORT: u16 = 3544;
 /// The C relay's peer cap: libteredo's MAX_PEERS when built with libJudy,
@@ -51,6 +61,8 @@ pub struct Opts {
     pub peers: u64,
     /// Packets per second offered in the memory measurement.
     pub peers_rate: f64,
+    /// Peers per second offered in the trusted-peer memory measurement.
+    pub trusted_rate: f64,
     /// Which metric groups to run.
     pub only: Vec<String>,
     /// The helper binaries' directory.
@@ -938,4 +950,149 @@ pub fn memory_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
         Ok((grew as f64 / held as f64, note.clone())),
     );
     s.note(&format!("memory {}: {note}", who.name()));
+}
+
+/// Relay memory per trusted peer: RSS growth once many Teredo clients
+/// have each answered, as a relay sees it happen: the native host sends a
+/// datagram to each client's Teredo address (the relay creates the peer,
+/// queues the datagram and sends bubbles), and a moment later the client's
+/// answer arrives from the mapped endpoint its Teredo address names
+/// (spoofed, from the native host's namespace), which proves the endpoint
+/// (RFC 4380 5.4.2): the peer becomes trusted, its queue is sent, the
+/// answer forwarded to the native host, where an nftables counter counts
+/// and drops it. The C relay drops packets from peers it does not know,
+/// hence the native datagram first, for both relays.
+pub fn trusted_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
+    let w = build(&format!("bench_memt_{}", imp.tag()));
+    // What the relays send to the clients and their server (the queued
+    // datagrams, bubbles) goes to the native host's namespace and is
+    // dropped there; the answers to the native host are counted.
+    let set_up = w
+        .inet()
+        .ip(&format!("route add {TRUSTED_NET}.0.0.0/8 via {V6H_V4}"))
+        .and_then(|_| {
+            w.v6h().nft(&format!(
+                "add counter ip bench to_clients\n\
+                 add rule ip bench pre ip daddr {TRUSTED_NET}.0.0.0/8 counter name to_clients drop\n\
+                 add table ip6 bench\n\
+                 add counter ip6 bench answers\n\
+                 add chain ip6 bench pre {{ type filter hook prerouting priority -300 ; }}\n\
+                 add rule ip6 bench pre ip6 daddr {NATIVE_V6} udp dport {PORT_TRUSTED} counter name answers drop\n"
+            ))
+        });
+    if let Err(e) = set_up {
+        s.fail("memt", who, &format!("lab set-up: {e}"));
+        return;
+    }
+    let riface = iface('t');
+    // Our relay admits 100 new peers per second per source by default:
+    // every client here has an IPv4 address of its own, but the native
+    // side is one host (one /64), so lift it, as for the queued peers.
+    let extra = match imp {
+        Impl::Ours => "PeerRateLimit 0\n",
+        Impl::C => "",
+    };
+    let relay = start_relay(&w, imp, &riface, extra);
+    let _ = w
+        .relay()
+        .ip(&format!("link set {riface} txqueuelen 100000"));
+    sleep(Duration::from_millis(500));
+    let answers = || counter(w.v6h(), "ip6", "answers");
+    let rss0 = procfs::tree_rss(relay.pid);
+    let cpu0 = procfs::tree_cpu_ns(relay.pid);
+    let tx0 = tun_stat(&w, &riface, "tx_packets");
+    let drop0 = tun_stat(&w, &riface, "tx_dropped");
+    let fwd0 = answers();
+    let out0 = counter(w.v6h(), "ip", "to_clients");
+    let t0 = Instant::now();
+    let g = run_helper(
+        w.v6h(),
+        &[
+            o.gen(),
+            "trusted".into(),
+            "--count".into(),
+            o.peers.to_string(),
+            "--rate".into(),
+            o.trusted_rate.to_string(),
+            "--secs".into(),
+            "60".into(),
+            "--server".into(),
+            TRUSTED_SERVER.to_string(),
+            "--relay".into(),
+            SocketAddrV4::new(RELAY_V4, RELAY_PORT).to_string(),
+            "--dst".into(),
+            NATIVE_V6.to_string(),
+            "--port".into(),
+            PORT_TRUSTED.to_string(),
+            "--native-port".into(),
+            PORT_TRUSTED_NATIVE.to_string(),
+            "--size".into(),
+            "16".into(),
+            "--net".into(),
+            TRUSTED_NET.to_string(),
+        ],
+        Duration::from_secs(70),
+    );
+    let g = match g {
+        Ok(g) => g,
+        Err(e) => {
+            s.fail("memt", who, &e);
+            return;
+        }
+    };
+    // Wait until the relay has forwarded all it will.
+    let mut last = answers();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        sleep(Duration::from_millis(300));
+        let now = answers();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let rss1 = procfs::tree_rss(relay.pid);
+    let cpu = procfs::tree_cpu_ns(relay.pid).saturating_sub(cpu0);
+    let took = t0.elapsed();
+    let forwarded = last.saturating_sub(fwd0);
+    let to_clients = counter(w.v6h(), "ip", "to_clients").saturating_sub(out0);
+    let delivered = tun_stat(&w, &riface, "tx_packets").saturating_sub(tx0);
+    let dropped = tun_stat(&w, &riface, "tx_dropped").saturating_sub(drop0);
+    let entries = match imp {
+        Impl::Ours => status_value(&riface, "peers"),
+        Impl::C => None,
+    };
+    let held = match imp {
+        Impl::Ours => entries.unwrap_or(forwarded),
+        Impl::C => forwarded.min(C_PEER_CAP),
+    };
+    let grew = rss1.saturating_sub(rss0);
+    let alive = w.is_running(&relay);
+    let sent = num(&g, "sent");
+    let note = format!(
+        "RSS {:.1} -> {:.1} MiB; {sent} native datagrams sent, {delivered} read by the relay, {dropped} dropped by the TUN queue, {} answers sent, {forwarded} forwarded (trusted), {held} peers held{}; {to_clients} datagrams to the clients and their server (queued datagrams, bubbles); {:.1} s, relay CPU {:.2} s ({:.1} us per peer){}",
+        rss0 as f64 / 1048576.0,
+        rss1 as f64 / 1048576.0,
+        num(&g, "answered"),
+        match imp {
+            Impl::Ours => " (status socket; PeerRateLimit 0)".to_string(),
+            Impl::C => " (forwarded, up to the cap)".to_string(),
+        },
+        took.as_secs_f64(),
+        cpu as f64 / 1e9,
+        cpu as f64 / 1000.0 / held.max(1) as f64,
+        if alive { "" } else { "; THE RELAY DIED" }
+    );
+    if held == 0 || forwarded == 0 {
+        s.fail("memt", who, &format!("no trusted peer: {note}"));
+        return;
+    }
+    record(
+        s,
+        o,
+        "memt",
+        who,
+        Ok((grew as f64 / held as f64, note.clone())),
+    );
+    s.note(&format!("trusted memory {}: {note}", who.name()));
 }

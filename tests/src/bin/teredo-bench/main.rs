@@ -21,16 +21,20 @@ const HELP: &str = "\
 teredo-bench: relay cost and throughput of the C miredo, ours, and a floor
 
 usage: teredo-bench [--rounds N] [--quick] [--secs S] [--quals N]
-                    [--peers N] [--peers-rate R] [--only GROUPS]
+                    [--peers N] [--peers-rate R] [--trusted-rate R]
+                    [--only GROUPS]
                     [--json FILE] [-v]
 
   --rounds N      rounds of C, ours and the floor in turn (default 3)
   --quick         1 round, 1 s per load point, 100,000 peers
   --secs S        seconds of load per measured point (default 3)
   --quals N       client start-ups timed per block (default 2)
-  --peers N       distinct peers in the memory test (default 1000000)
-  --peers-rate R  packets/s offered in the memory test (default 0: flat out)
-  --only GROUPS   comma-separated subset of cpu,sat,tcp,rs,qual,mem
+  --peers N       distinct peers in the memory tests (default 1000000)
+  --peers-rate R  packets/s offered in the queued-peer memory test (mem;
+                  default 0: flat out)
+  --trusted-rate R  peers/s offered in the trusted-peer memory test (memt;
+                  default 50000; 0: flat out)
+  --only GROUPS   comma-separated subset of cpu,sat,tcp,rs,qual,mem,memt
   --json FILE     also write the medians and every sample as JSON
   -v              print every sample as it is taken
 
@@ -261,6 +265,14 @@ const METRICS: &[Metric] = &[
         decimals: 0,
         scale: 1.0,
     },
+    Metric {
+        key: "memt",
+        label: "relay memory per trusted peer",
+        unit: "B",
+        higher_better: false,
+        decimals: 0,
+        scale: 1.0,
+    },
 ];
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -302,6 +314,7 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
     let mut quals = 2usize;
     let mut peers = 1_000_000u64;
     let mut peers_rate = 0.0f64;
+    let mut trusted_rate = 50_000.0f64;
     let mut only = Vec::new();
     let mut json = None;
     let mut verbose = false;
@@ -339,16 +352,17 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
                 explicit.push("peers");
             }
             "--peers-rate" => peers_rate = p("--peers-rate", val("--peers-rate")?)?,
+            "--trusted-rate" => trusted_rate = p("--trusted-rate", val("--trusted-rate")?)?,
             "--only" => {
                 only = val("--only")?
                     .split(',')
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .collect();
-                const GROUPS: [&str; 6] = ["cpu", "sat", "tcp", "rs", "qual", "mem"];
+                const GROUPS: [&str; 7] = ["cpu", "sat", "tcp", "rs", "qual", "mem", "memt"];
                 if let Some(bad) = only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
                     return Err(format!(
-                        "--only: unknown group {bad:?} (cpu,sat,tcp,rs,qual,mem)"
+                        "--only: unknown group {bad:?} (cpu,sat,tcp,rs,qual,mem,memt)"
                     ));
                 }
             }
@@ -375,9 +389,10 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
         || peers == 0
         || peers > 1 << 20
         || peers_rate < 0.0
+        || trusted_rate < 0.0
     {
         return Err(
-            "need --rounds >= 1, --secs in 0.2..=60, --peers in 1..=1048576, --peers-rate > 0"
+            "need --rounds >= 1, --secs in 0.2..=60, --peers in 1..=1048576, --peers-rate and --trusted-rate >= 0"
                 .into(),
         );
     }
@@ -393,6 +408,7 @@ fn parse(args: &[String]) -> Result<Option<Cli>, String> {
             quals,
             peers,
             peers_rate,
+            trusted_rate,
             only,
             bin_dir,
             verbose,
@@ -665,7 +681,16 @@ fn main() -> ExitCode {
     let start = Instant::now();
     let mut s = Samples::default();
     let blocks = [Subject::C, Subject::Ours, Subject::FloorSingle];
-    'rounds: for round in 0..cli.rounds {
+    // The memory tests build worlds of their own, after the rounds.
+    let rounds = if ["cpu", "sat", "tcp", "rs", "qual"]
+        .iter()
+        .any(|g| o.wants(g))
+    {
+        cli.rounds
+    } else {
+        0
+    };
+    'rounds: for round in 0..rounds {
         for k in 0..blocks.len() {
             if interrupted() {
                 break 'rounds;
@@ -708,6 +733,22 @@ fn main() -> ExitCode {
             );
             guarded("memory block", &mut s, |s| {
                 lab::memory_block(imp, who, o, s)
+            });
+        }
+    }
+    if o.wants("memt") && !interrupted() {
+        for (imp, who) in [(Impl::C, Subject::C), (Impl::Ours, Subject::Ours)] {
+            if interrupted() {
+                break;
+            }
+            eprintln!(
+                "memory, trusted peers: {} ({:.0} s so far, {})",
+                who.name(),
+                start.elapsed().as_secs_f64(),
+                uptime()
+            );
+            guarded("trusted memory block", &mut s, |s| {
+                lab::trusted_block(imp, who, o, s)
             });
         }
     }
