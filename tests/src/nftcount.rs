@@ -61,6 +61,24 @@ impl Counters {
         })
     }
 
+    /// Adds `(name, hook, match)` counters to this set, those installed
+    /// before counting on (for a match known only later, such as an
+    /// address a daemon gets).
+    pub fn add(&mut self, rules: &[(&str, Hook, &str)]) -> Result<(), String> {
+        let mut script = String::new();
+        for (name, hook, m) in rules {
+            script += &format!("add counter inet {TABLE} {name}\n");
+            script += &format!(
+                "add rule inet {TABLE} {} {m} counter name {name}\n",
+                hook.chain()
+            );
+        }
+        self.ns.nft(&script)?;
+        self.names
+            .extend(rules.iter().map(|(n, _, _)| n.to_string()));
+        Ok(())
+    }
+
     /// The packet count of counter `name` now (0 when it cannot be read).
     pub fn packets(&self, name: &str) -> u64 {
         let Ok(out) = self

@@ -156,7 +156,7 @@ impl Drop for StopOnDrop<'_> {
 }
 
 /// What `ping -D` saw.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Pings {
     sent: u32,
     /// Distinct echoes answered within 2 s.
@@ -165,13 +165,20 @@ struct Pings {
     early: u32,
     /// Distinct echoes answered at all.
     replies: u32,
+    /// The sequence numbers of the echoes not answered within 2 s.
+    lost: Vec<u32>,
 }
 
 impl Pings {
     fn line(&self) -> String {
+        let lost: Vec<String> = self.lost.iter().map(u32::to_string).collect();
         format!(
-            "{}/{} answered within 2 s ({} at all), {} in the first 5 s",
-            self.answered, self.sent, self.replies, self.early
+            "{}/{} answered within 2 s ({} at all), {} in the first 5 s (not within 2 s: [{}])",
+            self.answered,
+            self.sent,
+            self.replies,
+            self.early,
+            lost.join(",")
         )
     }
 }
@@ -210,6 +217,7 @@ fn ping_timed(from: &Netns, to: Ipv6Addr, count: u32, interval: f64) -> Pings {
 fn parse_ping(text: &str, start: f64) -> Pings {
     let mut p = Pings::default();
     let mut seen = Vec::new();
+    let mut in_time = Vec::new();
     for line in text.lines() {
         if let Some((sent, _)) = line.split_once(" packets transmitted") {
             p.sent = sent.trim().parse().unwrap_or(0);
@@ -234,6 +242,7 @@ fn parse_ping(text: &str, start: f64) -> Pings {
         p.replies += 1;
         if ms <= 2000.0 {
             p.answered += 1;
+            in_time.push(seq);
         }
         let at = line
             .strip_prefix('[')
@@ -243,6 +252,7 @@ fn parse_ping(text: &str, start: f64) -> Pings {
             p.early += 1;
         }
     }
+    p.lost = (1..=p.sent).filter(|s| !in_time.contains(s)).collect();
     p
 }
 
@@ -267,6 +277,31 @@ fn tail(s: &str, n: usize) -> String {
         .find(|&i| s.is_char_boundary(i))
         .unwrap_or(s.len());
     s[start..].replace('\n', " | ")
+}
+
+/// `ip -s link show dev IFACE` in `ns`: (RX dropped, TX dropped). TX of a
+/// TUN device is what the kernel queues for the daemon: its drops are
+/// packets lost before the daemon could choose.
+fn link_drops(ns: &Netns, iface: &str) -> Option<(u64, u64)> {
+    let out = ns.run(&["ip", "-s", "link", "show", "dev", iface]).ok()?;
+    let lines: Vec<&str> = out.lines().collect();
+    let dropped = |tag: &str| -> Option<u64> {
+        let i = lines.iter().position(|l| l.trim_start().starts_with(tag))?;
+        lines.get(i + 1)?.split_whitespace().nth(3)?.parse().ok()
+    };
+    Some((dropped("RX:")?, dropped("TX:")?))
+}
+
+/// Packets the host's CPUs dropped from their input backlogs
+/// (/proc/net/softnet_stat, second column; every namespace, and whatever
+/// else the machine runs, together).
+fn softnet_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+        .sum()
 }
 
 /// Samples `pid`'s memory (and our relay's `peers`) every 500 ms until
@@ -300,6 +335,14 @@ struct NewcomerRun {
     peers_max: Option<u64>,
     status: Vec<(String, String)>,
     log_tail: String,
+    /// The newcomer's echoes hop by hop at the relay host: requests in,
+    /// requests to the TUN, datagrams to the client's NAT, datagrams back,
+    /// replies out.
+    legit: [u64; 5],
+    /// The relay's TUN: packets dropped before the daemon read them.
+    tun_tx_dropped: Option<u64>,
+    /// Host-wide input backlog drops during the run.
+    softnet_drops: u64,
 }
 
 impl NewcomerRun {
@@ -314,7 +357,7 @@ impl NewcomerRun {
             format!("{:.3}", h as f64 / self.flood.sent.max(1) as f64)
         });
         format!(
-            "{} relay: pings {}; client qualified in {}; RSS {} -> max {} kB (+{} kB); CPU {} ms; {}; inbound at the relay host {}, bubbles to the server {}; peers max {} / now {}, peers-held {}, peers-admitted-late {}, peers-evicted {}, drop-rate-limited {}, drop-peers-full {}, bubbles-sent {}; shed (peers-held / sent) {}; running: {}",
+            "{} relay: pings {}; client qualified in {}; RSS {} -> max {} kB (+{} kB); CPU {} ms; {}; inbound at the relay host {}, bubbles to the server {}; peers max {} / now {}, peers-held {}, peers-admitted-late {}, peers-evicted {}, drop-rate-limited {}, drop-peers-full {}, bubbles-sent {}; shed (peers-held / sent) {}; newcomer's echoes at the relay host: {} in, {} to the TUN, {} datagrams to the NAT, {} back, {} replies out; TUN drops {}; host backlog drops +{}; running: {}",
             imp.tag(),
             self.pings.line(),
             self.qualified
@@ -336,6 +379,14 @@ impl NewcomerRun {
             field(st, "drop-peers-full"),
             field(st, "bubbles-sent"),
             shed,
+            self.legit[0],
+            self.legit[1],
+            self.legit[2],
+            self.legit[3],
+            self.legit[4],
+            self.tun_tx_dropped
+                .map_or("n/a".to_string(), |d| d.to_string()),
+            self.softnet_drops,
             self.running
         )
     }
@@ -360,7 +411,7 @@ fn newcomer_run(imp: Impl, run: usize) -> NewcomerRun {
         named::start_relay_with(&w, imp, &relay_if, &format!("relay-{}", imp.tag()), &extra)
             .unwrap_or_else(|| panic!("{} relay has no route", imp.tag()));
     let p = w.prefix().to_string();
-    let counters = Counters::install(
+    let mut counters = Counters::install(
         w.relay(),
         &[
             (
@@ -378,6 +429,8 @@ fn newcomer_run(imp: Impl, run: usize) -> NewcomerRun {
     .expect("nft counters");
     thread::sleep(Duration::from_secs(1));
     let before = procstat::usage_of_tree(relay.pid);
+    let tun_before = link_drops(w.relay(), &relay_if);
+    let softnet_before = softnet_drops();
     let status_if = ours.then_some(relay_if.as_str());
     let args: Vec<String> = ["teredo6", "--server", &SERVER_V4.to_string()]
         .iter()
@@ -397,6 +450,32 @@ fn newcomer_run(imp: Impl, run: usize) -> NewcomerRun {
         let (_cli, addr) = named::start_client(&w, 1, Impl::Ours, &cli_if, "client1-rs", QUALIFY);
         if let Some(addr) = addr {
             r.qualified = Some(t.elapsed());
+            let nat_wan = w.nat_wan_v4(1);
+            counters
+                .add(&[
+                    (
+                        "legit_in",
+                        Hook::Prerouting,
+                        &format!("iifname {p}r-i ip6 daddr {addr}"),
+                    ),
+                    (
+                        "legit_tun",
+                        Hook::Forward,
+                        &format!("oifname {relay_if} ip6 daddr {addr}"),
+                    ),
+                    ("legit_to_nat", Hook::Output, &format!("ip daddr {nat_wan}")),
+                    (
+                        "legit_from_nat",
+                        Hook::Prerouting,
+                        &format!("ip saddr {nat_wan}"),
+                    ),
+                    (
+                        "legit_out",
+                        Hook::Forward,
+                        &format!("oifname {p}r-i ip6 saddr {addr}"),
+                    ),
+                ])
+                .expect("nft counters");
             report(
                 &test,
                 &format!(
@@ -420,6 +499,18 @@ fn newcomer_run(imp: Impl, run: usize) -> NewcomerRun {
     r.inbound = counters.packets("inbound");
     r.bubbles_to_server = counters.packets("bubbles_to_server");
     r.running = w.is_running(&relay);
+    r.legit = [
+        "legit_in",
+        "legit_tun",
+        "legit_to_nat",
+        "legit_from_nat",
+        "legit_out",
+    ]
+    .map(|n| counters.packets(n));
+    r.tun_tx_dropped = link_drops(w.relay(), &relay_if)
+        .zip(tun_before)
+        .map(|((_, tx), (_, tx0))| tx.saturating_sub(tx0));
+    r.softnet_drops = softnet_drops().saturating_sub(softnet_before);
     if ours {
         r.status = named::status_of(&relay_if);
     }
