@@ -45,6 +45,12 @@ const DEAD_SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 250, 1);
 /// in the same /8, which the lab routes to the native host to be dropped.
 const TRUSTED_NET: u8 = 11;
 const TRUSTED_SERVER: Ipv4Addr = Ipv4Addr::new(TRUSTED_NET, 255, 0, 1);
+/// The relay's interface where what it sends the trusted-peer test's
+/// clients is discarded: a TUN device nobody reads (no carrier: the
+/// kernel drops what is routed there, and the sender sees no error).
+const SINK: &str = "tbsink";
+/// The relays' UDP receive buffer in the trusted-peer test.
+const RELAY_RCVBUF: i32 = 64 << 20;
 /// Where the floor and the relays listen.
 const RELAY_PORT: u16 = 3544;
 /// The C relay's peer cap: libteredo's MAX_PEERS when built with libJudy,
@@ -952,58 +958,122 @@ pub fn memory_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
     s.note(&format!("memory {}: {note}", who.name()));
 }
 
+/// A field of the `Udp:` lines of /proc/net/snmp in `ns` (RcvbufErrors:
+/// datagrams a full socket buffer dropped).
+fn udp_snmp(ns: &Netns, field: &str) -> u64 {
+    let text = ns.run(&["cat", "/proc/net/snmp"]).unwrap_or_default();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == field)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Packets the kernel dropped for a full input backlog
+/// (netdev_max_backlog), all CPUs, the whole machine (the veth pairs of
+/// the labs pass through it).
+fn backlog_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum()
+}
+
 /// Relay memory per trusted peer: RSS growth once many Teredo clients
 /// have each answered, as a relay sees it happen: the native host sends a
 /// datagram to each client's Teredo address (the relay creates the peer,
 /// queues the datagram and sends bubbles), and a moment later the client's
 /// answer arrives from the mapped endpoint its Teredo address names
 /// (spoofed, from the native host's namespace), which proves the endpoint
-/// (RFC 4380 5.4.2): the peer becomes trusted, its queue is sent, the
-/// answer forwarded to the native host, where an nftables counter counts
-/// and drops it. The C relay drops packets from peers it does not know,
-/// hence the native datagram first, for both relays.
+/// (RFC 4380 5.4.2): the peer becomes trusted, its queue is sent, and the
+/// answer forwarded to the native side. The C relay drops packets from
+/// peers it does not know, hence the native datagram first, for both.
+/// The machine has to carry a million of each in less than the 30 s a
+/// peer lives: what the relay sends is discarded in its own namespace
+/// (to the clients: a TUN device nobody reads; the forwarded answers: counted and
+/// dropped by nftables as they come out of its TUN device), so that the
+/// lab's forwarding does not take the CPU from the relay.
 pub fn trusted_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
     let w = build(&format!("bench_memt_{}", imp.tag()));
-    // What the relays send to the clients and their server (the queued
-    // datagrams, bubbles) goes to the native host's namespace and is
-    // dropped there; the answers to the native host are counted.
-    let set_up = w
-        .inet()
-        .ip(&format!("route add {TRUSTED_NET}.0.0.0/8 via {V6H_V4}"))
+    let riface = iface('t');
+    let r = w.relay();
+    let r_i = ifname(&w, "r-i");
+    let set_up = r
+        .ip(&format!("tuntap add dev {SINK} mode tun"))
+        .and_then(|_| r.ip(&format!("link set {SINK} up")))
+        .and_then(|_| r.ip(&format!("route add {TRUSTED_NET}.0.0.0/8 dev {SINK}")))
+        // The answers come from TRUSTED_NET, which the relay routes to the
+        // sink: no reverse path filter (the router has the route back).
         .and_then(|_| {
-            w.v6h().nft(&format!(
-                "add counter ip bench to_clients\n\
-                 add rule ip bench pre ip daddr {TRUSTED_NET}.0.0.0/8 counter name to_clients drop\n\
-                 add table ip6 bench\n\
+            r.run(&[
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+                &format!("net.ipv4.conf.{r_i}.rp_filter=0"),
+            ])
+        })
+        .and_then(|_| {
+            w.inet()
+                .ip(&format!("route add {TRUSTED_NET}.0.0.0/8 via {V6H_V4}"))
+        })
+        .and_then(|_| {
+            r.nft(&format!(
+                "add table ip6 bench\n\
                  add counter ip6 bench answers\n\
                  add chain ip6 bench pre {{ type filter hook prerouting priority -300 ; }}\n\
-                 add rule ip6 bench pre ip6 daddr {NATIVE_V6} udp dport {PORT_TRUSTED} counter name answers drop\n"
+                 add rule ip6 bench pre iifname \"{riface}\" ip6 daddr {NATIVE_V6} udp dport {PORT_TRUSTED} counter name answers drop\n\
+                 add table ip bench\n\
+                 add counter ip bench to_clients\n\
+                 add chain ip bench out {{ type filter hook output priority 0 ; }}\n\
+                 add rule ip bench out ip daddr {TRUSTED_NET}.0.0.0/8 counter name to_clients\n"
             ))
         });
     if let Err(e) = set_up {
         s.fail("memt", who, &format!("lab set-up: {e}"));
         return;
     }
-    let riface = iface('t');
-    // Our relay admits 100 new peers per second per source by default:
-    // every client here has an IPv4 address of its own, but the native
-    // side is one host (one /64), so lift it, as for the queued peers.
+    // Our relay admits 100 new peers per second per source, 500 for all
+    // sources together, by default; beyond, a new peer is held (no
+    // bubble) until it asks again. Every client here has an IPv4 address
+    // of its own, but the native side is one host (one /64), and a million
+    // clients in 20 s is 50,000 a second: lift both, as for queued peers.
     let extra = match imp {
-        Impl::Ours => "PeerRateLimit 0\n",
+        Impl::Ours => "PeerRateLimit 0\nGlobalPeerRateLimit 0\n",
         Impl::C => "",
     };
     let relay = start_relay(&w, imp, &riface, extra);
-    let _ = w
-        .relay()
-        .ip(&format!("link set {riface} txqueuelen 100000"));
+    let _ = r.ip(&format!("link set {riface} txqueuelen 100000"));
+    // Likewise for its UDP socket: the C relay keeps the default receive
+    // buffer (net.core.rmem_default, 208 KiB: a few hundred datagrams, a
+    // few milliseconds of answers), which overflows whenever the relay is
+    // not scheduled for that long on a busy machine; an answer lost leaves
+    // its peer untrusted with its datagram queued. Both relays get the same.
+    let rcvbuf = match procfs::raise_udp_rcvbuf(relay.pid, RELAY_PORT, RELAY_RCVBUF) {
+        Ok(sizes) if !sizes.is_empty() => format!(
+            "UDP receive buffer set to {} MiB ({} socket(s))",
+            RELAY_RCVBUF >> 20,
+            sizes.len()
+        ),
+        Ok(_) => "UDP receive buffer left as it was (no socket found)".to_string(),
+        Err(e) => format!("UDP receive buffer left as it was ({e})"),
+    };
     sleep(Duration::from_millis(500));
-    let answers = || counter(w.v6h(), "ip6", "answers");
+    let answers = || counter(r, "ip6", "answers");
     let rss0 = procfs::tree_rss(relay.pid);
     let cpu0 = procfs::tree_cpu_ns(relay.pid);
     let tx0 = tun_stat(&w, &riface, "tx_packets");
     let drop0 = tun_stat(&w, &riface, "tx_dropped");
     let fwd0 = answers();
-    let out0 = counter(w.v6h(), "ip", "to_clients");
+    let out0 = counter(r, "ip", "to_clients");
+    let rcvbuf0 = udp_snmp(r, "RcvbufErrors");
+    let backlog0 = backlog_drops();
     let t0 = Instant::now();
     let g = run_helper(
         w.v6h(),
@@ -1055,29 +1125,36 @@ pub fn trusted_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
     let cpu = procfs::tree_cpu_ns(relay.pid).saturating_sub(cpu0);
     let took = t0.elapsed();
     let forwarded = last.saturating_sub(fwd0);
-    let to_clients = counter(w.v6h(), "ip", "to_clients").saturating_sub(out0);
+    let to_clients = counter(r, "ip", "to_clients").saturating_sub(out0);
     let delivered = tun_stat(&w, &riface, "tx_packets").saturating_sub(tx0);
     let dropped = tun_stat(&w, &riface, "tx_dropped").saturating_sub(drop0);
-    let entries = match imp {
-        Impl::Ours => status_value(&riface, "peers"),
-        Impl::C => None,
-    };
-    let held = match imp {
-        Impl::Ours => entries.unwrap_or(forwarded),
-        Impl::C => forwarded.min(C_PEER_CAP),
+    let rcvbuf_drops = udp_snmp(r, "RcvbufErrors").saturating_sub(rcvbuf0);
+    let backlog = backlog_drops().saturating_sub(backlog0);
+    let status = |key: &str| status_value(&riface, key);
+    // Each answer is sent once: every one forwarded is a peer trusted.
+    let (held, detail) = match imp {
+        Impl::Ours => (
+            status("peers").unwrap_or(forwarded),
+            format!(
+                "{} entries, {} trusted, {} queued bytes (status socket; PeerRateLimit 0, GlobalPeerRateLimit 0)",
+                opt(status("peers")),
+                opt(status("peers-trusted")),
+                opt(status("queued-bytes")),
+            ),
+        ),
+        Impl::C => (
+            forwarded.min(C_PEER_CAP),
+            "as many trusted as answers forwarded, up to the cap".to_string(),
+        ),
     };
     let grew = rss1.saturating_sub(rss0);
     let alive = w.is_running(&relay);
-    let sent = num(&g, "sent");
     let note = format!(
-        "RSS {:.1} -> {:.1} MiB; {sent} native datagrams sent, {delivered} read by the relay, {dropped} dropped by the TUN queue, {} answers sent, {forwarded} forwarded (trusted), {held} peers held{}; {to_clients} datagrams to the clients and their server (queued datagrams, bubbles); {:.1} s, relay CPU {:.2} s ({:.1} us per peer){}",
+        "RSS {:.1} -> {:.1} MiB for {held} peers ({detail}); {} native datagrams sent, {delivered} read by the relay, {dropped} dropped by the TUN queue; {} answers sent ({rcvbuf}), {rcvbuf_drops} dropped by the relay's full socket buffer, {forwarded} forwarded; {backlog} packets dropped by full input backlogs (whole machine); {to_clients} datagrams to the clients and their server (queued datagrams, bubbles); {:.1} s, relay CPU {:.2} s ({:.1} us per peer){}",
         rss0 as f64 / 1048576.0,
         rss1 as f64 / 1048576.0,
+        num(&g, "sent"),
         num(&g, "answered"),
-        match imp {
-            Impl::Ours => " (status socket; PeerRateLimit 0)".to_string(),
-            Impl::C => " (forwarded, up to the cap)".to_string(),
-        },
         took.as_secs_f64(),
         cpu as f64 / 1e9,
         cpu as f64 / 1000.0 / held.max(1) as f64,
@@ -1095,4 +1172,8 @@ pub fn trusted_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
         Ok((grew as f64 / held as f64, note.clone())),
     );
     s.note(&format!("trusted memory {}: {note}", who.name()));
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("?".into(), |v| v.to_string())
 }

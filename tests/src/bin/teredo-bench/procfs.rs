@@ -97,3 +97,107 @@ pub fn tree_rss(pid: u32) -> u64 {
         })
         .sum()
 }
+
+/// The inodes of the UDP sockets (IPv4 and IPv6) bound to local `port` in
+/// the network namespace of `pid`.
+fn udp_inodes(pid: u32, port: u16) -> Vec<u64> {
+    let want = format!(":{port:04X}");
+    ["udp", "udp6"]
+        .iter()
+        .filter_map(|t| fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.get(1)?.ends_with(&want)).then_some(())?;
+                    f.get(9)?.parse().ok()
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// Sets the receive buffer of every UDP socket bound to `port` that `pid`
+/// or a process below it holds to `bytes` (SO_RCVBUFFORCE, beyond
+/// net.core.rmem_max), through a copy of its descriptor taken with
+/// pidfd_getfd(2): the daemon is not changed, only how much the kernel
+/// queues for it when it falls behind. Returns the sockets set, each with
+/// the size the kernel reports (twice what was asked: it counts its
+/// overhead).
+pub fn raise_udp_rcvbuf(pid: u32, port: u16, bytes: i32) -> Result<Vec<i32>, String> {
+    use nix::libc;
+    let inodes = udp_inodes(pid, port);
+    let mut done: Vec<u64> = Vec::new();
+    let mut sizes = Vec::new();
+    for p in tree(pid) {
+        let Ok(rd) = fs::read_dir(format!("/proc/{p}/fd")) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(target) = fs::read_link(e.path()) else {
+                continue;
+            };
+            let inode = target
+                .to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .and_then(|s| s.parse::<u64>().ok());
+            let Some(inode) = inode.filter(|i| inodes.contains(i) && !done.contains(i)) else {
+                continue;
+            };
+            let Ok(their_fd) = e.file_name().to_string_lossy().parse::<libc::c_int>() else {
+                continue;
+            };
+            // SAFETY: plain system calls; the descriptors they return are
+            // closed below.
+            let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, p as libc::pid_t, 0) };
+            if pidfd < 0 {
+                return Err(format!(
+                    "pidfd_open({p}): {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let pidfd = pidfd as libc::c_int;
+            // SAFETY: as above.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, their_fd, 0) };
+            let err = std::io::Error::last_os_error();
+            // SAFETY: pidfd is ours.
+            unsafe { libc::close(pidfd) };
+            if fd < 0 {
+                return Err(format!("pidfd_getfd({p}, {their_fd}): {err}"));
+            }
+            let fd = fd as libc::c_int;
+            let mut got: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: int options of the right size on a descriptor we own.
+            let r = unsafe {
+                let r = libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&mut got as *mut libc::c_int).cast(),
+                    &mut len,
+                );
+                libc::close(fd);
+                r
+            };
+            if r != 0 {
+                return Err(format!(
+                    "SO_RCVBUFFORCE on {p}'s socket: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            done.push(inode);
+            sizes.push(got);
+        }
+    }
+    Ok(sizes)
+}
