@@ -22,8 +22,7 @@ teredo-bench: relay cost and throughput of the C miredo, ours, and a floor
 
 usage: teredo-bench [--rounds N] [--quick] [--secs S] [--quals N]
                     [--peers N] [--peers-rate R] [--trusted-rate R]
-                    [--only GROUPS]
-                    [--json FILE] [-v]
+                    [--only GROUPS] [--json FILE] [-v]
 
   --rounds N      rounds of C, ours and the floor in turn (default 3)
   --quick         1 round, 1 s per load point, 100,000 peers
