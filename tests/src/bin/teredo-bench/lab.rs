@@ -1043,7 +1043,7 @@ pub fn trusted_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
     // sources together, by default; beyond, a new peer is held (no
     // bubble) until it asks again. Every client here has an IPv4 address
     // of its own, but the native side is one host (one /64), and a million
-    // clients in 20 s is 50,000 a second: lift both, as for queued peers.
+    // clients in 20 s is 50,000 a second: lift both.
     let extra = match imp {
         Impl::Ours => "PeerRateLimit 0\nGlobalPeerRateLimit 0\n",
         Impl::C => "",
