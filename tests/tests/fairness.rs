@@ -410,6 +410,14 @@ fn newcomer_run(imp: Impl, run: usize) -> NewcomerRun {
     let relay =
         named::start_relay_with(&w, imp, &relay_if, &format!("relay-{}", imp.tag()), &extra)
             .unwrap_or_else(|| panic!("{} relay has no route", imp.tag()));
+    // The kernel queues 500 packets for a tunnel interface by default: at
+    // 100,000 packets a second, a relay that loses the CPU for 5 ms loses
+    // packets before it can admit or hold anything (the losses then fall
+    // on the newcomer at random). An operator who expects floods raises
+    // it (miredo.8, PERFORMANCE); both relays get the same.
+    let _ = w
+        .relay()
+        .ip(&format!("link set {relay_if} txqueuelen 10000"));
     let p = w.prefix().to_string();
     let mut counters = Counters::install(
         w.relay(),

@@ -861,7 +861,7 @@ pub fn memory_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
     // Likewise its 64 MiB cap on queued packets, all peers together: a
     // million 104-byte packets need more.
     let extra = match imp {
-        Impl::Ours => "PeerRateLimit 0\nMaxQueuedBytes 268435456\n",
+        Impl::Ours => "PeerRateLimit 0\nGlobalPeerRateLimit 0\nMaxQueuedBytes 268435456\n",
         Impl::C => "",
     };
     let relay = start_relay(&w, imp, &riface, extra);
