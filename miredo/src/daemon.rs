@@ -446,6 +446,13 @@ impl IoBufs {
     }
 }
 
+/// The last move to another server: (from, to, when).
+pub type ServerChange = (
+    std::net::Ipv4Addr,
+    std::net::Ipv4Addr,
+    std::time::SystemTime,
+);
+
 pub struct Daemon {
     conf: MiredoConfig,
     sh: Arc<Shared>,
@@ -460,6 +467,8 @@ pub struct Daemon {
     reader: Option<ConfigReader>,
     started: Instant,
     qualified_at: Option<Duration>,
+    /// The last move to another server of the list: from, to, when.
+    server_change: Option<ServerChange>,
     /// The server named on the command line: it overrides ServerAddress at
     /// every reload too.
     cli_server: Option<String>,
@@ -602,6 +611,7 @@ impl Daemon {
             reader,
             started: base,
             qualified_at: None,
+            server_change: None,
             cli_server,
             iobufs: IoBufs::new(headroom),
         })
@@ -780,6 +790,13 @@ impl Daemon {
                 });
             }
             Event::NatObserved(nat) => log::info!("NAT behaviour observed: {nat}"),
+            Event::ServerChanged { from, to } => {
+                log::warn!(
+                    "the Teredo server {from} did not answer {} solicitations: moving to {to}, the next address of the server's name",
+                    libteredo::proto::client::RS_ATTEMPTS
+                );
+                self.server_change = Some((from, to, std::time::SystemTime::now()));
+            }
         }
     }
 
@@ -959,6 +976,11 @@ impl Daemon {
 
     pub fn qualified_after(&self) -> Option<Duration> {
         self.qualified_at
+    }
+
+    /// The last move to another server of the list.
+    pub fn server_change(&self) -> Option<ServerChange> {
+        self.server_change
     }
 }
 

@@ -36,6 +36,17 @@ pub fn render(d: &Daemon, engine: &EngineKind) -> String {
                 }
             }
             line("nat", c.nat().to_string());
+            let others: Vec<String> = c.servers().skip(1).map(|(a, _)| a.to_string()).collect();
+            if !others.is_empty() {
+                line("fallback-servers", others.join(" "));
+            }
+            if let Some((from, to, when)) = d.server_change() {
+                let ago = when.elapsed().map_or(0, |d| d.as_secs());
+                line(
+                    "server-changed",
+                    format!("{ago}s ago, from {from} (no answer) to {to}"),
+                );
+            }
             if let Some(t) = d.qualified_after() {
                 line("qualified-after", format!("{}ms", t.as_millis()));
             }

@@ -275,6 +275,9 @@ impl Run {
                     self.server
                 ));
             }
+            Event::ServerChanged { from, to } => {
+                eprintln!("the server {from} did not answer; trying {to}");
+            }
         }
         Ok(())
     }

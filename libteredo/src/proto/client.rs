@@ -24,7 +24,9 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// The first wait before qualifying again after a failed round; it doubles
 /// up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_secs(10);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// At most one refresh interval: a server that comes back is used again
+/// within one.
+pub const MAX_BACKOFF: Duration = REFRESH_INTERVAL;
 /// Solicitations with the cone bit (NAT test only).
 pub const CONE_PROBE_ATTEMPTS: u8 = 2;
 /// The largest step between two mappings a NAT is taken to allocate
@@ -36,7 +38,10 @@ pub const DEFAULT_MTU: u16 = 1280;
 /// Client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// The primary server address (ServerAddress).
+    /// The primary server address (ServerAddress). The unspecified address
+    /// (0.0.0.0) means no server yet (its name does not resolve yet): the
+    /// client waits, sending nothing, until [`Client::set_server_list`]
+    /// gives it one.
     pub server: Ipv4Addr,
     /// The secondary server address (ServerAddress2; primary + 1 by default).
     pub server2: Ipv4Addr,
@@ -54,6 +59,11 @@ pub struct ClientConfig {
     /// (counted as [`DropReason::ForeignPrefix`]): the server is treated as
     /// failing, never followed into an address the daemon cannot use.
     pub allowed_prefix: u32,
+    /// Other servers to use, in order, each as (primary, secondary) address,
+    /// when the current one stops answering (a `ServerAddress` name that
+    /// resolves to several addresses): the client moves to the next after
+    /// the RFC's retries, and around the list again. Empty: only `server`.
+    pub fallbacks: Vec<(Ipv4Addr, Ipv4Addr)>,
 }
 
 impl ClientConfig {
@@ -67,6 +77,7 @@ impl ClientConfig {
             discovery: None,
             local: None,
             allowed_prefix: addr::TEREDO_PREFIX,
+            fallbacks: Vec::new(),
         }
     }
 }
@@ -148,6 +159,9 @@ pub struct Client {
     /// When to start a new qualification round (offline).
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// Servers moved to since one last answered (bounds a round of the
+    /// fallback list before backing off).
+    servers_tried: usize,
 }
 
 impl Client {
@@ -177,6 +191,7 @@ impl Client {
             // Start at once.
             retry_at: Some(now),
             backoff: MIN_BACKOFF,
+            servers_tried: 0,
         }
     }
 
@@ -215,6 +230,46 @@ impl Client {
         &self.cfg
     }
 
+    /// The host's own path to the server changed (an IPv4 address added or
+    /// removed, the default route changed, the outgoing interface went down
+    /// or up), or the host slept (its NAT's mapping is most likely gone):
+    /// solicit the server at once instead of at the next refresh. While
+    /// qualified this is a maintenance solicitation: the address stays
+    /// until an answer brings another ([`Event::Qualified`] with `old`), or
+    /// until the retries fail. Offline, a new round starts now with the
+    /// backoff reset.
+    pub fn path_changed(&mut self, now: Instant) {
+        self.backoff = MIN_BACKOFF;
+        if !self.has_server() {
+            return;
+        }
+        self.next_refresh = None;
+        // A solicitation in flight may have gone the old way: a fresh one,
+        // with all its retries.
+        let s = self.new_solicit(self.cfg.server, false, now);
+        self.primary = Some(Solicit { next: now, ..s });
+        self.retry_at = None;
+        if self.current.is_none() {
+            self.state = ClientState::Probing;
+        }
+        // The NAT may be another: observe it again once qualified.
+        self.secondary = None;
+        self.cone_probe = None;
+        self.secondary_at = None;
+    }
+
+    /// Whether the client has a server to solicit (see
+    /// [`ClientConfig::server`]).
+    pub fn has_server(&self) -> bool {
+        !self.cfg.server.is_unspecified()
+    }
+
+    /// The servers to use: the current pair first, then `fallbacks`.
+    pub fn servers(&self) -> impl Iterator<Item = (Ipv4Addr, Ipv4Addr)> + '_ {
+        std::iter::once((self.cfg.server, self.cfg.server2))
+            .chain(self.cfg.fallbacks.iter().copied())
+    }
+
     /// Changes the servers (a reload). A different primary server starts a
     /// new qualification.
     pub fn set_servers(
@@ -224,9 +279,24 @@ impl Client {
         server2: Ipv4Addr,
         out: &mut Vec<Output>,
     ) {
+        self.set_server_list(now, server, server2, Vec::new(), out);
+    }
+
+    /// Changes the servers, with fallbacks (see [`ClientConfig::fallbacks`]).
+    /// A different primary server starts a new qualification.
+    pub fn set_server_list(
+        &mut self,
+        now: Instant,
+        server: Ipv4Addr,
+        server2: Ipv4Addr,
+        fallbacks: Vec<(Ipv4Addr, Ipv4Addr)>,
+        out: &mut Vec<Output>,
+    ) {
         let changed = server != self.cfg.server;
         self.cfg.server = server;
         self.cfg.server2 = server2;
+        self.cfg.fallbacks = fallbacks;
+        self.servers_tried = 0;
         if changed {
             self.lose(now, out);
             self.retry_at = Some(now);
@@ -557,6 +627,7 @@ impl Client {
         self.state = ClientState::Qualified;
         self.retry_at = None;
         self.backoff = MIN_BACKOFF;
+        self.servers_tried = 0;
         self.schedule_refresh(now);
         if let Some(q) = self.current {
             if q.mapped == mapped && q.prefix == prefix && q.mtu == mtu && q.server == prefix_server
@@ -686,7 +757,7 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
         // Qualification rounds.
         if let Some(at) = self.retry_at {
-            if at <= now && self.primary.is_none() {
+            if at <= now && self.primary.is_none() && self.has_server() {
                 self.retry_at = None;
                 self.state = if self.current.is_some() {
                     ClientState::Qualified
@@ -723,8 +794,22 @@ impl Client {
                     // (maintenance) or unreachable (qualification).
                     self.lose(now, out);
                     self.state = ClientState::Offline;
-                    self.retry_at = Some(now + self.backoff);
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    if !self.cfg.fallbacks.is_empty()
+                        && self.servers_tried < self.cfg.fallbacks.len()
+                    {
+                        // Another server of the list, at once.
+                        let from = self.cfg.server;
+                        let next = self.cfg.fallbacks.remove(0);
+                        self.cfg.fallbacks.push((self.cfg.server, self.cfg.server2));
+                        (self.cfg.server, self.cfg.server2) = next;
+                        self.servers_tried += 1;
+                        self.retry_at = Some(now);
+                        out.push(Output::Event(Event::ServerChanged { from, to: next.0 }));
+                    } else {
+                        self.servers_tried = 0;
+                        self.retry_at = Some(now + self.backoff);
+                        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    }
                 }
             }
         }
@@ -783,7 +868,9 @@ impl Client {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        consider(self.retry_at);
+        // Without a server, nothing is due (the round starts when one is
+        // given).
+        consider(self.retry_at.filter(|_| self.has_server()));
         consider(self.next_refresh);
         consider(self.primary.map(|s| s.next));
         consider(self.secondary.map(|s| s.next));

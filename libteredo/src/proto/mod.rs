@@ -15,7 +15,7 @@ pub mod server;
 pub mod siphash;
 pub mod stats;
 
-use std::net::{Ipv6Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 /// A UDP datagram the engine wants sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +84,9 @@ pub enum Event {
     ServerLost { old: Ipv6Addr },
     /// The NAT behaviour learnt from the secondary server address.
     NatObserved(NatBehaviour),
+    /// The server `from` did not answer the RFC's retries: the client moved
+    /// to `to`, the next server of its list, and qualifies with it.
+    ServerChanged { from: Ipv4Addr, to: Ipv4Addr },
 }
 
 /// Everything an engine call produces.
