@@ -785,7 +785,11 @@ impl World {
                 (Some(p), Some((t, _))) => p.min(t),
                 (Some(p), None) => p,
                 (None, Some((t, _))) => t,
-                (None, None) => deadline,
+                (None, None) => {
+                    // Nothing in flight and nothing due: idle until then.
+                    self.now = self.now.max(deadline);
+                    return;
+                }
             };
             if t > deadline {
                 self.now = deadline;
