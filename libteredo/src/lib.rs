@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod conf;
+pub mod metrics;
 pub mod privsep;
 pub mod proto;
 pub mod sys;

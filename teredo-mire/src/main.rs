@@ -87,6 +87,11 @@ enum Command {
         /// Read this Unix socket instead of /run/miredo/IFACE.status
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
+
+        /// How to print it: the daemon's own lines (text), one JSON object
+        /// (json), or the Prometheus text exposition format (prometheus)
+        #[arg(long, value_enum, default_value_t = status::Format::Text)]
+        format: status::Format,
     },
 }
 
@@ -111,7 +116,11 @@ fn main() -> ExitCode {
             }),
             Err(e) => Err(e),
         },
-        Some(Command::Status { iface, socket }) => status::run(&iface, socket.as_deref()),
+        Some(Command::Status {
+            iface,
+            socket,
+            format,
+        }) => status::run(&iface, socket.as_deref(), format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! The daemon writes `key: value` lines on `/run/miredo/IFACE.status` to
 //! whoever connects, then closes; we print them.
 
+use libteredo::metrics;
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,18 @@ pub fn socket_path(iface: &str) -> Result<PathBuf, String> {
     Ok(Path::new(STATUS_DIR).join(format!("{iface}.status")))
 }
 
-pub fn run(iface: &str, socket: Option<&Path>) -> Result<(), String> {
+/// How `teredo-mire status` prints the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The daemon's `key: value` lines.
+    Text,
+    /// One JSON object.
+    Json,
+    /// The Prometheus text exposition format.
+    Prometheus,
+}
+
+pub fn run(iface: &str, socket: Option<&Path>, format: Format) -> Result<(), String> {
     let path = match socket {
         Some(p) => p.to_path_buf(),
         None => socket_path(iface)?,
@@ -49,9 +61,15 @@ pub fn run(iface: &str, socket: Option<&Path>) -> Result<(), String> {
         ),
         _ => format!("cannot read the status from {}: {e}", path.display()),
     })?;
-    print!("{}", printable(&text));
-    if !text.is_empty() && !text.ends_with('\n') {
-        println!();
+    match format {
+        Format::Text => {
+            print!("{}", printable(&text));
+            if !text.is_empty() && !text.ends_with('\n') {
+                println!();
+            }
+        }
+        Format::Json => print!("{}", metrics::to_json(&metrics::parse_status(&text))),
+        Format::Prometheus => print!("{}", metrics::to_prometheus(&metrics::parse_status(&text))),
     }
     Ok(())
 }

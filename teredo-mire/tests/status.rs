@@ -85,3 +85,93 @@ fn bad_interface_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a valid interface name"), "{err}");
 }
+
+/// Serves `text` once on a socket of our own; returns teredo-mire's output
+/// for `status --format FORMAT`.
+fn status_as(format: &str, text: &'static str) -> std::process::Output {
+    let dir = TempDir::new("mirest");
+    let path = dir.0.join("teredo.status");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(text.as_bytes()).unwrap();
+    });
+    let out = run(
+        Command::new(BIN).args([
+            "status",
+            "--socket",
+            path.to_str().unwrap(),
+            "--format",
+            format,
+        ]),
+        Duration::from_secs(10),
+    );
+    server.join().unwrap();
+    out
+}
+
+const RELAY_STATUS: &str = "interface: teredo\nmode: cone\nuptime: 7s\n\
+    service-port: 0.0.0.0:3545\nstate: relaying\nprefix: 2001::/32\nmtu: 1280\npeers: 12\n\
+    peers-trusted: 3\nudp-rx-packets: 100\nudp-rx-bytes: 9000\ntun-tx-packets: 90\n\
+    bubbles-sent: 4\ndrop-malformed: 1\ndrop-rate-limited: 0\ndrop-queue-expired: 0\n";
+
+#[test]
+fn prometheus_format_passes_promtool() {
+    let out = status_as("prometheus", RELAY_STATUS);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("teredo_udp_received_packets_total 100\n"),
+        "{text}"
+    );
+    assert!(text.contains("teredo_dropped_packets_total{reason=\"malformed\"} 1\n"));
+    // promtool (Debian's prometheus package; .ci/run installs it) checks
+    // the syntax and Prometheus' naming conventions.
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "SKIPPED the promtool check: promtool is not installed (apt-get install prometheus)"
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = child.wait_with_output().unwrap();
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+#[test]
+fn json_format_is_one_object() {
+    let out = status_as("json", RELAY_STATUS);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("{\"interface\": \"teredo\", \"mode\": \"cone\", \"uptime\": 7,"),
+        "{text}"
+    );
+    assert!(text.contains("\"service-port\": \"0.0.0.0:3545\""));
+    assert!(text.trim_end().ends_with('}'));
+    let out = run(
+        Command::new(BIN).args(["status", "--format", "xml"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
