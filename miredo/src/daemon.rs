@@ -867,7 +867,10 @@ impl Daemon {
             log::info!("SIGHUP: running on built-in defaults, nothing to reload");
             return;
         };
-        let path = reader.path().to_path_buf();
+        let Some(path) = reader.path().map(std::path::Path::to_path_buf) else {
+            log::info!("SIGHUP: running on built-in defaults, nothing to reload");
+            return;
+        };
         let text = match reader.read() {
             Ok(t) => t,
             Err(e) => {

@@ -1,5 +1,6 @@
 //! Linux-only plumbing shared by the daemons: randomness, privileges,
-//! pid files, logging, daemonizing, signals. No protocol logic here.
+//! pid files, logging, daemonizing, signals, the network and sleep as the
+//! host sees them. No protocol logic here.
 
 pub mod batch;
 pub mod daemon;
@@ -12,3 +13,4 @@ pub mod random;
 pub mod reader;
 pub mod rundir;
 pub mod signals;
+pub mod sleep;

@@ -9,9 +9,17 @@
 //!       `::/0 dev IFACE metric 1029` (Teredo as the last resort).
 //! Down: every IPv6 address and our default route removed; link down.
 //! Relay: MTU, link up, the link-local address, and `PREFIX/32 dev IFACE`.
+//!
+//! And, for a client that follows its host's network (no privilege
+//! needed): [`Netlink::route_to`], the path the kernel would use towards
+//! an IPv4 address (outgoing interface, gateway, source address, and
+//! whether that interface is up and running), and [`Monitor`], the
+//! kernel's announcements of link, IPv4 address and IPv4 route changes.
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Duration;
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
@@ -22,7 +30,8 @@ use netlink_packet_route::address::{
 };
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -40,6 +49,44 @@ const LINK_LOCAL_PREFIX_LEN: u8 = 64;
 
 /// Replies from the kernel are read into this; one dump datagram fits.
 const RECV_BUF: usize = 64 * 1024;
+
+/// How long a query waits for the kernel (it answers at once; this only
+/// bounds a wait that should never happen).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Datagrams read per query at most before giving up on an answer.
+const MAX_DATAGRAMS: usize = 4096;
+
+/// Multicast groups of rtnetlink (the bits of `nl_groups`).
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+
+/// The path the kernel takes towards an address ([`Netlink::route_to`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Path {
+    /// The outgoing interface's index.
+    pub oif: u32,
+    /// The next hop, when not on the link.
+    pub gateway: Option<Ipv4Addr>,
+    /// The source address the kernel picks (none: the host has no address
+    /// to send from).
+    pub src: Option<Ipv4Addr>,
+    /// Whether the outgoing interface is up with a carrier.
+    pub running: bool,
+}
+
+/// What a batch of announcements ([`Monitor::drain`]) said.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Something that may change a path changed: a link, an IPv4 address
+    /// or an IPv4 route, other than on the ignored interface (or
+    /// announcements were lost).
+    pub any: bool,
+    /// The state of each link announced, in order: (index, up and
+    /// running), `false` for a link removed.
+    pub links: Vec<(u32, bool)>,
+}
 
 pub struct Netlink {
     socket: Socket,
@@ -114,6 +161,130 @@ impl Netlink {
             other => other?,
         }
         self.set_link(ifindex, false, None)
+    }
+
+    /// A socket for queries ([`Netlink::route_to`]) that never waits long
+    /// for the kernel. Opening and querying need no privilege.
+    pub fn open_for_queries() -> io::Result<Self> {
+        let nl = Self::open()?;
+        set_timeout(nl.socket.as_raw_fd(), QUERY_TIMEOUT)?;
+        Ok(nl)
+    }
+
+    /// The path the kernel takes towards `dst` (`ip route get DST`), with
+    /// the outgoing interface's state; `None` when there is no route
+    /// (unreachable network or host).
+    pub fn route_to(&mut self, dst: Ipv4Addr) -> io::Result<Option<Path>> {
+        let mut q = RouteMessage::default();
+        q.header.address_family = AddressFamily::Inet;
+        q.header.destination_prefix_length = 32;
+        q.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        let reply = match self.query(RouteNetlinkMessage::GetRoute(q)) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                    nix::errno::Errno::ENETUNREACH
+                        | nix::errno::Errno::EHOSTUNREACH
+                        | nix::errno::Errno::EINVAL
+                        | nix::errno::Errno::EACCES
+                        | nix::errno::Errno::EPERM
+                ) =>
+            {
+                // EINVAL: a local source that cannot reach it; EACCES and
+                // EPERM: a prohibit or blackhole route. No way out either.
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(RouteNetlinkMessage::NewRoute(r)) = reply else {
+            return Ok(None);
+        };
+        if r.header.kind != RouteType::Unicast {
+            return Ok(None);
+        }
+        let mut path = Path {
+            oif: 0,
+            gateway: None,
+            src: None,
+            running: false,
+        };
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Oif(i) => path.oif = *i,
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => path.gateway = Some(*g),
+                RouteAttribute::PrefSource(RouteAddress::Inet(s)) if !s.is_unspecified() => {
+                    path.src = Some(*s)
+                }
+                _ => {}
+            }
+        }
+        if path.oif == 0 {
+            return Ok(None);
+        }
+        path.running = self.link_running(path.oif)?.unwrap_or(false);
+        Ok(Some(path))
+    }
+
+    /// Whether interface `ifindex` is up with a carrier (`None`: no such
+    /// interface).
+    pub fn link_running(&mut self, ifindex: u32) -> io::Result<Option<bool>> {
+        let mut q = LinkMessage::default();
+        q.header.index = ifindex;
+        match self.query(RouteNetlinkMessage::GetLink(q)) {
+            Ok(Some(RouteNetlinkMessage::NewLink(l))) => Ok(Some(running(l.header.flags))),
+            Ok(_) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether any interface but the loopback and `ignore` has an IPv4
+    /// address.
+    pub fn has_ipv4_address(&mut self, ignore: u32) -> io::Result<bool> {
+        let mut q = AddressMessage::default();
+        q.header.family = AddressFamily::Inet;
+        for msg in self.dump(RouteNetlinkMessage::GetAddress(q))? {
+            let RouteNetlinkMessage::NewAddress(a) = msg else {
+                continue;
+            };
+            if a.header.family != AddressFamily::Inet || a.header.index == ignore {
+                continue;
+            }
+            let found = a.attributes.iter().any(|attr| {
+                matches!(attr, AddressAttribute::Local(IpAddr::V4(ip))
+                    | AddressAttribute::Address(IpAddr::V4(ip)) if !ip.is_loopback())
+            });
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Sends a request (not a dump) and returns the kernel's answer: a
+    /// message, or `None` for a bare acknowledgement.
+    fn query(&mut self, msg: RouteNetlinkMessage) -> io::Result<Option<RouteNetlinkMessage>> {
+        let seq = self.send(msg, 0)?;
+        for _ in 0..MAX_DATAGRAMS {
+            for reply in self.receive(seq)? {
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(m) => return Ok(Some(m)),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(None),
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no answer from the kernel",
+        ))
     }
 
     fn set_link(&mut self, ifindex: u32, up: bool, mtu: Option<u32>) -> io::Result<()> {
@@ -245,6 +416,152 @@ impl Netlink {
     }
 }
 
+/// Whether link flags say up with a carrier.
+fn running(flags: LinkFlags) -> bool {
+    flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running)
+}
+
+/// A receive timeout on a socket.
+fn set_timeout(fd: i32, d: Duration) -> io::Result<()> {
+    let tv = nix::sys::time::TimeVal::new(
+        d.as_secs() as nix::libc::time_t,
+        d.subsec_micros() as nix::libc::suseconds_t,
+    );
+    // SAFETY: a valid descriptor and a timeval that lives through the call.
+    let r = unsafe {
+        nix::libc::setsockopt(
+            fd,
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_RCVTIMEO,
+            (&tv as *const nix::sys::time::TimeVal).cast(),
+            std::mem::size_of::<nix::sys::time::TimeVal>() as nix::libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The kernel's announcements of link, IPv4 address and IPv4 route
+/// changes (rtnetlink multicast groups, which any user may join). The
+/// socket never blocks; [`Monitor::drain`] reads what is there.
+pub struct Monitor {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl Monitor {
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind(&SocketAddr::new(
+            0,
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE,
+        ))?;
+        socket.set_non_blocking(true)?;
+        // Room for a burst (a link going down takes its routes with it);
+        // the kernel caps what an unprivileged process may ask.
+        let _ = socket.set_rx_buf_sz(1usize << 20);
+        Ok(Monitor {
+            socket,
+            buf: vec![0u8; RECV_BUF],
+        })
+    }
+
+    /// Reads every announcement waiting (at most a few hundred datagrams)
+    /// and sums up what they said, leaving out what concerns interface
+    /// `ignore` (our own tunnel). Announcements lost to a full socket
+    /// buffer count as a change.
+    pub fn drain(&mut self, ignore: u32) -> Changes {
+        let mut c = Changes::default();
+        for _ in 0..512 {
+            match self.socket.recv_from(&mut &mut self.buf[..], 0) {
+                Ok((n, from)) => {
+                    // Only the kernel speaks on these groups; anything
+                    // else (another process's unicast) is not believed.
+                    if from.port_number() != 0 {
+                        continue;
+                    }
+                    classify(self.buf.get(..n).unwrap_or_default(), ignore, &mut c);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
+                    // Overrun: some were lost, so assume the worst.
+                    c.any = true;
+                }
+                Err(_) => break,
+            }
+        }
+        c
+    }
+}
+
+impl AsFd for Monitor {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// Sums up the announcements of one datagram into `c` (see
+/// [`Monitor::drain`]). Whatever the bytes, it neither panics nor reads
+/// past them.
+pub fn classify(mut data: &[u8], ignore: u32, c: &mut Changes) {
+    while data.len() >= 16 {
+        let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        if len < 16 || len > data.len() {
+            return;
+        }
+        let one = &data[..len];
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(one) {
+            Ok(msg) => {
+                if let NetlinkPayload::InnerMessage(m) = msg.payload {
+                    note(&m, ignore, c);
+                }
+            }
+            // A message this library cannot read: it may matter.
+            Err(_) => c.any = true,
+        }
+        let step = (len + 3) & !3;
+        data = data.get(step..).unwrap_or_default();
+    }
+}
+
+fn note(m: &RouteNetlinkMessage, ignore: u32, c: &mut Changes) {
+    match m {
+        RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
+            if l.header.index == ignore {
+                return;
+            }
+            let up = matches!(m, RouteNetlinkMessage::NewLink(_)) && running(l.header.flags);
+            c.links.push((l.header.index, up));
+            c.any = true;
+        }
+        RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
+            if a.header.index == ignore || a.header.family != AddressFamily::Inet {
+                return;
+            }
+            c.any = true;
+        }
+        RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+            if r.header.address_family != AddressFamily::Inet
+                || r.header.flags.contains(RouteFlags::Cloned)
+            {
+                return;
+            }
+            let oif = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            if oif.is_some() && oif == Some(ignore) {
+                return;
+            }
+            c.any = true;
+        }
+        _ => {}
+    }
+}
+
 fn address_message(ifindex: u32, (ip, prefix_len): (Ipv6Addr, u8)) -> AddressMessage {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet6;
@@ -293,4 +610,144 @@ fn libc_esrch() -> i32 {
 
 fn libc_eaddrnotavail() -> i32 {
     nix::errno::Errno::EADDRNOTAVAIL as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One announcement as the kernel would send it.
+    fn datagram(msg: RouteNetlinkMessage) -> Vec<u8> {
+        let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut buf = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        buf
+    }
+
+    fn link(index: u32, flags: LinkFlags) -> RouteNetlinkMessage {
+        let mut l = LinkMessage::default();
+        l.header.index = index;
+        l.header.flags = flags;
+        RouteNetlinkMessage::NewLink(l)
+    }
+
+    fn v4_address(index: u32) -> RouteNetlinkMessage {
+        let mut a = AddressMessage::default();
+        a.header.family = AddressFamily::Inet;
+        a.header.index = index;
+        a.header.prefix_len = 24;
+        a.attributes
+            .push(AddressAttribute::Local(IpAddr::V4(Ipv4Addr::new(
+                192, 168, 1, 2,
+            ))));
+        RouteNetlinkMessage::NewAddress(a)
+    }
+
+    fn v4_default_route(oif: u32) -> RouteNetlinkMessage {
+        let mut r = RouteMessage::default();
+        r.header.address_family = AddressFamily::Inet;
+        r.header.table = RouteHeader::RT_TABLE_MAIN;
+        r.header.kind = RouteType::Unicast;
+        r.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::new(
+                192, 168, 1, 1,
+            ))));
+        r.attributes.push(RouteAttribute::Oif(oif));
+        RouteNetlinkMessage::NewRoute(r)
+    }
+
+    fn changes(msgs: Vec<RouteNetlinkMessage>, ignore: u32) -> Changes {
+        let mut bytes = Vec::new();
+        for m in msgs {
+            bytes.extend(datagram(m));
+        }
+        let mut c = Changes::default();
+        classify(&bytes, ignore, &mut c);
+        c
+    }
+
+    #[test]
+    fn what_can_change_a_path_counts() {
+        let c = changes(
+            vec![
+                link(2, LinkFlags::Up | LinkFlags::Running),
+                link(3, LinkFlags::Up),
+            ],
+            9,
+        );
+        assert!(c.any);
+        assert_eq!(c.links, vec![(2, true), (3, false)]);
+        assert!(changes(vec![v4_address(2)], 9).any);
+        assert!(changes(vec![v4_default_route(2)], 9).any);
+    }
+
+    #[test]
+    fn our_own_interface_and_ipv6_do_not() {
+        // The tunnel's own link, addresses and routes.
+        let c = changes(
+            vec![
+                link(9, LinkFlags::Up | LinkFlags::Running),
+                v4_address(9),
+                v4_default_route(9),
+            ],
+            9,
+        );
+        assert_eq!(c, Changes::default());
+        // IPv6 addresses and routes, on any interface.
+        let mut a = AddressMessage::default();
+        a.header.family = AddressFamily::Inet6;
+        a.header.index = 2;
+        let mut r = RouteMessage::default();
+        r.header.address_family = AddressFamily::Inet6;
+        r.attributes.push(RouteAttribute::Oif(2));
+        let c = changes(
+            vec![
+                RouteNetlinkMessage::NewAddress(a),
+                RouteNetlinkMessage::NewRoute(r),
+            ],
+            9,
+        );
+        assert_eq!(c, Changes::default());
+    }
+
+    #[test]
+    fn garbage_neither_panics_nor_reads_past_the_end() {
+        let good = datagram(v4_address(2));
+        for cut in 0..good.len() {
+            let mut c = Changes::default();
+            classify(&good[..cut], 9, &mut c);
+        }
+        let mut state = 0x1234_5678u32;
+        for _ in 0..2000 {
+            let mut b = good.clone();
+            for _ in 0..4 {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let at = (state >> 8) as usize % b.len();
+                b[at] ^= (state >> 24) as u8 | 1;
+            }
+            let mut c = Changes::default();
+            classify(&b, 9, &mut c);
+        }
+        // A length field larger than the datagram: nothing read.
+        let mut c = Changes::default();
+        classify(
+            &[0xff, 0xff, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            9,
+            &mut c,
+        );
+        assert_eq!(c, Changes::default());
+    }
+
+    #[test]
+    fn the_route_to_loopback_is_found_without_privilege() {
+        // Every network namespace has lo; `ip route get 127.0.0.1` goes
+        // through it (a local route: not a path to a server, so None is
+        // as good an answer as a path on lo).
+        let mut nl = Netlink::open_for_queries().expect("rtnetlink socket");
+        let r = nl.route_to(Ipv4Addr::LOCALHOST);
+        assert!(r.is_ok(), "{r:?}");
+        assert!(nl.link_running(1).unwrap().is_some(), "lo is index 1");
+        assert_eq!(nl.link_running(0x7fff_fff0).unwrap(), None);
+    }
 }

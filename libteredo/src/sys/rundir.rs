@@ -327,14 +327,48 @@ impl SafeDir {
         Ok(true)
     }
 
+    /// Whether a live process listens on the socket `name` (a connection
+    /// to it is accepted, or waits in its full backlog). A stale socket,
+    /// left by a process that is gone, refuses connections: not live.
+    pub fn socket_is_served(&self, name: &str) -> io::Result<bool> {
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+        let name = check_name(name)?;
+        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if kind(&st) == SFlag::S_IFSOCK => {}
+            // Nothing there, or not a socket (removed by bind_socket).
+            _ => return Ok(false),
+        }
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // The path goes through directories of root's only (checked when
+        // this one was opened), and its last component is a socket.
+        let addr = UnixAddr::new(&self.path.join(name))?;
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr) {
+            Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Ok(true),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Binds a listening Unix stream socket at `name` with `mode` (a stale
-    /// socket, or anything else found there, is removed first). The mode
-    /// comes from the umask in force during `bind`, so the name never
-    /// exists with another; the umask is process-wide, so this must run
-    /// before the daemon starts threads.
+    /// socket, or anything else found there, is removed first). A socket
+    /// another live process serves is left alone: the error's kind is
+    /// [`io::ErrorKind::AddrInUse`] then. The mode comes from the umask in
+    /// force during `bind`, so the name never exists with another; the
+    /// umask is process-wide, so this must run before the daemon starts
+    /// threads.
     pub fn bind_socket(&self, name: &str, mode: u32) -> io::Result<UnixListener> {
         let name = check_name(name)?;
         let at = self.path.join(name);
+        if self.socket_is_served(name)? {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{}: another process answers on it", at.display()),
+            ));
+        }
         let mut attempt = 0;
         loop {
             match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
@@ -479,10 +513,17 @@ pub(crate) mod tests {
         assert!(m.file_type().is_socket());
         assert_eq!(m.mode() & 0o7777, 0o666);
         assert_eq!(std::fs::metadata(&victim).unwrap().mode() & 0o7777, 0o600);
+        // Served: left alone.
+        assert!(d.socket_is_served("teredo.status").unwrap());
+        let e = d.bind_socket("teredo.status", 0o666).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(std::os::unix::net::UnixStream::connect(base.join("teredo.status")).is_ok());
         drop(l);
         // Again over the stale socket.
+        assert!(!d.socket_is_served("teredo.status").unwrap());
         let _l = d.bind_socket("teredo.status", 0o666).unwrap();
         assert!(d.bind_socket("../x", 0o666).is_err());
+        assert!(!d.socket_is_served("absent").unwrap());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }
