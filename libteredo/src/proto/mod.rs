@@ -8,6 +8,7 @@ pub mod client;
 pub mod discovery;
 pub mod ecn;
 pub mod peers;
+pub mod portmap;
 mod queues;
 pub mod ratelimit;
 pub mod relay;
