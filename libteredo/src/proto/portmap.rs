@@ -530,7 +530,7 @@ impl PortMapper {
 
     /// A PCP answer to our MAP request.
     fn pcp_answer(&self, b: &[u8]) -> Option<Answer> {
-        if b.len() < PCP_HEADER || b.len() % 4 != 0 {
+        if b.len() < PCP_HEADER || !b.len().is_multiple_of(4) {
             return None;
         }
         let opcode = b[1];
