@@ -2,22 +2,32 @@
 //! (TUN -> UDP, UDP -> TUN), as cheap per packet as a plain copy loop, and
 //! the main thread for timers, signals, the status socket, local discovery
 //! and miredo-privproc. The sans-IO engine sits in between, behind a mutex.
+//!
+//! A client's main thread also follows the host's network: the server
+//! names resolved through the reader process until they resolve
+//! (`servers`), the path to the server through rtnetlink (`network`), and
+//! sleep (libteredo::sys::sleep); it turns each into an engine input
+//! (`Client::set_server_list`, `Client::path_changed`).
 
+use crate::network::{self, Waiting, Watch};
+use crate::servers::{Names, Outcome, ServerList};
 use crate::status;
 use libteredo::conf::miredo::MiredoConfig;
 use libteredo::privsep::{self, Policy, Reply, Request, TeredoPrefix};
-use libteredo::proto::client::Client;
+use libteredo::proto::client::{Client, ClientState};
 use libteredo::proto::relay::Relay;
 use libteredo::proto::stats::Stats;
 use libteredo::proto::{Event, Output};
 use libteredo::sys::batch::{enable_udp_gro, RecvBatch, SendBatch, GRO_SLOT};
+use libteredo::sys::netlink::{Monitor, Netlink};
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::signals;
+use libteredo::sys::sleep::{self, WakeAlarm};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +110,10 @@ pub struct Io {
     pub sigfd: SignalFd,
     pub status: UnixListener,
     pub privproc: Option<UnixStream>,
+    /// A client's rtnetlink announcements and queries (opened by root;
+    /// none when they could not be).
+    pub monitor: Option<Monitor>,
+    pub routes: Option<Netlink>,
 }
 
 /// What the I/O threads and the main thread share.
@@ -142,8 +156,13 @@ impl Shared {
     /// datagrams in one sendmmsg batch, packets for the TUN device in one
     /// batch (coalesced into GRO super-packets when the device has
     /// offloads), events to the main thread.
-    fn dispatch(&self, out: &mut Vec<Output>, io: &mut IoBufs) {
+    ///
+    /// Returns how the unicast UDP datagrams went (`None`: there were
+    /// none): the first error, for a client that wants to know why its
+    /// server does not answer.
+    fn dispatch(&self, out: &mut Vec<Output>, io: &mut IoBufs) -> Option<io::Result<()>> {
         let mut events = false;
+        let mut udp = None;
         for o in out.drain(..) {
             match o {
                 Output::Udp(t) if t.to.ip().is_multicast() => {
@@ -165,6 +184,7 @@ impl Shared {
                 Output::Udp(t) => {
                     io.udp.push(t.to, &t.payload, t.ecn);
                     io.give_back(t.payload);
+                    udp = Some(Ok(()));
                 }
                 Output::Tun(p) if io.headroom == 0 => io.tun.push(p),
                 Output::Tun(p) => {
@@ -182,11 +202,13 @@ impl Shared {
         }
         if let Err(e) = io.udp.flush(self.udp.as_fd()) {
             log::debug!("UDP send: {e}");
+            udp = Some(Err(e));
         }
         self.send_tun(io);
         if events {
             self.wake();
         }
+        udp
     }
 
     /// Writes the packets gathered for the TUN device; with offloads, runs
@@ -474,6 +496,26 @@ pub struct Daemon {
     cli_server: Option<String>,
     /// The main thread's output buffers.
     iobufs: IoBufs,
+    /// A client's server names and their resolution.
+    names: Option<Names>,
+    /// The addresses the server name gave last (logged when they change).
+    resolved: Option<Vec<Ipv4Addr>>,
+    /// A name that does not resolve was said in the log (once, until it
+    /// resolves).
+    unresolved_logged: bool,
+    /// A client's watch on the path to its server.
+    watch: Option<Watch>,
+    /// The error of the last solicitation sent, if it failed (errno).
+    send_errno: i32,
+    /// What the log last said the client waits for.
+    waiting_logged: Option<Waiting>,
+    /// Wakes the main loop when the host wakes up.
+    alarm: Option<WakeAlarm>,
+    /// CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last check.
+    boot_offset: Duration,
+    /// The servers were changed by a reload (said so in the log when the
+    /// client starts using them).
+    sighup_servers: bool,
 }
 
 /// Receives a datagram with the ECN field of its IPv4 header (RFC 9601:
@@ -573,6 +615,7 @@ impl Daemon {
         io: Io,
         reader: Option<ConfigReader>,
         cli_server: Option<String>,
+        names: Option<Names>,
     ) -> io::Result<Self> {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
@@ -599,6 +642,18 @@ impl Daemon {
             deadline: AtomicU64::new(0),
             base,
         });
+        let watch = names
+            .as_ref()
+            .map(|_| Watch::new(io.monitor, io.routes, io.ifindex));
+        // A timer descriptor needs no privilege; without one, a sleep is
+        // still noticed at the next timer.
+        let alarm = match WakeAlarm::new() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log::warn!("no wake-up alarm ({e}): a sleep is noticed at the next timer only");
+                None
+            }
+        };
         Ok(Daemon {
             conf,
             sh,
@@ -614,6 +669,15 @@ impl Daemon {
             server_change: None,
             cli_server,
             iobufs: IoBufs::new(headroom),
+            names,
+            resolved: None,
+            unresolved_logged: false,
+            watch,
+            send_errno: 0,
+            waiting_logged: None,
+            alarm,
+            boot_offset: sleep::offset(),
+            sighup_servers: false,
         })
     }
 
@@ -637,13 +701,37 @@ impl Daemon {
         }
         let mut buf = vec![0u8; BUF];
         loop {
+            let now = Instant::now();
+            self.check_sleep(now);
+            self.poll_names(now);
+            if self
+                .watch
+                .as_ref()
+                .and_then(Watch::due)
+                .is_some_and(|t| t <= now)
+            {
+                self.check_path(now);
+            }
             self.timeouts();
             self.events();
+            self.log_waiting();
             if let Some(why) = lock(&self.sh.fatal).take() {
                 return Err(why);
             }
             let next = lock(&self.sh.engine).poll_timeout();
-            let timeout = match next {
+            // Our own timers: the next try of a name, the next path lookup.
+            let ours = [
+                self.names.as_ref().and_then(Names::due),
+                self.watch.as_ref().and_then(Watch::due),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let wake_at = match (next, ours) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = match wake_at {
                 Some(t) => {
                     let d = t.saturating_duration_since(Instant::now());
                     // Round up: waking a millisecond early would spin.
@@ -657,7 +745,7 @@ impl Daemon {
                     .min(u128::from(u64::MAX - 1)) as u64
             });
             self.sh.deadline.store(deadline, Ordering::Relaxed);
-            let (sig_r, status_r, wake_r, disc_r, priv_r) = {
+            let (sig_r, status_r, wake_r, disc_r, priv_r, reader_r, mon_r, alarm_r) = {
                 let mut fds = vec![
                     PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.status.as_fd(), PollFlags::POLLIN),
@@ -669,6 +757,28 @@ impl Daemon {
                 });
                 let priv_idx = self.privproc.as_ref().map(|p| {
                     fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                    fds.len() - 1
+                });
+                // The reader only speaks when asked: a client's answers
+                // about names (a relay asks it nothing between reloads).
+                let reader_idx = self
+                    .reader
+                    .as_ref()
+                    .filter(|_| self.names.is_some())
+                    .map(|r| {
+                        fds.push(PollFd::new(r.fd(), PollFlags::POLLIN));
+                        fds.len() - 1
+                    });
+                let mon_idx = self
+                    .watch
+                    .as_ref()
+                    .and_then(|w| w.monitor.as_ref())
+                    .map(|m| {
+                        fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+                        fds.len() - 1
+                    });
+                let alarm_idx = self.alarm.as_ref().map(|a| {
+                    fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
                     fds.len() - 1
                 });
                 match poll(&mut fds, timeout) {
@@ -683,8 +793,24 @@ impl Daemon {
                     ready(2),
                     disc_idx.is_some_and(ready),
                     priv_idx.is_some_and(ready),
+                    reader_idx.is_some_and(ready),
+                    mon_idx.is_some_and(ready),
+                    alarm_idx.is_some_and(ready),
                 )
             };
+            if alarm_r {
+                if let Some(a) = &self.alarm {
+                    // The clock jumped: a sleep, or a clock set (the next
+                    // iteration's check_sleep tells them apart).
+                    a.acknowledge();
+                }
+            }
+            if mon_r {
+                self.announcements();
+            }
+            if reader_r {
+                self.read_answers(true);
+            }
             if wake_r {
                 while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
             }
@@ -727,7 +853,334 @@ impl Daemon {
                 e.handle_timeout(now, &mut out);
             }
         }
+        if let Some(sent) = self.sh.dispatch(&mut out, &mut self.iobufs) {
+            self.note_send(now, sent);
+        }
+    }
+
+    /// How the main thread's last datagrams went (a client's solicitations
+    /// leave from here): a new error asks the routing table why.
+    fn note_send(&mut self, now: Instant, sent: io::Result<()>) {
+        let errno = match sent {
+            Ok(()) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(0),
+        };
+        if errno != self.send_errno {
+            self.send_errno = errno;
+            if errno != 0 {
+                if let Some(w) = self.watch.as_mut() {
+                    w.check_by(now);
+                }
+            }
+        }
+    }
+
+    /// The client's engine, if this is a client.
+    fn client(&self) -> Option<MutexGuard<'_, EngineKind>> {
+        let e = lock(&self.sh.engine);
+        matches!(&*e, EngineKind::Client(_)).then_some(e)
+    }
+
+    /// The server the client uses, if it has one.
+    fn current_server(&self) -> Option<Ipv4Addr> {
+        match &*self.client()? {
+            EngineKind::Client(c) if c.has_server() => Some(c.config().server),
+            _ => None,
+        }
+    }
+
+    /// Tells the client its path changed (or the host slept): a fresh
+    /// solicitation at once.
+    fn path_changed(&mut self, now: Instant) {
+        if let Some(mut e) = self.client() {
+            if let EngineKind::Client(c) = &mut *e {
+                c.path_changed(now);
+            }
+        }
+        self.sh.wake();
+    }
+
+    /// Notices that the host slept since the last check (the boot clock
+    /// ran on while the monotonic one stood still).
+    fn check_sleep(&mut self, now: Instant) {
+        let off = sleep::offset();
+        let slept = sleep::slept(self.boot_offset, off, sleep::MIN_SLEEP);
+        self.boot_offset = off;
+        let Some(d) = slept else { return };
+        if self.client().is_none() {
+            // A relay: nothing to requalify.
+            log::info!("the host slept for {} s", d.as_secs());
+            return;
+        }
+        if self.current_server().is_some() {
+            log::info!(
+                "the host slept for {} s: soliciting the Teredo server at once (the NAT has most likely forgotten us)",
+                d.as_secs()
+            );
+            self.path_changed(now);
+        } else {
+            log::info!("the host slept for {} s", d.as_secs());
+        }
+        if let Some(n) = self.names.as_mut() {
+            n.network_changed(now);
+        }
+        if let Some(w) = self.watch.as_mut() {
+            w.check_by(now);
+        }
+    }
+
+    /// Reads the kernel's announcements; a change that may matter makes a
+    /// lookup due shortly (and a name that does not resolve is tried again
+    /// then).
+    fn announcements(&mut self) {
+        let now = Instant::now();
+        let Some(w) = self.watch.as_mut() else { return };
+        if w.announcements(now) {
+            log::debug!("network announcements: the path to the server is looked up again");
+        }
+    }
+
+    /// Looks up the path to the server; a change makes the client solicit
+    /// it at once.
+    fn check_path(&mut self, now: Instant) {
+        let server = self.current_server();
+        let Some(w) = self.watch.as_mut() else { return };
+        let Some(server) = server else {
+            // No server yet: the network changed, the name may resolve now.
+            let _ = w.check(Ipv4Addr::UNSPECIFIED);
+            if let Some(n) = self.names.as_mut() {
+                n.network_changed(now);
+            }
+            return;
+        };
+        let checked = w.check(server);
+        let Some(what) = checked.change else { return };
+        if network::usable(&checked.reach) {
+            log::info!(
+                "the path to the Teredo server {server} changed ({what}): soliciting it at once"
+            );
+            self.path_changed(now);
+        } else {
+            log::info!("the path to the Teredo server {server} changed ({what})");
+        }
+    }
+
+    /// Sends the names due to the reader, and acts on a round that ended
+    /// without it.
+    fn poll_names(&mut self, now: Instant) {
+        let Some(n) = self.names.as_mut() else { return };
+        let (send, outcome) = n.poll(now);
+        for name in send {
+            let sent = match self.reader.as_mut() {
+                Some(r) => r.resolve(&name).map_err(|e| e.to_string()),
+                None => Err("the configuration reader is gone".into()),
+            };
+            if let Err(e) = sent {
+                log::error!("cannot resolve {name}: {e}");
+                self.reader_lost();
+                return;
+            }
+        }
+        if let Some(o) = outcome {
+            self.resolved(now, o);
+        }
+    }
+
+    /// Reads the reader's answers about names.
+    fn read_answers(&mut self, readable: bool) {
+        let Some(r) = self.reader.as_mut() else {
+            return;
+        };
+        match r.answers(readable) {
+            Ok(answers) => {
+                let now = Instant::now();
+                for a in answers {
+                    let out = self.names.as_mut().and_then(|n| n.answer(now, &a));
+                    if let Some(o) = out {
+                        self.resolved(now, o);
+                    }
+                }
+            }
+            Err(e) => {
+                log::error!("configuration reader: {e}");
+                self.reader_lost();
+            }
+        }
+    }
+
+    /// The reader died or broke its protocol: no more names, no more
+    /// reloads (the daemon runs on with what it has).
+    fn reader_lost(&mut self) {
+        if self.reader.take().is_some() {
+            log::error!(
+                "the configuration reader is gone: host names can no longer be resolved, nor the configuration reread; restart miredo"
+            );
+        }
+        // Nothing will answer: no more tries (literals need no answer).
+        if !self.names.as_ref().is_some_and(Names::literal) {
+            self.names = None;
+        }
+    }
+
+    /// A round of resolution ended.
+    fn resolved(&mut self, now: Instant, o: Outcome) {
+        let name = self
+            .names
+            .as_ref()
+            .map_or_else(String::new, |n| n.primary().to_string());
+        match o {
+            Outcome::Resolved(list, addrs) => {
+                self.unresolved_logged = false;
+                if self.resolved.as_ref() != Some(&addrs) {
+                    if name.parse::<Ipv4Addr>().is_err() {
+                        let list_s: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                        log::info!("ServerAddress {name} resolves to {}", list_s.join(", "));
+                    }
+                    self.resolved = Some(addrs);
+                }
+                self.apply_servers(now, list);
+            }
+            Outcome::Failed(why) => {
+                if std::mem::replace(&mut self.unresolved_logged, true) {
+                    return;
+                }
+                if let Some(server) = self.current_server() {
+                    // The servers known are used: nothing is waited for.
+                    let again = self.names.as_ref().and_then(Names::due).is_some();
+                    log::warn!(
+                        "ServerAddress {name} does not resolve ({why}): keeping the Teredo server {server}{}",
+                        if again { "; trying again" } else { "" }
+                    );
+                } else {
+                    self.waiting_logged = Some(Waiting::NameUnresolved);
+                    log::warn!(
+                        "waiting: the Teredo server name does not resolve ({why}); trying again in {} s, then less and less often (at most every {} s), and at once when the network changes",
+                        self.names
+                            .as_ref()
+                            .and_then(Names::due)
+                            .map_or(0, |t| t.saturating_duration_since(now).as_secs()),
+                        crate::servers::MAX_RETRY.as_secs()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Gives the client the servers a name resolved to. The server in use
+    /// stays first if the name still gives it (no requalification).
+    fn apply_servers(&mut self, now: Instant, list: ServerList) {
+        let mut out = Vec::new();
+        let mut started = false;
+        let sighup = self.sighup_servers;
+        {
+            let Some(mut e) = self.client() else { return };
+            let EngineKind::Client(c) = &mut *e else {
+                return;
+            };
+            let list = if c.has_server() {
+                list.starting_with(c.config().server)
+            } else {
+                list
+            };
+            let current: Vec<(Ipv4Addr, Ipv4Addr)> = c.servers().collect();
+            if c.has_server() && current == list.pairs() {
+                return;
+            }
+            let first = !c.has_server();
+            let others: Vec<String> = list.fallbacks.iter().map(|f| f.0.to_string()).collect();
+            let changed = c.has_server() && c.config().server != list.server;
+            c.set_server_list(
+                now,
+                list.server,
+                list.server2,
+                list.fallbacks.clone(),
+                &mut out,
+            );
+            if first || changed {
+                let then = if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(", then {}", others.join(", "))
+                };
+                if sighup {
+                    log::info!(
+                        "SIGHUP: Teredo server now {} (secondary {}){then}",
+                        list.server,
+                        list.server2
+                    );
+                } else {
+                    log::info!(
+                        "Teredo server {} (secondary address {}){then}",
+                        list.server,
+                        list.server2
+                    );
+                }
+                started = true;
+            } else if !others.is_empty() {
+                log::info!(
+                    "Teredo servers after {}: {}",
+                    list.server,
+                    others.join(", ")
+                );
+            }
+        }
         self.sh.dispatch(&mut out, &mut self.iobufs);
+        if started {
+            self.sighup_servers = false;
+            // A lookup for the new server: the baseline its changes are
+            // measured from.
+            if let Some(w) = self.watch.as_mut() {
+                w.check_by(now);
+            }
+            self.sh.wake();
+        }
+    }
+
+    /// What the client waits for, for the status page (`None`: a relay, or
+    /// qualified).
+    pub fn waiting_for(&self, e: &EngineKind) -> Option<Waiting> {
+        let EngineKind::Client(c) = e else {
+            return None;
+        };
+        let reach = self
+            .watch
+            .as_ref()
+            .map_or(network::Reach::Unknown, Watch::reach);
+        network::waiting_for(
+            c.has_server(),
+            c.qualification().is_some(),
+            reach,
+            self.send_errno,
+        )
+    }
+
+    /// Says once in the log what the client waits for when it changes (a
+    /// server that does not answer only once a round of solicitations
+    /// failed; a name that does not resolve is said where it fails).
+    fn log_waiting(&mut self) {
+        let (now_waiting, offline, server) = {
+            let e = lock(&self.sh.engine);
+            let EngineKind::Client(c) = &*e else { return };
+            (
+                self.waiting_for(&e),
+                c.state() == ClientState::Offline,
+                c.config().server,
+            )
+        };
+        match now_waiting {
+            None => self.waiting_logged = None,
+            Some(Waiting::NameUnresolved) => {}
+            Some(Waiting::NoAnswer) if !offline => {}
+            Some(w) if Some(w) != self.waiting_logged => {
+                self.waiting_logged = Some(w);
+                match w {
+                    Waiting::NoRoute => log::warn!("waiting: no route to the Teredo server {server}; soliciting it again as soon as the network changes"),
+                    Waiting::NoAddress => log::warn!("waiting: no IPv4 address to reach the Teredo server {server} from; soliciting it again as soon as the network changes"),
+                    _ => log::warn!("waiting: no answer from the Teredo server {server}; trying again"),
+                }
+            }
+            Some(_) => {}
+        }
     }
 
     /// Acts on what the engine reported.
@@ -788,6 +1241,10 @@ impl Daemon {
                 self.privproc(Request::Down {
                     ifindex: self.ifindex,
                 });
+                // The name may give other servers now.
+                if let Some(n) = self.names.as_mut() {
+                    n.refresh(Instant::now());
+                }
             }
             Event::NatObserved(nat) => log::info!("NAT behaviour observed: {nat}"),
             Event::ServerChanged { from, to } => {
@@ -796,6 +1253,10 @@ impl Daemon {
                     libteredo::proto::client::RS_ATTEMPTS
                 );
                 self.server_change = Some((from, to, std::time::SystemTime::now()));
+                // The path to the new server: the baseline of its changes.
+                if let Some(w) = self.watch.as_mut() {
+                    w.check_by(Instant::now());
+                }
             }
         }
     }
@@ -864,14 +1325,21 @@ impl Daemon {
     /// what needs no privilege.
     fn reload(&mut self) {
         let Some(reader) = self.reader.as_mut() else {
-            log::info!("SIGHUP: running on built-in defaults, nothing to reload");
+            log::info!("SIGHUP: nothing to reload (built-in defaults, or the configuration reader is gone)");
             return;
         };
         let Some(path) = reader.path().map(std::path::Path::to_path_buf) else {
             log::info!("SIGHUP: running on built-in defaults, nothing to reload");
+            // The server name is resolved again all the same.
+            if let Some(n) = self.names.as_mut() {
+                n.refresh(Instant::now());
+            }
             return;
         };
-        let text = match reader.read() {
+        let text = reader.read();
+        // Answers about names that came before the file's.
+        self.read_answers(false);
+        let text = match text {
             Ok(t) => t,
             Err(e) => {
                 log::error!("SIGHUP: {e}; keeping the running configuration");
@@ -933,33 +1401,47 @@ impl Daemon {
                 new.syslog_facility.as_str()
             );
         }
-        let mut engine = lock(&self.sh.engine);
-        if let EngineKind::Client(c) = &mut *engine {
-            if new.server_address != applied.server_address
-                || new.server_address2 != applied.server_address2
-            {
-                match new.resolve_servers() {
-                    Ok(Some((s1, s2))) => {
-                        let mut out = Vec::new();
-                        c.set_servers(Instant::now(), s1, s2, &mut out);
+        let now = Instant::now();
+        let mut start_names = false;
+        if self.client().is_some() {
+            let changed = new.server_address != applied.server_address
+                || new.server_address2 != applied.server_address2;
+            match &new.server_address {
+                None => log::error!("SIGHUP: no Teredo server: keeping the running one"),
+                Some(name) if changed => {
+                    // The running server stays until the new name resolves
+                    // (at once for an address).
+                    let names = Names::new(name, new.server_address2.as_deref(), now);
+                    if names.literal() && names.literal_list().is_none() {
+                        log::error!(
+                            "SIGHUP: {name} has no next address; set ServerAddress2: keeping the running server"
+                        );
+                    } else {
+                        if !names.literal() {
+                            log::info!("SIGHUP: Teredo server name now {name}: the running server stays until it resolves");
+                        }
                         applied.server_address = new.server_address.clone();
                         applied.server_address2 = new.server_address2.clone();
-                        log::info!("SIGHUP: Teredo server now {s1} (secondary {s2})");
-                        drop(engine);
-                        self.sh.dispatch(&mut out, &mut self.iobufs);
-                        self.conf = applied;
-                        log::info!("SIGHUP: configuration {} reloaded", path.display());
-                        return;
+                        self.names = Some(names);
+                        self.resolved = None;
+                        self.unresolved_logged = false;
+                        self.sighup_servers = true;
+                        start_names = true;
                     }
-                    Ok(None) => log::error!("SIGHUP: no Teredo server: keeping the running one"),
-                    Err(e) => log::error!(
-                        "SIGHUP: cannot resolve the new server: {e}; keeping the running one"
-                    ),
+                }
+                Some(_) => {
+                    // The same name: resolved again (its servers may have
+                    // changed).
+                    if let Some(n) = self.names.as_mut() {
+                        n.refresh(now);
+                    }
                 }
             }
         }
-        drop(engine);
         self.conf = applied;
+        if start_names {
+            self.poll_names(now);
+        }
         log::info!("SIGHUP: configuration {} reloaded", path.display());
     }
 

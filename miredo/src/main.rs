@@ -2,6 +2,8 @@
 //! replacement of the C miredo 1.2.x daemon.
 
 mod daemon;
+mod network;
+mod servers;
 mod setup;
 mod status;
 
@@ -41,6 +43,10 @@ pub struct Cli {
     /// run before installing
     #[arg(long = "privproc", value_name = "PATH")]
     pub privproc: Option<PathBuf>,
+    /// The status socket [default: /run/miredo/IFACE.status]; its
+    /// directory must be root's and writable by nobody else
+    #[arg(long = "status-socket", value_name = "PATH")]
+    pub status_socket: Option<PathBuf>,
     /// Log debugging messages too
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,

@@ -4,6 +4,7 @@
 //! privilege for good. Then the unprivileged event loop takes over.
 
 use crate::daemon::{Daemon, EngineKind, Io};
+use crate::servers::Names;
 use crate::{Cli, DEFAULT_CONFIG, DEFAULT_PIDFILE};
 use libteredo::conf::miredo::{LocalDiscovery, MiredoConfig};
 use libteredo::conf::LoadError;
@@ -11,6 +12,7 @@ use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::relay::{ForwarderConfig, Relay};
 use libteredo::sys::daemon::Startup;
+use libteredo::sys::netlink::{Monitor, Netlink};
 use libteredo::sys::random::OsRandom;
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
@@ -18,7 +20,7 @@ use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,8 +29,43 @@ use std::time::Instant;
 /// Where status sockets live: `/run/miredo/IFACE.status`. A directory of
 /// root's (mode 0755): nobody else can put anything in it. Without -t,
 /// miredo chroots into its entry `chroot`, empty but for copies of the
-/// resolver's files, so that a host name can still be resolved on SIGHUP.
+/// resolver's files. (Host names are resolved by the configuration reader,
+/// outside the chroot, so that the resolver's files of the moment apply.)
 pub const STATUS_DIR: &str = "/run/miredo";
+
+/// Binds the status socket, unless another live daemon answers on it: two
+/// daemons whose interfaces have the same name in different network
+/// namespaces see the same `/run/miredo`, and the second must not take
+/// the first one's socket.
+fn bind_status(run_dir: &SafeDir, cli: &Cli, iface: &str) -> Result<UnixListener, String> {
+    let (dir, name, shown) = match &cli.status_socket {
+        None => (
+            None,
+            format!("{iface}.status"),
+            format!("{STATUS_DIR}/{iface}.status"),
+        ),
+        Some(p) => {
+            let abs = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let (Some(parent), Some(name)) =
+                (abs.parent(), abs.file_name().and_then(|n| n.to_str()))
+            else {
+                return Err(format!("status socket {}: not a file name", p.display()));
+            };
+            let d = SafeDir::open_trusted(parent).map_err(|e| {
+                format!("status socket {}: {e}: name one in a directory of root's that nobody else can write", p.display())
+            })?;
+            (Some(d), name.to_string(), abs.display().to_string())
+        }
+    };
+    let dir = dir.as_ref().unwrap_or(run_dir);
+    match dir.bind_socket(&name, 0o666) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "{shown}: another miredo answers on this status socket (perhaps in another network namespace, with an interface of the same name): not starting; give this one another InterfaceName, or another --status-socket"
+        )),
+        Err(e) => Err(format!("status socket: {e}")),
+    }
+}
 
 /// Where miredo-privproc is installed, fixed when miredo is built
 /// (`MIREDO_PRIVPROC_PATH` at build time; --privproc overrides it, for
@@ -293,23 +330,40 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
         );
     }
 
-    // Servers are resolved while we can still read /etc/resolv.conf.
-    let servers = if conf.relay_type.is_client() {
-        let (s1, s2) = conf
-            .resolve_servers()
-            .map_err(|e| format!("cannot resolve the Teredo server: {e}"))?
+    // A client's servers: an address is used at once; a name is resolved
+    // by the configuration reader once the daemon runs, and again until it
+    // resolves (the host may have booted before its network).
+    let client = conf.relay_type.is_client();
+    let names = if client {
+        let name = conf
+            .server_address
+            .as_deref()
             .ok_or("no Teredo server configured")?;
-        log::info!("Teredo server {s1}, secondary address {s2}");
-        Some((s1, s2))
+        let names = Names::new(name, conf.server_address2.as_deref(), Instant::now());
+        if names.literal() && names.literal_list().is_none() {
+            return Err(format!("{name} has no next address: set ServerAddress2"));
+        }
+        Some(names)
     } else {
         None
     };
+    let servers = names.as_ref().and_then(Names::literal_list);
+    if let Some(l) = &servers {
+        log::info!(
+            "Teredo server {}, secondary address {}",
+            l.server,
+            l.server2
+        );
+    }
 
-    let mtu = if conf.relay_type.is_client() {
-        1280
-    } else {
-        conf.interface_mtu
-    };
+    // The run directory and the status socket first: a daemon that would
+    // take another's socket stops before it touches anything.
+    let run_dir =
+        SafeDir::ensure(Path::new(STATUS_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
+    let status = bind_status(&run_dir, &cli, &conf.interface_name)?;
+    status.set_nonblocking(true).map_err(|e| e.to_string())?;
+
+    let mtu = if client { 1280 } else { conf.interface_mtu };
     // Offloads (virtio-net headers): TCP super-packets come in whole and
     // are cut in one read; packets to the host go out coalesced. Without
     // kernel support, a plain device.
@@ -342,9 +396,7 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
     };
     log::info!("Teredo service port {local}");
     let mut disc_ifaces = Vec::new();
-    let discovery = if servers.is_some()
-        && !matches!(conf.local_discovery, LocalDiscovery::Disabled)
-    {
+    let discovery = if client && !matches!(conf.local_discovery, LocalDiscovery::Disabled) {
         match discovery_interfaces(&conf).and_then(|ifs| {
             if ifs.is_empty() {
                 return Err("no interface qualifies (up, multicast, and a non-global IPv4 address unless forced)".into());
@@ -377,15 +429,8 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
             conf.interface_mtu
         );
     }
-    // The run directory and the chroot: root's, made through descriptors
-    // (libteredo::sys::rundir), whatever an earlier version or another
-    // user left there.
-    let run_dir =
-        SafeDir::ensure(Path::new(STATUS_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
-    let status = run_dir
-        .bind_socket(&format!("{}.status", conf.interface_name), 0o666)
-        .map_err(|e| format!("status socket: {e}"))?;
-    status.set_nonblocking(true).map_err(|e| e.to_string())?;
+    // The chroot: root's, made through descriptors (libteredo::sys::rundir),
+    // whatever an earlier version or another user left there.
     let root = match &cli.chrootdir {
         Some(d) => privileges::open_chroot(d)?,
         None => privileges::prepare_chroot(&run_dir).map_err(|e| format!("chroot: {e}"))?,
@@ -406,13 +451,30 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
     if !cli.foreground {
         *startup = daemon::daemonize("miredo").map_err(|e| format!("cannot detach: {e}"))?;
     }
-    // SIGHUP's way to the configuration file: a reader process outside the
-    // chroot (the daemon keeps no directory that leads out of it).
-    let reader = match &conf_path {
-        Some(p) => Some(
-            ConfigReader::spawn(p, &helper).map_err(|e| format!("configuration reader: {e}"))?,
-        ),
-        None => None,
+    // SIGHUP's way to the configuration file, and a client's way to the
+    // resolver: a reader process outside the chroot (the daemon keeps no
+    // directory that leads out of it).
+    let reader = if conf_path.is_some() || client {
+        Some(
+            ConfigReader::spawn_for(conf_path.as_deref(), &helper)
+                .map_err(|e| format!("configuration reader: {e}"))?,
+        )
+    } else {
+        None
+    };
+    // A client follows its host's network through rtnetlink (no privilege
+    // needed, but opened here with the rest); without it, it still works,
+    // noticing changes at the next refresh.
+    let (monitor, routes) = if client {
+        let m = Monitor::open()
+            .map_err(|e| log::warn!("no rtnetlink announcements ({e}): network changes are noticed at the next refresh only"))
+            .ok();
+        let r = Netlink::open_for_queries()
+            .map_err(|e| log::warn!("no rtnetlink queries ({e})"))
+            .ok();
+        (m, r)
+    } else {
+        (None, None)
     };
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
     // It stays when we stop (nothing that could remove it is kept: see
@@ -420,10 +482,16 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
     pidfile::write(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
 
     let now = Instant::now();
-    let mut engine = match servers {
-        Some((s1, s2)) => {
+    let mut engine = match client {
+        true => {
+            // No server yet (0.0.0.0) for a name: the client waits.
+            let (s1, s2, fallbacks) = match &servers {
+                Some(l) => (l.server, l.server2, l.fallbacks.clone()),
+                None => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Vec::new()),
+            };
             let mut cc = ClientConfig::new(s1);
             cc.server2 = s2;
+            cc.fallbacks = fallbacks;
             cc.forwarder = forwarder_config(&conf);
             // The prefix miredo-privproc accepts (--prefix): the engine
             // refuses an RA for any other, so the network cannot make us
@@ -434,11 +502,14 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
                 .and(discovery_config(&conf, &disc_ifaces));
             // Where a peer behind our NAT reaches us (RFC 6081 hairpinning),
             // and our port (a port-preserving NAT keeps it).
-            let ip = local_ip_towards(s1).unwrap_or(*local.ip());
+            let ip = servers
+                .as_ref()
+                .and_then(|_| local_ip_towards(s1))
+                .unwrap_or(*local.ip());
             cc.local = Some(SocketAddrV4::new(ip, local.port()));
             EngineKind::Client(Box::new(Client::new(cc, Box::new(OsRandom), now)))
         }
-        None => {
+        false => {
             let mut rng = OsRandom;
             EngineKind::Relay(Box::new(Relay::new(
                 &forwarder_config(&conf),
@@ -460,7 +531,7 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
     crate::daemon::send_unicast_now(&udp, &mut early);
 
     // miredo-privproc: the only process that keeps a privilege.
-    let privproc = if servers.is_some() {
+    let privproc = if client {
         Some(spawn_privproc(&cli, &conf, &helper)?)
     } else {
         None
@@ -485,8 +556,10 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
         sigfd,
         status,
         privproc,
+        monitor,
+        routes,
     };
-    let mut d = Daemon::new(conf, engine, io, reader, cli.server_name.clone())
+    let mut d = Daemon::new(conf, engine, io, reader, cli.server_name.clone(), names)
         .map_err(|e| e.to_string())?;
     d.dispatch_early(early);
     Ok(d)

@@ -19,10 +19,24 @@ pub fn render(d: &Daemon, engine: &EngineKind) -> String {
     let stats = engine.stats().clone();
     match engine {
         EngineKind::Client(c) => {
-            line("state", c.state().to_string());
+            // No server yet (its name does not resolve): waiting.
+            let state = if c.has_server() {
+                c.state().to_string()
+            } else {
+                "waiting".into()
+            };
+            line("state", state);
+            if let Some(w) = d.waiting_for(engine) {
+                line("waiting-for", w.as_str().into());
+            }
             let cfg = c.config();
-            line("server", cfg.server.to_string());
-            line("server2", cfg.server2.to_string());
+            if c.has_server() {
+                line("server", cfg.server.to_string());
+                line("server2", cfg.server2.to_string());
+            } else {
+                line("server", "none".into());
+                line("server2", "none".into());
+            }
             match c.qualification() {
                 Some(q) => {
                     line("address", q.addr.to_string());
