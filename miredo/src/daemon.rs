@@ -1071,7 +1071,8 @@ impl Daemon {
     fn apply_servers(&mut self, now: Instant, list: ServerList) {
         let mut out = Vec::new();
         let mut started = false;
-        let sighup = self.sighup_servers;
+        // A reload's new servers: said so once, whatever happens to them.
+        let sighup = std::mem::take(&mut self.sighup_servers);
         {
             let Some(mut e) = self.client() else { return };
             let EngineKind::Client(c) = &mut *e else {
@@ -1126,7 +1127,6 @@ impl Daemon {
         }
         self.sh.dispatch(&mut out, &mut self.iobufs);
         if started {
-            self.sighup_servers = false;
             // A lookup for the new server: the baseline its changes are
             // measured from.
             if let Some(w) = self.watch.as_mut() {
