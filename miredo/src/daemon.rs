@@ -699,6 +699,10 @@ impl Daemon {
                 .spawn(move || f(&sh))
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
+        // The path to the server at start: the baseline of its changes.
+        if let Some(w) = self.watch.as_mut() {
+            w.check_by(Instant::now());
+        }
         let mut buf = vec![0u8; BUF];
         loop {
             let now = Instant::now();
@@ -947,7 +951,7 @@ impl Daemon {
         let Some(w) = self.watch.as_mut() else { return };
         let Some(server) = server else {
             // No server yet: the network changed, the name may resolve now.
-            let _ = w.check(Ipv4Addr::UNSPECIFIED);
+            w.skip();
             if let Some(n) = self.names.as_mut() {
                 n.network_changed(now);
             }

@@ -215,6 +215,13 @@ impl Watch {
         any
     }
 
+    /// A lookup is not needed after all (no server to look up the path
+    /// to): the announcements are taken as read.
+    pub fn skip(&mut self) {
+        self.check_at = None;
+        self.flapped = false;
+    }
+
     /// Looks up the path to `server` now.
     pub fn check(&mut self, server: Ipv4Addr) -> Checked {
         self.check_at = None;

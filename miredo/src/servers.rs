@@ -6,7 +6,9 @@
 //!
 //! - An IPv4 literal needs no resolver.
 //! - A name that does not resolve (yet) is asked again after 1, 2, 4, 8,
-//!   16, 32, then every 60 seconds; at once when the network changes.
+//!   16, then every 30 seconds (one refresh interval: a client that waits
+//!   for its name recovers as soon as one that waits for its server); at
+//!   once when the network changes.
 //! - A name that resolves to several IPv4 addresses gives several servers:
 //!   the first is the server, the others fallbacks, each with the next
 //!   address as its secondary (the default `ServerAddress2` rule). An
@@ -19,14 +21,15 @@ use std::time::{Duration, Instant};
 
 /// The first retry of a name that does not resolve.
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
-/// Retries of a name that does not resolve are never further apart.
-pub const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Retries of a name that does not resolve are never further apart: one
+/// refresh interval (RFC 4380 2.15).
+pub const MAX_RETRY: Duration = libteredo::proto::client::REFRESH_INTERVAL;
 /// An answer the resolver has not given after this is taken as a failure
 /// (the system resolver gives up on silent DNS servers well before).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// How long to wait before the next try after `failures` failed rounds in
-/// a row: 1, 2, 4 ... seconds, at most [`MAX_RETRY`].
+/// a row: 1, 2, 4 ... seconds, at most [`MAX_RETRY`] (30 s).
 pub fn retry_delay(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     (FIRST_RETRY * (1u32 << doublings)).min(MAX_RETRY)
@@ -341,9 +344,9 @@ mod tests {
     }
 
     #[test]
-    fn retries_double_up_to_a_minute() {
+    fn retries_double_up_to_a_refresh_interval() {
         let d: Vec<u64> = (1..=9).map(|f| retry_delay(f).as_secs()).collect();
-        assert_eq!(d, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(d, [1, 2, 4, 8, 16, 30, 30, 30, 30]);
         assert_eq!(retry_delay(u32::MAX), MAX_RETRY);
     }
 
@@ -417,7 +420,7 @@ mod tests {
             assert!(n.poll(next - Duration::from_millis(1)).0.is_empty());
             t = next;
         }
-        assert_eq!(gaps, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(gaps, [1, 2, 4, 8, 16, 30, 30, 30, 30]);
         let (send, _) = n.poll(t);
         assert_eq!(send.len(), 1);
         let out = n.answer(t, &ok("teredo.example", &[A, B]));
@@ -440,7 +443,7 @@ mod tests {
             n.answer(t, &fail("teredo.example"));
             t = n.due().unwrap();
         }
-        assert_eq!((n.due().unwrap() - t0).as_secs(), 63);
+        assert_eq!((n.due().unwrap() - t0).as_secs(), 61);
         let now = t0 + Duration::from_secs(40);
         n.network_changed(now);
         assert_eq!(n.due(), Some(now));

@@ -564,6 +564,20 @@ impl World {
                     .display()
                     .to_string(),
             );
+            // Every world's daemons call their interface `teredo`, in
+            // namespaces of their own but with one /run/miredo: ours refuses
+            // to start over a status socket another live miredo answers on
+            // (miredo(8), STATUS), so each gets its own, beside its hook.
+            // Those named with unique_iface keep /run/miredo/IFACE.status.
+            if interface_name(config) == TEREDO_IFACE {
+                argv.push("--status-socket".into());
+                argv.push(
+                    self.trusted_dir()
+                        .join(format!("{label}.status"))
+                        .display()
+                        .to_string(),
+                );
+            }
         }
         argv.extend(extra.iter().map(|s| s.to_string()));
         self.spawn(ns, label, &argv)
@@ -759,6 +773,21 @@ impl World {
     }
 }
 
+/// The `InterfaceName` of a miredo.conf (`teredo` when it has none).
+fn interface_name(config: &str) -> &str {
+    config
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            match (w.next(), w.next()) {
+                (Some(k), Some(v)) if k.eq_ignore_ascii_case("InterfaceName") => Some(v),
+                _ => None,
+            }
+        })
+        .next_back()
+        .unwrap_or(TEREDO_IFACE)
+}
+
 impl Drop for World {
     fn drop(&mut self) {
         let start = Instant::now();
@@ -778,6 +807,13 @@ impl Drop for World {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_of_configs() {
+        assert_eq!(interface_name("RelayType cone\n"), "teredo");
+        assert_eq!(interface_name("interfacename tr1\nRelayType cone\n"), "tr1");
+        assert_eq!(interface_name("InterfaceName teredo\n"), "teredo");
+    }
 
     #[test]
     fn prefixes_fit_interface_names() {

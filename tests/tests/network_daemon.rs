@@ -1,0 +1,315 @@
+//! Issue 14, the daemon's side: nothing at start is fatal that can heal by
+//! itself, several servers behind one name, and one daemon per status
+//! socket. Our client resolves its server name through the system
+//! resolver (getaddrinfo in its configuration reader, outside the chroot):
+//! these tests give the client's namespace a hosts file of its own,
+//! `/etc/netns/NS/hosts`, which `ip netns exec` (how the world starts
+//! daemons) mounts over `/etc/hosts`, and which the test rewrites in place
+//! to make the name resolve later. Its `resolv.conf` names 127.0.0.1, where
+//! no DNS server listens: a name missing from the file fails at once.
+//!
+//! The other network changes (address, link, NAT reboot) are in
+//! network_changes.rs.
+
+mod common;
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{mostly, ping, unique_iface};
+use teredo_lab::named::{client_conf, relay_conf, status_of};
+use teredo_lab::{
+    report, teredo_addr_of, teredo_parts, wait_for, wait_until, Impl, NatKind, World, SERVER_V4,
+};
+
+/// A second server pair on the server host.
+const SERVER_B: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 3);
+const SERVER_B2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 4);
+
+/// `/etc/netns/NS/`: the hosts and resolv.conf `ip netns exec NS` mounts
+/// over /etc's; removed when dropped.
+struct NetnsEtc {
+    dir: PathBuf,
+}
+
+impl NetnsEtc {
+    /// Made for namespace `ns` with `hosts` as its hosts file; must exist
+    /// before the daemon is spawned.
+    fn new(ns: &str, hosts: &str) -> NetnsEtc {
+        let dir = PathBuf::from("/etc/netns").join(ns);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let etc = NetnsEtc { dir };
+        etc.write("hosts", hosts);
+        etc.write(
+            "resolv.conf",
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        );
+        etc
+    }
+
+    /// Rewrites a file in place (the same inode: the daemon's mount of it
+    /// sees the new contents).
+    fn write(&self, name: &str, contents: &str) {
+        let p = self.dir.join(name);
+        fs::write(&p, contents).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+}
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn field(status: &[(String, String)], key: &str) -> Option<String> {
+    status
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
+/// A name unique to the world (hosts files are per namespace, but a
+/// failing test's leftovers must not answer for another).
+fn server_name(w: &World) -> String {
+    format!("teredo-{}.lab.test", w.prefix())
+}
+
+/// Two daemons whose interfaces have the same name in two namespaces: the
+/// second refuses to start, naming the socket, and the first keeps
+/// answering on it.
+fn a_second_daemon_refuses_the_first_ones_status_socket() {
+    let test = "a_second_daemon_refuses_the_first_ones_status_socket";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let _srv = w.start_server(Impl::Ours);
+    let iface = unique_iface(&w, "dup");
+    let first = w.spawn_daemon(
+        w.client(1),
+        "client1-dup",
+        &Impl::Ours.miredo(),
+        &client_conf(&iface, ""),
+        &[],
+    );
+    let addr = wait_for(common::QUALIFY_TIMEOUT, || {
+        teredo_addr_of(w.client(1), &iface)
+    })
+    .unwrap_or_else(|| panic!("the first client did not qualify:\n{}", w.log_of(&first)));
+    // The second: a relay with the same interface name on the relay host.
+    let t = Instant::now();
+    let second = w.spawn_daemon(
+        w.relay(),
+        "relay-dup",
+        &Impl::Ours.miredo(),
+        &relay_conf("cone", &iface),
+        &[],
+    );
+    let stopped = wait_until(Duration::from_secs(5), || !w.is_running(&second));
+    let log = w.log_of(&second);
+    assert!(stopped, "the second daemon runs:\n{log}");
+    let status = w.stop(&second, Duration::from_secs(1));
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    let sock = format!("/run/miredo/{iface}.status");
+    assert!(
+        log.contains(&sock) && log.contains("another miredo answers on this status socket"),
+        "the refusal does not name the socket and the other daemon:\n{log}"
+    );
+    assert!(
+        !w.relay().has_iface(&iface),
+        "the refused daemon left its interface"
+    );
+    // The first still answers, for itself.
+    let st = status_of(&iface);
+    assert_eq!(field(&st, "mode").as_deref(), Some("client"), "{st:?}");
+    assert_eq!(field(&st, "address"), Some(addr.to_string()), "{st:?}");
+    assert!(w.is_running(&first));
+    report(
+        test,
+        &format!(
+            "second daemon refused in {:?}: {}; the first still answers ({addr})",
+            t.elapsed(),
+            log.lines()
+                .find(|l| l.contains("another miredo"))
+                .unwrap_or_default()
+                .trim()
+        ),
+    );
+}
+
+/// A server name that does not resolve when the client starts (the host
+/// booted before its network): the client stays up, says what it waits
+/// for, tries again without filling the log, and qualifies within seconds
+/// once the name resolves.
+fn a_name_that_resolves_later_is_waited_for() {
+    let test = "a_name_that_resolves_later_is_waited_for";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let _srv = w.start_server(Impl::Ours);
+    let _relay = w.start_relay(Impl::Ours, "cone");
+    let name = server_name(&w);
+    let etc = NetnsEtc::new(w.client(1).name(), "127.0.0.1 localhost\n");
+    let iface = unique_iface(&w, "late");
+    let cli = w.spawn_daemon(
+        w.client(1),
+        "client1-late",
+        &Impl::Ours.miredo(),
+        &client_conf(&iface, "").replace(
+            &format!("ServerAddress {SERVER_V4}"),
+            &format!("ServerAddress {name}"),
+        ),
+        &[],
+    );
+    // Up, waiting, and saying why.
+    let waiting = wait_until(Duration::from_secs(5), || {
+        field(&status_of(&iface), "waiting-for").as_deref() == Some("server name does not resolve")
+    });
+    let st = status_of(&iface);
+    assert!(waiting, "no waiting-for: {st:?}\n{}", w.log_of(&cli));
+    assert_eq!(field(&st, "state").as_deref(), Some("waiting"), "{st:?}");
+    assert_eq!(field(&st, "address").as_deref(), Some("none"), "{st:?}");
+    // A few tries (after 1 and 2 s), one line in the log.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(
+        w.is_running(&cli),
+        "the client stopped:\n{}",
+        w.log_of(&cli)
+    );
+    let log = w.log_of(&cli);
+    let said = log.matches("does not resolve").count();
+    assert_eq!(said, 1, "the failure is not said exactly once:\n{log}");
+    assert!(teredo_addr_of(w.client(1), &iface).is_none());
+
+    // The name resolves now.
+    etc.write(
+        "hosts",
+        &format!("127.0.0.1 localhost\n{SERVER_V4} {name}\n"),
+    );
+    let t = Instant::now();
+    let addr = wait_for(Duration::from_secs(15), || {
+        teredo_addr_of(w.client(1), &iface)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no address 15 s after the name resolves:\n{}",
+            w.log_of(&cli)
+        )
+    });
+    let took = t.elapsed();
+    let log = w.log_of(&cli);
+    assert!(
+        log.contains(&format!("ServerAddress {name} resolves to {SERVER_V4}")),
+        "the resolution is not logged:\n{log}"
+    );
+    let st = status_of(&iface);
+    assert_eq!(field(&st, "state").as_deref(), Some("qualified"), "{st:?}");
+    assert_eq!(field(&st, "waiting-for"), None, "{st:?}");
+    assert_eq!(field(&st, "server"), Some(SERVER_V4.to_string()));
+    assert!(mostly(ping(&w, "native -> client", w.v6h(), addr, 3)));
+    report(
+        test,
+        &format!("waited (state waiting, one log line); qualified as {addr} {took:?} after the name started to resolve (retries 1, 2, 4 ... s apart)"),
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+/// A name with two server addresses, the first one's server not running:
+/// after the RFC's three solicitations the client moves to the second,
+/// qualifies with it, and says so in its status.
+fn two_servers_behind_one_name_the_first_stopped() {
+    let test = "two_servers_behind_one_name_the_first_stopped";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let _relay = w.start_relay(Impl::Ours, "cone");
+    // Only the second server runs, on 198.18.1.3 and .4.
+    let s_i = format!("{}s-i", w.prefix());
+    for a in [SERVER_B, SERVER_B2] {
+        w.srv()
+            .ip(&format!("addr add {a}/24 dev {s_i}"))
+            .expect("second server addresses");
+    }
+    let srv_b = w.spawn_daemon(
+        w.srv(),
+        "server-b",
+        &Impl::Ours.miredo_server(),
+        &format!("ServerBindAddress {SERVER_B}\nServerBindAddress2 {SERVER_B2}\n"),
+        &[],
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || w.srv().udp_listening(3544)),
+        "the second server does not start:\n{}",
+        w.log_of(&srv_b)
+    );
+    let name = server_name(&w);
+    let _etc = NetnsEtc::new(
+        w.client(1).name(),
+        &format!("127.0.0.1 localhost\n{SERVER_V4} {name}\n{SERVER_B} {name}\n"),
+    );
+    let iface = unique_iface(&w, "two");
+    let t = Instant::now();
+    let cli = w.spawn_daemon(
+        w.client(1),
+        "client1-two",
+        &Impl::Ours.miredo(),
+        &client_conf(&iface, "").replace(
+            &format!("ServerAddress {SERVER_V4}"),
+            &format!("ServerAddress {name}"),
+        ),
+        &[],
+    );
+    let resolved = wait_until(Duration::from_secs(5), || {
+        w.log_of(&cli)
+            .contains(&format!("resolves to {SERVER_V4}, {SERVER_B}"))
+    });
+    assert!(
+        resolved,
+        "the name's two addresses are not logged:\n{}",
+        w.log_of(&cli)
+    );
+    let st = status_of(&iface);
+    assert_eq!(field(&st, "server"), Some(SERVER_V4.to_string()), "{st:?}");
+    assert_eq!(
+        field(&st, "fallback-servers"),
+        Some(SERVER_B.to_string()),
+        "{st:?}"
+    );
+    // Three solicitations 4 s apart, then the next server.
+    let addr = wait_for(Duration::from_secs(30), || {
+        teredo_addr_of(w.client(1), &iface)
+    })
+    .unwrap_or_else(|| panic!("no address after 30 s:\n{}", w.log_of(&cli)));
+    let took = t.elapsed();
+    assert_eq!(
+        teredo_parts(&addr).map(|p| p.server),
+        Some(SERVER_B),
+        "{addr} does not name the second server"
+    );
+    let st = status_of(&iface);
+    assert_eq!(field(&st, "server"), Some(SERVER_B.to_string()), "{st:?}");
+    assert_eq!(
+        field(&st, "fallback-servers"),
+        Some(SERVER_V4.to_string()),
+        "{st:?}"
+    );
+    let changed = field(&st, "server-changed").unwrap_or_default();
+    assert!(
+        changed.contains(&format!("from {SERVER_V4}"))
+            && changed.contains(&format!("to {SERVER_B}")),
+        "server-changed: {changed:?} ({st:?})"
+    );
+    let log = w.log_of(&cli);
+    assert!(
+        log.contains(&format!("the Teredo server {SERVER_V4} did not answer")),
+        "the move is not logged:\n{log}"
+    );
+    assert!(mostly(ping(&w, "native -> client", w.v6h(), addr, 3)));
+    report(
+        test,
+        &format!("qualified with the second server as {addr} {took:?} after start (3 solicitations of the first, 4 s apart); status server-changed: {changed}"),
+    );
+}
+
+teredo_lab::lab_main! {
+    needs(root, ours): [
+        a_second_daemon_refuses_the_first_ones_status_socket,
+        a_name_that_resolves_later_is_waited_for,
+        two_servers_behind_one_name_the_first_stopped,
+    ],
+}
