@@ -203,7 +203,14 @@ impl Watch {
         let Some(m) = self.monitor.as_mut() else {
             return false;
         };
-        let Changes { any, links } = m.drain(self.tun);
+        let Changes { any, links } = match m.drain(self.tun) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("rtnetlink announcements: {e}: network changes are noticed at the next refresh only");
+                self.monitor = None;
+                return false;
+            }
+        };
         if let Some((_, Reach::Via(p))) = self.last {
             if links.iter().any(|&(i, up)| i == p.oif && !up) {
                 self.flapped = true;

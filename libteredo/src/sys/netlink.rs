@@ -471,8 +471,9 @@ impl Monitor {
     /// Reads every announcement waiting (at most a few hundred datagrams)
     /// and sums up what they said, leaving out what concerns interface
     /// `ignore` (our own tunnel). Announcements lost to a full socket
-    /// buffer count as a change.
-    pub fn drain(&mut self, ignore: u32) -> Changes {
+    /// buffer count as a change. An error means the socket is no use any
+    /// more (what was read before it is lost).
+    pub fn drain(&mut self, ignore: u32) -> io::Result<Changes> {
         let mut c = Changes::default();
         for _ in 0..512 {
             match self.socket.recv_from(&mut &mut self.buf[..], 0) {
@@ -490,10 +491,10 @@ impl Monitor {
                     // Overrun: some were lost, so assume the worst.
                     c.any = true;
                 }
-                Err(_) => break,
+                Err(e) => return Err(e),
             }
         }
-        c
+        Ok(c)
     }
 }
 
