@@ -1,12 +1,14 @@
 //! teredo-mire: a stateless Teredo ICMPv6 echo responder (the job of the C
 //! tool of the same name), plus diagnostics: decode a Teredo address, probe
-//! a Teredo server without creating an interface, and read the status of a
-//! running miredo.
+//! a Teredo server without creating an interface, ask the home gateway for
+//! a port mapping (PCP or NAT-PMP), and read the status of a running
+//! miredo.
 //!
 //! Exit status: 0 success, 1 failure (the reason is printed on standard
 //! error), 2 a bad command line.
 
 mod decode;
+mod portmap;
 mod probe;
 mod random;
 mod responder;
@@ -27,7 +29,8 @@ use clap::{Parser, Subcommand};
     long_about = "Without a command, answer ICMPv6 echo requests (pings) that arrive \
                   over Teredo on UDP ports 3544 and 3545, statelessly, one reply per \
                   request, never larger than the request. The commands decode a Teredo \
-                  address, probe a Teredo server, or show the status of a running miredo.",
+                  address, probe a Teredo server, ask the gateway for a port mapping, or \
+                  show the status of a running miredo.",
     after_help = "Exit status: 0 on success, 1 on failure (the reason is printed on \
                   standard error), 2 for a bad command line.",
     args_conflicts_with_subcommands = true
@@ -78,6 +81,43 @@ enum Command {
         #[arg(long)]
         no_nat_test: bool,
     },
+    /// Ask the gateway for a UDP port mapping in PCP or NAT-PMP, as
+    /// miredo's client does for its Teredo port, and report it
+    Portmap {
+        /// The gateway to ask (default: the gateway of the default route,
+        /// from /proc/net/route)
+        #[arg(long, value_name = "ADDR")]
+        gateway: Option<Ipv4Addr>,
+
+        /// The protocol: PCP, then NAT-PMP if the gateway does not speak
+        /// PCP (auto), or only one of them
+        #[arg(long, value_enum, default_value_t = portmap::Protocol::Auto)]
+        protocol: portmap::Protocol,
+
+        /// The internal UDP port to map, bound by this command while it runs
+        #[arg(long, value_name = "PORT", default_value_t = portmap::DEFAULT_PORT,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+
+        /// The lifetime to ask for, in seconds (the gateway may give another)
+        #[arg(long, value_name = "SECS", default_value_t = portmap::DEFAULT_LIFETIME,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        lifetime: u32,
+
+        /// Hold the mapping this many seconds, renewing it at half its
+        /// lifetime, and show the datagrams that arrive through it
+        #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+        keep: f64,
+
+        /// Leave the mapping in place at the end (it lapses after its
+        /// lifetime) instead of deleting it
+        #[arg(long)]
+        no_delete: bool,
+
+        /// Give up if there is no mapping after this many seconds
+        #[arg(long, value_name = "SECS", default_value_t = portmap::DEFAULT_TIMEOUT)]
+        timeout: f64,
+    },
     /// Show the status of a running miredo (read from its status socket)
     Status {
         /// The Teredo interface of the miredo instance
@@ -116,6 +156,26 @@ fn main() -> ExitCode {
             }),
             Err(e) => Err(e),
         },
+        Some(Command::Portmap {
+            gateway,
+            protocol,
+            port,
+            lifetime,
+            keep,
+            no_delete,
+            timeout,
+        }) => match (timeout_from_secs(timeout), keep_from_secs(keep)) {
+            (Ok(timeout), Ok(keep)) => portmap::run(&portmap::Options {
+                gateway,
+                protocol,
+                port,
+                lifetime,
+                keep,
+                delete: !no_delete,
+                timeout,
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
         Some(Command::Status {
             iface,
             socket,
@@ -138,6 +198,17 @@ fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
     } else {
         Err(format!(
             "invalid timeout {secs}: give a number of seconds above 0 and at most 86400"
+        ))
+    }
+}
+
+/// A time to hold something, in seconds: 0 or more, at most a day.
+fn keep_from_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_finite() && (0.0..=86_400.0).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "invalid time {secs}: give a number of seconds from 0 to 86400"
         ))
     }
 }

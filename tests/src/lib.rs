@@ -33,6 +33,7 @@ pub mod cmd;
 pub mod flood;
 pub mod harness;
 pub mod impls;
+pub mod miniupnpd;
 pub mod named;
 pub mod nat;
 pub mod nftcount;

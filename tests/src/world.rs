@@ -442,6 +442,45 @@ impl World {
         site.nat.run(&["conntrack", "-F"]).map(|_| ())
     }
 
+    /// Moves the WAN side of NAT `n` to `wan`/`prefix_len`, its default
+    /// route to `gateway` (which the inet router takes on its link to the
+    /// NAT, with the route to the new subnet); the address in 198.18.0.0/15
+    /// is removed, so the NAT's masquerade uses the new one. For a NAT that
+    /// must look public: miniupnpd refuses to map behind an address of a
+    /// reserved range ([`crate::miniupnpd`]). The lab has no link to the
+    /// machine's network, so a public address stays inside it. Every flow
+    /// is forgotten, the NAT's rules (table `ip nat` only) are made again
+    /// for the new address, and [`World::nat_wan_v4`] returns it.
+    pub fn set_nat_wan(
+        &self,
+        n: usize,
+        wan: Ipv4Addr,
+        gateway: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), String> {
+        let site = self.site(n);
+        let mut state = lock(&site.state);
+        self.inet.ip(&format!(
+            "addr replace {gateway}/{prefix_len} dev {}",
+            self.ifname(&format!("i-n{n}"))
+        ))?;
+        site.nat.ip(&format!("addr flush dev {}", site.wan_if))?;
+        site.nat
+            .ip(&format!("addr add {wan}/{prefix_len} dev {}", site.wan_if))?;
+        site.nat
+            .ip(&format!("route replace default via {gateway}"))?;
+        state.0 = wan;
+        site.nat.nft("delete table ip nat")?;
+        site.nat.nft(&nat::ruleset(
+            site.kind,
+            &site.wan_if,
+            state.0,
+            Self::client_v4_of(n),
+            state.1,
+        ))?;
+        site.nat.run(&["conntrack", "-F"]).map(|_| ())
+    }
+
     /// The NAT's flow table (`conntrack -L`), for reports.
     pub fn nat_flows(&self, n: usize) -> String {
         let out = self.nat(n).exec(&["conntrack", "-L"], cmd::CMD_TIMEOUT);

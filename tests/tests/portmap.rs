@@ -1,0 +1,502 @@
+//! Port mapping (issue 16): `teredo-mire portmap` (libteredo's PCP and
+//! NAT-PMP mapper) in a lab client, against Debian's miniupnpd in the NAT
+//! namespace in front of it (`teredo_lab::miniupnpd`), and against
+//! gateways that answer nothing or garbage. Also a survey, reported on
+//! `LAB` lines and not asserted: the source endpoint the NAT gives the
+//! client's own datagrams from its mapped port, by NAT kind, with and
+//! without a mapping.
+//!
+//! `cargo build --release -p teredo-mire && cargo test --release -p teredo-lab --test portmap`
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use teredo_lab::impls::our_bin_dir;
+use teredo_lab::miniupnpd::{self, udp_socket_in, Miniupnpd, Options};
+use teredo_lab::{report, wait_until, Daemon, NatKind, World};
+
+/// The tool's own bound on asking (its default `--timeout`), and what a
+/// test allows it on top to start and stop.
+const TOOL_BOUND: Duration = Duration::from_secs(35);
+const MARGIN: Duration = Duration::from_secs(3);
+/// The short lifetime the tests ask for (miniupnpd's min_lifetime is 2 s
+/// in `Options::all`).
+const LIFETIME: u64 = 6;
+/// The client's internal port (the Teredo port).
+const PORT: u16 = 3544;
+
+fn tool() -> PathBuf {
+    our_bin_dir().join("teredo-mire")
+}
+
+/// A need of `lab_main!`: our teredo-mire built.
+fn teredo_mire() -> Option<String> {
+    let t = tool();
+    (!t.is_file()).then(|| {
+        format!(
+            "{} not built (cargo build --release -p teredo-mire)",
+            t.display()
+        )
+    })
+}
+
+/// A need of `lab_main!`: Debian's miniupnpd (nftables build) installed.
+fn miniupnpd() -> Option<String> {
+    miniupnpd::unavailable()
+}
+
+/// The value of the first `key: value` line of `text`.
+fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+        .map(str::trim)
+}
+
+fn external_of(log: &str) -> Option<SocketAddrV4> {
+    field(log, "external")?.parse().ok()
+}
+
+/// Spawns `teredo-mire portmap ARGS` in client `n`'s namespace.
+fn spawn_portmap(w: &World, n: usize, label: &str, args: &[&str]) -> Daemon {
+    let mut argv = vec![tool().display().to_string(), "portmap".into()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    w.spawn(w.client(n), label, &argv)
+}
+
+/// Waits at most `timeout` for `d` to exit; its exit code (None: still
+/// running, killed by a signal).
+fn wait_exit(w: &World, d: &Daemon, timeout: Duration) -> Option<i32> {
+    wait_until(timeout, || !w.is_running(d));
+    w.stop(d, Duration::from_secs(1)).and_then(|s| s.code())
+}
+
+/// Sends `payload` from the inet router to `to` (from its own address on
+/// the NAT's link).
+fn send_from_inet(w: &World, to: SocketAddrV4, payload: &[u8]) {
+    let s = udp_socket_in(w.inet(), SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+        .expect("a socket in inet");
+    s.send_to(payload, to).expect("send from inet");
+}
+
+/// The whole life of a mapping: the tool maps UDP 3544 of client 1 in
+/// `expect` (with `args`), miniupnpd's nftables rules and lease file show
+/// it, a datagram from the inet router to the external endpoint reaches
+/// the tool, the mapping is renewed across more than two lifetimes, and it
+/// is gone once the tool ends (`sigterm`: stopped by SIGTERM; else at the
+/// end of its --keep) and exits 0.
+fn whole_life(test: &str, gateway: Options, args: &[&str], expect: &str, sigterm: bool) {
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let gw = Miniupnpd::start(&w, 1, &gateway);
+    let internal = SocketAddrV4::new(w.client_v4(1), PORT);
+    let lifetime = LIFETIME.to_string();
+    let keep = if sigterm { "60" } else { "16" };
+    let mut argv = vec!["--lifetime", &lifetime, "--keep", keep];
+    argv.extend_from_slice(args);
+    let t0 = Instant::now();
+    let d = spawn_portmap(&w, 1, "portmap", &argv);
+    let mapped = wait_until(TOOL_BOUND, || {
+        external_of(&w.log_of(&d)).is_some() || !w.is_running(&d)
+    });
+    let log = w.log_of(&d);
+    let external = external_of(&log)
+        .unwrap_or_else(|| panic!("no mapping after {mapped}/{:?}:\n{log}", t0.elapsed()));
+    let took = t0.elapsed();
+    assert_eq!(field(&log, "protocol"), Some(expect), "{log}");
+    assert_eq!(*external.ip(), gw.external(), "{log}");
+    assert_eq!(
+        field(&log, "internal"),
+        Some(&*internal.to_string()),
+        "{log}"
+    );
+    let given = field(&log, "lifetime").unwrap_or("").to_string();
+    report(
+        test,
+        &format!("{expect} mapping {internal} -> {external} in {took:?}, lifetime {given}"),
+    );
+
+    // In miniupnpd's table and rules.
+    assert!(
+        gw.maps_udp(external.port(), internal),
+        "no DNAT rule for {external} -> {internal}:\n{}",
+        gw.ruleset()
+    );
+    let leases = gw.leases();
+    assert!(
+        leases.iter().any(|l| l.starts_with(&format!(
+            "UDP:{}:{}:{PORT}:",
+            external.port(),
+            internal.ip()
+        ))),
+        "not in the lease file: {leases:?}"
+    );
+
+    // Reachable from outside through it.
+    send_from_inet(&w, external, b"through the mapping");
+    let reached = wait_until(Duration::from_secs(3), || {
+        w.log_of(&d).contains("received: 19 bytes from ")
+    });
+    assert!(
+        reached,
+        "a datagram from inet to {external} did not reach {internal}:\n{}",
+        w.log_of(&d)
+    );
+
+    // Renewed across more than two lifetimes: miniupnpd removes a mapping
+    // that lapses, so the rule still there proves the renewals.
+    let lifetime = Duration::from_secs(LIFETIME);
+    let at = t0 + took + 2 * lifetime + Duration::from_secs(1);
+    thread::sleep(at.saturating_duration_since(Instant::now()));
+    let log = w.log_of(&d);
+    let renewals = log.lines().filter(|l| l.starts_with("renewed: ")).count();
+    assert!(
+        renewals >= 2,
+        "{renewals} renewals in {:?}:\n{log}",
+        2 * lifetime
+    );
+    assert!(
+        gw.maps_udp(external.port(), internal),
+        "the mapping lapsed despite the renewals:\n{}\n{log}",
+        gw.ruleset()
+    );
+    assert!(!log.contains("lost: "), "{log}");
+    report(
+        test,
+        &format!(
+            "{renewals} renewals in {:?}, the rule still there",
+            t0.elapsed() - took
+        ),
+    );
+
+    // Deleted at the end.
+    if sigterm {
+        w.signal(&d, "TERM");
+    }
+    let code = wait_exit(&w, &d, Duration::from_secs(20));
+    let log = w.log_of(&d);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(field(&log, "deleted"), Some("yes"), "{log}");
+    assert!(
+        !gw.maps_udp(external.port(), internal),
+        "the mapping outlived the tool:\n{}",
+        gw.ruleset()
+    );
+    assert!(gw.leases().is_empty(), "{:?}", gw.leases());
+    report(
+        test,
+        &format!(
+            "deleted {} (exit 0), gone from miniupnpd's rules and lease file",
+            if sigterm {
+                "on SIGTERM"
+            } else {
+                "at the end of --keep"
+            }
+        ),
+    );
+}
+
+fn pcp_whole_life_sigterm() {
+    whole_life(
+        "pcp_whole_life_sigterm",
+        Options::pcp_only(),
+        &[],
+        "PCP",
+        true,
+    );
+}
+
+fn natpmp_whole_life() {
+    whole_life(
+        "natpmp_whole_life",
+        Options::natpmp_only(),
+        &["--protocol", "natpmp"],
+        "NAT-PMP",
+        false,
+    );
+}
+
+/// A gateway that ignores PCP: auto falls back to NAT-PMP; with
+/// --no-delete the mapping stays after the tool, until miniupnpd lets it
+/// lapse.
+fn auto_falls_back_to_natpmp_and_no_delete_lapses() {
+    let test = "auto_falls_back_to_natpmp_and_no_delete_lapses";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let gw = Miniupnpd::start(&w, 1, &Options::natpmp_only());
+    let internal = SocketAddrV4::new(w.client_v4(1), PORT);
+    let lifetime = LIFETIME.to_string();
+    let t0 = Instant::now();
+    let out = w.client(1).exec(
+        &[
+            tool().display().to_string().as_str(),
+            "portmap",
+            "--lifetime",
+            &lifetime,
+            "--no-delete",
+        ],
+        TOOL_BOUND + MARGIN,
+    );
+    let took = t0.elapsed();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(field(&out.stdout, "protocol"), Some("NAT-PMP"), "{out:?}");
+    assert!(
+        out.stderr.contains("NAT-PMP external address request"),
+        "{out:?}"
+    );
+    let external = external_of(&out.stdout).expect("external");
+    assert!(field(&out.stdout, "deleted").is_some_and(|d| d.starts_with("no")));
+    assert!(gw.maps_udp(external.port(), internal), "{}", gw.ruleset());
+    report(
+        test,
+        &format!(
+            "PCP unanswered, NAT-PMP mapping {external} after {took:?}; left in place by --no-delete"
+        ),
+    );
+    let lapsed = wait_until(Duration::from_secs(LIFETIME + 10), || {
+        !gw.maps_udp(external.port(), internal)
+    });
+    assert!(lapsed, "never lapsed:\n{}", gw.ruleset());
+    report(
+        test,
+        &format!(
+            "miniupnpd removed it {:?} after the tool",
+            t0.elapsed() - took
+        ),
+    );
+}
+
+/// No miniupnpd: the NAT answers ICMP port unreachable; the tool tries
+/// PCP then NAT-PMP and exits 1 within its bound.
+fn silent_gateway_exits_1_within_bound() {
+    let test = "silent_gateway_exits_1_within_bound";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let t0 = Instant::now();
+    let out = w.client(1).exec(
+        &[tool().display().to_string().as_str(), "portmap"],
+        TOOL_BOUND + MARGIN,
+    );
+    let took = t0.elapsed();
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out:?}");
+    assert!(took <= TOOL_BOUND + Duration::from_secs(1), "{took:?}");
+    assert!(out.stderr.contains("did not answer"), "{out:?}");
+    assert!(field(&out.stdout, "external").is_none(), "{out:?}");
+    let last = out.stderr.lines().last().unwrap_or("");
+    report(test, &format!("exit 1 after {took:?}: {last}"));
+}
+
+/// A responder on the gateway's port 5351 that answers every request
+/// with junk: wrong nonce, truncated, oversized, not a protocol at all.
+/// The tool takes none of it and exits 1 within its bound.
+fn garbage_gateway_exits_1_within_bound() {
+    let test = "garbage_gateway_exits_1_within_bound";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let gw_addr = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 1), miniupnpd::PCP_PORT);
+    let sock = udp_socket_in(w.nat(1), gw_addr).expect("bind 5351 in the NAT");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let junk: Vec<Vec<u8>> = {
+        // A PCP MAP answer with a nonce that is not the tool's.
+        let mut pcp = vec![2, 0x81, 0, 0, 0, 0, 0, 60, 0, 0, 0, 1];
+        pcp.resize(24, 0);
+        pcp.extend_from_slice(&[0xaa; 12]);
+        pcp.extend_from_slice(&[17, 0, 0, 0, 0x0d, 0xd8, 0x0d, 0xd8]);
+        pcp.extend_from_slice(&Ipv4Addr::new(11, 0, 1, 1).to_ipv6_mapped().octets());
+        vec![
+            b"hello, this is not a gateway".to_vec(),
+            pcp,
+            vec![0, 128, 0],
+            vec![0xff; 2000],
+            vec![
+                0, 129, 0, 0, 0, 0, 0, 1, 0x0d, 0xd9, 0x0d, 0xd8, 0, 0, 0, 60,
+            ],
+        ]
+    };
+    let responder = thread::spawn(move || {
+        let deadline = Instant::now() + TOOL_BOUND + 2 * MARGIN;
+        let (mut got, mut i) = (0u32, 0usize);
+        let mut buf = [0u8; 2048];
+        while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if let Ok((_, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+                got += 1;
+                let _ = sock.send_to(&junk[i % junk.len()], from);
+                i += 1;
+            }
+        }
+        got
+    });
+    let t0 = Instant::now();
+    let out = w.client(1).exec(
+        &[tool().display().to_string().as_str(), "portmap"],
+        TOOL_BOUND + MARGIN,
+    );
+    let took = t0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let requests = responder.join().expect("responder");
+    assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out:?}");
+    assert!(took <= TOOL_BOUND + Duration::from_secs(1), "{took:?}");
+    assert!(requests >= 2, "the responder saw {requests} requests");
+    assert!(
+        out.stderr
+            .contains(&format!("{requests} datagrams ignored")),
+        "{requests} junk answers not all ignored: {out:?}"
+    );
+    let last = out.stderr.lines().last().unwrap_or("");
+    report(test, &format!("exit 1 after {took:?}: {last}"));
+}
+
+/// Where the listeners of the survey live: the inet router, ports 7001+.
+const LISTEN: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+
+/// Sends one datagram from `from` to each of `ports` at [`LISTEN`] and
+/// returns the source each listener saw.
+fn sources_seen(from: &UdpSocket, listeners: &[(u16, UdpSocket)], ports: &[u16]) -> Vec<String> {
+    ports
+        .iter()
+        .map(|p| {
+            let (_, l) = listeners.iter().find(|(q, _)| q == p).expect("listener");
+            from.send_to(b"which source?", SocketAddrV4::new(LISTEN, *p))
+                .expect("send");
+            let mut buf = [0u8; 64];
+            match l.recv_from(&mut buf) {
+                Ok((_, src)) => format!("{LISTEN}:{p} saw {src}"),
+                Err(e) => format!("{LISTEN}:{p} saw nothing ({e})"),
+            }
+        })
+        .collect()
+}
+
+/// The survey for NAT `n` of `w` (miniupnpd running on it): the sources
+/// inet listeners see for datagrams from the client's port 3544, before
+/// any mapping, then (after `between`) with a PCP mapping of it, then as
+/// the answer to a datagram that came in through the mapping.
+fn survey_site(w: &World, n: usize, test: &str, between: &dyn Fn()) -> SocketAddrV4 {
+    let kind = w.nat_kind(n).name();
+    let client = w.client(n);
+    let internal = SocketAddrV4::new(w.client_v4(n), PORT);
+    let base = 7000 + 10 * n as u16;
+    let listeners: Vec<(u16, UdpSocket)> = (1..=5)
+        .map(|i| {
+            let s = udp_socket_in(w.inet(), SocketAddrV4::new(LISTEN, base + i)).expect("listener");
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            (base + i, s)
+        })
+        .collect();
+
+    // Without a mapping.
+    let sock = udp_socket_in(client, internal).expect("bind the client's port");
+    let before = sources_seen(&sock, &listeners, &[base + 1, base + 2]);
+    drop(sock);
+    report(
+        test,
+        &format!("{kind}, no mapping, from {internal}: {}", before.join("; ")),
+    );
+    between();
+
+    // With one.
+    let out = client.exec(
+        &[
+            tool().display().to_string().as_str(),
+            "portmap",
+            "--protocol",
+            "pcp",
+            "--no-delete",
+        ],
+        TOOL_BOUND + MARGIN,
+    );
+    assert!(out.success(), "{out:?}");
+    let external = external_of(&out.stdout).expect("external");
+    let _ = w.nat(n).run(&["conntrack", "-F"]);
+    let sock = udp_socket_in(client, internal).expect("bind the client's port");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let with = sources_seen(&sock, &listeners, &[base + 3, base + 4]);
+    report(
+        test,
+        &format!(
+            "{kind}, mapping {internal} -> {external}, new flows from {internal}: {}",
+            with.join("; ")
+        ),
+    );
+
+    // An answer to a datagram that came in through the mapping.
+    let (_, l5) = &listeners[4];
+    l5.send_to(b"in", external).expect("send in");
+    let mut buf = [0u8; 64];
+    let answered = match sock.recv_from(&mut buf) {
+        Ok((_, peer)) => {
+            sock.send_to(b"answer", peer).expect("answer");
+            match l5.recv_from(&mut buf) {
+                Ok((_, src)) => format!("{peer} sent in, its answer came from {src}"),
+                Err(e) => format!("{peer} sent in, no answer came back ({e})"),
+            }
+        }
+        Err(e) => format!("nothing came in through {external} ({e})"),
+    };
+    report(test, &format!("{kind}, through the mapping: {answered}"));
+    external
+}
+
+/// Research for the design (issue 16): with a mapping in place, do the
+/// client's own datagrams from its internal port leave the NAT from the
+/// mapped endpoint? Per NAT kind (masquerade, fully random); and behind
+/// the masquerade NAT, a second LAN host that mapped the same internal
+/// port first, so that the client's mapping gets another external port.
+/// Reported, not asserted.
+fn survey_source_ports() {
+    let test = "survey_source_ports";
+    let kinds = [
+        NatKind::PortRestricted,
+        NatKind::Symmetric,
+        NatKind::PortRestricted,
+    ];
+    let mut w = World::build(test, &kinds);
+    let second = w.add_lan_client(3).expect("a second LAN host");
+    let gws: Vec<Miniupnpd> = (1..=kinds.len())
+        .map(|n| Miniupnpd::start(&w, n, &Options::all()))
+        .collect();
+    survey_site(&w, 1, test, &|| {});
+    survey_site(&w, 2, test, &|| {});
+    let ours = survey_site(&w, 3, test, &|| {
+        let out = second.exec(
+            &[
+                tool().display().to_string().as_str(),
+                "portmap",
+                "--protocol",
+                "pcp",
+                "--no-delete",
+            ],
+            TOOL_BOUND + MARGIN,
+        );
+        assert!(out.success(), "{out:?}");
+        let theirs = external_of(&out.stdout).expect("external");
+        report(
+            test,
+            &format!("port-restricted, two hosts: 192.168.3.3:{PORT} mapped first, to {theirs}"),
+        );
+    });
+    report(
+        test,
+        &format!(
+            "port-restricted, two hosts: 192.168.3.2:{PORT} got {ours}; miniupnpd's rules:\n{}",
+            gws[2].rules()
+        ),
+    );
+}
+
+teredo_lab::lab_main! {
+    needs(root, miniupnpd, teredo_mire): [
+        pcp_whole_life_sigterm,
+        natpmp_whole_life,
+        auto_falls_back_to_natpmp_and_no_delete_lapses,
+        survey_source_ports,
+    ],
+    needs(root, teredo_mire): [
+        silent_gateway_exits_1_within_bound,
+        garbage_gateway_exits_1_within_bound,
+    ],
+}
