@@ -19,10 +19,14 @@ use nix::fcntl::{openat, renameat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+/// How long [`SafeDir::socket_is_served`] waits for a socket that accepts
+/// connections without answering to refuse them (its process exiting).
+pub const SERVED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A directory root may work in: its descriptor, and the path it was
 /// reached by (every component checked, see [`SafeDir::open_trusted`]).
@@ -327,30 +331,53 @@ impl SafeDir {
         Ok(true)
     }
 
-    /// Whether a live process listens on the socket `name` (a connection
-    /// to it is accepted, or waits in its full backlog). A stale socket,
-    /// left by a process that is gone, refuses connections: not live.
+    /// Whether a live process serves the socket `name`: it accepts a
+    /// connection and answers (a status socket's daemon writes its status
+    /// at once), or still accepts connections after a while without one. A
+    /// stale socket, left by a process that is gone, refuses connections;
+    /// one whose process is exiting (its listener not closed yet, nobody
+    /// answering) soon does: it is asked again for up to
+    /// [`SERVED_PATIENCE`].
     pub fn socket_is_served(&self, name: &str) -> io::Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
         let name = check_name(name)?;
-        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if kind(&st) == SFlag::S_IFSOCK => {}
-            // Nothing there, or not a socket (removed by bind_socket).
-            _ => return Ok(false),
+        let step = std::time::Duration::from_millis(100);
+        let tries = (SERVED_PATIENCE.as_millis() / step.as_millis()).max(1);
+        for _ in 0..tries {
+            match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) if kind(&st) == SFlag::S_IFSOCK => {}
+                // Nothing there, or not a socket (removed by bind_socket).
+                _ => return Ok(false),
+            }
+            let s = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            // The path goes through directories of root's only (checked
+            // when this one was opened), and its last component is a
+            // socket.
+            let addr = UnixAddr::new(&self.path.join(name))?;
+            match connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr) {
+                Ok(()) => {
+                    let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+                    let ms = step.as_millis() as u16;
+                    if poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) > 0 {
+                        let mut b = [0u8; 1];
+                        if nix::unistd::read(&s, &mut b).unwrap_or(0) > 0 {
+                            return Ok(true);
+                        }
+                    }
+                    // Accepted but no answer (yet): exiting, or busy.
+                }
+                // A full backlog: busy, or exiting.
+                Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => std::thread::sleep(step),
+                Err(_) => return Ok(false),
+            }
         }
-        let s = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        // The path goes through directories of root's only (checked when
-        // this one was opened), and its last component is a socket.
-        let addr = UnixAddr::new(&self.path.join(name))?;
-        match connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr) {
-            Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Ok(true),
-            Err(_) => Ok(false),
-        }
+        Ok(true)
     }
 
     /// Binds a listening Unix stream socket at `name` with `mode` (a stale
