@@ -222,11 +222,13 @@ impl PortMapper {
     pub fn stop(&mut self, now: Instant, out: &mut Vec<Request>) {
         self.stopping = true;
         self.next_start = None;
-        let Some(m) = self.mapping.take() else {
+        let Some(m) = self.mapping else {
             self.exchange = None;
             return;
         };
+        // Built while the mapping is known: it names the external port.
         let payload = self.request(m.protocol, Step::Delete);
+        self.mapping = None;
         self.begin(m.protocol, Step::Delete, payload, now, out);
     }
 
@@ -796,6 +798,8 @@ mod tests {
         m.stop(t2, &mut out);
         let del = out.pop().unwrap().payload;
         assert_eq!(&del[4..8], &[0, 0, 0, 0]);
+        assert_eq!(&del[42..44], &40000u16.to_be_bytes());
+        assert_eq!(&del[44..60], &EXT.to_ipv6_mapped().octets());
         m.handle_udp(
             t2,
             gw(),
