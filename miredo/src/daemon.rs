@@ -963,6 +963,17 @@ impl Daemon {
             log::info!(
                 "the path to the Teredo server {server} changed ({what}): soliciting it at once"
             );
+            // Our local endpoint follows the source address of the path.
+            if let network::Reach::Via(libteredo::sys::netlink::Path { src: Some(ip), .. }) =
+                checked.reach
+            {
+                let port = self.local().port();
+                if let Some(mut e) = self.client() {
+                    if let EngineKind::Client(c) = &mut *e {
+                        c.set_local(Some(SocketAddrV4::new(ip, port)));
+                    }
+                }
+            }
             self.path_changed(now);
         } else {
             log::info!("the path to the Teredo server {server} changed ({what})");

@@ -258,6 +258,14 @@ impl Client {
         self.secondary_at = None;
     }
 
+    /// Our local endpoint changed (the host's address towards the server,
+    /// after a path change): the alternate address peers behind our NAT
+    /// reach us at (RFC 6081), and what tells a port-preserving NAT apart.
+    pub fn set_local(&mut self, local: Option<SocketAddrV4>) {
+        self.cfg.local = local;
+        self.fwd.set_local(local);
+    }
+
     /// Whether the client has a server to solicit (see
     /// [`ClientConfig::server`]).
     pub fn has_server(&self) -> bool {
