@@ -49,6 +49,10 @@ fn sim_network_a_path_change_requalifies_at_once_not_at_the_refresh() {
     // WAN address, as after a move to another network).
     w.nats[nat].reboot(Some(ip("198.18.3.99")));
     let now = w.now;
+    // The daemon tells the engine its source address, then the change.
+    let local = std::net::SocketAddrV4::new(ip("192.168.1.2"), 40000);
+    w.client_mut(c).set_local(Some(local));
+    assert_eq!(w.client(c).config().local, Some(local));
     w.client_mut(c).path_changed(now);
     let got = w.run_until_cond(SECS(2), |w| w.teredo_addr(c).is_some_and(|a| a != old));
     assert!(got, "no new address within 2 s of the change");
