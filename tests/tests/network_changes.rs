@@ -537,12 +537,13 @@ fn run(test: &str, sc: Scenario) {
             let (a, _) = common::qualify(&w, &daemons[i], n, &format!("{} client", who(imp)));
             let t = Instant::now();
             let both = answers_both_ways(&w, n, t, Duration::from_secs(15));
-            assert!(
-                both.is_some(),
-                "{} client, before the change: {a} does not answer both ways:\n{}",
-                who(imp),
-                w.log_of(&daemons[i])
-            );
+            let Some((a, _)) = both else {
+                panic!(
+                    "{} client, before the change: {a} does not answer both ways:\n{}",
+                    who(imp),
+                    w.log_of(&daemons[i])
+                );
+            };
             old[i] = Some(a);
         }
     }
