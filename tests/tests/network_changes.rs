@@ -630,6 +630,25 @@ fn run(test: &str, sc: Scenario) {
                 if running { "" } else { "; the daemon EXITED" }
             ),
         );
+        if imp == Impl::Ours {
+            // What our client saw of the change (miredo/src/daemon.rs).
+            let log = w.log_of(&daemons[i]);
+            let seen: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("the path to the Teredo server") || l.contains("slept"))
+                .collect();
+            report(
+                test,
+                &format!(
+                    "ours client's log on the path: {}",
+                    if seen.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        seen[seen.len().saturating_sub(3)..].join(" | ")
+                    }
+                ),
+            );
+        }
         if sc == Scenario::NewLanAddressSameMapping {
             let kept = old[i].is_some() && port(old[i]) == port(new);
             if imp == Impl::Ours {
