@@ -51,21 +51,20 @@ fn bind_status(run_dir: &SafeDir, cli: &Cli, iface: &str) -> Result<UnixListener
             else {
                 return Err(format!("status socket {}: not a file name", p.display()));
             };
-            // Only a socket is replaced there: a name given by mistake must
-            // not cost root's directory one of its files.
-            use std::os::unix::fs::FileTypeExt;
-            match std::fs::symlink_metadata(&abs) {
-                Ok(m) if !m.file_type().is_socket() => {
-                    return Err(format!(
-                        "status socket {}: exists and is not a socket",
-                        abs.display()
-                    ))
-                }
-                _ => {}
-            }
             let d = SafeDir::open_trusted(parent).map_err(|e| {
                 format!("status socket {}: {e}: name one in a directory of root's that nobody else can write", p.display())
             })?;
+            // Only a socket is replaced there: a name given by mistake must
+            // not cost root's directory one of its files. Looked at through
+            // the trusted directory's descriptor, as it is bound.
+            if d.holds_non_socket(name)
+                .map_err(|e| format!("status socket: {e}"))?
+            {
+                return Err(format!(
+                    "status socket {}: exists and is not a socket",
+                    abs.display()
+                ));
+            }
             (Some(d), name.to_string(), abs.display().to_string())
         }
     };

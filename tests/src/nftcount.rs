@@ -41,24 +41,18 @@ impl Counters {
     /// `ip daddr 198.18.1.1 udp dport 3544`.
     pub fn install(ns: &Netns, rules: &[(&str, Hook, &str)]) -> Result<Counters, String> {
         let _ = ns.nft(&format!("delete table inet {TABLE}"));
-        let mut script = format!(
+        ns.nft(&format!(
             "add table inet {TABLE}\n\
              add chain inet {TABLE} c_out {{ type filter hook output priority -300 ; }}\n\
              add chain inet {TABLE} c_pre {{ type filter hook prerouting priority -300 ; }}\n\
              add chain inet {TABLE} c_fwd {{ type filter hook forward priority -300 ; }}\n"
-        );
-        for (name, hook, m) in rules {
-            script += &format!("add counter inet {TABLE} {name}\n");
-            script += &format!(
-                "add rule inet {TABLE} {} {m} counter name {name}\n",
-                hook.chain()
-            );
-        }
-        ns.nft(&script)?;
-        Ok(Counters {
+        ))?;
+        let mut c = Counters {
             ns: ns.clone(),
-            names: rules.iter().map(|(n, _, _)| n.to_string()).collect(),
-        })
+            names: Vec::new(),
+        };
+        c.add(rules)?;
+        Ok(c)
     }
 
     /// Adds `(name, hook, match)` counters to this set, those installed
@@ -115,6 +109,62 @@ fn parse_packets(out: &str) -> u64 {
         }
     }
     0
+}
+
+/// Rules with owned matches, as the rule sets below build them.
+pub type Rules = Vec<(&'static str, Hook, String)>;
+
+/// `rules` as [`Counters::install`] and [`Counters::add`] take them.
+pub fn refs(rules: &Rules) -> Vec<(&str, Hook, &str)> {
+    rules.iter().map(|(n, h, m)| (*n, *h, m.as_str())).collect()
+}
+
+/// A relay (in the world of `prefix`) flooded from the native side:
+/// `inbound`, the datagrams for Teredo addresses that reach the relay host;
+/// `bubbles_to_server`, what goes to the server at `server`.
+pub fn relay_flood_rules(prefix: &str, server: std::net::Ipv4Addr) -> Rules {
+    vec![
+        (
+            "inbound",
+            Hook::Prerouting,
+            format!("iifname {prefix}r-i ip6 daddr 2001::/32"),
+        ),
+        (
+            "bubbles_to_server",
+            Hook::Output,
+            format!("ip daddr {server} udp dport 3544"),
+        ),
+    ]
+}
+
+/// The legitimate flow between the native host and the client `addr`
+/// behind the NAT at `nat_wan`, hop by hop through the relay host: echo
+/// requests in (`legit_in`), datagrams to the client's NAT
+/// (`legit_to_nat`), datagrams back (`legit_from_nat`), echo replies out
+/// (`legit_out`).
+pub fn legit_flow_rules(
+    prefix: &str,
+    addr: std::net::Ipv6Addr,
+    nat_wan: std::net::Ipv4Addr,
+) -> Rules {
+    vec![
+        (
+            "legit_in",
+            Hook::Prerouting,
+            format!("iifname {prefix}r-i ip6 daddr {addr}"),
+        ),
+        ("legit_to_nat", Hook::Output, format!("ip daddr {nat_wan}")),
+        (
+            "legit_from_nat",
+            Hook::Prerouting,
+            format!("ip saddr {nat_wan}"),
+        ),
+        (
+            "legit_out",
+            Hook::Forward,
+            format!("oifname {prefix}r-i ip6 saddr {addr}"),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -431,7 +431,13 @@ impl World {
                 state.0 = next;
             }
         }
-        site.nat.nft("flush ruleset")?;
+        Self::renat(site, n, &state, "flush ruleset")
+    }
+
+    /// Makes NAT `n`'s rules again for its state (WAN address, port
+    /// numbering) after `clear` (an nft command) and forgets every flow.
+    fn renat(site: &NatSite, n: usize, state: &(Ipv4Addr, u16), clear: &str) -> Result<(), String> {
+        site.nat.nft(clear)?;
         site.nat.nft(&nat::ruleset(
             site.kind,
             &site.wan_if,
@@ -470,15 +476,7 @@ impl World {
         site.nat
             .ip(&format!("route replace default via {gateway}"))?;
         state.0 = wan;
-        site.nat.nft("delete table ip nat")?;
-        site.nat.nft(&nat::ruleset(
-            site.kind,
-            &site.wan_if,
-            state.0,
-            Self::client_v4_of(n),
-            state.1,
-        ))?;
-        site.nat.run(&["conntrack", "-F"]).map(|_| ())
+        Self::renat(site, n, &state, "delete table ip nat")
     }
 
     /// The NAT's flow table (`conntrack -L`), for reports.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libteredo::proto::peers::{memory_bound, DEFAULT_TOTAL_QUEUE_BYTES};
 use teredo_lab::named::{self, status_number, unique_iface};
-use teredo_lab::nftcount::{Counters, Hook};
+use teredo_lab::nftcount::{legit_flow_rules, refs, relay_flood_rules, Counters, Hook};
 use teredo_lab::procstat;
 use teredo_lab::{report, Daemon, Impl, NatKind, Netns, World, SERVER_V4};
 
@@ -419,22 +419,8 @@ fn newcomer_run(imp: Impl, run: usize) -> NewcomerRun {
         .relay()
         .ip(&format!("link set {relay_if} txqueuelen 10000"));
     let p = w.prefix().to_string();
-    let mut counters = Counters::install(
-        w.relay(),
-        &[
-            (
-                "inbound",
-                Hook::Prerouting,
-                &format!("iifname {p}r-i ip6 daddr 2001::/32"),
-            ),
-            (
-                "bubbles_to_server",
-                Hook::Output,
-                &format!("ip daddr {SERVER_V4} udp dport 3544"),
-            ),
-        ],
-    )
-    .expect("nft counters");
+    let mut counters = Counters::install(w.relay(), &refs(&relay_flood_rules(&p, SERVER_V4)))
+        .expect("nft counters");
     thread::sleep(Duration::from_secs(1));
     let before = procstat::usage_of_tree(relay.pid);
     let tun_before = link_drops(w.relay(), &relay_if);
@@ -459,31 +445,16 @@ fn newcomer_run(imp: Impl, run: usize) -> NewcomerRun {
         if let Some(addr) = addr {
             r.qualified = Some(t.elapsed());
             let nat_wan = w.nat_wan_v4(1);
-            counters
-                .add(&[
-                    (
-                        "legit_in",
-                        Hook::Prerouting,
-                        &format!("iifname {p}r-i ip6 daddr {addr}"),
-                    ),
-                    (
-                        "legit_tun",
-                        Hook::Forward,
-                        &format!("oifname {relay_if} ip6 daddr {addr}"),
-                    ),
-                    ("legit_to_nat", Hook::Output, &format!("ip daddr {nat_wan}")),
-                    (
-                        "legit_from_nat",
-                        Hook::Prerouting,
-                        &format!("ip saddr {nat_wan}"),
-                    ),
-                    (
-                        "legit_out",
-                        Hook::Forward,
-                        &format!("oifname {p}r-i ip6 saddr {addr}"),
-                    ),
-                ])
-                .expect("nft counters");
+            let mut rules = legit_flow_rules(&p, addr, nat_wan);
+            rules.insert(
+                1,
+                (
+                    "legit_tun",
+                    Hook::Forward,
+                    format!("oifname {relay_if} ip6 daddr {addr}"),
+                ),
+            );
+            counters.add(&refs(&rules)).expect("nft counters");
             report(
                 &test,
                 &format!(

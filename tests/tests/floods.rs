@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use teredo_lab::named::{self, status_number, unique_iface};
-use teredo_lab::nftcount::{Counters, Hook};
+use teredo_lab::nftcount::{legit_flow_rules, refs, relay_flood_rules, Counters, Hook};
 use teredo_lab::procstat;
 use teredo_lab::{
     ping6_stats, report, Impl, NatKind, Netns, World, NATIVE_V6, RELAY_V4, SERVER_V4,
@@ -491,47 +491,15 @@ fn peer_flood_run(relay_imp: Impl) -> PeerFlood {
     let nat_wan = w.nat_wan_v4(1);
 
     let p = w.prefix().to_string();
-    let counters = Counters::install(
-        w.relay(),
-        &[
-            (
-                "inbound",
-                Hook::Prerouting,
-                &format!("iifname {p}r-i ip6 daddr 2001::/32"),
-            ),
-            (
-                "bubbles_to_server",
-                Hook::Output,
-                &format!("ip daddr {SERVER_V4} udp dport 3544"),
-            ),
-            ("udp_out", Hook::Output, "meta l4proto udp"),
-            (
-                "icmp6_back",
-                Hook::Forward,
-                &format!("oifname {p}r-i icmpv6 type destination-unreachable"),
-            ),
-            // The legitimate flow, hop by hop through the relay host: echo
-            // requests in, datagrams to the client's NAT, datagrams back,
-            // echo replies out.
-            (
-                "legit_in",
-                Hook::Prerouting,
-                &format!("iifname {p}r-i ip6 daddr {addr}"),
-            ),
-            ("legit_to_nat", Hook::Output, &format!("ip daddr {nat_wan}")),
-            (
-                "legit_from_nat",
-                Hook::Prerouting,
-                &format!("ip saddr {nat_wan}"),
-            ),
-            (
-                "legit_out",
-                Hook::Forward,
-                &format!("oifname {p}r-i ip6 saddr {addr}"),
-            ),
-        ],
-    )
-    .expect("nft counters");
+    let mut rules = relay_flood_rules(&p, SERVER_V4);
+    rules.push(("udp_out", Hook::Output, "meta l4proto udp".to_string()));
+    rules.push((
+        "icmp6_back",
+        Hook::Forward,
+        format!("oifname {p}r-i icmpv6 type destination-unreachable"),
+    ));
+    rules.extend(legit_flow_rules(&p, addr, nat_wan));
+    let counters = Counters::install(w.relay(), &refs(&rules)).expect("nft counters");
     let ours = relay_imp == Impl::Ours;
     let status_before = named::status_of(&relay_if);
     let before = procstat::usage_of_tree(relay.pid);

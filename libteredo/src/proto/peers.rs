@@ -492,12 +492,6 @@ impl PeerTable {
         Some(&mut self.slots[i as usize].peer)
     }
 
-    /// Whether an untrusted entry (held if `held`) could be created now.
-    pub fn has_room(&self, held: bool) -> bool {
-        let top = if held { Class::Held } else { Class::Untrusted } as usize;
-        self.index.len() < self.capacity || self.count[..=top].iter().any(|&n| n > 0)
-    }
-
     fn insert_new(
         &mut self,
         addr: Ipv6Addr,
@@ -1084,7 +1078,6 @@ mod tests {
         assert!(t.get(&addr(1)).is_none());
         // No held entry is left: a new held one may not evict an admitted
         // one.
-        assert!(!t.has_room(true));
         assert!(t.insert_untrusted(addr(9), EP, now, true).is_none());
         // An untrusted one evicts the least recently touched untrusted.
         assert!(t.insert_untrusted(addr(10), EP, now, false).is_some());
@@ -1094,7 +1087,6 @@ mod tests {
             t.touch(&addr(n), now);
         }
         // All trusted: no untrusted entry gets in.
-        assert!(!t.has_room(false));
         assert!(t.insert_untrusted(addr(11), EP, now, false).is_none());
         assert_eq!(t.len(), 6);
         // A trusted one evicts the least recently touched trusted.

@@ -246,6 +246,12 @@ impl PortMapper {
         let Some(p) = self.first_protocol() else {
             return;
         };
+        self.ask(p, now, out);
+    }
+
+    /// Starts asking for the mapping in `p` (NAT-PMP first asks for the
+    /// external address, once).
+    fn ask(&mut self, p: Protocol, now: Instant, out: &mut Vec<Request>) {
         let step = if p == Protocol::NatPmp && self.external_addr.is_none() {
             Step::External
         } else {
@@ -364,13 +370,7 @@ impl PortMapper {
             );
             if x.protocol == Protocol::Pcp && self.cfg.mode == Mode::Auto && self.speaks.is_none() {
                 // Some NAT-PMP gateways ignore PCP rather than refuse it.
-                let step = if self.external_addr.is_none() {
-                    Step::External
-                } else {
-                    Step::Map
-                };
-                let payload = self.request(Protocol::NatPmp, step);
-                self.begin(Protocol::NatPmp, step, payload, now, out);
+                self.ask(Protocol::NatPmp, now, out);
                 return;
             }
             self.unavailable(now, why, events);
@@ -434,13 +434,7 @@ impl PortMapper {
         match answer {
             Answer::UnsupportedVersion => {
                 if x.protocol == Protocol::Pcp && self.cfg.mode == Mode::Auto {
-                    let step = if self.external_addr.is_none() {
-                        Step::External
-                    } else {
-                        Step::Map
-                    };
-                    let payload = self.request(Protocol::NatPmp, step);
-                    self.begin(Protocol::NatPmp, step, payload, now, out);
+                    self.ask(Protocol::NatPmp, now, out);
                 } else {
                     self.unavailable(
                         now,
@@ -470,8 +464,7 @@ impl PortMapper {
                 self.check_epoch(epoch, now, events);
                 self.speaks = Some(Protocol::NatPmp);
                 self.external_addr = Some(addr);
-                let payload = self.request(Protocol::NatPmp, Step::Map);
-                self.begin(Protocol::NatPmp, Step::Map, payload, now, out);
+                self.ask(Protocol::NatPmp, now, out);
             }
             Answer::Mapped {
                 external,

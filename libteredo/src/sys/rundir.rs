@@ -421,6 +421,17 @@ impl SafeDir {
         }
     }
 
+    /// Whether this directory holds an entry `name` that is not a socket
+    /// (looked at through the directory's descriptor, not followed).
+    pub fn holds_non_socket(&self, name: &str) -> io::Result<bool> {
+        let name = check_name(name)?;
+        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(kind(&st) != SFlag::S_IFSOCK),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(other(format!("{}: {e}", self.path.join(name).display()))),
+        }
+    }
+
     /// Removes the entry `name` if it is not a directory (root's own files
     /// at start, before they are made again).
     pub fn remove(&self, name: &str) -> io::Result<()> {

@@ -903,16 +903,7 @@ pub fn memory_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
         }
     };
     // Wait until the relay has read everything the kernel queued for it.
-    let mut last = tun_stat(&w, &riface, "tx_packets");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        sleep(Duration::from_millis(300));
-        let now = tun_stat(&w, &riface, "tx_packets");
-        if now == last {
-            break;
-        }
-        last = now;
-    }
+    let last = settled(|| tun_stat(&w, &riface, "tx_packets"));
     let rss1 = procfs::tree_rss(relay.pid);
     let cpu = procfs::tree_cpu_ns(relay.pid).saturating_sub(cpu0);
     let took = t0.elapsed();
@@ -1111,16 +1102,7 @@ pub fn trusted_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
         }
     };
     // Wait until the relay has forwarded all it will.
-    let mut last = answers();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        sleep(Duration::from_millis(300));
-        let now = answers();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
+    let last = settled(answers);
     let rss1 = procfs::tree_rss(relay.pid);
     let cpu = procfs::tree_cpu_ns(relay.pid).saturating_sub(cpu0);
     let took = t0.elapsed();
@@ -1172,6 +1154,22 @@ pub fn trusted_block(imp: Impl, who: Subject, o: &Opts, s: &mut Samples) {
         Ok((grew as f64 / held as f64, note.clone())),
     );
     s.note(&format!("trusted memory {}: {note}", who.name()));
+}
+
+/// The value of `read` once it stops moving (two readings 300 ms apart
+/// agree), or as it is after 10 s.
+fn settled(read: impl Fn() -> u64) -> u64 {
+    let mut last = read();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        sleep(Duration::from_millis(300));
+        let now = read();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
 
 fn opt(v: Option<u64>) -> String {
