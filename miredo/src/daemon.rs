@@ -19,6 +19,7 @@ use libteredo::proto::relay::Relay;
 use libteredo::proto::stats::Stats;
 use libteredo::proto::{Event, Output};
 use libteredo::sys::batch::{enable_udp_gro, RecvBatch, SendBatch, GRO_SLOT};
+use libteredo::sys::http::Exporter;
 use libteredo::sys::netlink::{Monitor, Netlink};
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::signals;
@@ -109,6 +110,9 @@ pub struct Io {
     pub offload: bool,
     pub sigfd: SignalFd,
     pub status: UnixListener,
+    /// The metrics listener (`MetricsListen`), bound before privileges
+    /// went.
+    pub metrics: Option<Exporter>,
     pub privproc: Option<UnixStream>,
     /// A client's rtnetlink announcements and queries (opened by root;
     /// none when they could not be).
@@ -482,6 +486,7 @@ pub struct Daemon {
     discovery: Option<UdpSocket>,
     sigfd: SignalFd,
     status: UnixListener,
+    metrics: Option<Exporter>,
     privproc: Option<UnixStream>,
     wake_rx: UnixStream,
     /// The process that rereads the configuration file on SIGHUP (none
@@ -661,6 +666,7 @@ impl Daemon {
             discovery: io.discovery,
             sigfd: io.sigfd,
             status: io.status,
+            metrics: io.metrics,
             privproc: io.privproc,
             wake_rx,
             reader,
@@ -749,7 +755,7 @@ impl Daemon {
                     .min(u128::from(u64::MAX - 1)) as u64
             });
             self.sh.deadline.store(deadline, Ordering::Relaxed);
-            let (sig_r, status_r, wake_r, disc_r, priv_r, reader_r, mon_r, alarm_r) = {
+            let (sig_r, status_r, wake_r, disc_r, priv_r, reader_r, mon_r, alarm_r, metrics_r) = {
                 let mut fds = vec![
                     PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.status.as_fd(), PollFlags::POLLIN),
@@ -785,6 +791,10 @@ impl Daemon {
                     fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
                     fds.len() - 1
                 });
+                let metrics_idx = self.metrics.as_ref().map(|m| {
+                    fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+                    fds.len() - 1
+                });
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -800,6 +810,7 @@ impl Daemon {
                     reader_idx.is_some_and(ready),
                     mon_idx.is_some_and(ready),
                     alarm_idx.is_some_and(ready),
+                    metrics_idx.is_some_and(ready),
                 )
             };
             if alarm_r {
@@ -843,6 +854,9 @@ impl Daemon {
             }
             if status_r {
                 self.answer_status();
+            }
+            if metrics_r {
+                self.answer_metrics();
             }
         }
     }
@@ -1321,6 +1335,17 @@ impl Daemon {
         }
     }
 
+    /// Scrapes: the status lines go to the listener's worker, which
+    /// reads the request and converts them (libteredo::sys::http).
+    fn answer_metrics(&self) {
+        if let Some(m) = &self.metrics {
+            m.accept(|| {
+                let e = lock(&self.sh.engine);
+                status::render(self, &e)
+            });
+        }
+    }
+
     fn answer_status(&mut self) {
         for _ in 0..16 {
             match self.status.accept() {
@@ -1403,6 +1428,9 @@ impl Daemon {
         }
         if new.local_discovery != old.local_discovery {
             restart.push("LocalDiscovery");
+        }
+        if new.metrics_listen != old.metrics_listen {
+            restart.push("MetricsListen");
         }
         for d in &restart {
             log::warn!("SIGHUP: {d} changed: that needs privileges, restart miredo to apply it; the old value stays");

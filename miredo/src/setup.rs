@@ -12,6 +12,7 @@ use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::relay::{ForwarderConfig, Relay};
 use libteredo::sys::daemon::Startup;
+use libteredo::sys::http::Exporter;
 use libteredo::sys::netlink::{Monitor, Netlink};
 use libteredo::sys::random::OsRandom;
 use libteredo::sys::reader::ConfigReader;
@@ -25,6 +26,17 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+/// The metrics listener, when `MetricsListen` asks for one.
+pub fn bind_metrics(addr: Option<std::net::SocketAddr>) -> Result<Option<Exporter>, String> {
+    let Some(addr) = addr else { return Ok(None) };
+    let ex = Exporter::bind(addr).map_err(|e| format!("MetricsListen {addr}: {e}"))?;
+    log::info!(
+        "metrics served on http://{}/metrics (Prometheus text format)",
+        ex.local_addr()
+    );
+    Ok(Some(ex))
+}
 
 /// Where status sockets live: `/run/miredo/IFACE.status`. A directory of
 /// root's (mode 0755): nobody else can put anything in it. Without -t,
@@ -373,6 +385,7 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
         SafeDir::ensure(Path::new(STATUS_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
     let status = bind_status(&run_dir, &cli, &conf.interface_name)?;
     status.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let metrics = bind_metrics(conf.metrics_listen)?;
 
     let mtu = if client { 1280 } else { conf.interface_mtu };
     // Offloads (virtio-net headers): TCP super-packets come in whole and
@@ -566,6 +579,7 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
         discovery,
         sigfd,
         status,
+        metrics,
         privproc,
         monitor,
         routes,

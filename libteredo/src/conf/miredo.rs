@@ -8,13 +8,14 @@
 
 use std::fmt;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use super::lexer::{lex, Entry};
 use super::values::{
-    check_host, parse_bool, parse_ifname, parse_ipv4, parse_netmask, parse_prefix, parse_uint,
-    prefix_display, DiscoveryInterfaces, SyslogFacility, DEFAULT_MTU, MAX_MTU, MIN_MTU,
+    check_host, listen_warning, parse_bool, parse_ifname, parse_ipv4, parse_listen, parse_netmask,
+    parse_prefix, parse_uint, prefix_display, DiscoveryInterfaces, SyslogFacility, DEFAULT_MTU,
+    MAX_MTU, MIN_MTU,
 };
 use super::{next_ipv4, read_text, resolve, ConfError, LoadError};
 use crate::addr::TEREDO_PREFIX;
@@ -177,6 +178,9 @@ pub struct MiredoConfig {
     pub bubble_rate_limit: u32,
     /// `IcmpRateLimit`: ICMPv6 errors sent per second; 20 by default.
     pub icmp_rate_limit: u32,
+    /// `MetricsListen`: where the daemon serves its counters over HTTP in
+    /// the Prometheus text format; `None` (off) by default.
+    pub metrics_listen: Option<SocketAddr>,
     /// Things worth saying that do not make the file invalid.
     pub warnings: Vec<ConfError>,
 }
@@ -204,6 +208,7 @@ impl Default for MiredoConfig {
             global_peer_rate_limit: DEFAULT_GLOBAL_PEER_RATE_LIMIT,
             bubble_rate_limit: DEFAULT_BUBBLE_RATE_LIMIT,
             icmp_rate_limit: DEFAULT_ICMP_RATE_LIMIT,
+            metrics_listen: None,
             warnings: Vec::new(),
         }
     }
@@ -211,7 +216,7 @@ impl Default for MiredoConfig {
 
 /// The directives of the file, canonical spelling; the indices below
 /// follow this order.
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 19] = [
     "RelayType",
     "ServerAddress",
     "ServerAddress2",
@@ -230,6 +235,7 @@ const NAMES: [&str; 18] = [
     "GlobalPeerRateLimit",
     "BubbleRateLimit",
     "IcmpRateLimit",
+    "MetricsListen",
 ];
 const RELAY_TYPE: usize = 0;
 const SERVER_ADDRESS: usize = 1;
@@ -249,6 +255,7 @@ const MAX_QUEUED_BYTES: usize = 14;
 const GLOBAL_PEER_RATE_LIMIT: usize = 15;
 const BUBBLE_RATE_LIMIT: usize = 16;
 const ICMP_RATE_LIMIT: usize = 17;
+const METRICS_LISTEN: usize = 18;
 
 /// The default `GlobalPeerRateLimit`.
 pub const DEFAULT_GLOBAL_PEER_RATE_LIMIT: u32 = crate::proto::relay::DEFAULT_NEW_PEERS_PER_SECOND;
@@ -403,6 +410,10 @@ impl MiredoConfig {
             conf.icmp_rate_limit = parse_uint(v, 1, 1_000_000)?;
             Ok(())
         });
+        check(METRICS_LISTEN, &mut |v| {
+            conf.metrics_listen = Some(parse_listen(v)?);
+            Ok(())
+        });
         check(MAX_QUEUED_BYTES, &mut |v| {
             conf.max_queued_bytes = parse_uint(v, 0, MAX_MAX_QUEUED_BYTES)?;
             Ok(())
@@ -418,6 +429,12 @@ impl MiredoConfig {
                 e.name,
                 "given without ServerAddress: a secondary address needs its primary",
             ));
+        }
+        if let (Some(addr), Some(e)) = (conf.metrics_listen, entry(&found, METRICS_LISTEN)) {
+            if let Some(why) = listen_warning(addr) {
+                conf.warnings
+                    .push(ConfError::at(file_name, e.line, e.name, why));
+            }
         }
         if conf.relay_type.is_relay() {
             conf.server_address = None;
@@ -520,6 +537,20 @@ mod tests {
         let e = errs(text);
         assert_eq!(e.len(), 1, "{e:?}");
         e.into_iter().next().unwrap_or_default()
+    }
+
+    #[test]
+    fn metrics_listener_in_both_modes() {
+        assert_eq!(ok("").metrics_listen, None);
+        for mode in ["client", "cone"] {
+            let c = ok(&format!("RelayType {mode}\nMetricsListen [::1]:9201\n"));
+            assert_eq!(c.metrics_listen, Some("[::1]:9201".parse().unwrap()));
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        }
+        let c = ok("MetricsListen 192.0.2.7:9201\n");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(MiredoConfig::parse("MetricsListen 0\n", "f").is_err());
+        assert!(MiredoConfig::parse("MetricsListen yes\n", "f").is_err());
     }
 
     #[test]

@@ -5,13 +5,13 @@
 //! whether their NAT is a cone. The C miredo-checkconf cannot check this
 //! file; ours can.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use super::lexer::{lex, Entry};
 use super::values::{
-    parse_ipv4, parse_prefix, parse_uint, prefix_display, SyslogFacility, DEFAULT_MTU, MAX_MTU,
-    MIN_MTU,
+    listen_warning, parse_ipv4, parse_listen, parse_prefix, parse_uint, prefix_display,
+    SyslogFacility, DEFAULT_MTU, MAX_MTU, MIN_MTU,
 };
 use super::{next_ipv4, read_text, ConfError, LoadError};
 use crate::addr::{is_global_unicast_v4, TEREDO_PREFIX};
@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub interface_mtu: u16,
     /// `SyslogFacility`; daemon by default.
     pub syslog_facility: SyslogFacility,
+    /// `MetricsListen`: where the daemon serves its counters over HTTP in
+    /// the Prometheus text format; `None` (off) by default.
+    pub metrics_listen: Option<SocketAddr>,
     /// Things worth saying that do not make the file invalid.
     pub warnings: Vec<ConfError>,
 }
@@ -45,23 +48,26 @@ impl Default for ServerConfig {
             prefix: TEREDO_PREFIX,
             interface_mtu: DEFAULT_MTU,
             syslog_facility: SyslogFacility::Daemon,
+            metrics_listen: None,
             warnings: Vec::new(),
         }
     }
 }
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 6] = [
     "ServerBindAddress",
     "ServerBindAddress2",
     "Prefix",
     "InterfaceMTU",
     "SyslogFacility",
+    "MetricsListen",
 ];
 const SERVER_BIND_ADDRESS: usize = 0;
 const SERVER_BIND_ADDRESS2: usize = 1;
 const PREFIX: usize = 2;
 const INTERFACE_MTU: usize = 3;
 const SYSLOG_FACILITY: usize = 4;
+const METRICS_LISTEN: usize = 5;
 
 /// Parses a server address: an IPv4 literal that is global unicast
 /// (RFC 4380 section 5.3: clients reach the server from the Internet, and
@@ -161,6 +167,18 @@ impl ServerConfig {
         if let Some(e) = entry(SYSLOG_FACILITY) {
             match SyslogFacility::parse(e.value) {
                 Ok(f) => conf.syslog_facility = f,
+                Err(why) => errors.push(ConfError::at(file_name, e.line, e.name, why)),
+            }
+        }
+        if let Some(e) = entry(METRICS_LISTEN) {
+            match parse_listen(e.value) {
+                Ok(addr) => {
+                    conf.metrics_listen = Some(addr);
+                    if let Some(why) = listen_warning(addr) {
+                        conf.warnings
+                            .push(ConfError::at(file_name, e.line, e.name, why));
+                    }
+                }
                 Err(why) => errors.push(ConfError::at(file_name, e.line, e.name, why)),
             }
         }
@@ -266,5 +284,21 @@ mod tests {
         assert!(e[2].starts_with("s.conf:4: SyslogFacility: unknown syslog facility"));
         assert_eq!(e[3], "s.conf:5: ServerAddress: unknown directive");
         assert_eq!(e[4], "s.conf:6: Prefix: given twice (first at line 2)");
+    }
+
+    #[test]
+    fn metrics_listener() {
+        assert_eq!(ok("ServerBindAddress 192.0.2.1\n").metrics_listen, None);
+        let c = ok("ServerBindAddress 192.0.2.1\nMetricsListen 9200\n");
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9200".parse().unwrap()));
+        assert!(c.warnings.is_empty());
+        let c = ok("ServerBindAddress 192.0.2.1\nMetricsListen 0.0.0.0:9200\n");
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].to_string().contains("not a loopback address"));
+        let e = errs("ServerBindAddress 192.0.2.1\nMetricsListen localhost:9200\n");
+        assert!(
+            e[0].starts_with("s.conf:2: MetricsListen: invalid listening address"),
+            "{e:?}"
+        );
     }
 }

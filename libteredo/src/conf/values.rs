@@ -3,7 +3,7 @@
 //! sentence, no final full stop).
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The Teredo MTU (RFC 4380 section 5.1.1) and the IPv6 minimum (RFC 8200).
 pub const DEFAULT_MTU: u16 = 1280;
@@ -28,6 +28,40 @@ pub(crate) fn parse_bool(value: &str) -> Result<bool, String> {
             "invalid boolean \"{value}\" (expected yes, true, on, enabled, 1, no, false, off, disabled or 0)"
         ))
     }
+}
+
+/// Parses the address of the metrics listener (`MetricsListen`): a port
+/// alone (on 127.0.0.1), `IPv4:PORT`, or `[IPv6]:PORT`. Port 0 is refused:
+/// Prometheus must know where to scrape.
+pub(crate) fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    let bad = || {
+        format!("invalid listening address \"{value}\" (expected PORT, IPv4:PORT or [IPv6]:PORT)")
+    };
+    let (ip, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (ip, port) = rest.split_once("]:").ok_or_else(bad)?;
+        let ip: Ipv6Addr = ip.parse().map_err(|_| bad())?;
+        (IpAddr::V6(ip), port)
+    } else if let Some((ip, port)) = value.split_once(':') {
+        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+        (IpAddr::V4(ip), port)
+    } else {
+        (IpAddr::V4(Ipv4Addr::LOCALHOST), value)
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let port = parse_uint(port, 1, u16::MAX.into())
+        .map_err(|why| format!("port of \"{value}\": {why}"))?;
+    Ok(SocketAddr::new(ip, u16::try_from(port).unwrap_or(u16::MAX)))
+}
+
+/// The warning a metrics listener deserves when others can reach it.
+pub(crate) fn listen_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "{addr} is not a loopback address: whoever reaches it reads the daemon's counters, peers and address; restrict it with a firewall"
+        )
+    })
 }
 
 /// Parses an unsigned integer in `min..=max`: decimal, or hexadecimal with
@@ -737,5 +771,35 @@ mod tests {
         for p in invalid {
             assert!(check_ere(p).is_err(), "{p}");
         }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(parse_listen("9100"), Ok(sa("127.0.0.1:9100")));
+        assert_eq!(parse_listen("0.0.0.0:9100"), Ok(sa("0.0.0.0:9100")));
+        assert_eq!(parse_listen("[::1]:9100"), Ok(sa("[::1]:9100")));
+        assert_eq!(parse_listen("[2001:db8::1]:80"), Ok(sa("[2001:db8::1]:80")));
+        for bad in [
+            "",
+            "0",
+            "65536",
+            "x",
+            "127.0.0.1",
+            "127.0.0.1:",
+            ":9100",
+            "::1:9100",
+            "[::1]9100",
+            "[::1]:",
+            "host:9100",
+            "1.2.3:9100",
+            "127.0.0.1:+80",
+            "127.0.0.1:0x50",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(listen_warning(sa("127.0.0.1:1")).is_none());
+        assert!(listen_warning(sa("[::1]:1")).is_none());
+        assert!(listen_warning(sa("0.0.0.0:1")).is_some());
     }
 }

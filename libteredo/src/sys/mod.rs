@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod daemon;
 pub mod fds;
+pub mod http;
 pub mod logging;
 pub mod netlink;
 pub mod pidfile;
