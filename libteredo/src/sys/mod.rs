@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fds;
 pub mod logging;
 pub mod netlink;
+pub mod notify;
 pub mod pidfile;
 pub mod privileges;
 pub mod random;
