@@ -156,6 +156,32 @@ const METRICS: &[Metric] = &[
         "teredo_peers_evicted_total",
         "Peer entries evicted to make room for others.",
     ),
+    // A server's (miredo-server's status socket).
+    gauge(
+        "workers",
+        "teredo_server_workers",
+        "Worker threads of the server (each with a socket of its own).",
+    ),
+    counter(
+        "rs-received",
+        "teredo_server_router_solicitations_received_total",
+        "Router solicitations received from clients.",
+    ),
+    counter(
+        "ra-sent",
+        "teredo_server_router_advertisements_sent_total",
+        "Router advertisements sent to clients.",
+    ),
+    counter(
+        "relayed-to-clients",
+        "teredo_server_relayed_to_clients_packets_total",
+        "Bubbles and echo packets relayed to Teredo clients.",
+    ),
+    counter(
+        "relayed-to-native",
+        "teredo_server_relayed_to_native_packets_total",
+        "Echo requests relayed from clients to native IPv6.",
+    ),
 ];
 
 /// Status keys with a word, rendered as one gauge per possible value:
@@ -166,7 +192,14 @@ const ENUMS: &[(&str, &str, &str, &str, &[&str])] = &[
         "teredo_state",
         "state",
         "The daemon's state (1 for the current one).",
-        &["waiting", "probing", "qualified", "offline", "relaying"],
+        &[
+            "waiting",
+            "probing",
+            "qualified",
+            "offline",
+            "relaying",
+            "serving",
+        ],
     ),
     (
         "nat",
@@ -186,6 +219,8 @@ const INFO: &[(&str, &str)] = &[
     ("prefix", "prefix"),
     ("mapped-address", "mapped_address"),
     ("mapped-port", "mapped_port"),
+    ("server-address", "server_address"),
+    ("server-address2", "server_address2"),
 ];
 
 /// The prefix of the per-reason drop counters.
@@ -381,6 +416,26 @@ mod tests {
         assert!(j.starts_with("{\"interface\": \"te\\\"\\\\x\""), "{j}");
         assert!(j.contains("\"qualified-after\": 0.25"));
         assert!(j.contains("\"waiting-for\": \"no answer from server\""));
+    }
+
+    #[test]
+    fn server_keys() {
+        let m = to_prometheus(&parse_status(
+            "mode: server\nstate: serving\nuptime: 3s\nserver-address: 198.18.1.1\n\
+             server-address2: 198.18.1.2\nworkers: 4\nrs-received: 5\nra-sent: 5\n\
+             relayed-to-clients: 2\nrelayed-to-native: 1\ndrop-spoofed: 1\n",
+        ));
+        assert!(m.contains("# TYPE teredo_server_router_solicitations_received_total counter\nteredo_server_router_solicitations_received_total 5\n"), "{m}");
+        assert!(m.contains("teredo_server_router_advertisements_sent_total 5\n"));
+        assert!(m.contains("teredo_server_relayed_to_clients_packets_total 2\n"));
+        assert!(m.contains("teredo_server_relayed_to_native_packets_total 1\n"));
+        assert!(m.contains("teredo_server_workers 4\n"));
+        assert!(m.contains("teredo_state{state=\"serving\"} 1\n"));
+        assert!(
+            m.contains("server_address=\"198.18.1.1\",server_address2=\"198.18.1.2\""),
+            "{m}"
+        );
+        assert!(m.contains("teredo_dropped_packets_total{reason=\"spoofed\"} 1\n"));
     }
 
     #[test]

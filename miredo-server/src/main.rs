@@ -32,6 +32,10 @@ pub struct Cli {
     /// or nobody where that user does not exist]
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
+    /// The status socket [default: /run/miredo/miredo-server.sock]; its
+    /// directory must be root's and writable by nobody else
+    #[arg(long = "status-socket", value_name = "PATH")]
+    pub status_socket: Option<PathBuf>,
     /// Log debugging messages too
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -44,8 +48,11 @@ pub struct Cli {
 fn main() -> ExitCode {
     // Whatever descriptors our parent left open go at once.
     let _ = libteredo::sys::fds::close_from(3);
+    // The service manager's socket, if any: read (and taken out of the
+    // environment) before anything else starts.
+    let notify = libteredo::sys::notify::from_env();
     let cli = Cli::parse();
-    match server::run(cli) {
+    match server::run(cli, notify) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("miredo-server: {e}");

@@ -5,10 +5,12 @@ use crate::Cli;
 use libteredo::addr::{is_global_unicast_v4, TEREDO_PORT};
 use libteredo::conf::server::ServerConfig as ServerFile;
 use libteredo::conf::LoadError;
-use libteredo::proto::server::{Server, ServerConfig};
+use libteredo::proto::server::{Server, ServerConfig, ServerCounters};
+use libteredo::proto::stats::{DropReason, Stats};
 use libteredo::proto::Output;
 use libteredo::sys::batch::{RecvBatch, SendBatch};
 use libteredo::sys::daemon::Startup;
+use libteredo::sys::notify::{self as notify, Alive, Heartbeat, Notifier};
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
 use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
@@ -16,18 +18,26 @@ use libteredo::wire::ipv6::Ipv6Packet;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io;
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
 use std::net::{SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The run directory (root's, shared with miredo); without -t we chroot
 /// into its empty entry `empty`.
 const RUN_DIR: &str = "/run/miredo";
 /// Datagrams handled per socket and wake-up.
 const BATCH: usize = 64;
+/// The status socket's name in the run directory: not `IFACE.status`, so
+/// that no miredo's interface name can give it.
+pub const STATUS_NAME: &str = "miredo-server.sock";
+/// Counts in the service manager's status line are refreshed at most this
+/// often.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 fn joined(errs: Vec<libteredo::conf::ConfError>) -> String {
     errs.iter()
@@ -130,9 +140,9 @@ fn raw_ipv6() -> Result<Socket, String> {
 
 /// The whole start-up, then the server until it stops. Detached, the
 /// process that was started exits with start-up's result.
-pub fn run(cli: Cli) -> Result<(), String> {
+pub fn run(cli: Cli, notify: Notifier) -> Result<(), String> {
     let mut startup = Startup::foreground();
-    match start(cli, &mut startup) {
+    match start(cli, notify, &mut startup) {
         Ok(running) => {
             startup.succeeded();
             let result = running.run();
@@ -147,30 +157,184 @@ pub fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// The server once set up: its worker threads run; the main thread waits
-/// for signals.
+/// for signals and status requests.
 struct Running {
     sh: Arc<Shared>,
     sigfd: nix::sys::signalfd::SignalFd,
+    status: UnixListener,
     reader: ConfigReader,
     path: std::path::PathBuf,
     server_name: Option<String>,
     file: ServerFile,
+    notify: Arc<Notifier>,
+    main_beat: Arc<Heartbeat>,
+    started: Instant,
+    /// The last `STATUS=` sent, and when.
+    notified: Option<(String, Instant)>,
 }
 
 impl Running {
+    /// Runs until SIGINT, SIGTERM or SIGQUIT.
     fn run(mut self) -> Result<(), String> {
-        main_loop(
-            &self.sh,
-            &self.sigfd,
-            &mut self.reader,
-            &self.path,
-            self.server_name.as_deref(),
-            self.file,
-        )
+        let _alive = Alive(Arc::clone(&self.main_beat));
+        if let Some(period) = self.notify.watchdog() {
+            let mut hearts = vec![("main".to_string(), Arc::clone(&self.main_beat))];
+            for (i, b) in self.sh.beats.iter().enumerate() {
+                hearts.push((format!("worker {i}"), Arc::clone(b)));
+            }
+            notify::spawn_watchdog(Arc::clone(&self.notify), period, hearts)
+                .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+        }
+        self.notify.ready();
+        self.notify_status(true);
+        loop {
+            let timeout = if self.notify.enabled() {
+                PollTimeout::from(STATUS_EVERY.as_millis() as u16)
+            } else {
+                PollTimeout::NONE
+            };
+            let (sig_r, status_r) = {
+                let mut fds = [
+                    PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.status.as_fd(), PollFlags::POLLIN),
+                ];
+                self.main_beat.wait();
+                let polled = poll(&mut fds, timeout);
+                self.main_beat.beat();
+                match polled {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("poll: {e}")),
+                }
+                let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+                (ready(0), ready(1))
+            };
+            if sig_r {
+                for sig in signals::drain(&self.sigfd) {
+                    match sig {
+                        Signal::SIGHUP => {
+                            self.notify.reloading();
+                            let new = reload(
+                                &self.file,
+                                &mut self.reader,
+                                &self.path,
+                                self.server_name.as_deref(),
+                            );
+                            if let Some(new) = new {
+                                let mut c = lock(&self.sh.config);
+                                *c = (engine_config(&new), c.1 + 1);
+                                self.file = new;
+                            }
+                            self.notify.ready();
+                            self.notify_status(true);
+                        }
+                        Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
+                            log::info!("{sig}: stopping");
+                            self.notify.stopping();
+                            return Ok(());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if status_r {
+                self.answer_status();
+            }
+            self.notify_status(false);
+        }
+    }
+
+    /// The workers' counters, added up.
+    fn totals(&self) -> (Stats, ServerCounters) {
+        let mut stats = Stats::default();
+        let mut counters = ServerCounters::default();
+        for t in &self.sh.tallies {
+            let t = lock(t);
+            stats.add(&t.0);
+            counters.add(&t.1);
+        }
+        (stats, counters)
+    }
+
+    /// The status page: `key: value` lines, as miredo's (read by
+    /// `teredo-mire status --server`).
+    fn render(&self) -> String {
+        let (stats, c) = self.totals();
+        let f = &self.file;
+        let mut s = String::new();
+        let mut line = |k: &str, v: String| {
+            let _ = writeln!(s, "{k}: {v}");
+        };
+        line("mode", "server".into());
+        line("state", "serving".into());
+        line("uptime", format!("{}s", self.started.elapsed().as_secs()));
+        line("server-address", f.server_bind_address.to_string());
+        line("server-address2", f.server_bind_address2.to_string());
+        line(
+            "prefix",
+            format!(
+                "{}/32",
+                std::net::Ipv6Addr::from(u128::from(f.prefix) << 96)
+            ),
+        );
+        line("mtu", f.interface_mtu.to_string());
+        line("workers", self.sh.tallies.len().to_string());
+        line("rs-received", c.rs_received.to_string());
+        line("ra-sent", c.ra_sent.to_string());
+        line("relayed-to-clients", c.relayed_to_clients.to_string());
+        line("relayed-to-native", c.relayed_to_native.to_string());
+        line("udp-rx-packets", stats.udp_rx_packets.to_string());
+        line("udp-rx-bytes", stats.udp_rx_bytes.to_string());
+        line("udp-tx-packets", stats.udp_tx_packets.to_string());
+        line("udp-tx-bytes", stats.udp_tx_bytes.to_string());
+        for r in DropReason::ALL {
+            line(&format!("drop-{}", r.name()), stats.dropped(r).to_string());
+        }
+        s
+    }
+
+    fn answer_status(&mut self) {
+        for _ in 0..16 {
+            match self.status.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+                    let _ = s.write_all(self.render().as_bytes());
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Tells the service manager what the server did: at once when `now`,
+    /// else when the counts moved and the last status is a few seconds
+    /// old.
+    fn notify_status(&mut self, now: bool) {
+        if !self.notify.enabled() {
+            return;
+        }
+        let (stats, c) = self.totals();
+        let text = format!(
+            "Serving on {} and {}: {} router solicitations received, {} advertisements sent, {} packets relayed to clients, {} to native IPv6, {} dropped",
+            self.file.server_bind_address,
+            self.file.server_bind_address2,
+            c.rs_received,
+            c.ra_sent,
+            c.relayed_to_clients,
+            c.relayed_to_native,
+            stats.total_drops()
+        );
+        let due = match &self.notified {
+            None => true,
+            Some((t, when)) => now || (*t != text && when.elapsed() >= STATUS_EVERY),
+        };
+        if due {
+            self.notify.status(&text);
+            self.notified = Some((text, Instant::now()));
+        }
     }
 }
 
-fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
+fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, String> {
     // Like the C tool: a name on the command line is the primary address.
     let file = load(&cli.config, cli.server_name.as_deref())?;
     logging::init(
@@ -179,6 +343,8 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
         cli.foreground,
         cli.verbose,
     );
+    // Connected already (in main, before any chroot): only said here.
+    notify.log_setup();
     for w in &file.warnings {
         log::warn!("{w}");
     }
@@ -193,6 +359,17 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
     if let Some(w) = warning {
         log::warn!("{w}");
     }
+    // The status socket first: a server that would take another's socket
+    // stops before it binds anything else.
+    let run_dir =
+        SafeDir::ensure(Path::new(RUN_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
+    let status = libteredo::sys::rundir::bind_status_socket(
+        &run_dir,
+        cli.status_socket.as_deref(),
+        STATUS_NAME,
+        "another miredo-server answers on this status socket (perhaps in another network namespace): not starting; give this one another --status-socket",
+    )?;
+    status.set_nonblocking(true).map_err(|e| e.to_string())?;
     let n = workers();
     let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT), n)?;
     let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT), n)?;
@@ -205,10 +382,9 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
     };
     let root = match &cli.chrootdir {
         Some(d) => privileges::open_chroot(d)?,
-        None => SafeDir::ensure(Path::new(RUN_DIR), 0o755)
-            .and_then(|run| privileges::prepare_empty(&run))
-            .map_err(|e| format!("chroot: {e}"))?,
+        None => privileges::prepare_empty(&run_dir).map_err(|e| format!("chroot: {e}"))?,
     };
+    drop(run_dir);
     // Relative paths mean the directory we were started in: made absolute
     // before detaching moves to /.
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
@@ -240,6 +416,8 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
         secondary,
         raw,
         secondary_addr: file.server_bind_address2,
+        tallies: (0..2 * n).map(|_| Mutex::default()).collect(),
+        beats: (0..2 * n).map(|_| Arc::default()).collect(),
     });
     for second in [false, true] {
         let local = SocketAddrV4::new(
@@ -252,19 +430,28 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Running, String> {
         );
         for i in 0..n {
             let sh = Arc::clone(&sh);
+            let slot = usize::from(second) * n + i;
             std::thread::Builder::new()
                 .name(format!("miredo-server-{local}-{i}"))
-                .spawn(move || sh.serve(second, i, local))
+                .spawn(move || {
+                    let _alive = Alive(Arc::clone(&sh.beats[slot]));
+                    sh.serve(second, i, slot, local)
+                })
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
     }
     Ok(Running {
         sh,
         sigfd,
+        status,
         reader,
         path: cli.config.clone(),
         server_name: cli.server_name.clone(),
         file,
+        notify: Arc::new(notify),
+        main_beat: Arc::default(),
+        started: Instant::now(),
+        notified: None,
     })
 }
 
@@ -277,6 +464,11 @@ struct Shared {
     secondary: Vec<UdpSocket>,
     raw: Option<Socket>,
     secondary_addr: std::net::Ipv4Addr,
+    /// Each worker's counters (primary workers first), copied after each
+    /// batch; the main thread adds them up for the status.
+    tallies: Vec<Mutex<(Stats, ServerCounters)>>,
+    /// Each worker's sign of life, for the watchdog.
+    beats: Vec<Arc<Heartbeat>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -287,7 +479,7 @@ impl Shared {
     /// One socket's loop: batches in, a stateless engine of its own, batches
     /// out (the answer to a cone-bit solicitation leaves from the other
     /// address, hence two outgoing batches).
-    fn serve(&self, second: bool, i: usize, local: SocketAddrV4) {
+    fn serve(&self, second: bool, i: usize, slot: usize, local: SocketAddrV4) {
         let (primary, secondary) = (&self.primary[i], &self.secondary[i]);
         let sock = if second { secondary } else { primary };
         let (cfg, mut generation) = lock(&self.config).clone();
@@ -296,8 +488,12 @@ impl Shared {
         let mut via_primary = SendBatch::new();
         let mut via_secondary = SendBatch::new();
         let mut out = Vec::with_capacity(BATCH);
+        let beat = &self.beats[slot];
         loop {
-            let n = match rb.recv(sock.as_fd()) {
+            beat.wait();
+            let got = rb.recv(sock.as_fd());
+            beat.beat();
+            let n = match got {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -314,7 +510,11 @@ impl Shared {
                 let c = lock(&self.config);
                 if c.1 != generation {
                     generation = c.1;
+                    // A reload: the new settings, the same counters.
+                    let (stats, counters) = (std::mem::take(&mut engine.stats), engine.counters);
                     engine = Server::new(c.0.clone());
+                    engine.stats = stats;
+                    engine.counters = counters;
                 }
             }
             let now = Instant::now();
@@ -342,6 +542,9 @@ impl Shared {
             if let Err(e) = via_secondary.flush(secondary.as_fd()) {
                 log::debug!("send: {e}");
             }
+            let mut t = lock(&self.tallies[slot]);
+            t.0.clone_from(&engine.stats);
+            t.1 = engine.counters;
         }
     }
 
@@ -353,41 +556,6 @@ impl Shared {
         let dst = SockAddr::from(SocketAddrV6::new(ip.dst_addr(), 0, 0, 0));
         if let Err(e) = raw.send_to(p, &dst) {
             log::debug!("raw IPv6 send to {}: {e}", ip.dst_addr());
-        }
-    }
-}
-
-/// The main thread: signals only.
-fn main_loop(
-    sh: &Shared,
-    sigfd: &nix::sys::signalfd::SignalFd,
-    reader: &mut ConfigReader,
-    path: &Path,
-    server_name: Option<&str>,
-    mut file: ServerFile,
-) -> Result<(), String> {
-    loop {
-        let mut fds = [PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(format!("poll: {e}")),
-        }
-        for sig in signals::drain(sigfd) {
-            match sig {
-                Signal::SIGHUP => {
-                    if let Some(new) = reload(&file, reader, path, server_name) {
-                        let mut c = lock(&sh.config);
-                        *c = (engine_config(&new), c.1 + 1);
-                        file = new;
-                    }
-                }
-                Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
-                    log::info!("{sig}: stopping");
-                    return Ok(());
-                }
-                _ => {}
-            }
         }
     }
 }

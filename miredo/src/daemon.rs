@@ -21,6 +21,7 @@ use libteredo::proto::{Event, Output};
 use libteredo::sys::batch::{enable_udp_gro, RecvBatch, SendBatch, GRO_SLOT};
 use libteredo::sys::http::Exporter;
 use libteredo::sys::netlink::{Monitor, Netlink};
+use libteredo::sys::notify::{self as notify, Alive, Heartbeat, Notifier};
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::signals;
 use libteredo::sys::sleep::{self, WakeAlarm};
@@ -139,6 +140,9 @@ struct Shared {
     /// When the main thread means to wake up next (ns after `base`).
     deadline: AtomicU64,
     base: Instant,
+    /// The I/O threads' signs of life, for the watchdog.
+    tun_beat: Arc<Heartbeat>,
+    udp_beat: Arc<Heartbeat>,
 }
 
 /// Packets closer together than this mean load: the TUN queue is drained
@@ -278,11 +282,15 @@ impl Shared {
         let mut sizes = vec![0usize; bufs.len()];
         let mut out = Vec::with_capacity(tun_rs::IDEAL_BATCH_SIZE);
         let mut last = Instant::now();
+        let beat = &self.tun_beat;
         loop {
             let mut taken = 0usize;
             let mut next;
             loop {
-                let n = match self.tun.recv_multiple(&mut orig, &mut bufs, &mut sizes, 0) {
+                beat.wait();
+                let got = self.tun.recv_multiple(&mut orig, &mut bufs, &mut sizes, 0);
+                beat.beat();
+                let n = match got {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e)
@@ -343,8 +351,11 @@ impl Shared {
         let mut last = Instant::now();
         loop {
             let max = if busy { usize::MAX } else { 1 };
+            self.udp_beat.wait();
+            let got = rb.recv_up_to(self.udp.as_fd(), max);
+            self.udp_beat.beat();
             // One clock reading per batch: for the engine and for the gap.
-            let mut now = match rb.recv_up_to(self.udp.as_fd(), max) {
+            let mut now = match got {
                 Ok(n) => {
                     let now = Instant::now();
                     busy = n > 1 || now.saturating_duration_since(last) < DRAIN_GAP;
@@ -521,7 +532,17 @@ pub struct Daemon {
     /// The servers were changed by a reload (said so in the log when the
     /// client starts using them).
     sighup_servers: bool,
+    /// The service manager (sd_notify), if one listens.
+    notify: Arc<Notifier>,
+    /// The main thread's sign of life, for the watchdog.
+    main_beat: Arc<Heartbeat>,
+    /// The last `STATUS=` sent: its state key, its text, when.
+    notified: Option<(String, String, Instant)>,
 }
+
+/// Counts in the service manager's status line are refreshed at most this
+/// often (a change of state is sent at once).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// Receives a datagram with the ECN field of its IPv4 header (RFC 9601:
 /// congestion marked on the way must reach the inner packet).
@@ -621,6 +642,7 @@ impl Daemon {
         reader: Option<ConfigReader>,
         cli_server: Option<String>,
         names: Option<Names>,
+        notify: Notifier,
     ) -> io::Result<Self> {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
@@ -646,6 +668,8 @@ impl Daemon {
             wake_tx,
             deadline: AtomicU64::new(0),
             base,
+            tun_beat: Arc::default(),
+            udp_beat: Arc::default(),
         });
         let watch = names
             .as_ref()
@@ -684,6 +708,9 @@ impl Daemon {
             alarm,
             boot_offset: sleep::offset(),
             sighup_servers: false,
+            notify: Arc::new(notify),
+            main_beat: Arc::default(),
+            notified: None,
         })
     }
 
@@ -695,16 +722,40 @@ impl Daemon {
 
     /// Runs until SIGINT or SIGTERM (Ok) or a fatal error.
     pub fn run(&mut self) -> Result<(), String> {
-        for (name, f) in [
-            ("tun", Shared::tun_loop as fn(&Shared)),
-            ("udp", Shared::udp_loop),
+        for (name, f, beat) in [
+            (
+                "tun",
+                Shared::tun_loop as fn(&Shared),
+                Arc::clone(&self.sh.tun_beat),
+            ),
+            ("udp", Shared::udp_loop, Arc::clone(&self.sh.udp_beat)),
         ] {
             let sh = Arc::clone(&self.sh);
             std::thread::Builder::new()
                 .name(format!("miredo-{name}"))
-                .spawn(move || f(&sh))
+                .spawn(move || {
+                    let _alive = Alive(beat);
+                    f(&sh)
+                })
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
+        let _alive = Alive(Arc::clone(&self.main_beat));
+        if let Some(period) = self.notify.watchdog() {
+            notify::spawn_watchdog(
+                Arc::clone(&self.notify),
+                period,
+                vec![
+                    ("main".into(), Arc::clone(&self.main_beat)),
+                    ("TUN".into(), Arc::clone(&self.sh.tun_beat)),
+                    ("UDP".into(), Arc::clone(&self.sh.udp_beat)),
+                ],
+            )
+            .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+        }
+        // Running: a client that cannot reach its server yet runs too (it
+        // waits, and says why in its status).
+        self.notify.ready();
+        self.notify_status(true);
         // The path to the server at start: the baseline of its changes.
         if let Some(w) = self.watch.as_mut() {
             w.check_by(Instant::now());
@@ -741,13 +792,20 @@ impl Daemon {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            // With a service manager listening, counts in its status line
+            // are refreshed every few seconds.
+            let most = if self.notify.enabled() {
+                STATUS_EVERY.as_millis() as u16
+            } else {
+                60_000
+            };
             let timeout = match wake_at {
                 Some(t) => {
                     let d = t.saturating_duration_since(Instant::now());
                     // Round up: waking a millisecond early would spin.
-                    PollTimeout::from(d.as_micros().div_ceil(1000).min(60_000) as u16)
+                    PollTimeout::from(d.as_micros().div_ceil(1000).min(u128::from(most)) as u16)
                 }
-                None => PollTimeout::from(60_000u16),
+                None => PollTimeout::from(most),
             };
             let deadline = next.map_or(u64::MAX, |t| {
                 t.saturating_duration_since(self.sh.base)
@@ -795,7 +853,10 @@ impl Daemon {
                     fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
                     fds.len() - 1
                 });
-                match poll(&mut fds, timeout) {
+                self.main_beat.wait();
+                let polled = poll(&mut fds, timeout);
+                self.main_beat.beat();
+                match polled {
                     Ok(_) => {}
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(format!("poll: {e}")),
@@ -832,9 +893,15 @@ impl Daemon {
             if sig_r {
                 for s in signals::drain(&self.sigfd) {
                     match s {
-                        Signal::SIGHUP => self.reload(),
+                        Signal::SIGHUP => {
+                            self.notify.reloading();
+                            self.reload();
+                            self.notify.ready();
+                            self.notify_status(true);
+                        }
                         Signal::SIGINT | Signal::SIGTERM | Signal::SIGQUIT => {
                             log::info!("{s}: stopping");
+                            self.notify.stopping();
                             self.shutdown();
                             return Ok(());
                         }
@@ -858,6 +925,30 @@ impl Daemon {
             if metrics_r {
                 self.answer_metrics();
             }
+            self.notify_status(false);
+        }
+    }
+
+    /// Tells the service manager what we are doing: at once when the state
+    /// changed (or `now`), else when the counts moved and the last status
+    /// is a few seconds old.
+    fn notify_status(&mut self, now: bool) {
+        if !self.notify.enabled() {
+            return;
+        }
+        let (key, text) = {
+            let e = lock(&self.sh.engine);
+            status::one_line(self, &e)
+        };
+        let due = match &self.notified {
+            None => true,
+            Some((k, t, when)) => {
+                now || *k != key || (*t != text && when.elapsed() >= STATUS_EVERY)
+            }
+        };
+        if due {
+            self.notify.status(&text);
+            self.notified = Some((key, text, Instant::now()));
         }
     }
 

@@ -59,8 +59,11 @@ fn main() -> ExitCode {
     // Whatever descriptors our parent left open reach neither root's steps
     // nor the helpers we start.
     let _ = libteredo::sys::fds::close_from(3);
+    // The service manager's socket, if any: read (and taken out of the
+    // environment) before anything else starts.
+    let notify = libteredo::sys::notify::from_env();
     let cli = Cli::parse();
-    match setup::run(cli) {
+    match setup::run(cli, notify) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Logging may not be set up yet: say it on stderr too.

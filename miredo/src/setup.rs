@@ -14,6 +14,7 @@ use libteredo::proto::relay::{ForwarderConfig, Relay};
 use libteredo::sys::daemon::Startup;
 use libteredo::sys::http::Exporter;
 use libteredo::sys::netlink::{Monitor, Netlink};
+use libteredo::sys::notify::Notifier;
 use libteredo::sys::random::OsRandom;
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
@@ -50,44 +51,12 @@ pub const STATUS_DIR: &str = "/run/miredo";
 /// namespaces see the same `/run/miredo`, and the second must not take
 /// the first one's socket.
 fn bind_status(run_dir: &SafeDir, cli: &Cli, iface: &str) -> Result<UnixListener, String> {
-    let (dir, name, shown) = match &cli.status_socket {
-        None => (
-            None,
-            format!("{iface}.status"),
-            format!("{STATUS_DIR}/{iface}.status"),
-        ),
-        Some(p) => {
-            let abs = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let (Some(parent), Some(name)) =
-                (abs.parent(), abs.file_name().and_then(|n| n.to_str()))
-            else {
-                return Err(format!("status socket {}: not a file name", p.display()));
-            };
-            let d = SafeDir::open_trusted(parent).map_err(|e| {
-                format!("status socket {}: {e}: name one in a directory of root's that nobody else can write", p.display())
-            })?;
-            // Only a socket is replaced there: a name given by mistake must
-            // not cost root's directory one of its files. Looked at through
-            // the trusted directory's descriptor, as it is bound.
-            if d.holds_non_socket(name)
-                .map_err(|e| format!("status socket: {e}"))?
-            {
-                return Err(format!(
-                    "status socket {}: exists and is not a socket",
-                    abs.display()
-                ));
-            }
-            (Some(d), name.to_string(), abs.display().to_string())
-        }
-    };
-    let dir = dir.as_ref().unwrap_or(run_dir);
-    match dir.bind_socket(&name, 0o666) {
-        Ok(l) => Ok(l),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
-            "{shown}: another miredo answers on this status socket (perhaps in another network namespace, with an interface of the same name): not starting; give this one another InterfaceName, or another --status-socket"
-        )),
-        Err(e) => Err(format!("status socket: {e}")),
-    }
+    libteredo::sys::rundir::bind_status_socket(
+        run_dir,
+        cli.status_socket.as_deref(),
+        &format!("{iface}.status"),
+        "another miredo answers on this status socket (perhaps in another network namespace, with an interface of the same name): not starting; give this one another InterfaceName, or another --status-socket",
+    )
 }
 
 /// Where miredo-privproc is installed, fixed when miredo is built
@@ -284,9 +253,9 @@ fn spawn_privproc(
 /// The whole start-up, then the daemon until it stops. Detached, the
 /// process that was started exits with start-up's result (see
 /// [`daemon::daemonize`]).
-pub fn run(cli: Cli) -> Result<(), String> {
+pub fn run(cli: Cli, notify: Notifier) -> Result<(), String> {
     let mut startup = Startup::foreground();
-    match start(cli, &mut startup) {
+    match start(cli, notify, &mut startup) {
         Ok(mut d) => {
             startup.succeeded();
             let result = d.run();
@@ -303,7 +272,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
 
 /// Everything miredo does as root, up to the unprivileged daemon ready to
 /// run.
-fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
+fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, String> {
     let mut loaded = load_config(&cli)?;
     let conf = &mut loaded.conf;
     if let Some(name) = &cli.server_name {
@@ -323,6 +292,8 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
         cli.foreground,
         cli.verbose,
     );
+    // Connected already (in main, before any chroot): only said here.
+    notify.log_setup();
     match &loaded.path {
         Some(p) => log::info!("starting with configuration {}", p.display()),
         None => log::info!(
@@ -584,8 +555,16 @@ fn start(cli: Cli, startup: &mut Startup) -> Result<Daemon, String> {
         monitor,
         routes,
     };
-    let mut d = Daemon::new(conf, engine, io, reader, cli.server_name.clone(), names)
-        .map_err(|e| e.to_string())?;
+    let mut d = Daemon::new(
+        conf,
+        engine,
+        io,
+        reader,
+        cli.server_name.clone(),
+        names,
+        notify,
+    )
+    .map_err(|e| e.to_string())?;
     d.dispatch_early(early);
     Ok(d)
 }

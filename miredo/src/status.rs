@@ -111,3 +111,73 @@ pub fn render(d: &Daemon, engine: &EngineKind) -> String {
     line("drop-queue-expired", stats.drops_queue_expired.to_string());
     s
 }
+
+/// The one-line status for the service manager (`STATUS=`, shown by
+/// `systemctl status`): what the daemon is doing and, apart, a key that
+/// changes with its state only (a change of key is sent at once; counts
+/// that move are sent at most every few seconds).
+pub fn one_line(d: &Daemon, engine: &EngineKind) -> (String, String) {
+    use crate::network::Waiting;
+    use libteredo::proto::client::ClientState;
+    let stats = engine.stats();
+    match engine {
+        EngineKind::Client(c) => {
+            let server = c.config().server;
+            if let Some(q) = c.qualification() {
+                let key = format!("qualified {} {}", q.addr, c.nat());
+                let text = format!(
+                    "Qualified: Teredo address {}, NAT {}, server {server}, MTU {}; {} peers",
+                    q.addr,
+                    c.nat(),
+                    q.mtu,
+                    c.peer_count()
+                );
+                return (key, text);
+            }
+            let waiting = d.waiting_for(engine);
+            let why = match waiting {
+                Some(Waiting::NameUnresolved) => Some(Waiting::NameUnresolved),
+                Some(w @ (Waiting::NoRoute | Waiting::NoAddress)) => Some(w),
+                // No answer counts once a round of solicitations failed.
+                Some(Waiting::NoAnswer) if c.state() == ClientState::Offline => {
+                    Some(Waiting::NoAnswer)
+                }
+                _ => None,
+            };
+            match why {
+                Some(Waiting::NameUnresolved) => {
+                    let name = d.conf().server_address.clone().unwrap_or_default();
+                    (
+                        "waiting name".into(),
+                        format!(
+                            "Waiting for the Teredo server: {name}: {}",
+                            Waiting::NameUnresolved.as_str()
+                        ),
+                    )
+                }
+                Some(w) => (
+                    format!("waiting {}", w.as_str()),
+                    format!("Waiting for the Teredo server {server}: {}", w.as_str()),
+                ),
+                None => (
+                    format!("qualifying {server}"),
+                    format!("Qualifying with the Teredo server {server}"),
+                ),
+            }
+        }
+        EngineKind::Relay(r) => {
+            let conf = d.conf();
+            let text = format!(
+                "Relaying for {}/32: {} peers; {} packets in and {} out over UDP, {} in and {} out over the tunnel, {} dropped",
+                std::net::Ipv6Addr::from(u128::from(conf.prefix) << 96),
+                r.peers().len(),
+                stats.udp_rx_packets,
+                stats.udp_tx_packets,
+                stats.tun_rx_packets,
+                stats.tun_tx_packets,
+                stats.total_drops()
+            );
+            ("relaying".into(), text)
+        }
+    }
+}

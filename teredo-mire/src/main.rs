@@ -118,7 +118,8 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = portmap::DEFAULT_TIMEOUT)]
         timeout: f64,
     },
-    /// Show the status of a running miredo (read from its status socket)
+    /// Show the status of a running miredo or miredo-server (read from its
+    /// status socket)
     Status {
         /// The Teredo interface of the miredo instance
         #[arg(value_name = "IFACE", default_value = status::DEFAULT_IFACE)]
@@ -127,6 +128,11 @@ enum Command {
         /// Read this Unix socket instead of /run/miredo/IFACE.status
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
+
+        /// Read miredo-server's status socket
+        /// (/run/miredo/miredo-server.sock, unless --socket names another)
+        #[arg(long, conflicts_with = "iface")]
+        server: bool,
 
         /// How to print it: the daemon's own lines (text), one JSON object
         /// (json), or the Prometheus text exposition format (prometheus)
@@ -179,8 +185,16 @@ fn main() -> ExitCode {
         Some(Command::Status {
             iface,
             socket,
+            server,
             format,
-        }) => status::run(&iface, socket.as_deref(), format),
+        }) => {
+            let target = if server {
+                status::Target::Server
+            } else {
+                status::Target::Miredo(&iface)
+            };
+            status::run(target, socket.as_deref(), format)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

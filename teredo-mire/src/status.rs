@@ -1,6 +1,8 @@
-//! `teredo-mire status [IFACE]`: the client side of miredo's status socket.
-//! The daemon writes `key: value` lines on `/run/miredo/IFACE.status` to
-//! whoever connects, then closes; we print them.
+//! `teredo-mire status [IFACE]`, `teredo-mire status --server`: the client
+//! side of the daemons' status sockets. miredo writes `key: value` lines on
+//! `/run/miredo/IFACE.status` to whoever connects, then closes,
+//! miredo-server the same on `/run/miredo/miredo-server.sock`; we print
+//! them.
 
 use libteredo::metrics;
 use std::io::{ErrorKind, Read};
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_IFACE: &str = "teredo";
 /// Where miredo puts its status sockets.
 pub const STATUS_DIR: &str = "/run/miredo";
+/// miredo-server's status socket.
+pub const SERVER_SOCKET: &str = "/run/miredo/miredo-server.sock";
 /// How long the whole exchange may take.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// A status is a few dozen lines; more than this is not one.
@@ -44,16 +48,29 @@ pub enum Format {
     Prometheus,
 }
 
-pub fn run(iface: &str, socket: Option<&Path>, format: Format) -> Result<(), String> {
-    let path = match socket {
-        Some(p) => p.to_path_buf(),
-        None => socket_path(iface)?,
+/// Whose status to read.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// miredo's, for this interface.
+    Miredo(&'a str),
+    /// miredo-server's.
+    Server,
+}
+
+pub fn run(target: Target<'_>, socket: Option<&Path>, format: Format) -> Result<(), String> {
+    let path = match (socket, target) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Target::Miredo(iface)) => socket_path(iface)?,
+        (None, Target::Server) => PathBuf::from(SERVER_SOCKET),
+    };
+    let who = match target {
+        Target::Miredo(iface) => format!("miredo running for interface {iface}"),
+        Target::Server => "miredo-server running".into(),
     };
     let text = fetch(&path, TIMEOUT).map_err(|e| match e.kind() {
-        ErrorKind::NotFound | ErrorKind::ConnectionRefused => format!(
-            "cannot connect to {}: {e}; is miredo running for interface {iface}?",
-            path.display()
-        ),
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+            format!("cannot connect to {}: {e}; is {who}?", path.display())
+        }
         ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
             "no complete status from {} within {} s",
             path.display(),

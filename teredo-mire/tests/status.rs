@@ -129,6 +129,64 @@ fn prometheus_format_passes_promtool() {
         "{text}"
     );
     assert!(text.contains("teredo_dropped_packets_total{reason=\"malformed\"} 1\n"));
+    promtool_check(&text);
+}
+
+/// What miredo-server's status socket sends (its keys, in its order).
+const SERVER_STATUS: &str = "mode: server\nstate: serving\nuptime: 30s\n\
+    server-address: 198.18.1.1\nserver-address2: 198.18.1.2\nprefix: 2001::/32\nmtu: 1280\n\
+    workers: 4\nrs-received: 12\nra-sent: 12\nrelayed-to-clients: 5\nrelayed-to-native: 2\n\
+    udp-rx-packets: 20\nudp-rx-bytes: 2000\nudp-tx-packets: 17\nudp-tx-bytes: 1900\n\
+    drop-malformed: 1\ndrop-spoofed: 0\n";
+
+#[test]
+fn server_status_in_prometheus_format_passes_promtool() {
+    let out = status_as("prometheus", SERVER_STATUS);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "teredo_server_router_solicitations_received_total 12\n",
+        "teredo_server_router_advertisements_sent_total 12\n",
+        "teredo_server_relayed_to_clients_packets_total 5\n",
+        "teredo_server_relayed_to_native_packets_total 2\n",
+        "teredo_state{state=\"serving\"} 1\n",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    promtool_check(&text);
+}
+
+#[test]
+fn absent_server_socket_says_so() {
+    if std::path::Path::new("/run/miredo/miredo-server.sock").exists() {
+        eprintln!("SKIPPED: a miredo-server status socket exists on this host");
+        return;
+    }
+    let out = run(
+        Command::new(BIN).args(["status", "--server"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/run/miredo/miredo-server.sock") && err.contains("is miredo-server running?"),
+        "{err}"
+    );
+    // An interface and --server contradict each other.
+    let out = run(
+        Command::new(BIN).args(["status", "--server", "teredo"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// promtool (Debian's prometheus package; .ci/run installs it) checks the
+/// syntax and Prometheus' naming conventions.
+fn promtool_check(text: &str) {
     // promtool (Debian's prometheus package; .ci/run installs it) checks
     // the syntax and Prometheus' naming conventions.
     let Ok(mut child) = Command::new("promtool")

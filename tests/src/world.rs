@@ -616,8 +616,20 @@ impl World {
                 );
             }
         }
+        // Our miredo-server serves a status socket too, one per world
+        // (/run/miredo/miredo-server.sock is shared by every namespace).
+        if program == crate::Impl::Ours.miredo_server() {
+            argv.push("--status-socket".into());
+            argv.push(self.server_status_socket(label).display().to_string());
+        }
         argv.extend(extra.iter().map(|s| s.to_string()));
         self.spawn(ns, label, &argv)
+    }
+
+    /// Where our miredo-server started as `label` (by
+    /// [`World::spawn_daemon`]) serves its status.
+    pub fn server_status_socket(&self, label: &str) -> PathBuf {
+        self.trusted_dir().join(format!("{label}.status"))
     }
 
     /// Starts `imp`'s miredo-server on 198.18.1.1 and .2 and waits (at most

@@ -37,11 +37,35 @@ impl ServerConfig {
     }
 }
 
+/// What a server did, beyond the packet counters of [`Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerCounters {
+    /// Router solicitations received (well-formed, from a global address).
+    pub rs_received: u64,
+    /// Router advertisements sent (answers to them).
+    pub ra_sent: u64,
+    /// Bubbles and echo packets relayed to Teredo clients.
+    pub relayed_to_clients: u64,
+    /// Echo requests relayed to native IPv6 (clients' connectivity tests).
+    pub relayed_to_native: u64,
+}
+
+impl ServerCounters {
+    /// Adds `o`'s counts to ours (the workers' totals).
+    pub fn add(&mut self, o: &ServerCounters) {
+        self.rs_received += o.rs_received;
+        self.ra_sent += o.ra_sent;
+        self.relayed_to_clients += o.relayed_to_clients;
+        self.relayed_to_native += o.relayed_to_native;
+    }
+}
+
 /// The server engine. It keeps no per-client state.
 pub struct Server {
     cfg: ServerConfig,
     link_local: Ipv6Addr,
     pub stats: Stats,
+    pub counters: ServerCounters,
 }
 
 impl Server {
@@ -51,6 +75,7 @@ impl Server {
             cfg,
             link_local,
             stats: Stats::default(),
+            counters: ServerCounters::default(),
         }
     }
 
@@ -127,6 +152,7 @@ impl Server {
         // 5.3.1 (4): router solicitations.
         if addr::is_link_local_v6(&src) && dst == addr::ALL_ROUTERS {
             if let Some(Icmpv6Repr::RouterSolicit) = icmp {
+                self.counters.rs_received += 1;
                 self.answer_rs(from, to_local, src, pkt.auth, out);
             } else {
                 self.stats.drop(DropReason::Unexpected);
@@ -176,6 +202,7 @@ impl Server {
                     Origin(from).emit(&mut payload);
                 }
                 payload.extend_from_slice(packet);
+                self.counters.relayed_to_clients += 1;
                 self.stats.udp_tx_packets += 1;
                 self.stats.udp_tx_bytes += payload.len() as u64;
                 out.push(Output::Udp(Transmit {
@@ -193,6 +220,7 @@ impl Server {
                     self.stats.drop(DropReason::Unexpected);
                     return;
                 }
+                self.counters.relayed_to_native += 1;
                 self.stats.tun_tx_packets += 1;
                 self.stats.tun_tx_bytes += packet.len() as u64;
                 out.push(Output::Tun(packet.to_vec()));
@@ -234,6 +262,7 @@ impl Server {
             confirmation: 0,
         });
         let payload = advert_datagram(auth, from, self.link_local, rs_src, ra);
+        self.counters.ra_sent += 1;
         self.stats.udp_tx_packets += 1;
         self.stats.udp_tx_bytes += payload.len() as u64;
         out.push(Output::Udp(Transmit {

@@ -106,6 +106,52 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds `o`'s counts to ours (the totals of engines on several
+    /// threads).
+    pub fn add(&mut self, o: &Stats) {
+        // Destructured: a counter added later cannot be forgotten here.
+        let Stats {
+            udp_rx_packets,
+            udp_rx_bytes,
+            udp_tx_packets,
+            udp_tx_bytes,
+            tun_rx_packets,
+            tun_rx_bytes,
+            tun_tx_packets,
+            tun_tx_bytes,
+            bubbles_sent,
+            bubbles_received,
+            ping_tests_sent,
+            ping_tests_ok,
+            icmp_errors,
+            drops_queue_expired,
+            endpoints_learnt,
+            peers_held,
+            peers_admitted_late,
+            drops,
+        } = o;
+        self.udp_rx_packets += udp_rx_packets;
+        self.udp_rx_bytes += udp_rx_bytes;
+        self.udp_tx_packets += udp_tx_packets;
+        self.udp_tx_bytes += udp_tx_bytes;
+        self.tun_rx_packets += tun_rx_packets;
+        self.tun_rx_bytes += tun_rx_bytes;
+        self.tun_tx_packets += tun_tx_packets;
+        self.tun_tx_bytes += tun_tx_bytes;
+        self.bubbles_sent += bubbles_sent;
+        self.bubbles_received += bubbles_received;
+        self.ping_tests_sent += ping_tests_sent;
+        self.ping_tests_ok += ping_tests_ok;
+        self.icmp_errors += icmp_errors;
+        self.drops_queue_expired += drops_queue_expired;
+        self.endpoints_learnt += endpoints_learnt;
+        self.peers_held += peers_held;
+        self.peers_admitted_late += peers_admitted_late;
+        for (a, b) in self.drops.iter_mut().zip(drops) {
+            *a += b;
+        }
+    }
+
     pub fn drop(&mut self, why: DropReason) {
         if let Some(i) = DropReason::ALL.iter().position(|d| *d == why) {
             self.drops[i] += 1;

@@ -8,6 +8,7 @@ pub mod fds;
 pub mod http;
 pub mod logging;
 pub mod netlink;
+pub mod notify;
 pub mod pidfile;
 pub mod privileges;
 pub mod random;

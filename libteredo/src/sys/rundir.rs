@@ -443,6 +443,57 @@ impl SafeDir {
     }
 }
 
+/// Binds a daemon's status socket (mode 0666: anyone may read the
+/// status): `default_name` in `run_dir` unless `explicit` names another,
+/// whose directory must be root's and writable by nobody else. Refuses
+/// (with `in_use` in the message, what to do about it) when another live
+/// process answers on it: daemons in different network namespaces share
+/// the run directory, and one must not take another's socket. An explicit
+/// name that exists and is not a socket is refused too: a name given by
+/// mistake must not cost root's directory one of its files.
+pub fn bind_status_socket(
+    run_dir: &SafeDir,
+    explicit: Option<&Path>,
+    default_name: &str,
+    in_use: &str,
+) -> Result<UnixListener, String> {
+    let (dir, name, shown) = match explicit {
+        None => (
+            None,
+            default_name.to_string(),
+            run_dir.path().join(default_name).display().to_string(),
+        ),
+        Some(p) => {
+            let abs = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let (Some(parent), Some(name)) =
+                (abs.parent(), abs.file_name().and_then(|n| n.to_str()))
+            else {
+                return Err(format!("status socket {}: not a file name", p.display()));
+            };
+            let d = SafeDir::open_trusted(parent).map_err(|e| {
+                format!("status socket {}: {e}: name one in a directory of root's that nobody else can write", p.display())
+            })?;
+            // Looked at through the trusted directory's descriptor, as it
+            // is bound.
+            if d.holds_non_socket(name)
+                .map_err(|e| format!("status socket: {e}"))?
+            {
+                return Err(format!(
+                    "status socket {}: exists and is not a socket",
+                    abs.display()
+                ));
+            }
+            (Some(d), name.to_string(), abs.display().to_string())
+        }
+    };
+    let dir = dir.as_ref().unwrap_or(run_dir);
+    match dir.bind_socket(&name, 0o666) {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(format!("{shown}: {in_use}")),
+        Err(e) => Err(format!("status socket: {e}")),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
