@@ -10,6 +10,7 @@ use libteredo::proto::stats::{DropReason, Stats};
 use libteredo::proto::Output;
 use libteredo::sys::batch::{RecvBatch, SendBatch};
 use libteredo::sys::daemon::Startup;
+use libteredo::sys::http::Exporter;
 use libteredo::sys::notify::{self as notify, Alive, Heartbeat, Notifier};
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
@@ -162,6 +163,8 @@ struct Running {
     sh: Arc<Shared>,
     sigfd: nix::sys::signalfd::SignalFd,
     status: UnixListener,
+    /// The metrics listener (`MetricsListen`).
+    metrics: Option<Exporter>,
     reader: ConfigReader,
     path: std::path::PathBuf,
     server_name: Option<String>,
@@ -193,11 +196,14 @@ impl Running {
             } else {
                 PollTimeout::NONE
             };
-            let (sig_r, status_r) = {
-                let mut fds = [
+            let (sig_r, status_r, metrics_r) = {
+                let mut fds = vec![
                     PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.status.as_fd(), PollFlags::POLLIN),
                 ];
+                if let Some(m) = &self.metrics {
+                    fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+                }
                 self.main_beat.wait();
                 let polled = poll(&mut fds, timeout);
                 self.main_beat.beat();
@@ -207,7 +213,7 @@ impl Running {
                     Err(e) => return Err(format!("poll: {e}")),
                 }
                 let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-                (ready(0), ready(1))
+                (ready(0), ready(1), fds.len() > 2 && ready(2))
             };
             if sig_r {
                 for sig in signals::drain(&self.sigfd) {
@@ -239,6 +245,11 @@ impl Running {
             }
             if status_r {
                 self.answer_status();
+            }
+            if metrics_r {
+                if let Some(m) = &self.metrics {
+                    m.accept(|| self.render());
+                }
             }
             self.notify_status(false);
         }
@@ -370,6 +381,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         "another miredo-server answers on this status socket (perhaps in another network namespace): not starting; give this one another --status-socket",
     )?;
     status.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let metrics = Exporter::configured(file.metrics_listen)?;
     let n = workers();
     let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT), n)?;
     let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT), n)?;
@@ -444,6 +456,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         sh,
         sigfd,
         status,
+        metrics,
         reader,
         path: cli.config.clone(),
         server_name: cli.server_name.clone(),
@@ -593,6 +606,9 @@ fn reload(
         || new.server_bind_address2 != file.server_bind_address2
     {
         log::warn!("SIGHUP: ServerBindAddress changed: that needs privileges, restart miredo-server to apply it; the old addresses stay");
+    }
+    if new.metrics_listen != file.metrics_listen {
+        log::warn!("SIGHUP: MetricsListen changed: restart miredo-server to apply it; the old listener stays");
     }
     let mut applied = file.clone();
     applied.prefix = new.prefix;

@@ -28,17 +28,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// The metrics listener, when `MetricsListen` asks for one.
-pub fn bind_metrics(addr: Option<std::net::SocketAddr>) -> Result<Option<Exporter>, String> {
-    let Some(addr) = addr else { return Ok(None) };
-    let ex = Exporter::bind(addr).map_err(|e| format!("MetricsListen {addr}: {e}"))?;
-    log::info!(
-        "metrics served on http://{}/metrics (Prometheus text format)",
-        ex.local_addr()
-    );
-    Ok(Some(ex))
-}
-
 /// Where status sockets live: `/run/miredo/IFACE.status`. A directory of
 /// root's (mode 0755): nobody else can put anything in it. Without -t,
 /// miredo chroots into its entry `chroot`, empty but for copies of the
@@ -356,7 +345,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
         SafeDir::ensure(Path::new(STATUS_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
     let status = bind_status(&run_dir, &cli, &conf.interface_name)?;
     status.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let metrics = bind_metrics(conf.metrics_listen)?;
+    let metrics = Exporter::configured(conf.metrics_listen)?;
 
     let mtu = if client { 1280 } else { conf.interface_mtu };
     // Offloads (virtio-net headers): TCP super-packets come in whole and

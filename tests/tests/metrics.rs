@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use common::{mostly, ping, qualify, unique_iface};
 use teredo_lab::named::start_relay_with;
-use teredo_lab::{report, wait_for, wait_until, Impl, NatKind, Netns, World};
+use teredo_lab::{
+    report, wait_for, wait_until, Impl, NatKind, Netns, World, SERVER2_V4, SERVER_V4,
+};
 
 /// Where the relay serves its metrics, inside its namespace.
 const RELAY_METRICS: &str = "127.0.0.1:9731";
@@ -219,6 +221,61 @@ fn relay_scraped_by_prometheus() {
     );
 }
 
+/// Our server with `MetricsListen` on its own address (not loopback: the
+/// scrape comes from another namespace, the relay's): the router
+/// solicitations of a client that qualified are counted, in text that
+/// promtool accepts.
+fn server_scraped() {
+    let test = "server_scraped";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let listen = format!("{SERVER_V4}:9733");
+    let srv = w.spawn_daemon(
+        w.srv(),
+        "server-metrics",
+        &Impl::Ours.miredo_server(),
+        &format!(
+            "ServerBindAddress {SERVER_V4}\nServerBindAddress2 {SERVER2_V4}\nMetricsListen {listen}\n"
+        ),
+        &[],
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || w.srv().udp_listening(3544)),
+        "the server does not listen:\n{}",
+        w.log_of(&srv)
+    );
+    let scrape = || {
+        let (code, text) = http_get(w.relay(), &format!("http://{listen}/metrics"));
+        assert_eq!(code, "200", "{text}\n{}", w.log_of(&srv));
+        text
+    };
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let rs = "teredo_server_router_solicitations_received_total";
+    let ra = "teredo_server_router_advertisements_sent_total";
+    let before = scrape();
+    let (rs0, ra0) = (value(&before, rs), value(&before, ra));
+    let cli = w.start_client(1, Impl::Ours, "");
+    qualify(&w, &cli, 1, "our client");
+    let after = scrape();
+    if let Err(e) = promtool_check(&after) {
+        panic!("promtool check metrics: {e}\n{after}");
+    }
+    let (rs1, ra1) = (value(&after, rs), value(&after, ra));
+    // Qualification: at least one solicitation to each server address.
+    assert!(
+        rs1 >= rs0 + 2.0 && ra1 >= ra0 + 2.0,
+        "{rs0}->{rs1}, {ra0}->{ra1}"
+    );
+    report(
+        test,
+        &format!("server scraped from the relay's namespace at {listen}: {rs} {rs0} -> {rs1}, {ra} {ra0} -> {ra1}"),
+    );
+}
+
 fn tail(p: &Path) -> String {
     let text = std::fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -228,5 +285,6 @@ fn tail(p: &Path) -> String {
 teredo_lab::lab_main! {
     needs(root, ours, prometheus): [
         relay_scraped_by_prometheus,
+        server_scraped,
     ],
 }

@@ -280,6 +280,18 @@ impl Exporter {
         })
     }
 
+    /// What a daemon does with its `MetricsListen`: nothing when unset,
+    /// else binds and logs where; the error names the directive.
+    pub fn configured(addr: Option<SocketAddr>) -> Result<Option<Exporter>, String> {
+        let Some(addr) = addr else { return Ok(None) };
+        let ex = Exporter::bind(addr).map_err(|e| format!("MetricsListen {addr}: {e}"))?;
+        log::info!(
+            "metrics served on http://{}/metrics (Prometheus text format)",
+            ex.local_addr()
+        );
+        Ok(Some(ex))
+    }
+
     fn worker(&self) -> Option<&SyncSender<(TcpStream, String)>> {
         self.jobs
             .get_or_init(|| {
