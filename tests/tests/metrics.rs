@@ -276,6 +276,32 @@ fn server_scraped() {
     );
 }
 
+/// The operator's files in deploy/prometheus: the scrape configuration and
+/// the alerting rules pass `promtool check`, and the rules' unit tests
+/// (`promtool test rules`) pass: each alert fires for the series meant to
+/// fire it and for no other.
+fn operator_files_pass_promtool() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["check", "rules", "teredo-alerts.yml"],
+        &["test", "rules", "teredo-alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("promtool: {e}"));
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn tail(p: &Path) -> String {
     let text = std::fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -283,6 +309,9 @@ fn tail(p: &Path) -> String {
 }
 
 teredo_lab::lab_main! {
+    needs(prometheus): [
+        operator_files_pass_promtool,
+    ],
     needs(root, ours, prometheus): [
         relay_scraped_by_prometheus,
         server_scraped,
