@@ -581,16 +581,36 @@ impl World {
         config: &str,
         extra: &[&str],
     ) -> Daemon {
+        self.spawn_daemon_with_env(ns, label, program, config, extra, &[])
+    }
+
+    /// Like [`World::spawn_daemon`], the daemon started with `env`
+    /// (`NAME=value`) added to its environment: through env(1), which
+    /// executes the daemon in its place (the pid stays the daemon's).
+    pub fn spawn_daemon_with_env(
+        &self,
+        ns: &Netns,
+        label: &str,
+        program: &Path,
+        config: &str,
+        extra: &[&str],
+        env: &[&str],
+    ) -> Daemon {
         let conf = self.write_file(&format!("{label}.conf"), config);
         let pid = self.dir.join(format!("{label}.pid"));
-        let mut argv = vec![
+        let mut argv: Vec<String> = Vec::new();
+        if !env.is_empty() {
+            argv.push("env".into());
+            argv.extend(env.iter().map(|e| e.to_string()));
+        }
+        argv.extend([
             program.display().to_string(),
             "-f".into(),
             "-c".into(),
             conf.display().to_string(),
             "-p".into(),
             pid.display().to_string(),
-        ];
+        ]);
         // Our miredo starts the miredo-privproc built beside it (the one it
         // would start otherwise is installed, at a path fixed at build time).
         if program == crate::Impl::Ours.miredo() {
