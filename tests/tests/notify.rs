@@ -223,6 +223,14 @@ fn reload_watchdog_stop(w: &World, who: &str, d: &Daemon, n: &NotifySocket, pid:
         "{who}: {pets} watchdog pets in {window:?}, expected about 6\n{}",
         w.log_of(d)
     );
+    if let Some((_, last)) = n
+        .all()
+        .first()
+        .map(|m| m.at)
+        .and_then(|t| n.lines_since(t, "STATUS=").pop())
+    {
+        report(&test, &format!("{who}: last status before SIGHUP: {last}"));
+    }
     // SIGHUP: RELOADING=1, then READY=1.
     let before_hup = Instant::now();
     w.signal(d, "HUP");
@@ -388,6 +396,46 @@ fn notify_server_relay_and_client() {
         &format!("server status socket: rs-received {rs_before} -> {rs:?}, ra-sent {ra_before} -> {ra:?}"),
     );
     assert!(rs.is_some_and(|r| r > rs_before), "{after:?}");
+    // teredo-mire reads it too, and its Prometheus rendering passes
+    // promtool (when both are here).
+    let mire = Impl::Ours.path("teredo-mire");
+    if mire.is_file() {
+        let out = std::process::Command::new(&mire)
+            .args(["status", "--server", "--socket"])
+            .arg(&status_path)
+            .args(["--format", "prometheus"])
+            .output()
+            .expect("teredo-mire");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success()
+                && text.contains("teredo_server_router_advertisements_sent_total ")
+                && text.contains("teredo_state{state=\"serving\"} 1"),
+            "teredo-mire status --server: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Ok(mut p) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        {
+            use std::io::Write;
+            let _ = p.stdin.take().map(|mut i| i.write_all(text.as_bytes()));
+            let checked = p.wait_with_output().expect("promtool");
+            assert!(
+                checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+                "promtool on the server's metrics: {}{}\n{text}",
+                String::from_utf8_lossy(&checked.stdout),
+                String::from_utf8_lossy(&checked.stderr)
+            );
+            report(
+                test,
+                "teredo-mire status --server --format prometheus: promtool check metrics clean",
+            );
+        }
+    }
     // The service manager's view follows within a few seconds.
     assert!(
         ns_srv
