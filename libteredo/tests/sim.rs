@@ -87,6 +87,31 @@ fn sim_qualify_no_nat_reports_cone() {
     assert_eq!(reported_nat(&mut w, c), NatBehaviour::Cone);
 }
 
+/// The server's counters (miredo-server's status socket): a solicitation
+/// and its advertisement per qualification, and the indirect bubble one
+/// client sends another through it.
+#[test]
+fn sim_server_counts_solicitations_and_relayed_bubbles() {
+    let mut w = World::new(7);
+    let srv = w.add_server(ip(SERVER));
+    let (_, lan1) = w.add_nat(NatKind::PortRestricted, ip(NAT_WAN), false);
+    let (_, lan2) = w.add_nat(NatKind::PortRestricted, ip(NAT2_WAN), false);
+    let a = w.add_client(ip("192.168.1.2"), 40000, Some(lan1), ip(SERVER));
+    let b = w.add_client(ip("192.168.2.2"), 40000, Some(lan2), ip(SERVER));
+    let _ = w.qualify(a, SECS(10));
+    let addr_b = w.qualify(b, SECS(10));
+    let c = w.server_engine(srv).counters;
+    assert!(c.rs_received >= 2, "{c:?}");
+    assert_eq!(c.ra_sent, c.rs_received, "{c:?}");
+    assert_eq!(c.relayed_to_clients, 0, "{c:?}");
+    let addr_a = w.teredo_addr(a).unwrap();
+    w.client_send(a, echo_request(addr_a, addr_b, 7, 1, 8));
+    w.run_for(SECS(5));
+    let c = w.server_engine(srv).counters;
+    assert!(c.relayed_to_clients >= 1, "{c:?}");
+    assert_eq!(c.relayed_to_native, 0, "{c:?}");
+}
+
 #[test]
 fn sim_qualify_full_cone() {
     check_qualified_behind(NatKind::FullCone, NatBehaviour::Cone, 2);

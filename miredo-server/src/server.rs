@@ -402,6 +402,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
     let pid_path = std::path::absolute(&cli.pidfile).unwrap_or_else(|_| cli.pidfile.clone());
     if !cli.foreground {
+        notify.warn_detaching();
         *startup = daemon::daemonize("miredo-server").map_err(|e| format!("cannot detach: {e}"))?;
     }
     // SIGHUP's way to the configuration file: a reader process outside the

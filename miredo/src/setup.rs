@@ -433,6 +433,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PIDFILE));
     let pid_path = std::path::absolute(&pid_path).unwrap_or(pid_path);
     if !cli.foreground {
+        notify.warn_detaching();
         *startup = daemon::daemonize("miredo").map_err(|e| format!("cannot detach: {e}"))?;
     }
     // SIGHUP's way to the configuration file, and a client's way to the

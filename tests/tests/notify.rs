@@ -223,6 +223,14 @@ fn reload_watchdog_stop(w: &World, who: &str, d: &Daemon, n: &NotifySocket, pid:
         "{who}: {pets} watchdog pets in {window:?}, expected about 6\n{}",
         w.log_of(d)
     );
+    if let Some((_, last)) = n
+        .all()
+        .first()
+        .map(|m| m.at)
+        .and_then(|t| n.lines_since(t, "STATUS=").pop())
+    {
+        report(&test, &format!("{who}: last status before SIGHUP: {last}"));
+    }
     // SIGHUP: RELOADING=1, then READY=1.
     let before_hup = Instant::now();
     w.signal(d, "HUP");
@@ -388,6 +396,46 @@ fn notify_server_relay_and_client() {
         &format!("server status socket: rs-received {rs_before} -> {rs:?}, ra-sent {ra_before} -> {ra:?}"),
     );
     assert!(rs.is_some_and(|r| r > rs_before), "{after:?}");
+    // teredo-mire reads it too, and its Prometheus rendering passes
+    // promtool (when both are here).
+    let mire = Impl::Ours.path("teredo-mire");
+    if mire.is_file() {
+        let out = std::process::Command::new(&mire)
+            .args(["status", "--server", "--socket"])
+            .arg(&status_path)
+            .args(["--format", "prometheus"])
+            .output()
+            .expect("teredo-mire");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success()
+                && text.contains("teredo_server_router_advertisements_sent_total ")
+                && text.contains("teredo_state{state=\"serving\"} 1"),
+            "teredo-mire status --server: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Ok(mut p) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        {
+            use std::io::Write;
+            let _ = p.stdin.take().map(|mut i| i.write_all(text.as_bytes()));
+            let checked = p.wait_with_output().expect("promtool");
+            assert!(
+                checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+                "promtool on the server's metrics: {}{}\n{text}",
+                String::from_utf8_lossy(&checked.stdout),
+                String::from_utf8_lossy(&checked.stderr)
+            );
+            report(
+                test,
+                "teredo-mire status --server --format prometheus: promtool check metrics clean",
+            );
+        }
+    }
     // The service manager's view follows within a few seconds.
     assert!(
         ns_srv
@@ -506,6 +554,85 @@ fn notify_client_waiting_is_ready() {
     n.check_sender("waiting client", pid);
 }
 
+/// The watchdog pets only while every thread moves: a client hook that
+/// takes 4 s (at each of its runs) holds the main thread, which waits for
+/// miredo-privproc's answer, for longer than half the 2 s period, and the
+/// pets stop for good, with the thread named in the log (systemd would
+/// restart the daemon).
+fn notify_watchdog_stops_when_a_thread_is_stuck() {
+    let test = "notify_watchdog_stops_when_a_thread_is_stuck";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let _srv = w.start_server(Impl::Ours);
+    let n = NotifySocket::new(&w.trusted_dir(), "client");
+    let hook = w.write_hook("slow-hook", "#!/bin/sh\nsleep 4\n");
+    let wrapper = w.write_hook(
+        "slow-privproc",
+        &format!(
+            "#!/bin/sh\nexec {} --hook {} \"$@\"\n",
+            Impl::Ours.path("miredo-privproc").display(),
+            hook.display()
+        ),
+    );
+    let iface = teredo_lab::named::unique_iface(&w, "slow");
+    let conf = w.write_file(
+        "client1-rs.conf",
+        &teredo_lab::named::client_conf(&iface, ""),
+    );
+    let mut argv = vec!["env".to_string()];
+    argv.extend(n.env());
+    argv.extend([
+        Impl::Ours.miredo().display().to_string(),
+        "--privproc".into(),
+        wrapper.display().to_string(),
+        "-f".into(),
+        "-c".into(),
+        conf.display().to_string(),
+        "-p".into(),
+        w.dir().join("client1-rs.pid").display().to_string(),
+    ]);
+    let t0 = Instant::now();
+    let cli = w.spawn(w.client(1), "client1-rs", &argv);
+    let pid = pid_of(&w, &cli);
+    let said = "watchdog: the main thread made no progress";
+    assert!(
+        wait_until(Duration::from_secs(40), || w.log_of(&cli).contains(said)),
+        "no watchdog complaint while the hook holds the main thread: {} pets\n{}",
+        n.lines_since(t0, "WATCHDOG=1").len(),
+        w.log_of(&cli)
+    );
+    let seen = Instant::now();
+    let before = n.lines_since(t0, "WATCHDOG=1").len();
+    assert!(before >= 1, "no pet before the hook ran");
+    // Stopped for good, though the hook has returned since.
+    std::thread::sleep(Duration::from_secs(6));
+    let after = n.lines_since(seen, "WATCHDOG=1").len();
+    report(
+        test,
+        &format!("{before} pets, then \"{said}\", then {after} pets in 6 s"),
+    );
+    assert_eq!(after, 0, "the pets went on after the complaint");
+    assert!(
+        w.is_running(&cli),
+        "the client stopped by itself\n{}",
+        w.log_of(&cli)
+    );
+    // It runs on: qualified once the hook returned (the hook, which
+    // configures the interface in privproc's place, does nothing here).
+    assert!(
+        n.wait_line(t0, "STATUS=", Duration::from_secs(5), |l| l
+            .starts_with("STATUS=Qualified"))
+            .is_some(),
+        "the client did not qualify once its hook returned: {:?}\n{}",
+        n.lines_since(t0, "STATUS="),
+        w.log_of(&cli)
+    );
+    n.check_sender("client with a slow hook", pid);
+}
+
 teredo_lab::lab_main! {
-    needs(root, ours): [notify_server_relay_and_client, notify_client_waiting_is_ready],
+    needs(root, ours): [
+        notify_server_relay_and_client,
+        notify_client_waiting_is_ready,
+        notify_watchdog_stops_when_a_thread_is_stuck,
+    ],
 }

@@ -169,3 +169,25 @@ impl Stats {
         self.drops.iter().sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_sums_every_counter() {
+        let mut a = Stats {
+            udp_rx_packets: 1,
+            peers_admitted_late: 2,
+            ..Stats::default()
+        };
+        a.drop(DropReason::Spoofed);
+        let mut total = Stats::default();
+        total.add(&a);
+        total.add(&a);
+        assert_eq!(total.udp_rx_packets, 2);
+        assert_eq!(total.peers_admitted_late, 4);
+        assert_eq!(total.dropped(DropReason::Spoofed), 2);
+        assert_eq!(total.total_drops(), 2);
+    }
+}

@@ -38,6 +38,9 @@ pub struct Notifier {
     setup_error: Option<String>,
     /// A send failed and was logged: later failures are not.
     send_failed: AtomicBool,
+    /// Our pid when the variables were read (the process the manager
+    /// started).
+    started_pid: u32,
 }
 
 /// Reads (and removes) the protocol's variables from the environment.
@@ -49,7 +52,10 @@ pub fn from_env() -> Notifier {
     for v in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
         std::env::remove_var(v);
     }
-    let mut n = Notifier::default();
+    let mut n = Notifier {
+        started_pid: std::process::id(),
+        ..Notifier::default()
+    };
     let Some(socket) = socket else {
         return n;
     };
@@ -166,9 +172,26 @@ impl Notifier {
         }
     }
 
-    /// Start-up is complete.
+    /// Start-up is complete. A daemon that detached (without -f) is not
+    /// the process the manager started: it says its pid (MAINPID), which
+    /// the manager accepts only from a unit with `NotifyAccess=all`.
     pub fn ready(&self) {
-        self.send("READY=1");
+        let pid = std::process::id();
+        if self.started_pid != 0 && pid != self.started_pid {
+            self.send(&format!("READY=1\nMAINPID={pid}"));
+        } else {
+            self.send("READY=1");
+        }
+    }
+
+    /// Says in the log that a daemon about to detach speaks for a process
+    /// the manager did not start.
+    pub fn warn_detaching(&self) {
+        if self.enabled() {
+            log::warn!(
+                "NOTIFY_SOCKET is set but we detach (no -f): the service manager accepts our messages only with NotifyAccess=all; run with -f under systemd"
+            );
+        }
     }
 
     /// A reload starts (SIGHUP); [`Notifier::ready`] says it ended.

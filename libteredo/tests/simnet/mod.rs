@@ -498,6 +498,13 @@ impl World {
         }
     }
 
+    pub fn server_engine(&self, id: NodeId) -> &Server {
+        match &self.nodes[id].engine {
+            Engine::Server(s) => s,
+            _ => panic!("node {id} is not a server"),
+        }
+    }
+
     /// The client's current Teredo address.
     pub fn teredo_addr(&self, id: NodeId) -> Option<Ipv6Addr> {
         self.client(id).qualification().map(|q| q.addr)
