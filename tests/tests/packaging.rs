@@ -681,6 +681,67 @@ fn debs_install_over_debian_packages() {
 
     // 9. Boot the root and start the units, where this machine allows.
     nspawn_boot(&root, &scratch.dir);
+
+    // 10. Purge, then a fresh install where Debian's packages never were:
+    // the conffiles and links go with the purge (the users stay, by
+    // design); removed by hand here, the users are made again, each with a
+    // group of its own.
+    in_root_ok(
+        &root,
+        &["apt-get", "purge", "-y", "miredo", "miredo-server"],
+        secs(120),
+    );
+    for gone in [
+        "etc/miredo.conf",
+        "etc/miredo-server.conf",
+        "etc/miredo/miredo.conf",
+        "etc/miredo/miredo-server.conf",
+        "etc/miredo/client-hook",
+    ] {
+        assert!(
+            fs::symlink_metadata(root.join(gone)).is_err(),
+            "/{gone} survived the purge"
+        );
+    }
+    for user in ["miredo", "miredo-server", "miredo-privproc"] {
+        in_root_ok(&root, &["userdel", user], secs(30));
+        let _ = in_root(&root, &["groupdel", user], secs(30));
+    }
+    apt(&miredo_deb);
+    apt(&server_deb);
+    for user in ["miredo", "miredo-server", "miredo-privproc"] {
+        let entry = in_root_ok(&root, &["getent", "passwd", user], secs(30));
+        let group = in_root_ok(&root, &["id", "-gn", user], secs(30));
+        assert_eq!(group.trim(), user, "{user}'s primary group: {entry}");
+        report(TEST, &format!("fresh install: user {}", entry.trim()));
+    }
+    assert_eq!(
+        fs::read_to_string(root.join("etc/miredo.conf")).unwrap(),
+        fs::read_to_string(workspace().join("packaging/etc/miredo.conf")).unwrap(),
+        "fresh install: /etc/miredo.conf is not the packaged one"
+    );
+    assert_eq!(
+        fs::read_link(root.join("etc/miredo/miredo.conf")).unwrap(),
+        Path::new("../miredo.conf")
+    );
+    assert_eq!(
+        fs::metadata(root.join("etc/miredo/client-hook"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644,
+        "fresh install: /etc/miredo/client-hook"
+    );
+    in_root_ok(
+        &root,
+        &["miredo-checkconf", "/etc/miredo/miredo.conf"],
+        secs(30),
+    );
+    report(
+        TEST,
+        "purge, then a fresh install: conffiles and links gone, then back; users made with their own groups",
+    );
     report(
         TEST,
         &format!("whole test: {:.1} s", started.elapsed().as_secs_f64()),
