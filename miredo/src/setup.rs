@@ -228,6 +228,11 @@ fn spawn_privproc(
         .current_dir("/");
     if cli.foreground {
         cmd.arg("--foreground");
+        // Its standard error is ours: when that is the journal, it logs to
+        // syslog only, as we do (libteredo::sys::logging).
+        if let Some(j) = std::env::var_os("JOURNAL_STREAM") {
+            cmd.env("JOURNAL_STREAM", j);
+        }
     }
     cmd.process_group(0);
     // SAFETY: cloexec_from only makes system calls (async-signal-safe).

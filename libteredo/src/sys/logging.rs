@@ -62,9 +62,28 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
+/// Whether standard error is the journal's stream (systemd sets
+/// `JOURNAL_STREAM` to its device and inode for the services it starts):
+/// the journal then reads syslog too, and a line written to both would be
+/// there twice.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<nix::libc::dev_t>(), ino.parse::<nix::libc::ino_t>()) else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr())
+        .is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+}
+
 /// Installs the logger. `facility` is a syslog facility name (`daemon`,
 /// `local0`, ...); an unknown name falls back to `daemon`. Without a
-/// reachable syslog daemon, only standard error (if asked) is used.
+/// reachable syslog daemon, only standard error (if asked) is used; when
+/// standard error is the journal and syslog is reachable, only syslog.
 pub fn init(ident: &'static str, facility: &str, stderr: bool, verbose: bool) {
     let facility = facility
         .parse::<syslog::Facility>()
@@ -76,6 +95,7 @@ pub fn init(ident: &'static str, facility: &str, stderr: bool, verbose: bool) {
         pid: std::process::id(),
     };
     let syslog = syslog::unix(fmt).ok();
+    let stderr = stderr && !(syslog.is_some() && stderr_is_journal());
     let logger = Logger {
         syslog: Mutex::new(syslog),
         stderr,
