@@ -73,11 +73,13 @@ fn stderr_is_journal() -> bool {
     let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
         return false;
     };
-    let (Ok(dev), Ok(ino)) = (dev.parse::<nix::libc::dev_t>(), ino.parse::<nix::libc::ino_t>()) else {
+    let (Ok(dev), Ok(ino)) = (
+        dev.parse::<nix::libc::dev_t>(),
+        ino.parse::<nix::libc::ino_t>(),
+    ) else {
         return false;
     };
-    nix::sys::stat::fstat(std::io::stderr())
-        .is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
 /// Installs the logger. `facility` is a syslog facility name (`daemon`,

@@ -93,8 +93,10 @@ const MAX_RESOLVER_FILE: u64 = 1 << 20;
 /// namespace) may prepare it at once: each copy is written aside and
 /// renamed into place, and one that is already current is left alone.
 pub fn prepare_chroot(run: &SafeDir) -> io::Result<SafeDir> {
-    let root = run.subdir("chroot", 0o555)?;
-    let etc = root.subdir("etc", 0o555)?;
+    // Writable by root while it is filled: root needs no CAP_DAC_OVERRIDE
+    // (the units leave it out) to make entries in a directory of mode 0555.
+    let root = run.subdir("chroot", 0o755)?;
+    let etc = root.subdir("etc", 0o755)?;
     for f in RESOLVER_FILES {
         let name = f.trim_start_matches("/etc/");
         let bytes = match std::fs::File::open(f).and_then(|file| {
@@ -115,6 +117,8 @@ pub fn prepare_chroot(run: &SafeDir) -> io::Result<SafeDir> {
             log::warn!("{e}: host names may not resolve after a reload");
         }
     }
+    etc.set_mode(0o555)?;
+    root.set_mode(0o555)?;
     use std::net::ToSocketAddrs;
     let _ = ("localhost", 0).to_socket_addrs();
     Ok(root)

@@ -174,6 +174,12 @@ impl SafeDir {
         self.fd
     }
 
+    /// Sets the directory's mode (through its descriptor).
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        fchmod(&self.fd, Mode::from_bits_truncate(mode))
+            .map_err(|e| other(format!("{}: {e}", self.path.display())))
+    }
+
     /// The entry `name` as a root-owned directory of exactly `mode`, made
     /// if absent. A directory of root's that only has another mode gets
     /// this one; anything else under that name is moved aside and removed
