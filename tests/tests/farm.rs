@@ -16,6 +16,7 @@
 
 use std::fs;
 use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use teredo_lab::farm::{
@@ -87,6 +88,13 @@ struct Flow {
     client_port: u16,
     host_end: Daemon,
     client_end: Daemon,
+    /// What each end received (teredo-lab-flow's OUT_FILE).
+    host_out: PathBuf,
+    client_out: PathBuf,
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_default()
 }
 
 impl Flow {
@@ -293,6 +301,12 @@ fn run_config(bfd: bool) -> Vec<Row> {
             let ca = addrs[n - 1];
             let secs = FLOW_SECS.to_string();
             let iv = INTERVAL_MS.to_string();
+            let host_out = farm.w.dir().join(format!("flow-h{j}-c{n}-host.rx"));
+            let client_out = farm.w.dir().join(format!("flow-h{j}-c{n}-client.rx"));
+            let (ho, co) = (
+                host_out.display().to_string(),
+                client_out.display().to_string(),
+            );
             let host_end = farm.w.spawn(
                 &farm.hosts[j - 1],
                 &format!("flow-h{j}-c{n}-host"),
@@ -304,6 +318,7 @@ fn run_config(bfd: bool) -> Vec<Row> {
                     &cp.to_string(),
                     &iv,
                     &secs,
+                    &ho,
                 ],
             );
             let client_end = farm.w.spawn(
@@ -317,6 +332,7 @@ fn run_config(bfd: bool) -> Vec<Row> {
                     &hp.to_string(),
                     &iv,
                     &secs,
+                    &co,
                 ],
             );
             flows.push(Flow {
@@ -327,6 +343,8 @@ fn run_config(bfd: bool) -> Vec<Row> {
                 client_port: cp,
                 host_end,
                 client_end,
+                host_out,
+                client_out,
             });
         }
     }
@@ -334,8 +352,7 @@ fn run_config(bfd: bool) -> Vec<Row> {
     // Every flow runs both ways.
     let running = wait_until(Duration::from_secs(15), || {
         flows.iter().all(|f| {
-            farm.w.log_of(&f.host_end).lines().count() > 5
-                && farm.w.log_of(&f.client_end).lines().count() > 5
+            read(&f.host_out).lines().count() > 5 && read(&f.client_out).lines().count() > 5
         })
     });
     assert!(running, "the flows do not all run both ways after 15 s");
@@ -455,7 +472,7 @@ fn run_config(bfd: bool) -> Vec<Row> {
     settle(Duration::from_millis(300));
     let logs: Vec<(String, String)> = flows
         .iter()
-        .map(|f| (farm.w.log_of(&f.host_end), farm.w.log_of(&f.client_end)))
+        .map(|f| (read(&f.host_out), read(&f.client_out)))
         .collect();
     for f in &flows {
         farm.w.stop(&f.host_end, Duration::from_secs(1));
@@ -526,6 +543,10 @@ fn run_config(bfd: bool) -> Vec<Row> {
             }
         }
     }
+    // Checked while the farm stands: a failure keeps its files and logs.
+    report(test, &format!("failover\n{}", table(&rows)));
+    check(&rows);
+    drop(farm);
     rows
 }
 
@@ -587,6 +608,14 @@ fn check(rows: &[Row]) {
             r.config,
             r.event
         );
+        if r.event == "back" {
+            assert!(
+                r.touched > 0,
+                "{}: relay {} came back but carries no flow",
+                r.config,
+                r.relay
+            );
+        }
     }
 }
 
@@ -598,16 +627,6 @@ fn farm_failover() {
     let t = table(&rows);
     report("farm_failover", &format!("failover (every flow, each way; targets: BGP 3 s, BFD 1 s, silent host without BFD: hold + 1 s)\n{t}"));
     report("farm_failover", &format!("took {:?}", start.elapsed()));
-    check(&rows);
-    let back: Vec<&Row> = rows.iter().filter(|r| r.event == "back").collect();
-    for r in back {
-        assert!(
-            r.touched > 0,
-            "{}: relay {} came back but carries no flow",
-            r.config,
-            r.relay
-        );
-    }
 }
 
 teredo_lab::lab_main! {

@@ -3,14 +3,15 @@
 //! logs every datagram it receives from the peer.
 //!
 //! ```text
-//! teredo-lab-flow LOCAL_ADDR PORT PEER_ADDR PEER_PORT INTERVAL_MS DURATION_SECS
+//! teredo-lab-flow LOCAL_ADDR PORT PEER_ADDR PEER_PORT INTERVAL_MS DURATION_SECS OUT_FILE
 //! ```
 //!
-//! Prints `start T0_NS INTERVAL_NS` first (datagram K is sent at
-//! T0 + K * INTERVAL, wall clock in nanoseconds since the epoch, which every
-//! network namespace of a host shares), then one line `SEQ SENT_NS RECV_NS`
-//! per datagram received, flushed every 100 ms, and exits 0 after
-//! DURATION_SECS (1 with a sentence on stderr on any failure).
+//! Writes to OUT_FILE `start T0_NS INTERVAL_NS` first (datagram K is sent
+//! at T0 + K * INTERVAL, wall clock in nanoseconds since the epoch, which
+//! every network namespace of a host shares), then one line
+//! `SEQ SENT_NS RECV_NS` per datagram received, flushed every 100 ms; exits
+//! 0 after DURATION_SECS, printing `sent N received M` (1 with a sentence on
+//! stderr on any failure).
 
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -19,7 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn usage() -> String {
-    "usage: teredo-lab-flow LOCAL_ADDR PORT PEER_ADDR PEER_PORT INTERVAL_MS DURATION_SECS".into()
+    "usage: teredo-lab-flow LOCAL_ADDR PORT PEER_ADDR PEER_PORT INTERVAL_MS DURATION_SECS OUT_FILE"
+        .into()
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T, String> {
@@ -42,6 +44,8 @@ fn run(args: &[String]) -> Result<(), String> {
     let peer_port: u16 = arg(args, 4, "PEER_PORT")?;
     let interval_ms: u64 = arg(args, 5, "INTERVAL_MS")?;
     let duration: u64 = arg(args, 6, "DURATION_SECS")?;
+    let path: String = arg(args, 7, "OUT_FILE")?;
+    let file = std::fs::File::create(&path).map_err(|e| format!("cannot create {path}: {e}"))?;
     if interval_ms == 0 {
         return Err(format!("INTERVAL_MS must be at least 1; {}", usage()));
     }
@@ -55,13 +59,11 @@ fn run(args: &[String]) -> Result<(), String> {
     let t0 = now_ns();
     let start = Instant::now();
     let end = start + Duration::from_secs(duration);
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "start {t0} {}", interval.as_nanos()).map_err(|e| e.to_string())?;
-        out.flush().map_err(|e| e.to_string())?;
-    }
+    let mut out = BufWriter::new(file);
+    writeln!(out, "start {t0} {}", interval.as_nanos()).map_err(|e| format!("{path}: {e}"))?;
+    out.flush().map_err(|e| format!("{path}: {e}"))?;
     let receiver = thread::spawn(move || {
-        let mut out = BufWriter::new(std::io::stdout());
+        let mut received = 0u64;
         let mut buf = [0u8; 1500];
         let mut flushed = Instant::now();
         while Instant::now() < end {
@@ -70,6 +72,7 @@ fn run(args: &[String]) -> Result<(), String> {
                     let seq = u64::from_be_bytes(buf[..8].try_into().unwrap_or_default());
                     let sent = u64::from_be_bytes(buf[8..16].try_into().unwrap_or_default());
                     let _ = writeln!(out, "{seq} {sent} {}", now_ns());
+                    received += 1;
                 }
             }
             if flushed.elapsed() >= Duration::from_millis(100) {
@@ -78,6 +81,7 @@ fn run(args: &[String]) -> Result<(), String> {
             }
         }
         let _ = out.flush();
+        received
     });
     let mut seq: u64 = 0;
     loop {
@@ -97,9 +101,11 @@ fn run(args: &[String]) -> Result<(), String> {
         let _ = sock.send_to(&pkt, to);
         seq += 1;
     }
-    receiver
+    let received = receiver
         .join()
-        .map_err(|_| "the receiving thread panicked".to_string())
+        .map_err(|_| "the receiving thread panicked".to_string())?;
+    println!("sent {seq} received {received}");
+    Ok(())
 }
 
 fn main() -> ExitCode {
