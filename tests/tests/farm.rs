@@ -15,7 +15,9 @@
 //! within the hold time plus 1 s without BFD.
 
 use std::fs;
+use std::io::Read;
 use std::net::Ipv6Addr;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -91,6 +93,84 @@ struct Flow {
     /// What each end received (teredo-lab-flow's OUT_FILE).
     host_out: PathBuf,
     client_out: PathBuf,
+}
+
+/// The non-zero `drop-*` lines of a daemon's status page at `socket`.
+fn status_drops(socket: &Path) -> String {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return format!("(no status at {})", socket.display());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let drops: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("drop"))
+        .filter(|l| !l.trim_end().ends_with(": 0"))
+        .map(str::trim)
+        .collect();
+    if drops.is_empty() {
+        "nothing".into()
+    } else {
+        drops.join(", ")
+    }
+}
+
+/// The non-zero UDP error counters of `ns` (`/proc/net/snmp`, `snmp6`)
+/// and the dropped packets of its interfaces (`ip -s link`).
+fn kernel_drops(ns: &teredo_lab::Netns) -> String {
+    let mut found = Vec::new();
+    let snmp = ns.run(&["cat", "/proc/net/snmp"]).unwrap_or_default();
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    if let [names, values] = udp[..] {
+        for (n, v) in names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+        {
+            if (n.ends_with("Errors") || n == "NoPorts") && v != "0" {
+                found.push(format!("Udp{n}={v}"));
+            }
+        }
+    }
+    let snmp6 = ns.run(&["cat", "/proc/net/snmp6"]).unwrap_or_default();
+    for l in snmp6.lines() {
+        let mut w = l.split_whitespace();
+        if let (Some(n), Some(v)) = (w.next(), w.next()) {
+            let interesting = n.starts_with("Udp6")
+                && (n.ends_with("Errors") || n.ends_with("NoPorts"))
+                || n.starts_with("Ip6In")
+                    && (n.ends_with("Discards")
+                        || n.ends_with("NoRoutes")
+                        || n.ends_with("HdrErrors"))
+                || n == "Ip6OutDiscards"
+                || n == "Ip6OutNoRoutes";
+            if interesting && v != "0" {
+                found.push(format!("{n}={v}"));
+            }
+        }
+    }
+    let links = ns.run(&["ip", "-s", "-o", "link"]).unwrap_or_default();
+    for l in links.lines() {
+        let name = l.split(':').nth(1).unwrap_or("").trim().to_string();
+        let w: Vec<&str> = l.split_whitespace().collect();
+        // "RX: bytes packets errors dropped ... \ N N N N ..." twice.
+        let nums: Vec<&str> = w
+            .iter()
+            .copied()
+            .filter(|x| x.parse::<u64>().is_ok())
+            .collect();
+        // ip -o -s link: after the flags, RX bytes packets errors dropped
+        // missed mcast, then TX bytes packets errors dropped carrier collsns.
+        if nums.len() >= 12 {
+            let n = nums.len();
+            let (rxd, txd) = (nums[n - 9], nums[n - 3]);
+            if rxd != "0" || txd != "0" {
+                found.push(format!("{name} rx dropped {rxd} tx dropped {txd}"));
+            }
+        }
+    }
+    found.join(", ")
 }
 
 fn read(p: &Path) -> String {
@@ -541,6 +621,40 @@ fn run_config(bfd: bool) -> Vec<Row> {
                     ),
                 );
             }
+        }
+    }
+    // What the live daemons dropped, and why (their status pages).
+    let mut labels: Vec<String> = (1..=CLIENTS).map(|n| format!("client{n}-rs")).collect();
+    for (k, r) in farm.relays.iter().enumerate() {
+        if let Some(d) = &r.miredo {
+            if farm.w.is_running(d) {
+                labels.push(format!("relay{}-{}", k + 1, r.starts));
+            }
+        }
+    }
+    for label in labels {
+        let drops = status_drops(&farm.w.trusted_dir().join(format!("{label}.status")));
+        report(test, &format!("{label} dropped: {drops}"));
+    }
+    // What the kernels dropped: UDP buffers full, interface queues.
+    let mut spots: Vec<(String, teredo_lab::Netns)> = farm
+        .relays
+        .iter()
+        .enumerate()
+        .map(|(k, r)| (format!("relay host {}", k + 1), r.ns.clone()))
+        .collect();
+    for n in 1..=CLIENTS {
+        spots.push((format!("client host {n}"), farm.w.client(n).clone()));
+        spots.push((format!("NAT {n}"), farm.w.nat(n).clone()));
+    }
+    for (j, h) in farm.hosts.iter().enumerate() {
+        spots.push((format!("native host {}", j + 1), h.clone()));
+    }
+    spots.push(("core".into(), farm.w.inet().clone()));
+    for (name, ns) in &spots {
+        let d = kernel_drops(ns);
+        if !d.is_empty() {
+            report(test, &format!("{name} kernel drops: {d}"));
         }
     }
     // Checked while the farm stands: a failure keeps its files and logs.

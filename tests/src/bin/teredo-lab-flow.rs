@@ -84,6 +84,7 @@ fn run(args: &[String]) -> Result<(), String> {
         received
     });
     let mut seq: u64 = 0;
+    let mut send_errors = 0u64;
     loop {
         let due = start + interval * (seq as u32);
         if due >= end {
@@ -97,14 +98,19 @@ fn run(args: &[String]) -> Result<(), String> {
         pkt[..8].copy_from_slice(&seq.to_be_bytes());
         pkt[8..16].copy_from_slice(&now_ns().to_be_bytes());
         // A send may fail while there is no route (a relay gone): the
-        // datagram counts as lost, as on the wire.
-        let _ = sock.send_to(&pkt, to);
+        // datagram counts as lost, as on the wire, and the error is told.
+        if let Err(e) = sock.send_to(&pkt, to) {
+            send_errors += 1;
+            if send_errors <= 5 {
+                eprintln!("teredo-lab-flow: datagram {seq} not sent: {e}");
+            }
+        }
         seq += 1;
     }
     let received = receiver
         .join()
         .map_err(|_| "the receiving thread panicked".to_string())?;
-    println!("sent {seq} received {received}");
+    println!("sent {seq} received {received} send errors {send_errors}");
     Ok(())
 }
 
