@@ -387,6 +387,10 @@ pub fn parse_flow(peer_out: &str, out: &str) -> FlowLog {
 /// interruption, like a lost one.
 pub const LATE_NS: u64 = 50_000_000;
 
+/// Consecutive lost or late datagrams that make an interruption (30 ms
+/// without delivery at 10 ms intervals); shorter runs are counted apart.
+pub const INTERRUPTION: u64 = 3;
+
 /// What a flow direction saw in `[from, to)` (datagrams scheduled in it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outage {
@@ -394,8 +398,11 @@ pub struct Outage {
     pub lost: u64,
     /// Datagrams received later than [`LATE_NS`].
     pub late: u64,
+    /// Lost or late datagrams outside interruptions (runs shorter than
+    /// [`INTERRUPTION`]).
+    pub isolated: u64,
     /// The time from `event` until the first datagram received on time
-    /// after the last one lost or late, in ns (0: nothing lost or late).
+    /// after the last interruption, in ns (0: no interruption).
     pub recovery_ns: u64,
     /// Datagrams scheduled in the window.
     pub scheduled: u64,
@@ -410,27 +417,43 @@ pub fn outage(log: &FlowLog, event: u64, from: u64, to: u64) -> Outage {
     }
     let first = from.saturating_sub(log.peer_t0).div_ceil(log.peer_interval);
     let last = (to - log.peer_t0).div_ceil(log.peer_interval); // exclusive
-    let mut bad_last: Option<u64> = None;
+                                                               // The last datagram of the last interruption (a run of at least
+                                                               // INTERRUPTION bad ones), and the current run.
+    let mut interrupted_until: Option<u64> = None;
+    let mut run = 0u64;
     let mut rx = log.rx.iter().peekable();
     for seq in first..last {
         o.scheduled += 1;
         while rx.peek().is_some_and(|r| r.0 < seq) {
             rx.next();
         }
-        match rx.peek() {
+        let bad = match rx.peek() {
             Some(&&(s, sent, recv)) if s == seq => {
-                if recv.saturating_sub(sent) > LATE_NS {
-                    o.late += 1;
-                    bad_last = Some(seq);
-                }
+                let late = recv.saturating_sub(sent) > LATE_NS;
+                o.late += u64::from(late);
+                late
             }
             _ => {
                 o.lost += 1;
-                bad_last = Some(seq);
+                true
             }
+        };
+        if bad {
+            run += 1;
+            if run >= INTERRUPTION {
+                interrupted_until = Some(seq);
+            }
+        } else {
+            if run > 0 && run < INTERRUPTION {
+                o.isolated += run;
+            }
+            run = 0;
         }
     }
-    if let Some(b) = bad_last {
+    if run > 0 && run < INTERRUPTION {
+        o.isolated += run;
+    }
+    if let Some(b) = interrupted_until {
         // The first datagram after it received on time.
         let resumed = log
             .rx
@@ -500,5 +523,9 @@ mod tests {
         assert_eq!(o.recovery_ns, 210 * ms);
         let clean = outage(&log, event, 1000 * ms, 1300 * ms);
         assert_eq!((clean.lost, clean.recovery_ns), (0, 0));
+        // One datagram lost alone later (80) is no interruption.
+        log.rx.retain(|r| r.0 != 80);
+        let o = outage(&log, event, 1000 * ms, 2000 * ms);
+        assert_eq!((o.lost, o.isolated, o.recovery_ns), (21, 1, 210 * ms));
     }
 }

