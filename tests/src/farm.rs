@@ -388,8 +388,12 @@ pub fn parse_flow(peer_out: &str, out: &str) -> FlowLog {
 pub const LATE_NS: u64 = 50_000_000;
 
 /// Consecutive lost or late datagrams that make an interruption (30 ms
-/// without delivery at 10 ms intervals); shorter runs are counted apart.
+/// without delivery at 10 ms intervals).
 pub const INTERRUPTION: u64 = 3;
+
+/// Runs of lost or late datagrams less than this many datagrams apart
+/// make one outage (100 ms at 10 ms intervals).
+pub const MERGE: u64 = 10;
 
 /// What a flow direction saw in `[from, to)` (datagrams scheduled in it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -398,11 +402,13 @@ pub struct Outage {
     pub lost: u64,
     /// Datagrams received later than [`LATE_NS`].
     pub late: u64,
-    /// Lost or late datagrams outside interruptions (runs shorter than
-    /// [`INTERRUPTION`]).
-    pub isolated: u64,
+    /// The longest run of lost or late datagrams.
+    pub longest_run: u64,
+    /// Lost or late datagrams after the event's outage (the first run, and
+    /// those less than [`MERGE`] datagrams after it).
+    pub later: u64,
     /// The time from `event` until the first datagram received on time
-    /// after the last interruption, in ns (0: no interruption).
+    /// after its outage, in ns (0: nothing lost or late).
     pub recovery_ns: u64,
     /// Datagrams scheduled in the window.
     pub scheduled: u64,
@@ -417,10 +423,8 @@ pub fn outage(log: &FlowLog, event: u64, from: u64, to: u64) -> Outage {
     }
     let first = from.saturating_sub(log.peer_t0).div_ceil(log.peer_interval);
     let last = (to - log.peer_t0).div_ceil(log.peer_interval); // exclusive
-                                                               // The last datagram of the last interruption (a run of at least
-                                                               // INTERRUPTION bad ones), and the current run.
-    let mut interrupted_until: Option<u64> = None;
-    let mut run = 0u64;
+                                                               // Runs of lost or late datagrams: (first, last) sequence numbers.
+    let mut runs: Vec<(u64, u64)> = Vec::new();
     let mut rx = log.rx.iter().peekable();
     for seq in first..last {
         o.scheduled += 1;
@@ -439,32 +443,32 @@ pub fn outage(log: &FlowLog, event: u64, from: u64, to: u64) -> Outage {
             }
         };
         if bad {
-            run += 1;
-            if run >= INTERRUPTION {
-                interrupted_until = Some(seq);
+            match runs.last_mut() {
+                Some(r) if r.1 + 1 == seq => r.1 = seq,
+                _ => runs.push((seq, seq)),
             }
-        } else {
-            if run > 0 && run < INTERRUPTION {
-                o.isolated += run;
-            }
-            run = 0;
         }
     }
-    if run > 0 && run < INTERRUPTION {
-        o.isolated += run;
+    o.longest_run = runs.iter().map(|r| r.1 - r.0 + 1).max().unwrap_or(0);
+    let Some(&(_, mut end)) = runs.first() else {
+        return o;
+    };
+    // The event's outage: the first run, and those that follow it closely.
+    let mut later = runs.iter().skip(1).peekable();
+    while let Some(r) = later.next_if(|r| r.0 <= end + MERGE) {
+        end = r.1;
     }
-    if let Some(b) = interrupted_until {
-        // The first datagram after it received on time.
-        let resumed = log
-            .rx
-            .iter()
-            .find(|&&(s, sent, recv)| s > b && recv.saturating_sub(sent) <= LATE_NS)
-            .map(|r| r.2);
-        o.recovery_ns = match resumed {
-            Some(t) => t.saturating_sub(event),
-            None => u64::MAX,
-        };
-    }
+    o.later = later.map(|r| r.1 - r.0 + 1).sum();
+    // The first datagram after it received on time.
+    let resumed = log
+        .rx
+        .iter()
+        .find(|&&(s, sent, recv)| s > end && recv.saturating_sub(sent) <= LATE_NS)
+        .map(|r| r.2);
+    o.recovery_ns = match resumed {
+        Some(t) => t.saturating_sub(event),
+        None => u64::MAX,
+    };
     o
 }
 
@@ -523,9 +527,10 @@ mod tests {
         assert_eq!(o.recovery_ns, 210 * ms);
         let clean = outage(&log, event, 1000 * ms, 1300 * ms);
         assert_eq!((clean.lost, clean.recovery_ns), (0, 0));
-        // One datagram lost alone later (80) is no interruption.
+        // One datagram lost alone later (80) is counted apart.
         log.rx.retain(|r| r.0 != 80);
         let o = outage(&log, event, 1000 * ms, 2000 * ms);
-        assert_eq!((o.lost, o.isolated, o.recovery_ns), (21, 1, 210 * ms));
+        assert_eq!((o.lost, o.later, o.longest_run), (21, 1, 20));
+        assert_eq!(o.recovery_ns, 210 * ms);
     }
 }
