@@ -761,7 +761,7 @@ fn check(rows: &[Row]) {
             let cut: Vec<u64> = r.untouched.iter().map(|&i| v[i].longest_run).collect();
             assert!(
                 cut.iter().all(|&c| c < INTERRUPTION),
-                "{} {} relay {}: flows not through relay {} were interrupted {dir} (datagrams in a row lost or late: {cut:?})",
+                "{} {} relay {}: flows not through relay {} were interrupted {dir} (datagrams lost in a row: {cut:?})",
                 r.config,
                 r.event,
                 r.relay,
@@ -770,7 +770,7 @@ fn check(rows: &[Row]) {
             let again: Vec<u64> = v.iter().map(|o| o.later).collect();
             assert!(
                 again.iter().all(|&c| c < INTERRUPTION),
-                "{} {} relay {}: flows {dir} broke again after they resumed (datagrams lost or late later: {again:?})",
+                "{} {} relay {}: flows {dir} broke again after they resumed (datagrams lost later: {again:?})",
                 r.config,
                 r.event,
                 r.relay
