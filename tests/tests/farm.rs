@@ -2,7 +2,8 @@
 //! running our relay and BIRD, announce 2001::/32 to a core router (BIRD,
 //! ECMP); three native hosts behind the core exchange two-way UDP flows
 //! (a datagram every 10 ms each way) with three Teredo clients behind
-//! NATs. The BIRD configs are the shipped ones (`deploy/farm/`).
+//! NATs (two of ours, one of Debian's C miredo). The BIRD configs are the
+//! shipped ones (`deploy/farm/`).
 //!
 //! Events, in order: a relay's miredo is killed (SIGKILL), another is
 //! stopped (SIGTERM), the first comes back, then a relay host goes silent
@@ -40,6 +41,16 @@ const CLIENTS: usize = 3;
 const INTERVAL_MS: u64 = 10;
 /// How long each flow process runs (longer than the whole scenario).
 const FLOW_SECS: u64 = 90;
+
+/// The implementation of client `n`: the last one is Debian's C miredo,
+/// the others ours.
+fn client_impl(n: usize) -> Impl {
+    if n == CLIENTS {
+        Impl::C
+    } else {
+        Impl::Ours
+    }
+}
 
 /// BIRD 2 installed (Debian package `bird2`).
 fn bird() -> Option<String> {
@@ -400,7 +411,7 @@ fn run_config(bfd: bool) -> Vec<Row> {
     // Clients.
     let mut addrs = Vec::new();
     for n in 1..=CLIENTS {
-        farm.w.start_client(n, Impl::Ours, "");
+        farm.w.start_client(n, client_impl(n), "");
     }
     for n in 1..=CLIENTS {
         let a = wait_addr(farm.w.client(n), TEREDO_IFACE, Duration::from_secs(20))
@@ -661,7 +672,10 @@ fn run_config(bfd: bool) -> Vec<Row> {
         }
     }
     // What the live daemons dropped, and why (their status pages).
-    let mut labels: Vec<String> = (1..=CLIENTS).map(|n| format!("client{n}-rs")).collect();
+    let mut labels: Vec<String> = (1..=CLIENTS)
+        .filter(|&n| client_impl(n) == Impl::Ours)
+        .map(|n| format!("client{n}-{}", Impl::Ours.tag()))
+        .collect();
     for (k, r) in farm.relays.iter().enumerate() {
         if let Some(d) = &r.miredo {
             if farm.w.is_running(d) {
@@ -891,5 +905,6 @@ fn udp_through_the_farm_arrives_intact() {
 
 teredo_lab::lab_main! {
     needs(bird): [shipped_bird_configs_parse],
-    needs(root, ours, bird): [farm_failover, udp_through_the_farm_arrives_intact],
+    needs(root, ours, c_miredo, bird): [farm_failover],
+    needs(root, ours, bird): [udp_through_the_farm_arrives_intact],
 }
