@@ -1045,3 +1045,62 @@ fn sim_client_soliciting_the_servers_secondary_address() {
     let addr = w.qualify(c, SECS(10));
     assert_eq!(TeredoAddr::parse(&addr).unwrap().server, ip(SERVER));
 }
+
+/// A relay farm's failover (issue 17): the client's relay for a native
+/// host dies while traffic flows both ways, and the native host's packets
+/// now come through another relay of the farm. The client tests that relay
+/// through its server; when the first test is lost (here the server is
+/// unreachable for a moment), it tests again 2 s later although it keeps
+/// sending all along (to the dead relay, as RFC 4380 5.2.9 allows while
+/// the test runs), and its packets then take the live relay.
+#[test]
+fn sim_client_retests_when_its_relay_dies_under_steady_traffic() {
+    let mut w = World::new(17);
+    let server = w.add_server(ip(SERVER));
+    let a = w.add_relay(ip(RELAY), None);
+    let b = w.add_relay(ip("198.18.2.2"), None);
+    let native = w.add_native(ip6(NATIVE));
+    let (_, lan) = w.add_nat(NatKind::Masquerade, ip(NAT_WAN), false);
+    let client = w.add_client(ip("192.168.1.2"), 40000, Some(lan), ip(SERVER));
+    let addr = w.qualify(client, SECS(10));
+    let nat6 = ip6(NATIVE);
+    let mut seq = 0u16;
+    let mut ping_for = |w: &mut World, d: Duration| {
+        let end = w.elapsed() + d;
+        while w.elapsed() < end {
+            seq += 1;
+            w.native_send(echo_request(nat6, addr, 7, seq, 32));
+            w.run_for(Duration::from_millis(20));
+        }
+        seq
+    };
+    // Both relays learn the client: first B serves the native host, then A.
+    w.relay = Some(b);
+    ping_for(&mut w, SECS(3));
+    w.relay = Some(a);
+    let last = ping_for(&mut w, SECS(3));
+    let replies = w.native_echo_replies(native, 7);
+    assert!(
+        replies.contains(&(last - 10)),
+        "{replies:?}\n{}",
+        w.trace.join("\n")
+    );
+    // A dies; the core sends to B, which trusts the client already; the
+    // client's first test of B is lost with the server gone for 200 ms.
+    w.nodes[a].up = false;
+    w.nodes[server].up = false;
+    w.relay = Some(b);
+    let first = last + 1;
+    ping_for(&mut w, Duration::from_millis(200));
+    w.nodes[server].up = true;
+    let last = ping_for(&mut w, SECS(5));
+    let replies = w.native_echo_replies(native, 7);
+    let after: Vec<u16> = replies.iter().copied().filter(|&s| s >= first).collect();
+    // Within 2 s of the lost test, and a round trip, every echo comes back.
+    let recovered = last - 100;
+    assert!(
+        (recovered..=last.saturating_sub(5)).all(|s| after.contains(&s)),
+        "echoes after the failover: {after:?}"
+    );
+    assert!(w.client(client).stats().ping_tests_ok >= 2);
+}

@@ -30,6 +30,7 @@
 //! `IGNORED <test>: needs root for network namespaces`.
 
 pub mod cmd;
+pub mod farm;
 pub mod flood;
 pub mod harness;
 pub mod impls;

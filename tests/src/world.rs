@@ -318,11 +318,30 @@ impl World {
         Ok(ns)
     }
 
-    fn ifname(&self, suffix: &str) -> String {
+    /// Adds a namespace `PREFIX<role>` (loopback up, no DAD), deleted with
+    /// the world: for worlds built on this one (a relay farm).
+    pub fn add_namespace(&mut self, role: &str) -> Result<Netns, String> {
+        let ns = Netns::new(format!("{}{role}", self.prefix));
+        cmd::host(&["ip", "netns", "add", ns.name()])?;
+        self.created.push(ns.name().to_string());
+        ns.ip("link set lo up")?;
+        ns.run(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ])?;
+        Ok(ns)
+    }
+
+    /// The name of the world's interface `suffix` (`PREFIX<suffix>`).
+    pub fn ifname(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
     }
 
-    fn link(&self, a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<(), String> {
+    /// Links `a` and `b` with a veth pair, `PREFIX<a_if>` in `a` and
+    /// `PREFIX<b_if>` in `b`, both up.
+    pub fn link(&self, a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<(), String> {
         let (a_if, b_if) = (self.ifname(a_if), self.ifname(b_if));
         cmd::host(&[
             "ip",

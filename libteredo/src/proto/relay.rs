@@ -826,11 +826,12 @@ impl Forwarder {
         };
         if trusted_stale {
             // A relay that served us but went quiet: test again, and keep
-            // sending through it meanwhile.
+            // sending through it meanwhile. What we send it does not count
+            // as a transmission for the test's limits (2 s apart, 4
+            // unanswered in 300 s): under steady traffic a lost test would
+            // otherwise never be repeated, and a relay that died (one of an
+            // anycast farm) would keep taking our packets for good.
             let endpoint = p.endpoint;
-            if let Some(p) = self.peers.get_mut(dst) {
-                p.last_tx = s;
-            }
             if self.bubble_allowed(dst, now) && self.ping_limit.take(now) {
                 self.send_ping_test(dst, out);
             }
