@@ -156,6 +156,11 @@ const METRICS: &[Metric] = &[
         "teredo_peers_evicted_total",
         "Peer entries evicted to make room for others.",
     ),
+    gauge(
+        "port-mapping-lifetime-left",
+        "teredo_port_mapping_lifetime_seconds",
+        "Seconds until the gateway's port mapping lapses unless renewed.",
+    ),
 ];
 
 /// Status keys with a word, rendered as one gauge per possible value:
@@ -175,6 +180,13 @@ const ENUMS: &[(&str, &str, &str, &str, &[&str])] = &[
         "The NAT behaviour the client observed (1 for the current one).",
         &["unknown", "cone", "restricted", "symmetric"],
     ),
+    (
+        "port-mapping",
+        "teredo_port_mapping",
+        "port_mapping",
+        "Where the port mapping with the home gateway stands (1 for the current state).",
+        &["off", "asking", "mapped", "unavailable"],
+    ),
 ];
 
 /// Status keys that identify the instance: labels of `teredo_info`.
@@ -186,6 +198,8 @@ const INFO: &[(&str, &str)] = &[
     ("prefix", "prefix"),
     ("mapped-address", "mapped_address"),
     ("mapped-port", "mapped_port"),
+    ("port-mapping-protocol", "port_mapping_protocol"),
+    ("port-mapping-external", "port_mapping_external"),
 ];
 
 /// The prefix of the per-reason drop counters.

@@ -745,7 +745,9 @@ mod tests {
         ] {
             assert_eq!(ok(&format!("PortMapping {v}\n")).port_mapping, want, "{v}");
         }
-        assert!(one_err("PortMapping nat-pmp\n").contains("expected auto, pcp, natpmp, upnp or off"));
+        assert!(
+            one_err("PortMapping nat-pmp\n").contains("expected auto, pcp, natpmp, upnp or off")
+        );
         assert_eq!(ok("PortMappingLifetime 10\n").port_mapping_lifetime, 10);
         assert!(!one_err("PortMappingLifetime 1\n").is_empty());
         assert!(!one_err("PortMappingLifetime 86401\n").is_empty());
