@@ -488,7 +488,228 @@ fn survey_source_ports() {
     );
 }
 
+// ---------------------------------------------------------------------
+// The miredo client's own port mapping (miredo/src/portmap.rs).
+
+/// Our miredo client's status, read from the socket the world gives it.
+fn client_status(w: &World, label: &str) -> String {
+    let sock = w.trusted_dir().join(format!("{label}.status"));
+    let out = teredo_lab::cmd::run_with_timeout(
+        &[
+            tool().display().to_string(),
+            "status".into(),
+            "--socket".into(),
+            sock.display().to_string(),
+        ],
+        Duration::from_secs(5),
+    );
+    out.stdout
+}
+
+/// Waits at most `timeout` for the client's status to say `key: value`;
+/// the last status read.
+fn wait_status(
+    w: &World,
+    label: &str,
+    key: &str,
+    value: &str,
+    timeout: Duration,
+) -> (bool, String) {
+    let mut last = String::new();
+    let ok = wait_until(timeout, || {
+        last = client_status(w, label);
+        field(&last, key) == Some(value)
+    });
+    (ok, last)
+}
+
+/// Our client behind the masquerade NAT, with miniupnpd offering one
+/// protocol: the client maps its service port in it (status and
+/// miniupnpd's rules agree), renews it across more than two lifetimes of
+/// `LIFETIME` s, and deletes it on SIGTERM.
+fn client_whole_life(test: &str, gateway: Options, expect: &str) {
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let gw = Miniupnpd::start(&w, 1, &gateway);
+    w.start_server(teredo_lab::Impl::Ours);
+    let label = "client1-rs";
+    let d = w.start_client(
+        1,
+        teredo_lab::Impl::Ours,
+        &format!("PortMappingLifetime {LIFETIME}\n"),
+    );
+    let t0 = Instant::now();
+    let (addr, _) = w
+        .wait_qualified(&d, 1, Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("not qualified:\n{}", w.log_of(&d)));
+    let (mapped, st) = wait_status(&w, label, "port-mapping", "mapped", Duration::from_secs(20));
+    assert!(mapped, "no mapping in the status:\n{st}\n{}", w.log_of(&d));
+    let took = t0.elapsed();
+    assert_eq!(field(&st, "port-mapping-protocol"), Some(expect), "{st}");
+    let external: SocketAddrV4 = field(&st, "port-mapping-external")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("no external endpoint:\n{st}"));
+    assert_eq!(*external.ip(), gw.external(), "{st}");
+    let service: std::net::SocketAddr = field(&st, "service-port")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("no service port:\n{st}"));
+    let internal = SocketAddrV4::new(w.client_v4(1), service.port());
+    assert!(
+        gw.maps_udp(external.port(), internal),
+        "no DNAT rule for {external} -> {internal}:\n{}",
+        gw.ruleset()
+    );
+    // The masquerade keeps the port: the server sees the mapping itself.
+    assert_eq!(field(&st, "port-mapping-in-use"), Some("yes"), "{st}");
+    report(
+        test,
+        &format!(
+            "{expect}: {internal} -> {external} within {took:?} of start, in use by {addr}; lifetime left {}",
+            field(&st, "port-mapping-lifetime-left").unwrap_or("?")
+        ),
+    );
+    // Renewed across more than two lifetimes (miniupnpd removes what
+    // lapses).
+    thread::sleep(Duration::from_secs(2 * LIFETIME + 1));
+    let st = client_status(&w, label);
+    assert_eq!(field(&st, "port-mapping"), Some("mapped"), "{st}");
+    assert_eq!(
+        field(&st, "port-mapping-external"),
+        Some(&*external.to_string()),
+        "{st}"
+    );
+    assert!(
+        gw.maps_udp(external.port(), internal),
+        "the mapping lapsed:\n{}\n{}",
+        gw.ruleset(),
+        w.log_of(&d)
+    );
+    report(
+        test,
+        &format!(
+            "still mapped {:?} later ({} lifetimes of {LIFETIME} s)",
+            t0.elapsed() - took,
+            (t0.elapsed() - took).as_secs() / LIFETIME
+        ),
+    );
+    // SIGTERM: deleted before the daemon exits.
+    let t1 = Instant::now();
+    let status = w.stop(&d, Duration::from_secs(10));
+    let log = w.log_of(&d);
+    assert!(status.is_some(), "did not exit on SIGTERM:\n{log}");
+    assert!(
+        !gw.maps_udp(external.port(), internal),
+        "the mapping outlived the client:\n{}\n{log}",
+        gw.ruleset()
+    );
+    assert!(gw.leases().is_empty(), "{:?}", gw.leases());
+    assert!(log.contains("port mapping: deleted on"), "{log}");
+    report(
+        test,
+        &format!(
+            "SIGTERM: exited in {:?}, the mapping gone from miniupnpd's rules and lease file",
+            t1.elapsed()
+        ),
+    );
+}
+
+fn client_pcp_mapping_renewed_and_deleted() {
+    client_whole_life(
+        "client_pcp_mapping_renewed_and_deleted",
+        Options::pcp_only(),
+        "PCP",
+    );
+}
+
+fn client_natpmp_mapping_renewed_and_deleted() {
+    client_whole_life(
+        "client_natpmp_mapping_renewed_and_deleted",
+        Options::natpmp_only(),
+        "NAT-PMP",
+    );
+}
+
+/// Gateways that offer no mapping: NAT 1 answers every request with junk,
+/// NAT 2 answers nothing. Both clients qualify as without a gateway, say
+/// `unavailable` once both protocols were tried (PCP then NAT-PMP: 31.5 s
+/// of tries), and log at most one line about it.
+fn client_garbage_and_silent_gateways_cost_a_log_line() {
+    let test = "client_garbage_and_silent_gateways_cost_a_log_line";
+    let w = World::build(test, &[NatKind::PortRestricted, NatKind::PortRestricted]);
+    let gw_addr = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 1), miniupnpd::PCP_PORT);
+    let sock = udp_socket_in(w.nat(1), gw_addr).expect("bind 5351 in NAT 1");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let responder = thread::spawn(move || {
+        let junk: [&[u8]; 4] = [
+            b"not a gateway",
+            &[2, 0x81, 0, 0],
+            &[0, 128, 0],
+            &[0xff; 1500],
+        ];
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let (mut got, mut i) = (0u32, 0usize);
+        let mut buf = [0u8; 2048];
+        while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if let Ok((_, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+                got += 1;
+                let _ = sock.send_to(junk[i % junk.len()], from);
+                i += 1;
+            }
+        }
+        got
+    });
+    w.start_server(teredo_lab::Impl::Ours);
+    let d1 = w.start_client(1, teredo_lab::Impl::Ours, "");
+    let d2 = w.start_client(2, teredo_lab::Impl::Ours, "");
+    let q1 = w.wait_qualified(&d1, 1, Duration::from_secs(15));
+    let q2 = w.wait_qualified(&d2, 2, Duration::from_secs(15));
+    assert!(
+        q1.is_some(),
+        "client 1 (garbage gateway) did not qualify:\n{}",
+        w.log_of(&d1)
+    );
+    assert!(
+        q2.is_some(),
+        "client 2 (silent gateway) did not qualify:\n{}",
+        w.log_of(&d2)
+    );
+    let bound = Duration::from_secs(40);
+    let (u1, st1) = wait_status(&w, "client1-rs", "port-mapping", "unavailable", bound);
+    let (u2, st2) = wait_status(&w, "client2-rs", "port-mapping", "unavailable", bound);
+    stop.store(true, Ordering::Relaxed);
+    let answered = responder.join().unwrap_or(0);
+    assert!(u1, "garbage gateway: {st1}");
+    assert!(u2, "silent gateway: {st2}");
+    for (n, d) in [(1, &d1), (2, &d2)] {
+        let log = w.log_of(d);
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("port mapping")).collect();
+        assert!(lines.len() <= 1, "client {n}: {lines:?}");
+        report(
+            test,
+            &format!(
+                "client {n} ({}): qualified, port-mapping unavailable ({}); log: {lines:?}",
+                if n == 1 { "garbage" } else { "silent" },
+                field(if n == 1 { &st1 } else { &st2 }, "port-mapping-error").unwrap_or("")
+            ),
+        );
+    }
+    assert!(answered > 0, "the junk responder heard nothing");
+    report(
+        test,
+        &format!("the junk responder answered {answered} requests"),
+    );
+}
+
 teredo_lab::lab_main! {
+    needs(root, ours, miniupnpd, teredo_mire): [
+        client_pcp_mapping_renewed_and_deleted,
+        client_natpmp_mapping_renewed_and_deleted,
+    ],
+    needs(root, ours, teredo_mire): [
+        client_garbage_and_silent_gateways_cost_a_log_line,
+    ],
     needs(root, miniupnpd, teredo_mire): [
         pcp_whole_life_sigterm,
         natpmp_whole_life,
