@@ -6,7 +6,7 @@
 //! client's own datagrams from its mapped port, by NAT kind, with and
 //! without a mapping.
 //!
-//! `cargo build --release -p teredo-mire && cargo test --release -p teredo-lab --test portmap`
+//! `cargo build --release -p teredo-mire -p miredo -p miredo-server -p miredo-privproc && cargo test --release -p teredo-lab --test portmap`
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
@@ -702,7 +702,141 @@ fn client_garbage_and_silent_gateways_cost_a_log_line() {
     );
 }
 
+/// One row of the interop table: echoes answered (sent, got) each way.
+struct Row {
+    nat: &'static str,
+    gateway: bool,
+    client: teredo_lab::Impl,
+    mapping: String,
+    native_in: (u32, u32),
+    c_in: (u32, u32),
+    native_out: (u32, u32),
+    c_out: (u32, u32),
+}
+
+/// The client at site 1 (ours or C), behind `kind`, with or without
+/// miniupnpd in its NAT; a C client behind the masquerade NAT at site 2;
+/// the native host; our server and relay. Pings towards the site-1 client
+/// first (from the native host and the C client at once: first contact
+/// comes from them), then from it.
+fn interop_row(test: &str, kind: NatKind, gateway: bool, client: teredo_lab::Impl) -> Row {
+    use teredo_lab::Impl;
+    let w = World::build(test, &[kind, NatKind::PortRestricted]);
+    let gw = gateway.then(|| Miniupnpd::start(&w, 1, &Options::all()));
+    w.start_server(Impl::Ours);
+    w.start_relay(Impl::Ours, "cone");
+    let a = w.start_client(1, client, "");
+    let b = w.start_client(2, Impl::C, "");
+    let timeout = Duration::from_secs(15);
+    let (addr_a, _) = w
+        .wait_qualified(&a, 1, timeout)
+        .unwrap_or_else(|| panic!("client 1 did not qualify:\n{}", w.log_of(&a)));
+    let (addr_b, _) = w
+        .wait_qualified(&b, 2, timeout)
+        .unwrap_or_else(|| panic!("the C client did not qualify:\n{}", w.log_of(&b)));
+    let mapping = if client == Impl::Ours {
+        let (mapped, st) = if gateway {
+            wait_status(
+                &w,
+                "client1-rs",
+                "port-mapping",
+                "mapped",
+                Duration::from_secs(20),
+            )
+        } else {
+            (false, client_status(&w, "client1-rs"))
+        };
+        match (mapped, field(&st, "port-mapping-external")) {
+            (true, Some(e)) => format!(
+                "{e} (in use: {})",
+                field(&st, "port-mapping-in-use").unwrap_or("?")
+            ),
+            _ => field(&st, "port-mapping").unwrap_or("?").to_string(),
+        }
+    } else {
+        "none (the C client asks for none)".into()
+    };
+    let ping = teredo_lab::ping6_stats;
+    let t = Duration::from_secs(8);
+    let (native_in, c_in) = thread::scope(|s| {
+        let x = s.spawn(|| ping(w.v6h(), addr_a, 4, t));
+        let y = s.spawn(|| ping(w.client(2), addr_a, 4, t));
+        (x.join().unwrap_or((0, 0)), y.join().unwrap_or((0, 0)))
+    });
+    let (native_out, c_out) = thread::scope(|s| {
+        let x = s.spawn(|| ping(w.client(1), teredo_lab::NATIVE_V6, 4, t));
+        let y = s.spawn(|| ping(w.client(1), addr_b, 4, t));
+        (x.join().unwrap_or((0, 0)), y.join().unwrap_or((0, 0)))
+    });
+    drop(gw);
+    Row {
+        nat: kind.name(),
+        gateway,
+        client,
+        mapping,
+        native_in,
+        c_in,
+        native_out,
+        c_out,
+    }
+}
+
+/// The interop table of issue 16: NAT kind (masquerade, fully random) x
+/// miniupnpd (without, with) x the client behind it (ours, C), pinged by
+/// and pinging the native host and a C client behind another NAT.
+/// Asserted: our client behind the masquerade NAT with miniupnpd holds a
+/// mapping in use and passes all four; the rest is reported as it is.
+fn client_interop_table_with_and_without_miniupnpd() {
+    use teredo_lab::Impl;
+    let test = "client_interop_table_with_and_without_miniupnpd";
+    let fmt = |r: (u32, u32)| format!("{}/{}", r.1, r.0);
+    let mut rows = Vec::new();
+    for kind in [NatKind::PortRestricted, NatKind::Symmetric] {
+        for gateway in [false, true] {
+            for client in [Impl::Ours, Impl::C] {
+                rows.push(interop_row(test, kind, gateway, client));
+            }
+        }
+    }
+    let mut table = String::from(
+        "| NAT | miniupnpd | client | mapping | native -> client | C client -> client | client -> native | client -> C client |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        table += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.nat,
+            if r.gateway { "yes" } else { "no" },
+            if r.client == Impl::Ours { "ours" } else { "C" },
+            r.mapping,
+            fmt(r.native_in),
+            fmt(r.c_in),
+            fmt(r.native_out),
+            fmt(r.c_out)
+        );
+    }
+    report(test, &format!("echoes answered:\n{table}"));
+    let key = rows
+        .iter()
+        .find(|r| r.nat == "port-restricted" && r.gateway && r.client == Impl::Ours)
+        .expect("the masquerade row with miniupnpd");
+    assert!(key.mapping.contains("in use: yes"), "{table}");
+    for (what, r) in [
+        ("native -> ours", key.native_in),
+        ("C -> ours", key.c_in),
+        ("ours -> native", key.native_out),
+        ("ours -> C", key.c_out),
+    ] {
+        assert!(
+            r.1 > 0 && r.1 + 1 >= r.0,
+            "masquerade NAT with miniupnpd, {what}: {r:?}\n{table}"
+        );
+    }
+}
+
 teredo_lab::lab_main! {
+    needs(root, ours, c_miredo, miniupnpd, teredo_mire): [
+        client_interop_table_with_and_without_miniupnpd,
+    ],
     needs(root, ours, miniupnpd, teredo_mire): [
         client_pcp_mapping_renewed_and_deleted,
         client_natpmp_mapping_renewed_and_deleted,
