@@ -1454,6 +1454,11 @@ impl Daemon {
         for d in &restart {
             log::warn!("SIGHUP: {d} changed: that needs privileges, restart miredo to apply it; the old value stays");
         }
+        if new.port_mapping != old.port_mapping
+            || new.port_mapping_lifetime != old.port_mapping_lifetime
+        {
+            log::warn!("SIGHUP: PortMapping or PortMappingLifetime changed: they are read at start, restart miredo to apply them; the old values stay");
+        }
         let mut applied = self.conf.clone();
         if new.syslog_facility != applied.syslog_facility {
             libteredo::sys::logging::set_facility(new.syslog_facility.as_str());
