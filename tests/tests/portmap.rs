@@ -833,11 +833,67 @@ fn client_interop_table_with_and_without_miniupnpd() {
     }
 }
 
+/// `teredo-mire probe` reports what the gateway offers: behind NAT 1,
+/// miniupnpd answers PCP and NAT-PMP (with the external address the
+/// server sees); behind NAT 2, nothing answers.
+fn probe_reports_what_the_gateway_offers() {
+    let test = "probe_reports_what_the_gateway_offers";
+    let w = World::build(test, &[NatKind::PortRestricted, NatKind::PortRestricted]);
+    let gw = Miniupnpd::start(&w, 1, &Options::all());
+    w.start_server(teredo_lab::Impl::Ours);
+    let argv = [
+        tool().display().to_string(),
+        "probe".into(),
+        teredo_lab::SERVER_V4.to_string(),
+        "--no-nat-test".into(),
+    ];
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let with = w.client(1).exec(&argv, Duration::from_secs(30));
+    let without = w.client(2).exec(&argv, Duration::from_secs(30));
+    let out = &with.stdout;
+    assert_eq!(with.status.and_then(|s| s.code()), Some(0), "{with:?}");
+    assert_eq!(field(out, "gateway"), Some("192.168.1.1"), "{out}");
+    assert!(
+        field(out, "gateway pcp").is_some_and(|v| v.starts_with("yes")),
+        "{out}"
+    );
+    let external = format!("external address {}", gw.external());
+    assert!(
+        field(out, "gateway nat-pmp")
+            .is_some_and(|v| v.starts_with("yes") && v.contains(&external)),
+        "{out}"
+    );
+    assert_eq!(
+        field(out, "mapped address"),
+        Some(&*gw.external().to_string()),
+        "{out}"
+    );
+    let out2 = &without.stdout;
+    assert_eq!(
+        without.status.and_then(|s| s.code()),
+        Some(0),
+        "{without:?}"
+    );
+    assert!(
+        field(out2, "gateway pcp").is_some_and(|v| v.starts_with("no answer")),
+        "{out2}"
+    );
+    assert!(
+        field(out2, "gateway nat-pmp").is_some_and(|v| v.starts_with("no answer")),
+        "{out2}"
+    );
+    for (n, o) in [(1, out), (2, out2)] {
+        let lines: Vec<&str> = o.lines().filter(|l| l.starts_with("gateway")).collect();
+        report(test, &format!("client {n}: {lines:?}"));
+    }
+}
+
 teredo_lab::lab_main! {
     needs(root, ours, c_miredo, miniupnpd, teredo_mire): [
         client_interop_table_with_and_without_miniupnpd,
     ],
     needs(root, ours, miniupnpd, teredo_mire): [
+        probe_reports_what_the_gateway_offers,
         client_pcp_mapping_renewed_and_deleted,
         client_natpmp_mapping_renewed_and_deleted,
     ],
