@@ -7,6 +7,7 @@ mod portmap;
 mod servers;
 mod setup;
 mod status;
+mod upnp;
 
 use clap::Parser;
 use std::path::PathBuf;

@@ -13,8 +13,11 @@
 //! asked for (see libteredo::proto::portmap). A gateway that answers
 //! nothing or garbage costs one log line and a retry ten minutes later.
 
+use crate::upnp::{self, Igd};
 use libteredo::conf::miredo::PortMapping;
-use libteredo::proto::portmap::{Config, Event, Mode, PortMapper, Protocol, Request, MAX_ANSWER};
+use libteredo::proto::portmap::{
+    Config, Event, Mode, PortMapper, Protocol, Request, MAX_ANSWER, RETRY_LATER,
+};
 use libteredo::proto::Random;
 use libteredo::sys::random::OsRandom;
 use std::io::ErrorKind;
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 /// How long a shutdown waits for the gateway to confirm the deletion.
 pub const DELETE_WAIT: Duration = Duration::from_secs(2);
+/// How long after a failed UPnP renewal the IGD is asked again.
+const UPNP_RETRY: Duration = Duration::from_secs(30);
 
 /// Where the mapping stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +64,8 @@ impl State {
 pub struct MapStatus {
     pub state: State,
     pub gateway: Option<Ipv4Addr>,
-    pub protocol: Option<Protocol>,
+    /// PCP, NAT-PMP or UPnP IGD.
+    pub protocol: Option<&'static str>,
     pub external: Option<SocketAddrV4>,
     /// When the mapping lapses unless renewed.
     pub expires: Option<Instant>,
@@ -100,13 +106,10 @@ impl Mapper {
     ) -> Option<Mapper> {
         let mode = match setting {
             PortMapping::Off => return None,
-            PortMapping::Auto => Mode::Auto,
-            PortMapping::Pcp => Mode::Pcp,
-            PortMapping::NatPmp => Mode::NatPmp,
-            PortMapping::Upnp => {
-                log::warn!("PortMapping upnp: UPnP IGD is not implemented yet; no port mapping (auto asks in PCP, then NAT-PMP)");
-                return None;
-            }
+            PortMapping::Auto => Some(Mode::Auto),
+            PortMapping::Pcp => Some(Mode::Pcp),
+            PortMapping::NatPmp => Some(Mode::NatPmp),
+            PortMapping::Upnp => None,
         };
         let status = Arc::new(Mutex::new(MapStatus {
             state: State::Off,
@@ -124,12 +127,15 @@ impl Mapper {
             .name("miredo-portmap".into())
             .spawn(move || {
                 let mut w = Worker {
+                    setting,
                     mode,
                     port,
                     lifetime,
                     status: st,
                     wake,
                     current: None,
+                    upnp: None,
+                    upnp_next: None,
                 };
                 w.run(&rx);
                 let _ = done_tx.send(());
@@ -194,21 +200,40 @@ impl Mapper {
     }
 }
 
-/// The mapper of one gateway, with its socket.
+/// The mapper of one gateway (PCP and NAT-PMP), with its socket.
 struct Current {
     gateway: Ipv4Addr,
     source: Ipv4Addr,
-    mapper: PortMapper,
-    sock: UdpSocket,
+    /// None with `PortMapping upnp`.
+    pcp: Option<(PortMapper, UdpSocket)>,
+}
+
+/// A UPnP IGD mapping held.
+struct UpnpHeld {
+    igd: Igd,
+    external: SocketAddrV4,
+    renew_at: Instant,
+}
+
+fn label(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Pcp => "PCP",
+        Protocol::NatPmp => "NAT-PMP",
+    }
 }
 
 struct Worker {
-    mode: Mode,
+    setting: PortMapping,
+    /// PCP and NAT-PMP's mode (None: UPnP IGD only).
+    mode: Option<Mode>,
     port: u16,
     lifetime: u32,
     status: Arc<Mutex<MapStatus>>,
     wake: Box<dyn Fn() + Send>,
     current: Option<Current>,
+    upnp: Option<UpnpHeld>,
+    /// When UPnP IGD may be tried (again).
+    upnp_next: Option<Instant>,
 }
 
 impl Worker {
@@ -232,38 +257,144 @@ impl Worker {
                 }
                 continue;
             };
-            let now = Instant::now();
-            let mut out = Vec::new();
             let mut events = Vec::new();
-            if c.mapper.poll_timeout().is_some_and(|t| t <= now) {
-                c.mapper.handle_timeout(now, &mut out, &mut events);
-            }
-            let wait = c
-                .mapper
-                .poll_timeout()
-                .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK))
-                .max(Duration::from_millis(1));
-            send(&c.sock, &out);
-            out.clear();
-            let _ = c.sock.set_read_timeout(Some(wait));
-            match c.sock.recv_from(&mut buf) {
-                Ok((n, SocketAddr::V4(from))) => {
-                    let now = Instant::now();
-                    c.mapper
-                        .handle_udp(now, from, &buf[..n], &mut out, &mut events);
-                    send(&c.sock, &out);
+            if let Some((mapper, sock)) = c.pcp.as_mut() {
+                let now = Instant::now();
+                let mut out = Vec::new();
+                if mapper.poll_timeout().is_some_and(|t| t <= now) {
+                    mapper.handle_timeout(now, &mut out, &mut events);
                 }
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // An ICMP error (the gateway's port unreachable) shows
-                    // up here: the mapper's retries and silence handle it.
-                    log::debug!("port mapping socket: {e}");
+                let wait = mapper
+                    .poll_timeout()
+                    .map_or(TICK, |t| t.saturating_duration_since(now).min(TICK))
+                    .max(Duration::from_millis(1));
+                send(sock, &out);
+                out.clear();
+                let _ = sock.set_read_timeout(Some(wait));
+                match sock.recv_from(&mut buf) {
+                    Ok((n, SocketAddr::V4(from))) => {
+                        let now = Instant::now();
+                        mapper.handle_udp(now, from, &buf[..n], &mut out, &mut events);
+                        send(sock, &out);
+                    }
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // An ICMP error (the gateway's port unreachable)
+                        // shows up here: the mapper's retries and silence
+                        // handle it.
+                        log::debug!("port mapping socket: {e}");
+                    }
+                }
+            } else {
+                match rx.recv_timeout(TICK) {
+                    Ok(Cmd::Path(p)) => self.new_path(p),
+                    Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                        self.shutdown(&mut buf);
+                        return;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
                 }
             }
             for e in events {
                 self.event(e);
+            }
+            self.upnp_step();
+        }
+    }
+
+    /// Whether UPnP IGD is to be asked: it was chosen, or auto found no
+    /// PCP or NAT-PMP gateway.
+    fn upnp_wanted(&self) -> bool {
+        match self.setting {
+            PortMapping::Upnp => true,
+            PortMapping::Auto => self.status().state == State::Unavailable,
+            _ => false,
+        }
+    }
+
+    /// UPnP IGD: a mapping asked for when wanted and due, renewed at half
+    /// its lifetime. Blocking (bounded) exchanges.
+    fn upnp_step(&mut self) {
+        let Some(c) = self.current.as_ref() else {
+            return;
+        };
+        let (gateway, source) = (c.gateway, c.source);
+        let internal = SocketAddrV4::new(source, self.port);
+        let now = Instant::now();
+        if let Some(h) = self.upnp.as_mut() {
+            if now < h.renew_at {
+                return;
+            }
+            match upnp::add(&h.igd, h.external.port(), internal, self.lifetime) {
+                Ok(lease) => {
+                    h.renew_at = now + renew_after(lease);
+                    let expires = (lease != 0).then(|| now + Duration::from_secs(lease.into()));
+                    self.set(|s| s.expires = expires);
+                }
+                Err(e) => {
+                    log::warn!(
+                        "port mapping: the UPnP IGD {gateway} did not renew the mapping: {e}"
+                    );
+                    self.upnp = None;
+                    self.upnp_next = Some(now + UPNP_RETRY);
+                    self.set(|s| {
+                        s.changed = true;
+                        s.state = State::Asking;
+                        s.external = None;
+                        s.expires = None;
+                        s.why = Some(e);
+                    });
+                }
+            }
+            return;
+        }
+        if !self.upnp_wanted() || self.upnp_next.is_some_and(|t| now < t) {
+            return;
+        }
+        self.upnp_next = Some(now + RETRY_LATER);
+        let got = upnp::discover(gateway, source).and_then(|igd| {
+            let ip = upnp::external_ip(&igd)?;
+            let lease = upnp::add(&igd, self.port, internal, self.lifetime)?;
+            Ok((igd, SocketAddrV4::new(ip, self.port), lease))
+        });
+        match got {
+            Ok((igd, external, lease)) => {
+                log::info!(
+                    "port mapping: {gateway} maps {external} to our UDP port {} (UPnP IGD, {})",
+                    self.port,
+                    if lease == 0 {
+                        "permanent".to_string()
+                    } else {
+                        format!("{lease} s")
+                    }
+                );
+                let now = Instant::now();
+                self.upnp = Some(UpnpHeld {
+                    igd,
+                    external,
+                    renew_at: now + renew_after(lease),
+                });
+                self.set(|s| {
+                    s.changed = true;
+                    s.state = State::Mapped;
+                    s.protocol = Some("UPnP IGD");
+                    s.external = Some(external);
+                    s.expires = (lease != 0).then(|| now + Duration::from_secs(lease.into()));
+                    s.why = None;
+                });
+            }
+            Err(e) => {
+                let why = match (self.setting, self.status().why) {
+                    (PortMapping::Auto, Some(before)) => format!("{before}; UPnP IGD: {e}"),
+                    _ => e,
+                };
+                log::info!("port mapping: none ({why}); asked again later");
+                self.set(|s| {
+                    s.state = State::Unavailable;
+                    s.why = Some(why);
+                });
             }
         }
     }
@@ -276,16 +407,27 @@ impl Worker {
                 self.current = Some(old);
                 return;
             }
-            let mut out = Vec::new();
-            old.mapper.stop(Instant::now(), &mut out);
-            send(&old.sock, &out);
-            if old.mapper.mapping().is_some() || !out.is_empty() {
+            if let Some((mut mapper, sock)) = old.pcp.take() {
+                let mut out = Vec::new();
+                let held = mapper.mapping().is_some();
+                mapper.stop(Instant::now(), &mut out);
+                send(&sock, &out);
+                if held {
+                    log::info!(
+                        "port mapping: the path changed; the mapping on {} deleted",
+                        old.gateway
+                    );
+                }
+            }
+            if let Some(h) = self.upnp.take() {
+                let _ = upnp::delete(&h.igd, h.external.port());
                 log::info!(
-                    "port mapping: the path changed; the mapping on {} deleted",
+                    "port mapping: the path changed; the UPnP mapping on {} deleted",
                     old.gateway
                 );
             }
         }
+        self.upnp_next = None;
         let Some((gateway, source)) = path else {
             self.set(|s| {
                 let had = s.external.is_some();
@@ -301,22 +443,28 @@ impl Worker {
             });
             return;
         };
-        let sock = match UdpSocket::bind(SocketAddrV4::new(source, 0)) {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("port mapping: cannot open a socket on {source}: {e}; no port mapping");
-                return;
-            }
+        let pcp = match self.mode {
+            None => None,
+            Some(mode) => match UdpSocket::bind(SocketAddrV4::new(source, 0)) {
+                Ok(sock) => {
+                    let mut nonce = [0u8; 12];
+                    OsRandom.fill(&mut nonce);
+                    let cfg = Config {
+                        mode,
+                        gateway,
+                        internal: SocketAddrV4::new(source, self.port),
+                        lifetime: self.lifetime,
+                    };
+                    Some((PortMapper::new(cfg, nonce, Instant::now()), sock))
+                }
+                Err(e) => {
+                    log::warn!(
+                        "port mapping: cannot open a socket on {source}: {e}; no port mapping"
+                    );
+                    return;
+                }
+            },
         };
-        let mut nonce = [0u8; 12];
-        OsRandom.fill(&mut nonce);
-        let cfg = Config {
-            mode: self.mode,
-            gateway,
-            internal: SocketAddrV4::new(source, self.port),
-            lifetime: self.lifetime,
-        };
-        let mapper = PortMapper::new(cfg, nonce, Instant::now());
         log::debug!(
             "port mapping: asking {gateway} for UDP {source}:{}",
             self.port
@@ -336,8 +484,7 @@ impl Worker {
         self.current = Some(Current {
             gateway,
             source,
-            mapper,
-            sock,
+            pcp,
         });
     }
 
@@ -350,6 +497,7 @@ impl Worker {
                 external,
                 lifetime,
             } => {
+                let protocol = label(protocol);
                 let s = self.status();
                 if s.external != Some(external) || s.protocol != Some(protocol) {
                     log::info!(
@@ -367,6 +515,12 @@ impl Worker {
                     s.why = None;
                 });
             }
+            Event::Lost { why } if self.upnp.is_some() => {
+                log::debug!("port mapping: {why} (the UPnP IGD mapping stays)");
+            }
+            Event::Unavailable { why } if self.upnp.is_some() => {
+                log::debug!("port mapping: {why} (the UPnP IGD mapping stays)");
+            }
             Event::Lost { why } => {
                 log::warn!("port mapping: the mapping on {gw} is gone: {why}");
                 self.set(|s| {
@@ -379,8 +533,9 @@ impl Worker {
             }
             Event::Unavailable { why } => {
                 // Said once until a mapping comes (the mapper asks again
-                // every ten minutes).
-                if self.status().state != State::Unavailable {
+                // every ten minutes); in auto, UPnP IGD is tried next and
+                // says it for both.
+                if self.status().state != State::Unavailable && self.setting != PortMapping::Auto {
                     log::info!("port mapping: none ({why}); asked again later");
                 }
                 self.set(|s| {
@@ -398,18 +553,30 @@ impl Worker {
     /// Deletes the mapping, waiting at most [`DELETE_WAIT`] for the
     /// gateway's answer.
     fn shutdown(&mut self, buf: &mut [u8]) {
-        let Some(mut c) = self.current.take() else {
+        let Some(c) = self.current.take() else {
             return;
         };
-        if c.mapper.mapping().is_none() {
+        if let Some(h) = self.upnp.take() {
+            match upnp::delete(&h.igd, h.external.port()) {
+                Ok(()) => log::info!("port mapping: deleted on {} (UPnP IGD)", c.gateway),
+                Err(e) => log::info!(
+                    "port mapping: the UPnP IGD {} did not delete the mapping: {e}",
+                    c.gateway
+                ),
+            }
+        }
+        let Some((mut mapper, sock)) = c.pcp else {
+            return;
+        };
+        if mapper.mapping().is_none() {
             return;
         }
         let start = Instant::now();
         let mut out = Vec::new();
         let mut events = Vec::new();
-        c.mapper.stop(start, &mut out);
-        send(&c.sock, &out);
-        while let Some(t) = c.mapper.poll_timeout() {
+        mapper.stop(start, &mut out);
+        send(&sock, &out);
+        while let Some(t) = mapper.poll_timeout() {
             let now = Instant::now();
             if now >= start + DELETE_WAIT {
                 log::info!("port mapping: {} did not confirm the deletion", c.gateway);
@@ -417,17 +584,14 @@ impl Worker {
             }
             out.clear();
             if t <= now {
-                c.mapper.handle_timeout(now, &mut out, &mut events);
-                send(&c.sock, &out);
+                mapper.handle_timeout(now, &mut out, &mut events);
+                send(&sock, &out);
                 continue;
             }
             let wait = t.min(start + DELETE_WAIT).saturating_duration_since(now);
-            let _ = c
-                .sock
-                .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-            if let Ok((n, SocketAddr::V4(from))) = c.sock.recv_from(buf) {
-                c.mapper
-                    .handle_udp(Instant::now(), from, &buf[..n], &mut out, &mut events);
+            let _ = sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+            if let Ok((n, SocketAddr::V4(from))) = sock.recv_from(buf) {
+                mapper.handle_udp(Instant::now(), from, &buf[..n], &mut out, &mut events);
             }
         }
         log::info!("port mapping: deleted on {}", c.gateway);
@@ -446,6 +610,16 @@ impl Worker {
         if changed {
             (self.wake)();
         }
+    }
+}
+
+/// When to renew a UPnP lease of `lease` seconds: at half of it (a
+/// permanent one is added again every half hour, in case the device
+/// forgot it).
+fn renew_after(lease: u32) -> Duration {
+    match lease {
+        0 => Duration::from_secs(1800),
+        l => Duration::from_secs(u64::from(l).div_ceil(2)),
     }
 }
 

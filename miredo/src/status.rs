@@ -60,7 +60,7 @@ pub fn render(d: &Daemon, engine: &EngineKind) -> String {
                         line("port-mapping-gateway", g.to_string());
                     }
                     if let (Some(p), Some(e)) = (m.protocol, m.external) {
-                        line("port-mapping-protocol", p.to_string());
+                        line("port-mapping-protocol", p.into());
                         line("port-mapping-external", e.to_string());
                         let left = m
                             .expires

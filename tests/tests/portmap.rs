@@ -527,7 +527,7 @@ fn wait_status(
 /// protocol: the client maps its service port in it (status and
 /// miniupnpd's rules agree), renews it across more than two lifetimes of
 /// `LIFETIME` s, and deletes it on SIGTERM.
-fn client_whole_life(test: &str, gateway: Options, expect: &str) {
+fn client_whole_life(test: &str, gateway: Options, expect: &str, config: &str) {
     let w = World::build(test, &[NatKind::PortRestricted]);
     let gw = Miniupnpd::start(&w, 1, &gateway);
     w.start_server(teredo_lab::Impl::Ours);
@@ -535,13 +535,15 @@ fn client_whole_life(test: &str, gateway: Options, expect: &str) {
     let d = w.start_client(
         1,
         teredo_lab::Impl::Ours,
-        &format!("PortMappingLifetime {LIFETIME}\n"),
+        &format!("PortMappingLifetime {LIFETIME}\n{config}"),
     );
     let t0 = Instant::now();
     let (addr, _) = w
         .wait_qualified(&d, 1, Duration::from_secs(15))
         .unwrap_or_else(|| panic!("not qualified:\n{}", w.log_of(&d)));
-    let (mapped, st) = wait_status(&w, label, "port-mapping", "mapped", Duration::from_secs(20));
+    // PCP's silence costs 15.75 s before NAT-PMP, both 31.5 s before UPnP
+    // IGD in auto.
+    let (mapped, st) = wait_status(&w, label, "port-mapping", "mapped", Duration::from_secs(40));
     assert!(mapped, "no mapping in the status:\n{st}\n{}", w.log_of(&d));
     let took = t0.elapsed();
     assert_eq!(field(&st, "port-mapping-protocol"), Some(expect), "{st}");
@@ -603,6 +605,8 @@ fn client_whole_life(test: &str, gateway: Options, expect: &str) {
     );
     assert!(gw.leases().is_empty(), "{:?}", gw.leases());
     assert!(log.contains("port mapping: deleted on"), "{log}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("port mapping")).collect();
+    report(test, &format!("log: {lines:?}"));
     report(
         test,
         &format!(
@@ -617,6 +621,7 @@ fn client_pcp_mapping_renewed_and_deleted() {
         "client_pcp_mapping_renewed_and_deleted",
         Options::pcp_only(),
         "PCP",
+        "",
     );
 }
 
@@ -625,6 +630,25 @@ fn client_natpmp_mapping_renewed_and_deleted() {
         "client_natpmp_mapping_renewed_and_deleted",
         Options::natpmp_only(),
         "NAT-PMP",
+        "",
+    );
+}
+
+fn client_upnp_mapping_renewed_and_deleted() {
+    client_whole_life(
+        "client_upnp_mapping_renewed_and_deleted",
+        Options::upnp_only(),
+        "UPnP IGD",
+        "PortMapping upnp\n",
+    );
+}
+
+fn client_auto_falls_back_to_upnp() {
+    client_whole_life(
+        "client_auto_falls_back_to_upnp",
+        Options::upnp_only(),
+        "UPnP IGD",
+        "",
     );
 }
 
@@ -896,6 +920,8 @@ teredo_lab::lab_main! {
         probe_reports_what_the_gateway_offers,
         client_pcp_mapping_renewed_and_deleted,
         client_natpmp_mapping_renewed_and_deleted,
+        client_upnp_mapping_renewed_and_deleted,
+        client_auto_falls_back_to_upnp,
     ],
     needs(root, ours, teredo_mire): [
         client_garbage_and_silent_gateways_cost_a_log_line,
