@@ -7,7 +7,6 @@ mod portmap;
 mod servers;
 mod setup;
 mod status;
-mod upnp;
 
 use clap::Parser;
 use std::path::PathBuf;

@@ -13,13 +13,13 @@
 //! asked for (see libteredo::proto::portmap). A gateway that answers
 //! nothing or garbage costs one log line and a retry ten minutes later.
 
-use crate::upnp::{self, Igd};
 use libteredo::conf::miredo::PortMapping;
 use libteredo::proto::portmap::{
     Config, Event, Mode, PortMapper, Protocol, Request, MAX_ANSWER, RETRY_LATER,
 };
 use libteredo::proto::Random;
 use libteredo::sys::random::OsRandom;
+use libteredo::sys::upnp::{self, Igd};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};

@@ -94,7 +94,8 @@ const GATEWAY_WAIT: Duration = Duration::from_secs(2);
 
 /// Asks the gateway what port mapping it offers, without creating any: a
 /// PCP ANNOUNCE and a NAT-PMP request for the external address (see
-/// libteredo::proto::portmap::parse_offer). Prints `gateway*` lines; a
+/// libteredo::proto::portmap::parse_offer), then an SSDP search for a UPnP
+/// IGD and its external address (libteredo::sys::upnp). Prints `gateway*` lines; a
 /// gateway that answers nothing is a result, not an error.
 fn gateway_offers(g: Option<Ipv4Addr>) {
     use libteredo::proto::portmap::{self, Offer};
@@ -169,6 +170,21 @@ fn gateway_offers(g: Option<Ipv4Addr>) {
     let silent = || format!("no answer within {} s", GATEWAY_WAIT.as_secs());
     println!("gateway pcp: {}", pcp.unwrap_or_else(silent));
     println!("gateway nat-pmp: {}", natpmp.unwrap_or_else(silent));
+    // UPnP IGD: its WAN connection service and external address (nothing
+    // is mapped).
+    use libteredo::sys::upnp;
+    let igd = upnp::discover(gw, local).and_then(|igd| {
+        let ip = upnp::external_ip(&igd)?;
+        Ok((igd, ip))
+    });
+    match igd {
+        Ok((igd, ip)) => println!(
+            "gateway upnp: yes ({}, control {}, external address {ip})",
+            igd.service.rsplit(':').nth(1).unwrap_or(&igd.service),
+            igd.control
+        ),
+        Err(e) => println!("gateway upnp: no ({e})"),
+    }
 }
 
 fn qualify(o: &Options) -> Result<(), String> {

@@ -858,8 +858,8 @@ fn client_interop_table_with_and_without_miniupnpd() {
 }
 
 /// `teredo-mire probe` reports what the gateway offers: behind NAT 1,
-/// miniupnpd answers PCP and NAT-PMP (with the external address the
-/// server sees); behind NAT 2, nothing answers.
+/// miniupnpd answers PCP, NAT-PMP and UPnP IGD (with the external address
+/// the server sees); behind NAT 2, nothing answers.
 fn probe_reports_what_the_gateway_offers() {
     let test = "probe_reports_what_the_gateway_offers";
     let w = World::build(test, &[NatKind::PortRestricted, NatKind::PortRestricted]);

@@ -131,7 +131,8 @@ impl LocalDiscovery {
 /// service port (issue 16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PortMapping {
-    /// PCP, then NAT-PMP (the default, as Windows asks by default).
+    /// PCP, then NAT-PMP, then UPnP IGD (the default: Windows asks its
+    /// gateway by default too).
     #[default]
     Auto,
     Pcp,

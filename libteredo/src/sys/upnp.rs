@@ -1,10 +1,10 @@
 //! UPnP IGD port mapping, the I/O side (the wire side is
-//! libteredo::proto::upnp): blocking exchanges with bounded time, run on
-//! the port mapping thread. Only the gateway is listened to: an SSDP
-//! answer from another host, or a description or control URL on another
-//! host, is ignored.
+//! [`crate::proto::upnp`]): blocking exchanges with bounded time, run on
+//! miredo's port mapping thread and by `teredo-mire probe`. Only the
+//! gateway is listened to: an SSDP answer from another host, or a
+//! description or control URL on another host, is ignored.
 
-use libteredo::proto::upnp::{self, HttpAnswer, HttpUrl, SoapAnswer, MAX_HTTP, MAX_SSDP};
+use crate::proto::upnp::{self, HttpAnswer, HttpUrl, SoapAnswer, MAX_HTTP, MAX_SSDP};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
