@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH="${1:-20}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(pwd)/../../target-fuzz}"
-TARGETS=(wire conf_miredo conf_server privsep engine_client engine_relay engine_server portmap netlink http)
+TARGETS=(wire conf_miredo conf_server privsep engine_client engine_relay engine_server portmap netlink http upnp)
 
 cargo fuzz build --sanitizer none
 status=0

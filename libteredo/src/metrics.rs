@@ -182,6 +182,11 @@ const METRICS: &[Metric] = &[
         "teredo_server_relayed_to_native_packets_total",
         "Echo requests relayed from clients to native IPv6.",
     ),
+    gauge(
+        "port-mapping-lifetime-left",
+        "teredo_port_mapping_lifetime_seconds",
+        "Seconds until the gateway's port mapping lapses unless renewed.",
+    ),
 ];
 
 /// Status keys with a word, rendered as one gauge per possible value:
@@ -208,6 +213,13 @@ const ENUMS: &[(&str, &str, &str, &str, &[&str])] = &[
         "The NAT behaviour the client observed (1 for the current one).",
         &["unknown", "cone", "restricted", "symmetric"],
     ),
+    (
+        "port-mapping",
+        "teredo_port_mapping",
+        "port_mapping",
+        "Where the port mapping with the home gateway stands (1 for the current state).",
+        &["off", "asking", "mapped", "unavailable"],
+    ),
 ];
 
 /// Status keys that identify the instance: labels of `teredo_info`.
@@ -221,6 +233,8 @@ const INFO: &[(&str, &str)] = &[
     ("mapped-port", "mapped_port"),
     ("server-address", "server_address"),
     ("server-address2", "server_address2"),
+    ("port-mapping-protocol", "port_mapping_protocol"),
+    ("port-mapping-external", "port_mapping_external"),
 ];
 
 /// The prefix of the per-reason drop counters.

@@ -10,6 +10,7 @@
 //! (`Client::set_server_list`, `Client::path_changed`).
 
 use crate::network::{self, Waiting, Watch};
+use crate::portmap::Mapper;
 use crate::servers::{Names, Outcome, ServerList};
 use crate::status;
 use libteredo::conf::miredo::MiredoConfig;
@@ -538,6 +539,8 @@ pub struct Daemon {
     main_beat: Arc<Heartbeat>,
     /// The last `STATUS=` sent: its state key, its text, when.
     notified: Option<(String, String, Instant)>,
+    /// A client's port mapping with its home gateway.
+    mapper: Option<Mapper>,
 }
 
 /// Counts in the service manager's status line are refreshed at most this
@@ -711,6 +714,7 @@ impl Daemon {
             notify: Arc::new(notify),
             main_beat: Arc::default(),
             notified: None,
+            mapper: None,
         })
     }
 
@@ -760,6 +764,15 @@ impl Daemon {
         if let Some(w) = self.watch.as_mut() {
             w.check_by(Instant::now());
         }
+        if self.client().is_some() && self.watch.is_some() {
+            let sh = Arc::clone(&self.sh);
+            self.mapper = Mapper::start(
+                self.conf.port_mapping,
+                self.local().port(),
+                self.conf.port_mapping_lifetime,
+                Box::new(move || sh.wake()),
+            );
+        }
         let mut buf = vec![0u8; BUF];
         loop {
             let now = Instant::now();
@@ -773,6 +786,7 @@ impl Daemon {
             {
                 self.check_path(now);
             }
+            self.port_mapping();
             self.timeouts();
             self.events();
             self.log_waiting();
@@ -1063,6 +1077,18 @@ impl Daemon {
             return;
         };
         let checked = w.check(server);
+        if let Some(m) = self.mapper.as_mut() {
+            match checked.reach {
+                network::Reach::Via(libteredo::sys::netlink::Path {
+                    gateway: Some(g),
+                    src: Some(s),
+                    running: true,
+                    ..
+                }) => m.set_path(Some((g, s))),
+                network::Reach::Unknown => {}
+                _ => m.set_path(None),
+            }
+        }
         let Some(what) = checked.change else { return };
         if network::usable(&checked.reach) {
             log::info!(
@@ -1414,9 +1440,30 @@ impl Daemon {
         }
     }
 
+    /// Hands the engine the port mapping the mapper thread got (or lost).
+    fn port_mapping(&mut self) {
+        let Some(change) = self.mapper.as_ref().and_then(Mapper::take_change) else {
+            return;
+        };
+        if let Some(mut e) = self.client() {
+            if let EngineKind::Client(c) = &mut *e {
+                c.set_port_mapping(change);
+            }
+        }
+    }
+
+    /// The port mapper, if the client runs one.
+    pub fn mapper(&self) -> Option<&Mapper> {
+        self.mapper.as_ref()
+    }
+
     /// SIGINT/SIGTERM: take the address down before leaving (privproc
-    /// destroys the interface when our end of the socket closes).
+    /// destroys the interface when our end of the socket closes), and
+    /// delete the port mapping.
     fn shutdown(&mut self) {
+        if let Some(mut m) = self.mapper.take() {
+            m.stop();
+        }
         let qualified =
             matches!(&*lock(&self.sh.engine), EngineKind::Client(c) if c.qualification().is_some());
         if qualified {
@@ -1525,6 +1572,11 @@ impl Daemon {
         }
         for d in &restart {
             log::warn!("SIGHUP: {d} changed: that needs privileges, restart miredo to apply it; the old value stays");
+        }
+        if new.port_mapping != old.port_mapping
+            || new.port_mapping_lifetime != old.port_mapping_lifetime
+        {
+            log::warn!("SIGHUP: PortMapping or PortMappingLifetime changed: they are read at start, restart miredo to apply them; the old values stay");
         }
         let mut applied = self.conf.clone();
         if new.syslog_facility != applied.syslog_facility {

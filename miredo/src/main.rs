@@ -3,6 +3,7 @@
 
 mod daemon;
 mod network;
+mod portmap;
 mod servers;
 mod setup;
 mod status;

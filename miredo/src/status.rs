@@ -5,6 +5,7 @@ use crate::daemon::{Daemon, EngineKind};
 use libteredo::proto::peers::Class as PeerClass;
 use libteredo::proto::stats::DropReason;
 use std::fmt::Write;
+use std::time::Instant;
 
 pub fn render(d: &Daemon, engine: &EngineKind) -> String {
     let mut s = String::new();
@@ -50,6 +51,30 @@ pub fn render(d: &Daemon, engine: &EngineKind) -> String {
                 }
             }
             line("nat", c.nat().to_string());
+            // The port mapping with the home gateway (miredo.8, PORT
+            // MAPPING).
+            match d.mapper().map(|m| m.status()) {
+                Some(m) => {
+                    line("port-mapping", m.state.as_str().into());
+                    if let Some(g) = m.gateway {
+                        line("port-mapping-gateway", g.to_string());
+                    }
+                    if let (Some(p), Some(e)) = (m.protocol, m.external) {
+                        line("port-mapping-protocol", p.into());
+                        line("port-mapping-external", e.to_string());
+                        let left = m
+                            .expires
+                            .map_or(0, |t| t.saturating_duration_since(Instant::now()).as_secs());
+                        line("port-mapping-lifetime-left", format!("{left}s"));
+                        let used = if c.port_mapping_in_use() { "yes" } else { "no" };
+                        line("port-mapping-in-use", used.into());
+                    }
+                    if let Some(why) = m.why {
+                        line("port-mapping-error", why.replace(char::is_control, " "));
+                    }
+                }
+                None => line("port-mapping", "off".into()),
+            }
             let others: Vec<String> = c.servers().skip(1).map(|(a, _)| a.to_string()).collect();
             if !others.is_empty() {
                 line("fallback-servers", others.join(" "));

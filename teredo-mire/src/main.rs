@@ -80,6 +80,16 @@ enum Command {
         /// (which can take up to about a minute)
         #[arg(long)]
         no_nat_test: bool,
+
+        /// The gateway asked what port mapping it offers (PCP, NAT-PMP),
+        /// after the qualification (default: the gateway of the default
+        /// route)
+        #[arg(long, value_name = "ADDR")]
+        gateway: Option<Ipv4Addr>,
+
+        /// Do not ask the gateway what port mapping it offers
+        #[arg(long, conflicts_with = "gateway")]
+        no_gateway: bool,
     },
     /// Ask the gateway for a UDP port mapping in PCP or NAT-PMP, as
     /// miredo's client does for its Teredo port, and report it
@@ -152,8 +162,11 @@ fn main() -> ExitCode {
             bind,
             timeout,
             no_nat_test,
+            gateway,
+            no_gateway,
         }) => match timeout_from_secs(timeout) {
             Ok(timeout) => probe::run(&probe::Options {
+                gateway: (!no_gateway).then_some(gateway),
                 server,
                 server2,
                 bind,

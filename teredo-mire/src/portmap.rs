@@ -65,7 +65,7 @@ pub struct Options {
 }
 
 /// The default gateway from `/proc/net/route`.
-fn default_gateway() -> Result<Ipv4Addr, String> {
+pub fn default_gateway() -> Result<Ipv4Addr, String> {
     let text = std::fs::read_to_string("/proc/net/route")
         .map_err(|e| format!("cannot read /proc/net/route: {e}; give --gateway"))?;
     parse_default_gateway(&text)
@@ -113,7 +113,7 @@ fn check_gateway(g: Ipv4Addr) -> Result<Ipv4Addr, String> {
 }
 
 /// Our address on the way to the gateway (what the gateway maps).
-fn local_address_towards(gateway: Ipv4Addr) -> Result<Ipv4Addr, String> {
+pub fn local_address_towards(gateway: Ipv4Addr) -> Result<Ipv4Addr, String> {
     let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
     probe

@@ -25,6 +25,9 @@ pub const DEFAULT_SERVER: &str = "teredo.remlab.net";
 const NAT_TEST_LIMIT: Duration = Duration::from_secs(40);
 
 pub struct Options {
+    /// Ask the default gateway what port mapping it offers (`None`: do
+    /// not ask; `Some(None)`: the default route's gateway).
+    pub gateway: Option<Option<Ipv4Addr>>,
     pub server: String,
     pub server2: Option<String>,
     pub bind: SocketAddrV4,
@@ -78,6 +81,113 @@ struct Run {
 }
 
 pub fn run(o: &Options) -> Result<(), String> {
+    let r = qualify(o);
+    if let Some(g) = o.gateway {
+        gateway_offers(g);
+    }
+    r
+}
+
+/// How long the gateway has to answer (its requests are repeated at 250,
+/// 500 and 1000 ms).
+const GATEWAY_WAIT: Duration = Duration::from_secs(2);
+
+/// Asks the gateway what port mapping it offers, without creating any: a
+/// PCP ANNOUNCE and a NAT-PMP request for the external address (see
+/// libteredo::proto::portmap::parse_offer), then an SSDP search for a UPnP
+/// IGD and its external address (libteredo::sys::upnp). Prints `gateway*` lines; a
+/// gateway that answers nothing is a result, not an error.
+fn gateway_offers(g: Option<Ipv4Addr>) {
+    use libteredo::proto::portmap::{self, Offer};
+    let gw = match g.map_or_else(crate::portmap::default_gateway, Ok) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("gateway: none ({e})");
+            return;
+        }
+    };
+    println!("gateway: {gw}");
+    let local = match crate::portmap::local_address_towards(gw) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("gateway pcp: not asked ({e})");
+            return;
+        }
+    };
+    let sock = match UdpSocket::bind((local, 0)) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("gateway pcp: not asked (cannot bind {local}: {e})");
+            return;
+        }
+    };
+    let to = SocketAddrV4::new(gw, portmap::PORT);
+    let requests = [
+        portmap::pcp_announce(local),
+        portmap::natpmp_external_request(),
+    ];
+    let (mut pcp, mut natpmp): (Option<String>, Option<String>) = (None, None);
+    let start = Instant::now();
+    let mut next_send = start;
+    let mut wait = Duration::from_millis(250);
+    let mut buf = vec![0u8; portmap::MAX_ANSWER + 1];
+    while start.elapsed() < GATEWAY_WAIT && (pcp.is_none() || natpmp.is_none()) {
+        let now = Instant::now();
+        if now >= next_send {
+            for (i, r) in requests.iter().enumerate() {
+                let answered = if i == 0 { &pcp } else { &natpmp };
+                if answered.is_none() {
+                    let _ = sock.send_to(r, to);
+                }
+            }
+            next_send = now + wait;
+            wait *= 2;
+        }
+        let until = next_send.min(start + GATEWAY_WAIT);
+        let _ = sock.set_read_timeout(Some(
+            until
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        ));
+        let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        if from != to {
+            continue;
+        }
+        match buf.get(..n).and_then(portmap::parse_offer) {
+            Some(Offer::Pcp { epoch }) => pcp = Some(format!("yes (epoch {epoch} s)")),
+            Some(Offer::NotPcp(why)) => pcp = Some(format!("no ({why})")),
+            Some(Offer::NatPmp { external, epoch }) => {
+                natpmp = Some(format!(
+                    "yes (external address {external}, epoch {epoch} s)"
+                ))
+            }
+            Some(Offer::NatPmpRefused(why)) => natpmp = Some(format!("no ({why})")),
+            None => {}
+        }
+    }
+    let silent = || format!("no answer within {} s", GATEWAY_WAIT.as_secs());
+    println!("gateway pcp: {}", pcp.unwrap_or_else(silent));
+    println!("gateway nat-pmp: {}", natpmp.unwrap_or_else(silent));
+    // UPnP IGD: its WAN connection service and external address (nothing
+    // is mapped).
+    use libteredo::sys::upnp;
+    let igd = upnp::discover(gw, local).and_then(|igd| {
+        let ip = upnp::external_ip(&igd)?;
+        Ok((igd, ip))
+    });
+    match igd {
+        Ok((igd, ip)) => println!(
+            "gateway upnp: yes ({}, control {}, external address {ip})",
+            igd.service.rsplit(':').nth(1).unwrap_or(&igd.service),
+            igd.control
+        ),
+        Err(e) => println!("gateway upnp: no ({e})"),
+    }
+}
+
+fn qualify(o: &Options) -> Result<(), String> {
     let server = resolve(&o.server)?;
     let server2 = match &o.server2 {
         Some(s) => resolve(s)?,

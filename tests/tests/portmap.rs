@@ -6,7 +6,7 @@
 //! client's own datagrams from its mapped port, by NAT kind, with and
 //! without a mapping.
 //!
-//! `cargo build --release -p teredo-mire && cargo test --release -p teredo-lab --test portmap`
+//! `cargo build --release -p teredo-mire -p miredo -p miredo-server -p miredo-privproc && cargo test --release -p teredo-lab --test portmap`
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
@@ -488,7 +488,444 @@ fn survey_source_ports() {
     );
 }
 
+// ---------------------------------------------------------------------
+// The miredo client's own port mapping (miredo/src/portmap.rs).
+
+/// Our miredo client's status, read from the socket the world gives it.
+fn client_status(w: &World, label: &str) -> String {
+    let sock = w.trusted_dir().join(format!("{label}.status"));
+    let out = teredo_lab::cmd::run_with_timeout(
+        &[
+            tool().display().to_string(),
+            "status".into(),
+            "--socket".into(),
+            sock.display().to_string(),
+        ],
+        Duration::from_secs(5),
+    );
+    out.stdout
+}
+
+/// Waits at most `timeout` for the client's status to say `key: value`;
+/// the last status read.
+fn wait_status(
+    w: &World,
+    label: &str,
+    key: &str,
+    value: &str,
+    timeout: Duration,
+) -> (bool, String) {
+    let mut last = String::new();
+    let ok = wait_until(timeout, || {
+        last = client_status(w, label);
+        field(&last, key) == Some(value)
+    });
+    (ok, last)
+}
+
+/// Our client behind the masquerade NAT, with miniupnpd offering one
+/// protocol: the client maps its service port in it (status and
+/// miniupnpd's rules agree), renews it across more than two lifetimes of
+/// `LIFETIME` s, and deletes it on SIGTERM.
+fn client_whole_life(test: &str, gateway: Options, expect: &str, config: &str) {
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let gw = Miniupnpd::start(&w, 1, &gateway);
+    w.start_server(teredo_lab::Impl::Ours);
+    let label = "client1-rs";
+    let d = w.start_client(
+        1,
+        teredo_lab::Impl::Ours,
+        &format!("PortMappingLifetime {LIFETIME}\n{config}"),
+    );
+    let t0 = Instant::now();
+    let (addr, _) = w
+        .wait_qualified(&d, 1, Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("not qualified:\n{}", w.log_of(&d)));
+    // PCP's silence costs 15.75 s before NAT-PMP, both 31.5 s before UPnP
+    // IGD in auto.
+    let (mapped, st) = wait_status(&w, label, "port-mapping", "mapped", Duration::from_secs(40));
+    assert!(mapped, "no mapping in the status:\n{st}\n{}", w.log_of(&d));
+    let took = t0.elapsed();
+    assert_eq!(field(&st, "port-mapping-protocol"), Some(expect), "{st}");
+    let external: SocketAddrV4 = field(&st, "port-mapping-external")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("no external endpoint:\n{st}"));
+    assert_eq!(*external.ip(), gw.external(), "{st}");
+    let service: std::net::SocketAddr = field(&st, "service-port")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("no service port:\n{st}"));
+    let internal = SocketAddrV4::new(w.client_v4(1), service.port());
+    assert!(
+        gw.maps_udp(external.port(), internal),
+        "no DNAT rule for {external} -> {internal}:\n{}",
+        gw.ruleset()
+    );
+    // The masquerade keeps the port: the server sees the mapping itself.
+    assert_eq!(field(&st, "port-mapping-in-use"), Some("yes"), "{st}");
+    report(
+        test,
+        &format!(
+            "{expect}: {internal} -> {external} within {took:?} of start, in use by {addr}; lifetime left {}",
+            field(&st, "port-mapping-lifetime-left").unwrap_or("?")
+        ),
+    );
+    // Renewed across more than two lifetimes (miniupnpd removes what
+    // lapses).
+    thread::sleep(Duration::from_secs(2 * LIFETIME + 1));
+    let st = client_status(&w, label);
+    assert_eq!(field(&st, "port-mapping"), Some("mapped"), "{st}");
+    assert_eq!(
+        field(&st, "port-mapping-external"),
+        Some(&*external.to_string()),
+        "{st}"
+    );
+    assert!(
+        gw.maps_udp(external.port(), internal),
+        "the mapping lapsed:\n{}\n{}",
+        gw.ruleset(),
+        w.log_of(&d)
+    );
+    report(
+        test,
+        &format!(
+            "still mapped {:?} later ({} lifetimes of {LIFETIME} s)",
+            t0.elapsed() - took,
+            (t0.elapsed() - took).as_secs() / LIFETIME
+        ),
+    );
+    // SIGTERM: deleted before the daemon exits.
+    let t1 = Instant::now();
+    let status = w.stop(&d, Duration::from_secs(10));
+    let log = w.log_of(&d);
+    assert!(status.is_some(), "did not exit on SIGTERM:\n{log}");
+    assert!(
+        !gw.maps_udp(external.port(), internal),
+        "the mapping outlived the client:\n{}\n{log}",
+        gw.ruleset()
+    );
+    assert!(gw.leases().is_empty(), "{:?}", gw.leases());
+    assert!(log.contains("port mapping: deleted on"), "{log}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("port mapping")).collect();
+    report(test, &format!("log: {lines:?}"));
+    report(
+        test,
+        &format!(
+            "SIGTERM: exited in {:?}, the mapping gone from miniupnpd's rules and lease file",
+            t1.elapsed()
+        ),
+    );
+}
+
+fn client_pcp_mapping_renewed_and_deleted() {
+    client_whole_life(
+        "client_pcp_mapping_renewed_and_deleted",
+        Options::pcp_only(),
+        "PCP",
+        "",
+    );
+}
+
+fn client_natpmp_mapping_renewed_and_deleted() {
+    client_whole_life(
+        "client_natpmp_mapping_renewed_and_deleted",
+        Options::natpmp_only(),
+        "NAT-PMP",
+        "",
+    );
+}
+
+fn client_upnp_mapping_renewed_and_deleted() {
+    client_whole_life(
+        "client_upnp_mapping_renewed_and_deleted",
+        Options::upnp_only(),
+        "UPnP IGD",
+        "PortMapping upnp\n",
+    );
+}
+
+fn client_auto_falls_back_to_upnp() {
+    client_whole_life(
+        "client_auto_falls_back_to_upnp",
+        Options::upnp_only(),
+        "UPnP IGD",
+        "",
+    );
+}
+
+/// Gateways that offer no mapping: NAT 1 answers every request with junk,
+/// NAT 2 answers nothing. Both clients qualify as without a gateway, say
+/// `unavailable` once both protocols were tried (PCP then NAT-PMP: 31.5 s
+/// of tries), and log at most one line about it.
+fn client_garbage_and_silent_gateways_cost_a_log_line() {
+    let test = "client_garbage_and_silent_gateways_cost_a_log_line";
+    let w = World::build(test, &[NatKind::PortRestricted, NatKind::PortRestricted]);
+    let gw_addr = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 1), miniupnpd::PCP_PORT);
+    let sock = udp_socket_in(w.nat(1), gw_addr).expect("bind 5351 in NAT 1");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let responder = thread::spawn(move || {
+        let junk: [&[u8]; 4] = [
+            b"not a gateway",
+            &[2, 0x81, 0, 0],
+            &[0, 128, 0],
+            &[0xff; 1500],
+        ];
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let (mut got, mut i) = (0u32, 0usize);
+        let mut buf = [0u8; 2048];
+        while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if let Ok((_, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+                got += 1;
+                let _ = sock.send_to(junk[i % junk.len()], from);
+                i += 1;
+            }
+        }
+        got
+    });
+    w.start_server(teredo_lab::Impl::Ours);
+    let d1 = w.start_client(1, teredo_lab::Impl::Ours, "");
+    let d2 = w.start_client(2, teredo_lab::Impl::Ours, "");
+    let q1 = w.wait_qualified(&d1, 1, Duration::from_secs(15));
+    let q2 = w.wait_qualified(&d2, 2, Duration::from_secs(15));
+    assert!(
+        q1.is_some(),
+        "client 1 (garbage gateway) did not qualify:\n{}",
+        w.log_of(&d1)
+    );
+    assert!(
+        q2.is_some(),
+        "client 2 (silent gateway) did not qualify:\n{}",
+        w.log_of(&d2)
+    );
+    let bound = Duration::from_secs(40);
+    let (u1, st1) = wait_status(&w, "client1-rs", "port-mapping", "unavailable", bound);
+    let (u2, st2) = wait_status(&w, "client2-rs", "port-mapping", "unavailable", bound);
+    stop.store(true, Ordering::Relaxed);
+    let answered = responder.join().unwrap_or(0);
+    assert!(u1, "garbage gateway: {st1}");
+    assert!(u2, "silent gateway: {st2}");
+    for (n, d) in [(1, &d1), (2, &d2)] {
+        let log = w.log_of(d);
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("port mapping")).collect();
+        assert!(lines.len() <= 1, "client {n}: {lines:?}");
+        report(
+            test,
+            &format!(
+                "client {n} ({}): qualified, port-mapping unavailable ({}); log: {lines:?}",
+                if n == 1 { "garbage" } else { "silent" },
+                field(if n == 1 { &st1 } else { &st2 }, "port-mapping-error").unwrap_or("")
+            ),
+        );
+    }
+    assert!(answered > 0, "the junk responder heard nothing");
+    report(
+        test,
+        &format!("the junk responder answered {answered} requests"),
+    );
+}
+
+/// One row of the interop table: echoes answered (sent, got) each way.
+struct Row {
+    nat: &'static str,
+    gateway: bool,
+    client: teredo_lab::Impl,
+    mapping: String,
+    native_in: (u32, u32),
+    c_in: (u32, u32),
+    native_out: (u32, u32),
+    c_out: (u32, u32),
+}
+
+/// The client at site 1 (ours or C), behind `kind`, with or without
+/// miniupnpd in its NAT; a C client behind the masquerade NAT at site 2;
+/// the native host; our server and relay. Pings towards the site-1 client
+/// first (from the native host and the C client at once: first contact
+/// comes from them), then from it.
+fn interop_row(test: &str, kind: NatKind, gateway: bool, client: teredo_lab::Impl) -> Row {
+    use teredo_lab::Impl;
+    let w = World::build(test, &[kind, NatKind::PortRestricted]);
+    let gw = gateway.then(|| Miniupnpd::start(&w, 1, &Options::all()));
+    w.start_server(Impl::Ours);
+    w.start_relay(Impl::Ours, "cone");
+    let a = w.start_client(1, client, "");
+    let b = w.start_client(2, Impl::C, "");
+    let timeout = Duration::from_secs(15);
+    let (addr_a, _) = w
+        .wait_qualified(&a, 1, timeout)
+        .unwrap_or_else(|| panic!("client 1 did not qualify:\n{}", w.log_of(&a)));
+    let (addr_b, _) = w
+        .wait_qualified(&b, 2, timeout)
+        .unwrap_or_else(|| panic!("the C client did not qualify:\n{}", w.log_of(&b)));
+    let mapping = if client == Impl::Ours {
+        let (mapped, st) = if gateway {
+            wait_status(
+                &w,
+                "client1-rs",
+                "port-mapping",
+                "mapped",
+                Duration::from_secs(20),
+            )
+        } else {
+            (false, client_status(&w, "client1-rs"))
+        };
+        match (mapped, field(&st, "port-mapping-external")) {
+            (true, Some(e)) => format!(
+                "{e} (in use: {})",
+                field(&st, "port-mapping-in-use").unwrap_or("?")
+            ),
+            _ => field(&st, "port-mapping").unwrap_or("?").to_string(),
+        }
+    } else {
+        "none (the C client asks for none)".into()
+    };
+    let ping = teredo_lab::ping6_stats;
+    let t = Duration::from_secs(8);
+    let (native_in, c_in) = thread::scope(|s| {
+        let x = s.spawn(|| ping(w.v6h(), addr_a, 4, t));
+        let y = s.spawn(|| ping(w.client(2), addr_a, 4, t));
+        (x.join().unwrap_or((0, 0)), y.join().unwrap_or((0, 0)))
+    });
+    let (native_out, c_out) = thread::scope(|s| {
+        let x = s.spawn(|| ping(w.client(1), teredo_lab::NATIVE_V6, 4, t));
+        let y = s.spawn(|| ping(w.client(1), addr_b, 4, t));
+        (x.join().unwrap_or((0, 0)), y.join().unwrap_or((0, 0)))
+    });
+    drop(gw);
+    Row {
+        nat: kind.name(),
+        gateway,
+        client,
+        mapping,
+        native_in,
+        c_in,
+        native_out,
+        c_out,
+    }
+}
+
+/// The interop table of issue 16: NAT kind (masquerade, fully random) x
+/// miniupnpd (without, with) x the client behind it (ours, C), pinged by
+/// and pinging the native host and a C client behind another NAT.
+/// Asserted: our client behind the masquerade NAT with miniupnpd holds a
+/// mapping in use and passes all four; the rest is reported as it is.
+fn client_interop_table_with_and_without_miniupnpd() {
+    use teredo_lab::Impl;
+    let test = "client_interop_table_with_and_without_miniupnpd";
+    let fmt = |r: (u32, u32)| format!("{}/{}", r.1, r.0);
+    let mut rows = Vec::new();
+    for kind in [NatKind::PortRestricted, NatKind::Symmetric] {
+        for gateway in [false, true] {
+            for client in [Impl::Ours, Impl::C] {
+                rows.push(interop_row(test, kind, gateway, client));
+            }
+        }
+    }
+    let mut table = String::from(
+        "| NAT | miniupnpd | client | mapping | native -> client | C client -> client | client -> native | client -> C client |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        table += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.nat,
+            if r.gateway { "yes" } else { "no" },
+            if r.client == Impl::Ours { "ours" } else { "C" },
+            r.mapping,
+            fmt(r.native_in),
+            fmt(r.c_in),
+            fmt(r.native_out),
+            fmt(r.c_out)
+        );
+    }
+    report(test, &format!("echoes answered:\n{table}"));
+    let key = rows
+        .iter()
+        .find(|r| r.nat == "port-restricted" && r.gateway && r.client == Impl::Ours)
+        .expect("the masquerade row with miniupnpd");
+    assert!(key.mapping.contains("in use: yes"), "{table}");
+    for (what, r) in [
+        ("native -> ours", key.native_in),
+        ("C -> ours", key.c_in),
+        ("ours -> native", key.native_out),
+        ("ours -> C", key.c_out),
+    ] {
+        assert!(
+            r.1 > 0 && r.1 + 1 >= r.0,
+            "masquerade NAT with miniupnpd, {what}: {r:?}\n{table}"
+        );
+    }
+}
+
+/// `teredo-mire probe` reports what the gateway offers: behind NAT 1,
+/// miniupnpd answers PCP, NAT-PMP and UPnP IGD (with the external address
+/// the server sees); behind NAT 2, nothing answers.
+fn probe_reports_what_the_gateway_offers() {
+    let test = "probe_reports_what_the_gateway_offers";
+    let w = World::build(test, &[NatKind::PortRestricted, NatKind::PortRestricted]);
+    let gw = Miniupnpd::start(&w, 1, &Options::all());
+    w.start_server(teredo_lab::Impl::Ours);
+    let argv = [
+        tool().display().to_string(),
+        "probe".into(),
+        teredo_lab::SERVER_V4.to_string(),
+        "--no-nat-test".into(),
+    ];
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let with = w.client(1).exec(&argv, Duration::from_secs(30));
+    let without = w.client(2).exec(&argv, Duration::from_secs(30));
+    let out = &with.stdout;
+    assert_eq!(with.status.and_then(|s| s.code()), Some(0), "{with:?}");
+    assert_eq!(field(out, "gateway"), Some("192.168.1.1"), "{out}");
+    assert!(
+        field(out, "gateway pcp").is_some_and(|v| v.starts_with("yes")),
+        "{out}"
+    );
+    let external = format!("external address {}", gw.external());
+    assert!(
+        field(out, "gateway nat-pmp")
+            .is_some_and(|v| v.starts_with("yes") && v.contains(&external)),
+        "{out}"
+    );
+    assert_eq!(
+        field(out, "mapped address"),
+        Some(&*gw.external().to_string()),
+        "{out}"
+    );
+    let out2 = &without.stdout;
+    assert_eq!(
+        without.status.and_then(|s| s.code()),
+        Some(0),
+        "{without:?}"
+    );
+    assert!(
+        field(out2, "gateway pcp").is_some_and(|v| v.starts_with("no answer")),
+        "{out2}"
+    );
+    assert!(
+        field(out2, "gateway nat-pmp").is_some_and(|v| v.starts_with("no answer")),
+        "{out2}"
+    );
+    for (n, o) in [(1, out), (2, out2)] {
+        let lines: Vec<&str> = o.lines().filter(|l| l.starts_with("gateway")).collect();
+        report(test, &format!("client {n}: {lines:?}"));
+    }
+}
+
 teredo_lab::lab_main! {
+    needs(root, ours, c_miredo, miniupnpd, teredo_mire): [
+        client_interop_table_with_and_without_miniupnpd,
+    ],
+    needs(root, ours, miniupnpd, teredo_mire): [
+        probe_reports_what_the_gateway_offers,
+        client_pcp_mapping_renewed_and_deleted,
+        client_natpmp_mapping_renewed_and_deleted,
+        client_upnp_mapping_renewed_and_deleted,
+        client_auto_falls_back_to_upnp,
+    ],
+    needs(root, ours, teredo_mire): [
+        client_garbage_and_silent_gateways_cost_a_log_line,
+    ],
     needs(root, miniupnpd, teredo_mire): [
         pcp_whole_life_sigterm,
         natpmp_whole_life,

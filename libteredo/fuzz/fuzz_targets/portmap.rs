@@ -1,15 +1,18 @@
 //! The port mapper (PCP and NAT-PMP) fed datagrams from the LAN, as chosen
 //! by the input, between time steps: it never panics, sends only to the
 //! gateway's port 5351, never more than one request per call, and a mapping
-//! it reports has a non-zero port and lifetime.
+//! it reports has a non-zero port and lifetime. `teredo-mire probe`'s
+//! reading of a gateway's offer (`parse_offer`) gets the whole input too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use libteredo::proto::portmap::{Config, Event, Mode, PortMapper, PORT};
+use libteredo::proto::portmap::{parse_offer, Config, Event, Mode, PortMapper, PORT};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 fuzz_target!(|data: &[u8]| {
+    // The probe's reading of what a gateway offers, on the whole input.
+    let _ = parse_offer(data);
     let Some((&mode, mut rest)) = data.split_first() else {
         return;
     };

@@ -128,6 +128,59 @@ impl LocalDiscovery {
     }
 }
 
+/// `PortMapping`: how the client asks the home gateway to map its
+/// service port (issue 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PortMapping {
+    /// PCP, then NAT-PMP, then UPnP IGD (the default: Windows asks its
+    /// gateway by default too).
+    #[default]
+    Auto,
+    Pcp,
+    NatPmp,
+    Upnp,
+    Off,
+}
+
+impl PortMapping {
+    /// The canonical spelling in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortMapping::Auto => "auto",
+            PortMapping::Pcp => "pcp",
+            PortMapping::NatPmp => "natpmp",
+            PortMapping::Upnp => "upnp",
+            PortMapping::Off => "off",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self, String> {
+        for m in [
+            PortMapping::Auto,
+            PortMapping::Pcp,
+            PortMapping::NatPmp,
+            PortMapping::Upnp,
+            PortMapping::Off,
+        ] {
+            if value.eq_ignore_ascii_case(m.as_str()) {
+                return Ok(m);
+            }
+        }
+        match parse_bool(value) {
+            Ok(false) => Ok(PortMapping::Off),
+            _ => Err(format!(
+                "invalid value \"{value}\" (expected auto, pcp, natpmp, upnp or off)"
+            )),
+        }
+    }
+}
+
+/// The least and largest `PortMappingLifetime` (seconds).
+pub const MIN_PORT_MAPPING_LIFETIME: u32 = 2;
+pub const MAX_PORT_MAPPING_LIFETIME: u32 = 86_400;
+/// The default `PortMappingLifetime` (seconds).
+pub const DEFAULT_PORT_MAPPING_LIFETIME: u32 = crate::proto::portmap::DEFAULT_LIFETIME;
+
 /// The content of a valid `miredo.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MiredoConfig {
@@ -181,6 +234,11 @@ pub struct MiredoConfig {
     /// `MetricsListen`: where the daemon serves its counters over HTTP in
     /// the Prometheus text format; `None` (off) by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// `PortMapping` (client modes); auto by default.
+    pub port_mapping: PortMapping,
+    /// `PortMappingLifetime` (client modes): the lifetime asked for, in
+    /// seconds; 3600 by default.
+    pub port_mapping_lifetime: u32,
     /// Things worth saying that do not make the file invalid.
     pub warnings: Vec<ConfError>,
 }
@@ -209,6 +267,8 @@ impl Default for MiredoConfig {
             bubble_rate_limit: DEFAULT_BUBBLE_RATE_LIMIT,
             icmp_rate_limit: DEFAULT_ICMP_RATE_LIMIT,
             metrics_listen: None,
+            port_mapping: PortMapping::Auto,
+            port_mapping_lifetime: DEFAULT_PORT_MAPPING_LIFETIME,
             warnings: Vec::new(),
         }
     }
@@ -216,7 +276,7 @@ impl Default for MiredoConfig {
 
 /// The directives of the file, canonical spelling; the indices below
 /// follow this order.
-const NAMES: [&str; 19] = [
+const NAMES: [&str; 21] = [
     "RelayType",
     "ServerAddress",
     "ServerAddress2",
@@ -236,6 +296,8 @@ const NAMES: [&str; 19] = [
     "BubbleRateLimit",
     "IcmpRateLimit",
     "MetricsListen",
+    "PortMapping",
+    "PortMappingLifetime",
 ];
 const RELAY_TYPE: usize = 0;
 const SERVER_ADDRESS: usize = 1;
@@ -256,6 +318,8 @@ const GLOBAL_PEER_RATE_LIMIT: usize = 15;
 const BUBBLE_RATE_LIMIT: usize = 16;
 const ICMP_RATE_LIMIT: usize = 17;
 const METRICS_LISTEN: usize = 18;
+const PORT_MAPPING: usize = 19;
+const PORT_MAPPING_LIFETIME: usize = 20;
 
 /// The default `GlobalPeerRateLimit`.
 pub const DEFAULT_GLOBAL_PEER_RATE_LIMIT: u32 = crate::proto::relay::DEFAULT_NEW_PEERS_PER_SECOND;
@@ -276,12 +340,14 @@ pub const DEFAULT_MAX_QUEUED_BYTES: u32 = 64 << 20;
 pub const MAX_MAX_QUEUED_BYTES: u32 = u32::MAX;
 
 /// Directives only the client modes use.
-const CLIENT_ONLY: [usize; 5] = [
+const CLIENT_ONLY: [usize; 7] = [
     SERVER_ADDRESS,
     SERVER_ADDRESS2,
     LOCAL_DISCOVERY,
     DISCOVERY_INTERFACES,
     DISCOVERY_NETMASK,
+    PORT_MAPPING,
+    PORT_MAPPING_LIFETIME,
 ];
 /// Directives only the relay modes use.
 const RELAY_ONLY: [usize; 2] = [PREFIX, INTERFACE_MTU];
@@ -416,6 +482,15 @@ impl MiredoConfig {
         });
         check(MAX_QUEUED_BYTES, &mut |v| {
             conf.max_queued_bytes = parse_uint(v, 0, MAX_MAX_QUEUED_BYTES)?;
+            Ok(())
+        });
+        check(PORT_MAPPING, &mut |v| {
+            conf.port_mapping = PortMapping::parse(v)?;
+            Ok(())
+        });
+        check(PORT_MAPPING_LIFETIME, &mut |v| {
+            conf.port_mapping_lifetime =
+                parse_uint(v, MIN_PORT_MAPPING_LIFETIME, MAX_PORT_MAPPING_LIFETIME)?;
             Ok(())
         });
 
@@ -686,6 +761,29 @@ mod tests {
             one_err("ServerAddress2 192.0.2.9\n"),
             "m.conf:1: ServerAddress2: given without ServerAddress: a secondary address needs its primary"
         );
+    }
+
+    #[test]
+    fn port_mapping() {
+        assert_eq!(ok("").port_mapping, PortMapping::Auto);
+        assert_eq!(ok("").port_mapping_lifetime, 3600);
+        for (v, want) in [
+            ("auto", PortMapping::Auto),
+            ("PCP", PortMapping::Pcp),
+            ("natpmp", PortMapping::NatPmp),
+            ("UPnP", PortMapping::Upnp),
+            ("off", PortMapping::Off),
+            ("disabled", PortMapping::Off),
+        ] {
+            assert_eq!(ok(&format!("PortMapping {v}\n")).port_mapping, want, "{v}");
+        }
+        assert!(
+            one_err("PortMapping nat-pmp\n").contains("expected auto, pcp, natpmp, upnp or off")
+        );
+        assert_eq!(ok("PortMappingLifetime 10\n").port_mapping_lifetime, 10);
+        assert!(!one_err("PortMappingLifetime 1\n").is_empty());
+        assert!(!one_err("PortMappingLifetime 86401\n").is_empty());
+        assert!(one_err("RelayType cone\nPortMapping auto\n").contains("superfluous"));
     }
 
     #[test]

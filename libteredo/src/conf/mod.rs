@@ -231,6 +231,8 @@ mod proptests {
             Just("BindAddress".to_string()),
             Just("BindPort".to_string()),
             Just("SyslogFacility".to_string()),
+            Just("PortMapping".to_string()),
+            Just("PortMappingLifetime".to_string()),
             Just("ServerBindAddress".to_string()),
             Just("ServerBindAddress2".to_string()),
             Just("cone".to_string()),

@@ -162,6 +162,9 @@ pub struct Client {
     /// Servers moved to since one last answered (bounds a round of the
     /// fallback list before backing off).
     servers_tried: usize,
+    /// The external endpoint of the port mapping the daemon holds on the
+    /// home gateway for our service port (PCP, NAT-PMP or UPnP IGD).
+    port_mapping: Option<SocketAddrV4>,
 }
 
 impl Client {
@@ -192,6 +195,7 @@ impl Client {
             retry_at: Some(now),
             backoff: MIN_BACKOFF,
             servers_tried: 0,
+            port_mapping: None,
         }
     }
 
@@ -264,6 +268,44 @@ impl Client {
     pub fn set_local(&mut self, local: Option<SocketAddrV4>) {
         self.cfg.local = local;
         self.fwd.set_local(local);
+    }
+
+    /// The gateway maps `external` to our service port for any remote (a
+    /// PCP, NAT-PMP or UPnP IGD mapping), or no longer does (`None`).
+    ///
+    /// The address stays the one the server sees (its origin indication):
+    /// everything we send through a server must come from the endpoint our
+    /// address embeds (RFC 4380 5.3.1), and our packets leave from the
+    /// mapped port only when the NAT translates them onto it. When the
+    /// mapping is that endpoint, anyone can reach it and the client behaves
+    /// as one behind a cone NAT (RFC 6081's UPnP-enabled NAT): no direct
+    /// bubble of ours is needed before a peer can answer, and one would
+    /// even do harm, the conntrack entry it makes clashing with the one the
+    /// peer's answer through the mapping needs. A mapping of another
+    /// endpoint (the gateway is not the outermost NAT, or it sends our
+    /// packets from other ports) is reported, not used.
+    pub fn set_port_mapping(&mut self, external: Option<SocketAddrV4>) {
+        self.port_mapping = external;
+        self.fwd.set_behind_cone(self.behaves_as_cone());
+    }
+
+    /// The port mapping the daemon reported (see
+    /// [`Client::set_port_mapping`]).
+    pub fn port_mapping(&self) -> Option<SocketAddrV4> {
+        self.port_mapping
+    }
+
+    /// Whether the port mapping is the endpoint our address embeds (and so
+    /// in use).
+    pub fn port_mapping_in_use(&self) -> bool {
+        self.current
+            .is_some_and(|q| self.port_mapping == Some(q.mapped))
+    }
+
+    /// Whether no direct bubble of ours is needed to let a peer in: the NAT
+    /// is a cone, or a port mapping lets anyone reach our address.
+    fn behaves_as_cone(&self) -> bool {
+        self.nat == NatBehaviour::Cone || self.port_mapping_in_use()
     }
 
     /// Whether the client has a server to solicit (see
@@ -683,6 +725,7 @@ impl Client {
             mapped,
         }));
         self.fwd.set_prefix(prefix);
+        self.fwd.set_behind_cone(self.behaves_as_cone());
         out.push(Output::Event(Event::Qualified {
             addr,
             old,
@@ -741,8 +784,8 @@ impl Client {
             _ => None,
         };
         self.fwd.set_port_prediction(prediction);
-        self.fwd.set_behind_cone(nat == NatBehaviour::Cone);
         self.nat = nat;
+        self.fwd.set_behind_cone(self.behaves_as_cone());
         out.push(Output::Event(Event::NatObserved(nat)));
     }
 

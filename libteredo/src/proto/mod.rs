@@ -15,6 +15,7 @@ pub mod relay;
 pub mod server;
 pub mod siphash;
 pub mod stats;
+pub mod upnp;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 

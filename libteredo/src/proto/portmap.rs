@@ -608,6 +608,78 @@ impl PortMapper {
     }
 }
 
+/// What a gateway offers, asked without creating anything (`teredo-mire
+/// probe`): a PCP ANNOUNCE (RFC 6887 14.1) and a NAT-PMP request for the
+/// external address (RFC 6886 3.2), both to [`PORT`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// A PCP server answered the ANNOUNCE.
+    Pcp {
+        epoch: u32,
+    },
+    /// A PCP answer that is not a success (a NAT-PMP gateway answers PCP
+    /// with "unsupported version").
+    NotPcp(String),
+    /// A NAT-PMP gateway gave its external address.
+    NatPmp {
+        external: Ipv4Addr,
+        epoch: u32,
+    },
+    NatPmpRefused(String),
+}
+
+/// The PCP ANNOUNCE request from `client` (our address towards the
+/// gateway: PCP servers check it against the source).
+pub fn pcp_announce(client: Ipv4Addr) -> Vec<u8> {
+    let mut v = vec![PCP_VERSION, 0, 0, 0, 0, 0, 0, 0];
+    v.extend_from_slice(&client.to_ipv6_mapped().octets());
+    v
+}
+
+/// The NAT-PMP request for the external address.
+pub fn natpmp_external_request() -> Vec<u8> {
+    vec![NATPMP_VERSION, NATPMP_EXTERNAL]
+}
+
+/// Reads an answer to [`pcp_announce`] or [`natpmp_external_request`];
+/// `None` for anything else.
+pub fn parse_offer(b: &[u8]) -> Option<Offer> {
+    if b.len() > MAX_ANSWER || b.len() < 2 {
+        return None;
+    }
+    match b[0] {
+        PCP_VERSION => {
+            if b.len() < PCP_HEADER || !b.len().is_multiple_of(4) || b[1] != PCP_RESPONSE {
+                return None;
+            }
+            let epoch = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+            match b[3] {
+                0 => Some(Offer::Pcp { epoch }),
+                r => Some(Offer::NotPcp(pcp_result(r).to_string())),
+            }
+        }
+        NATPMP_VERSION => {
+            let (op, result, epoch) = parse_natpmp_header(b)?;
+            if result == 1 {
+                // The answer to a PCP request (any opcode).
+                return Some(Offer::NotPcp(natpmp_result(1).to_string()));
+            }
+            if op != NATPMP_EXTERNAL {
+                return None;
+            }
+            if result != 0 {
+                return Some(Offer::NatPmpRefused(natpmp_result(result).to_string()));
+            }
+            let a = b.get(8..12)?;
+            Some(Offer::NatPmp {
+                external: Ipv4Addr::new(a[0], a[1], a[2], a[3]),
+                epoch,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// What a valid answer says.
 enum Answer {
     UnsupportedVersion,
@@ -926,5 +998,34 @@ mod tests {
         let (mut out, mut ev) = (Vec::new(), Vec::new());
         m.handle_timeout(t0 + Duration::from_secs(5), &mut out, &mut ev);
         assert!(out.is_empty() && ev.is_empty());
+    }
+
+    #[test]
+    fn offers_are_read_strictly() {
+        let a = pcp_announce(Ipv4Addr::new(192, 168, 1, 2));
+        assert_eq!(a.len(), 24);
+        assert_eq!(&a[..4], &[2, 0, 0, 0]);
+        assert_eq!(natpmp_external_request(), vec![0, 0]);
+        let mut pcp = vec![2, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        pcp.resize(24, 0);
+        assert_eq!(parse_offer(&pcp), Some(Offer::Pcp { epoch: 256 }));
+        pcp[3] = 1;
+        assert!(matches!(parse_offer(&pcp), Some(Offer::NotPcp(_))));
+        pcp.push(0);
+        assert_eq!(parse_offer(&pcp), None, "not a multiple of 4");
+        let nat = [0, 128, 0, 0, 0, 0, 0, 9, 11, 0, 1, 1];
+        assert_eq!(
+            parse_offer(&nat),
+            Some(Offer::NatPmp {
+                external: Ipv4Addr::new(11, 0, 1, 1),
+                epoch: 9
+            })
+        );
+        assert_eq!(parse_offer(&nat[..10]), None, "truncated");
+        let unsupported = [0, 128, 0, 1, 0, 0, 0, 9];
+        assert!(matches!(parse_offer(&unsupported), Some(Offer::NotPcp(_))));
+        assert_eq!(parse_offer(&[0, 0]), None, "a request");
+        assert_eq!(parse_offer(&[0xff; 2000]), None);
+        assert_eq!(parse_offer(b"hello"), None);
     }
 }

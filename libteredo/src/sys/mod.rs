@@ -16,3 +16,4 @@ pub mod reader;
 pub mod rundir;
 pub mod signals;
 pub mod sleep;
+pub mod upnp;

@@ -65,6 +65,11 @@ pub struct Nat {
     /// The last port a sequential NAT gave.
     seq: u16,
     pub lan: LanId,
+    /// Port mappings a client asked for (PCP, NAT-PMP, UPnP IGD), as
+    /// miniupnpd makes them: external port -> internal endpoint, for any
+    /// remote (a DNAT rule; the flows it lets in are then tracked like
+    /// outbound ones, so that the answers leave from the mapped port).
+    pub port_mappings: HashMap<u16, SocketAddrV4>,
 }
 
 pub type LanId = usize;
@@ -192,6 +197,24 @@ impl Nat {
             Some(b) => {
                 b.last_used = now;
                 Some(b.internal)
+            }
+            None if self.port_mappings.contains_key(&port) => {
+                let internal = self.port_mappings[&port];
+                let per_dest = matches!(
+                    kind,
+                    NatKind::Symmetric | NatKind::Masquerade | NatKind::Sequential
+                );
+                let mut permits = HashSet::new();
+                permits.insert(remote);
+                permits.insert(SocketAddrV4::new(*remote.ip(), 0));
+                self.bindings.push(Binding {
+                    internal,
+                    remote: per_dest.then_some(remote),
+                    external_port: port,
+                    permits,
+                    last_used: now,
+                });
+                Some(internal)
             }
             None => {
                 if kind == NatKind::Masquerade {
@@ -354,6 +377,7 @@ impl World {
             blocked: HashMap::new(),
             next_port: 0,
             seq: 0,
+            port_mappings: HashMap::new(),
             lan,
         });
         let id = self.nats.len() - 1;
@@ -520,6 +544,12 @@ impl World {
 
     fn lost(&mut self) -> bool {
         self.loss > 0.0 && (self.rng.next_u32() as f64 / u32::MAX as f64) < self.loss
+    }
+
+    /// The daemon tells client `id` the port mapping it got (or lost).
+    #[allow(dead_code)]
+    pub fn set_port_mapping(&mut self, id: NodeId, external: Option<SocketAddrV4>) {
+        self.client_mut(id).set_port_mapping(external);
     }
 
     /// A node's engine output.

@@ -1,0 +1,174 @@
+//! Simulator scenarios of a client whose home gateway maps its service
+//! port (issue 16: PCP, NAT-PMP or UPnP IGD, which the daemon speaks and
+//! reports to the engine through `Client::set_port_mapping`). The NAT keeps
+//! its own behaviour for the flows we start; the mapping lets any remote
+//! in on the mapped port, like miniupnpd's DNAT rule. Every test name
+//! contains `sim`.
+
+mod simnet;
+
+use libteredo::addr::TeredoAddr;
+use libteredo::proto::{Event, NatBehaviour};
+use simnet::*;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+const SERVER: &str = "198.18.1.1";
+const RELAY: &str = "198.18.2.1";
+const NAT_WAN: &str = "198.18.3.1";
+const NATIVE: &str = "2001:db8:9::1";
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const LOCAL_PORT: u16 = 40000;
+const OTHER_PORT: u16 = 50123;
+
+struct Lab {
+    w: World,
+    nat: NatId,
+    client: NodeId,
+}
+
+fn lab(seed: u64, kind: NatKind) -> Lab {
+    let mut w = World::new(seed);
+    w.add_server(ip(SERVER));
+    w.add_relay(ip(RELAY), None);
+    w.add_native(ip6(NATIVE));
+    let (nat, lan) = w.add_nat(kind, ip(NAT_WAN), false);
+    let client = w.add_client(ip("192.168.1.2"), LOCAL_PORT, Some(lan), ip(SERVER));
+    Lab { w, nat, client }
+}
+
+/// The gateway maps its external `port` to the client's service port, and
+/// the daemon says so.
+fn map(l: &mut Lab, port: u16) -> SocketAddrV4 {
+    let internal = SocketAddrV4::new(ip("192.168.1.2"), LOCAL_PORT);
+    l.w.nats[l.nat].port_mappings.insert(port, internal);
+    let external = SocketAddrV4::new(ip(NAT_WAN), port);
+    l.w.set_port_mapping(l.client, Some(external));
+    external
+}
+
+fn nat_report(l: &mut Lab) -> NatBehaviour {
+    let c = l.client;
+    let ok = l.w.run_until_cond(SECS(60), |w| {
+        w.events(c)
+            .iter()
+            .any(|e| matches!(e, Event::NatObserved(_)))
+    });
+    assert!(ok, "no NAT report");
+    l.w.client(c).nat()
+}
+
+/// Pings from the native host, then to it: the sequence numbers answered
+/// each way.
+fn pings(l: &mut Lab, addr: std::net::Ipv6Addr) -> (Vec<u16>, Vec<u16>) {
+    let native = ip6(NATIVE);
+    for seq in 1..=5 {
+        l.w.native_send(echo_request(native, addr, 1, seq, 56));
+        l.w.run_for(Duration::from_millis(500));
+    }
+    l.w.run_for(SECS(3));
+    let inbound = l.w.native_echo_replies(0, 1);
+    for seq in 1..=5 {
+        l.w.client_send(l.client, echo_request(addr, native, 2, seq, 56));
+        l.w.run_for(Duration::from_millis(500));
+    }
+    l.w.run_for(SECS(3));
+    (inbound, l.w.client_echo_replies(l.client, 2))
+}
+
+#[test]
+fn sim_portmap_port_preserving_nat_mapping_the_same_port_is_used_and_a_cone() {
+    // nftables masquerade with miniupnpd mapping our own port: the server
+    // sees the mapping itself, and the cone test comes in through it.
+    let mut l = lab(1601, NatKind::Masquerade);
+    let ext = map(&mut l, LOCAL_PORT);
+    let addr = l.w.qualify(l.client, SECS(10));
+    assert_eq!(TeredoAddr::parse(&addr).unwrap().mapped(), ext);
+    assert!(l.w.client(l.client).port_mapping_in_use());
+    assert_eq!(nat_report(&mut l), NatBehaviour::Cone);
+    let (inbound, outbound) = pings(&mut l, addr);
+    assert_eq!(
+        inbound,
+        (1..=5).collect::<Vec<_>>(),
+        "{}",
+        l.w.trace.join("\n")
+    );
+    assert_eq!(
+        outbound,
+        (1..=5).collect::<Vec<_>>(),
+        "{}",
+        l.w.trace.join("\n")
+    );
+}
+
+#[test]
+fn sim_portmap_a_mapping_given_after_the_nat_tests_is_used_at_once() {
+    let mut l = lab(1602, NatKind::Masquerade);
+    let addr = l.w.qualify(l.client, SECS(10));
+    assert_eq!(nat_report(&mut l), NatBehaviour::PortPreservingSymmetric);
+    assert!(!l.w.client(l.client).port_mapping_in_use());
+    map(&mut l, LOCAL_PORT);
+    assert!(l.w.client(l.client).port_mapping_in_use());
+    // The address stays.
+    assert_eq!(l.w.teredo_addr(l.client), Some(addr));
+    let (inbound, outbound) = pings(&mut l, addr);
+    assert_eq!(
+        inbound,
+        (1..=5).collect::<Vec<_>>(),
+        "{}",
+        l.w.trace.join("\n")
+    );
+    assert_eq!(
+        outbound,
+        (1..=5).collect::<Vec<_>>(),
+        "{}",
+        l.w.trace.join("\n")
+    );
+    // Gone: no longer in use.
+    l.w.set_port_mapping(l.client, None);
+    assert!(!l.w.client(l.client).port_mapping_in_use());
+}
+
+#[test]
+fn sim_portmap_a_symmetric_nat_sending_from_other_ports_keeps_the_servers_view() {
+    // The gateway maps another port than the one our packets leave from:
+    // advertising it would make the server drop what we send through it
+    // (RFC 4380 5.3.1), so the address stays what the server sees.
+    let mut l = lab(1603, NatKind::Symmetric);
+    let ext = map(&mut l, OTHER_PORT);
+    let addr = l.w.qualify(l.client, SECS(10));
+    let t = TeredoAddr::parse(&addr).unwrap();
+    assert_ne!(t.mapped(), ext);
+    assert_eq!(*t.mapped().ip(), ip(NAT_WAN));
+    assert!(!l.w.client(l.client).port_mapping_in_use());
+    assert_eq!(l.w.client(l.client).port_mapping(), Some(ext));
+    let (inbound, outbound) = pings(&mut l, addr);
+    assert_eq!(
+        inbound,
+        (1..=5).collect::<Vec<_>>(),
+        "{}",
+        l.w.trace.join("\n")
+    );
+    assert_eq!(
+        outbound,
+        (1..=5).collect::<Vec<_>>(),
+        "{}",
+        l.w.trace.join("\n")
+    );
+}
+
+#[test]
+fn sim_portmap_a_mapping_on_another_address_is_not_used() {
+    // The gateway is not the outermost NAT: its external address is not
+    // the one the server sees.
+    let mut l = lab(1604, NatKind::PortRestricted);
+    let inner = SocketAddrV4::new(ip("100.64.0.7"), LOCAL_PORT);
+    l.w.set_port_mapping(l.client, Some(inner));
+    let addr = l.w.qualify(l.client, SECS(10));
+    assert_eq!(
+        *TeredoAddr::parse(&addr).unwrap().mapped().ip(),
+        ip(NAT_WAN)
+    );
+    assert!(!l.w.client(l.client).port_mapping_in_use());
+    assert_eq!(nat_report(&mut l), NatBehaviour::Restricted);
+}
