@@ -130,7 +130,13 @@ pub fn wait_addr(ns: &Netns, iface: &str, timeout: Duration) -> Option<Ipv6Addr>
 /// Our daemon's status page for `iface` as `key: value` pairs (empty when
 /// the socket does not answer within a second).
 pub fn status_of(iface: &str) -> Vec<(String, String)> {
-    let path = format!("/run/miredo/{iface}.status");
+    status_at(Path::new(&format!("/run/miredo/{iface}.status")))
+}
+
+/// The status page a daemon serves on the socket `path` (our miredo's or
+/// miredo-server's), as `key: value` pairs (empty when the socket does not
+/// answer within a second).
+pub fn status_at(path: &Path) -> Vec<(String, String)> {
     let Ok(mut s) = UnixStream::connect(path) else {
         return Vec::new();
     };

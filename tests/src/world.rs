@@ -201,15 +201,7 @@ impl World {
             all.push(s.client.clone());
         }
         for ns in &all {
-            cmd::host(&["ip", "netns", "add", ns.name()])?;
-            self.created.push(ns.name().to_string());
-            ns.ip("link set lo up")?;
-            ns.run(&[
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv6.conf.default.accept_dad=0",
-            ])?;
+            self.make_namespace(ns)?;
         }
 
         let (inet, srv, relay, v6h) = (&self.inet, &self.srv, &self.relay, &self.v6h);
@@ -322,6 +314,12 @@ impl World {
     /// the world: for worlds built on this one (a relay farm).
     pub fn add_namespace(&mut self, role: &str) -> Result<Netns, String> {
         let ns = Netns::new(format!("{}{role}", self.prefix));
+        self.make_namespace(&ns)?;
+        Ok(ns)
+    }
+
+    /// Creates `ns` (deleted with the world), loopback up, no DAD.
+    fn make_namespace(&mut self, ns: &Netns) -> Result<(), String> {
         cmd::host(&["ip", "netns", "add", ns.name()])?;
         self.created.push(ns.name().to_string());
         ns.ip("link set lo up")?;
@@ -331,7 +329,7 @@ impl World {
             "net.ipv6.conf.all.accept_dad=0",
             "net.ipv6.conf.default.accept_dad=0",
         ])?;
-        Ok(ns)
+        Ok(())
     }
 
     /// The name of the world's interface `suffix` (`PREFIX<suffix>`).

@@ -15,9 +15,9 @@
 mod common;
 
 use std::fs;
-use std::io::{IoSliceMut, Read};
+use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -183,16 +183,7 @@ fn count_before(line: &str, what: &str) -> Option<u64> {
 }
 
 fn server_status(path: &Path) -> Vec<(String, String)> {
-    let Ok(mut s) = UnixStream::connect(path) else {
-        return Vec::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    teredo_lab::named::status_at(path)
 }
 
 fn field(status: &[(String, String)], key: &str) -> Option<u64> {
