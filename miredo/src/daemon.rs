@@ -238,6 +238,15 @@ impl Shared {
             io.recycle();
             return;
         }
+        if std::env::var_os("CSUM_NO_TUN_GRO").is_some() {
+            for b in &io.tun {
+                if let Err(e) = self.tun.send(b) {
+                    log::debug!("TUN send: {e}");
+                }
+            }
+            io.recycle();
+            return;
+        }
         let gro = io.gro.get_or_insert_with(Default::default);
         if let Err(e) = self.tun.send_multiple(gro, &mut io.tun, io.headroom) {
             log::debug!("TUN send: {e}");

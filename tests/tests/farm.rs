@@ -903,8 +903,80 @@ fn udp_through_the_farm_arrives_intact() {
     );
 }
 
+/// Bursts through one relay: several 1 ms flows while the relay and the
+/// client are stopped (SIGSTOP) for 200 ms in turn, so that what queued in
+/// their sockets and TUN devices leaves in bursts (batched, coalesced).
+/// Counts the receiving kernels' UDP checksum errors.
+fn udp_bursts_through_the_farm_arrive_intact() {
+    let _one = ONE_FARM.lock().unwrap_or_else(|e| e.into_inner());
+    let test = "udp_bursts_through_the_farm_arrive_intact";
+    let mut farm = Farm::build(test, 1, 1, 1, false);
+    farm.start_relay(1);
+    assert!(
+        farm.wait_paths(&[1], Duration::from_secs(15)),
+        "no path to the relay"
+    );
+    let client = farm.w.start_client(1, Impl::Ours, "");
+    let ca = wait_addr(farm.w.client(1), TEREDO_IFACE, Duration::from_secs(20))
+        .expect("client qualified");
+    let tool = env!("CARGO_BIN_EXE_teredo-lab-flow");
+    let dir = farm.w.dir().to_path_buf();
+    let h = host_v6(1).to_string();
+    let c = ca.to_string();
+    let secs: u64 = std::env::var("BURST_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let secs_s = secs.to_string();
+    let mut ends = Vec::new();
+    for f in 0..4u16 {
+        let (hp, cp) = ((5200 + f).to_string(), (6200 + f).to_string());
+        let ho = dir.join(format!("b{f}-host.rx")).display().to_string();
+        let co = dir.join(format!("b{f}-client.rx")).display().to_string();
+        ends.push(farm.w.spawn(
+            &farm.hosts[0],
+            &format!("b{f}-host"),
+            &[tool, &h, &hp, &c, &cp, "1", &secs_s, &ho],
+        ));
+        ends.push(farm.w.spawn(
+            farm.w.client(1),
+            &format!("b{f}-client"),
+            &[tool, &c, &cp, &h, &hp, "1", &secs_s, &co],
+        ));
+    }
+    let relay = farm.relays[0].miredo.as_ref().expect("relay runs").pid;
+    let stop_end = Instant::now() + Duration::from_secs(secs.saturating_sub(1));
+    let mut turn = 0u32;
+    while Instant::now() < stop_end {
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = if turn % 2 == 0 { relay } else { client.pid };
+        let _ = teredo_lab::cmd::host(&["kill", "-s", "STOP", &pid.to_string()]);
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = teredo_lab::cmd::host(&["kill", "-s", "CONT", &pid.to_string()]);
+        turn += 1;
+    }
+    let done = wait_until(Duration::from_secs(secs + 10), || {
+        ends.iter().all(|e| !farm.w.is_running(e))
+    });
+    assert!(done, "the flow ends did not finish");
+    let csum_host = csum_errors(&farm.hosts[0]);
+    let csum_client = csum_errors(farm.w.client(1));
+    let logs: Vec<String> = ends.iter().map(|e| farm.w.log_of(e).trim().to_string()).collect();
+    report(
+        test,
+        &format!(
+            "4 flows at 1 ms, {secs} s, {turn} stops: {logs:?}; UDP checksum errors: at the native host {csum_host}, at the client {csum_client}"
+        ),
+    );
+    assert_eq!(
+        (csum_host, csum_client),
+        (0, 0),
+        "datagrams through the relay arrived corrupt in bursts (native host, client)"
+    );
+}
+
 teredo_lab::lab_main! {
     needs(bird): [shipped_bird_configs_parse],
     needs(root, ours, c_miredo, bird): [farm_failover],
-    needs(root, ours, bird): [udp_through_the_farm_arrives_intact],
+    needs(root, ours, bird): [udp_through_the_farm_arrives_intact, udp_bursts_through_the_farm_arrive_intact],
 }
