@@ -238,15 +238,6 @@ impl Shared {
             io.recycle();
             return;
         }
-        if std::env::var_os("CSUM_NO_TUN_GRO").is_some() {
-            for b in &io.tun {
-                if let Err(e) = self.tun.send(b) {
-                    log::debug!("TUN send: {e}");
-                }
-            }
-            io.recycle();
-            return;
-        }
         let gro = io.gro.get_or_insert_with(Default::default);
         if let Err(e) = self.tun.send_multiple(gro, &mut io.tun, io.headroom) {
             log::debug!("TUN send: {e}");
@@ -317,8 +308,12 @@ impl Shared {
                 {
                     let mut e = lock(&self.engine);
                     e.recycle(&mut io.used);
-                    for (b, &len) in bufs.iter().zip(&sizes).take(n) {
-                        e.handle_tun(now, &b[..len.min(b.len())], &mut out);
+                    for (b, &len) in bufs.iter_mut().zip(&sizes).take(n) {
+                        let len = len.min(b.len());
+                        // With offloads the checksum was completed by
+                        // tun-rs, which leaves a zero that UDP/IPv6 forbids.
+                        libteredo::wire::checksum::repair_zero_udp6(&mut b[..len]);
+                        e.handle_tun(now, &b[..len], &mut out);
                     }
                     next = e.poll_timeout();
                 }

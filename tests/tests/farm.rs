@@ -921,6 +921,23 @@ fn udp_bursts_through_the_farm_arrive_intact() {
         .expect("client qualified");
     let tool = env!("CARGO_BIN_EXE_teredo-lab-flow");
     let dir = farm.w.dir().to_path_buf();
+    let mut caps = Vec::new();
+    if let Some(to) = std::env::var_os("CSUM_CAPTURE") {
+        let to = PathBuf::from(to);
+        for (ns, name) in [
+            (&farm.relays[0].ns, "relay"),
+            (farm.w.client(1), "client"),
+            (&farm.hosts[0], "host"),
+        ] {
+            let f = to.join(format!("{name}.pcap")).display().to_string();
+            caps.push(farm.w.spawn(
+                ns,
+                &format!("cap-{name}"),
+                &["tcpdump", "-i", "any", "-s", "0", "-U", "-w", &f, "udp"],
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let h = host_v6(1).to_string();
     let c = ca.to_string();
     let secs: u64 = std::env::var("BURST_SECS")
@@ -959,9 +976,16 @@ fn udp_bursts_through_the_farm_arrive_intact() {
         ends.iter().all(|e| !farm.w.is_running(e))
     });
     assert!(done, "the flow ends did not finish");
+    std::thread::sleep(Duration::from_millis(500));
+    for c in &caps {
+        farm.w.stop(c, Duration::from_secs(2));
+    }
     let csum_host = csum_errors(&farm.hosts[0]);
     let csum_client = csum_errors(farm.w.client(1));
-    let logs: Vec<String> = ends.iter().map(|e| farm.w.log_of(e).trim().to_string()).collect();
+    let logs: Vec<String> = ends
+        .iter()
+        .map(|e| farm.w.log_of(e).trim().to_string())
+        .collect();
     report(
         test,
         &format!(
