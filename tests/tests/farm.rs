@@ -790,15 +790,16 @@ fn check(rows: &[Row]) {
                 r.relay
             );
         }
-        // Flows the event did not touch lose nothing, but for datagrams a
-        // receiving kernel found corrupt (UDP checksum errors, reported).
+        // Flows the event did not touch lose nothing (a datagram a
+        // receiving kernel found corrupt counts as lost: UDP checksum
+        // errors are reported, and allowed no more).
         let others: u64 = r
             .untouched
             .iter()
             .map(|&i| r.down[i].lost + r.up[i].lost)
             .sum();
         assert!(
-            others <= r.csum_errors,
+            others == 0,
             "{} {} relay {}: flows not through it lost {others} datagrams ({} UDP checksum errors in the run)",
             r.config,
             r.event,
@@ -903,10 +904,15 @@ fn udp_through_the_farm_arrives_intact() {
     );
 }
 
-/// Bursts through one relay: several 1 ms flows while the relay and the
-/// client are stopped (SIGSTOP) for 200 ms in turn, so that what queued in
-/// their sockets and TUN devices leaves in bursts (batched, coalesced).
-/// Counts the receiving kernels' UDP checksum errors.
+/// Bursts through one relay: 4 two-way 1 ms flows (48,000 datagrams in the
+/// 6 s default, `BURST_SECS` to change it) while the relay and the client
+/// are stopped (SIGSTOP) for 200 ms in turn, so that what queued in their
+/// sockets and TUN devices leaves in bursts (batched, coalesced). No
+/// receiving kernel may count a UDP checksum error: before the daemons
+/// repaired a zero UDP/IPv6 checksum left by the TUN offload path (one
+/// datagram in 65,536), about half the runs counted one or two.
+/// `CSUM_CAPTURE=DIR` also captures UDP in the relay's, the client's and
+/// the host's namespaces (tcpdump) into DIR.
 fn udp_bursts_through_the_farm_arrive_intact() {
     let _one = ONE_FARM.lock().unwrap_or_else(|e| e.into_inner());
     let test = "udp_bursts_through_the_farm_arrive_intact";
@@ -966,7 +972,11 @@ fn udp_bursts_through_the_farm_arrive_intact() {
     let mut turn = 0u32;
     while Instant::now() < stop_end {
         std::thread::sleep(Duration::from_millis(300));
-        let pid = if turn % 2 == 0 { relay } else { client.pid };
+        let pid = if turn.is_multiple_of(2) {
+            relay
+        } else {
+            client.pid
+        };
         let _ = teredo_lab::cmd::host(&["kill", "-s", "STOP", &pid.to_string()]);
         std::thread::sleep(Duration::from_millis(200));
         let _ = teredo_lab::cmd::host(&["kill", "-s", "CONT", &pid.to_string()]);
