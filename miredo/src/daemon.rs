@@ -304,15 +304,22 @@ impl Shared {
                     }
                     Err(e) => return self.die(format!("TUN receive: {e}")),
                 };
+                // With offloads (headroom for the virtio-net header) the
+                // checksum was completed by tun-rs, which
+                // leaves a zero that UDP/IPv6 forbids: mended before the
+                // engine lock, which the UDP thread waits for.
+                if self.headroom > 0 {
+                    for (b, &len) in bufs.iter_mut().zip(&sizes).take(n) {
+                        let len = len.min(b.len());
+                        libteredo::wire::checksum::repair_zero_udp6(&mut b[..len]);
+                    }
+                }
                 let now = Instant::now();
                 {
                     let mut e = lock(&self.engine);
                     e.recycle(&mut io.used);
                     for (b, &len) in bufs.iter_mut().zip(&sizes).take(n) {
                         let len = len.min(b.len());
-                        // With offloads the checksum was completed by
-                        // tun-rs, which leaves a zero that UDP/IPv6 forbids.
-                        libteredo::wire::checksum::repair_zero_udp6(&mut b[..len]);
                         e.handle_tun(now, &b[..len], &mut out);
                     }
                     next = e.poll_timeout();

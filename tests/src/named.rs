@@ -76,6 +76,20 @@ pub fn start_client_with_hook(
     hook: &Path,
     label: &str,
 ) -> Daemon {
+    start_client_with_hook_env(w, n, iface, hook, label, &[])
+}
+
+/// Like [`start_client_with_hook`], with `env` (`NAME=value`) added to the
+/// daemon's environment through env(1), which executes the daemon in its
+/// place (the pid stays the daemon's).
+pub fn start_client_with_hook_env(
+    w: &World,
+    n: usize,
+    iface: &str,
+    hook: &Path,
+    label: &str,
+    env: &[String],
+) -> Daemon {
     let wrapper = w.write_hook(
         &format!("{label}-privproc"),
         &format!(
@@ -85,20 +99,19 @@ pub fn start_client_with_hook(
         ),
     );
     let conf = w.write_file(&format!("{label}.conf"), &client_conf(iface, ""));
-    w.spawn(
-        w.client(n),
-        label,
-        &[
-            Impl::Ours.miredo().display().to_string(),
-            "--privproc".into(),
-            wrapper.display().to_string(),
-            "-f".into(),
-            "-c".into(),
-            conf.display().to_string(),
-            "-p".into(),
-            w.dir().join(format!("{label}.pid")).display().to_string(),
-        ],
-    )
+    let mut argv = vec!["env".to_string()];
+    argv.extend(env.iter().cloned());
+    argv.extend([
+        Impl::Ours.miredo().display().to_string(),
+        "--privproc".into(),
+        wrapper.display().to_string(),
+        "-f".into(),
+        "-c".into(),
+        conf.display().to_string(),
+        "-p".into(),
+        w.dir().join(format!("{label}.pid")).display().to_string(),
+    ]);
+    w.spawn(w.client(n), label, &argv)
 }
 
 /// Starts `imp`'s client on site `n` with interface `iface` and waits (at

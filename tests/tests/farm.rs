@@ -335,6 +335,56 @@ struct Event {
     target: Duration,
 }
 
+/// An event under way: started when made, measured by [`Step::done`].
+struct Step {
+    name: &'static str,
+    relay: usize,
+    before: Carried,
+    window: Duration,
+    target: Duration,
+    at: u64,
+    t: Instant,
+}
+
+impl Step {
+    /// Notes the time; the event itself happens right after.
+    fn new(
+        name: &'static str,
+        relay: usize,
+        before: Carried,
+        window: Duration,
+        target: Duration,
+    ) -> Step {
+        Step {
+            name,
+            relay,
+            before,
+            window,
+            target,
+            at: wall_ns(),
+            t: Instant::now(),
+        }
+    }
+
+    /// Watches the core's route until the relay's path is gone
+    /// (`withdrawn`) or back, within the window, and reads who carries
+    /// each flow now.
+    fn done(self, farm: &Farm, n_flows: usize, withdrawn: bool) -> Event {
+        let k = self.relay;
+        let route = watch_route(farm, self.t, self.window, |p| p.contains(&k) != withdrawn);
+        Event {
+            name: self.name.into(),
+            relay: k,
+            at: self.at,
+            to: self.at + self.window.as_nanos() as u64,
+            before: self.before,
+            after: carriers(farm, n_flows),
+            route,
+            target: self.target,
+        }
+    }
+}
+
 /// One event's measure.
 struct Row {
     config: &'static str,
@@ -498,11 +548,10 @@ fn run_config(bfd: bool) -> Vec<Row> {
     // 1. SIGKILL.
     let before = carriers(&farm, flows.len());
     let k1 = busiest(&before, &live);
-    let e = wall_ns();
-    let t = Instant::now();
     let d = farm.relays[k1 - 1].miredo.clone().expect("relay running");
+    let ev = Step::new("SIGKILL", k1, before, window, target);
     farm.w.signal(&d, "KILL");
-    let route = watch_route(&farm, t, window, |p| !p.contains(&k1));
+    events.push(ev.done(&farm, flows.len(), true));
     assert!(
         !farm.relay_route_up(k1),
         "relay {k1}'s route outlives its killed miredo"
@@ -512,62 +561,27 @@ fn run_config(bfd: bool) -> Vec<Row> {
         "relay {k1}'s Teredo interface outlives its killed miredo"
     );
     live.retain(|&k| k != k1);
-    let after = carriers(&farm, flows.len());
-    events.push(Event {
-        name: "SIGKILL".into(),
-        relay: k1,
-        at: e,
-        to: e + window.as_nanos() as u64,
-        before,
-        after,
-        route,
-        target,
-    });
 
     // 2. SIGTERM.
     let before = carriers(&farm, flows.len());
     let k2 = busiest(&before, &live);
-    let e = wall_ns();
-    let t = Instant::now();
     let d = farm.relays[k2 - 1].miredo.clone().expect("relay running");
+    let ev = Step::new("SIGTERM", k2, before, window, target);
     let stopped = farm.w.stop(&d, Duration::from_secs(3));
     assert!(
         stopped.is_some(),
         "relay {k2} did not stop within 3 s of SIGTERM"
     );
-    let route = watch_route(&farm, t, window, |p| !p.contains(&k2));
+    events.push(ev.done(&farm, flows.len(), true));
     live.retain(|&k| k != k2);
-    let after = carriers(&farm, flows.len());
-    events.push(Event {
-        name: "SIGTERM".into(),
-        relay: k2,
-        at: e,
-        to: e + window.as_nanos() as u64,
-        before,
-        after,
-        route,
-        target,
-    });
 
     // 3. The first comes back.
     let before = carriers(&farm, flows.len());
-    let e = wall_ns();
-    let t = Instant::now();
+    let ev = Step::new("back", k1, before, window, target);
     farm.start_relay(k1);
-    let route = watch_route(&farm, t, window, |p| p.contains(&k1));
+    events.push(ev.done(&farm, flows.len(), false));
     live.push(k1);
     live.sort_unstable();
-    let after = carriers(&farm, flows.len());
-    events.push(Event {
-        name: "back".into(),
-        relay: k1,
-        at: e,
-        to: e + window.as_nanos() as u64,
-        before,
-        after,
-        route,
-        target,
-    });
 
     // 4. A relay host goes silent.
     let before = carriers(&farm, flows.len());
@@ -578,22 +592,10 @@ fn run_config(bfd: bool) -> Vec<Row> {
     } else {
         HOLD_TIME + Duration::from_secs(1)
     };
-    let e = wall_ns();
-    let t = Instant::now();
+    let ev = Step::new("host silent", k4, before, silent_window, silent_target);
     farm.blackout(k4).expect("blackout");
-    let route = watch_route(&farm, t, silent_window, |p| !p.contains(&k4));
+    events.push(ev.done(&farm, flows.len(), true));
     live.retain(|&k| k != k4);
-    let after = carriers(&farm, flows.len());
-    events.push(Event {
-        name: "host silent".into(),
-        relay: k4,
-        at: e,
-        to: e + silent_window.as_nanos() as u64,
-        before,
-        after,
-        route,
-        target: silent_target,
-    });
 
     // The flows' logs are flushed every 100 ms.
     settle(Duration::from_millis(300));

@@ -556,33 +556,10 @@ fn notify_watchdog_stops_when_a_thread_is_stuck() {
     let _srv = w.start_server(Impl::Ours);
     let n = NotifySocket::new(&w.trusted_dir(), "client");
     let hook = w.write_hook("slow-hook", "#!/bin/sh\nsleep 4\n");
-    let wrapper = w.write_hook(
-        "slow-privproc",
-        &format!(
-            "#!/bin/sh\nexec {} --hook {} \"$@\"\n",
-            Impl::Ours.path("miredo-privproc").display(),
-            hook.display()
-        ),
-    );
     let iface = teredo_lab::named::unique_iface(&w, "slow");
-    let conf = w.write_file(
-        "client1-rs.conf",
-        &teredo_lab::named::client_conf(&iface, ""),
-    );
-    let mut argv = vec!["env".to_string()];
-    argv.extend(n.env());
-    argv.extend([
-        Impl::Ours.miredo().display().to_string(),
-        "--privproc".into(),
-        wrapper.display().to_string(),
-        "-f".into(),
-        "-c".into(),
-        conf.display().to_string(),
-        "-p".into(),
-        w.dir().join("client1-rs.pid").display().to_string(),
-    ]);
     let t0 = Instant::now();
-    let cli = w.spawn(w.client(1), "client1-rs", &argv);
+    let cli =
+        teredo_lab::named::start_client_with_hook_env(&w, 1, &iface, &hook, "client1-rs", &n.env());
     let pid = pid_of(&w, &cli);
     let said = "watchdog: the main thread made no progress";
     assert!(
