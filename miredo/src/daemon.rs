@@ -1451,15 +1451,25 @@ impl Daemon {
         }
     }
 
-    /// Hands the engine the port mapping the mapper thread got (or lost).
+    /// Hands the engine the port mapping the mapper thread got (or lost),
+    /// and the mapper the endpoint the client's address embeds (the one
+    /// to ask the gateway for).
     fn port_mapping(&mut self) {
-        let Some(change) = self.mapper.as_ref().and_then(Mapper::take_change) else {
+        let Some(m) = self.mapper.as_mut() else {
             return;
         };
-        if let Some(mut e) = self.client() {
-            if let EngineKind::Client(c) = &mut *e {
-                c.set_port_mapping(change);
-            }
+        let change = m.take_change();
+        let Some(mut e) = self.client() else { return };
+        let EngineKind::Client(c) = &mut *e else {
+            return;
+        };
+        if let Some(change) = change {
+            c.set_port_mapping(change);
+        }
+        let wanted = c.qualification().map(|q| q.mapped);
+        drop(e);
+        if let Some(m) = self.mapper.as_mut() {
+            m.set_wanted(wanted);
         }
     }
 

@@ -8,6 +8,11 @@
 //! socket shows and the main loop hands to the client engine
 //! (`Client::set_port_mapping`), waking it through `wake`.
 //!
+//! The main loop also tells it the endpoint the client's address embeds
+//! (what the Teredo server sees): behind a NAT that gives each flow its own
+//! port, the mapping is moved to that port, so that peers reach the
+//! address through it (see miredo(8), PORT MAPPING).
+//!
 //! The gateway is on the LAN, which is not trusted: the mapper takes an
 //! answer only from the gateway's address and port with the exact form it
 //! asked for (see libteredo::proto::portmap). A gateway that answers
@@ -78,6 +83,8 @@ pub struct MapStatus {
 enum Cmd {
     /// The path to the server: its gateway and our source address.
     Path(Option<(Ipv4Addr, Ipv4Addr)>),
+    /// The external endpoint wanted (the client's mapped endpoint).
+    Want(Option<SocketAddrV4>),
     Stop,
 }
 
@@ -89,6 +96,8 @@ pub struct Mapper {
     thread: Option<JoinHandle<()>>,
     /// The last path given (unchanged paths are not sent again).
     path: Option<Option<(Ipv4Addr, Ipv4Addr)>>,
+    /// The last wanted endpoint given.
+    wanted: Option<SocketAddrV4>,
 }
 
 fn lock(m: &Mutex<MapStatus>) -> MutexGuard<'_, MapStatus> {
@@ -136,6 +145,8 @@ impl Mapper {
                     current: None,
                     upnp: None,
                     upnp_next: None,
+                    wanted: None,
+                    upnp_refused: None,
                 };
                 w.run(&rx);
                 let _ = done_tx.send(());
@@ -147,6 +158,7 @@ impl Mapper {
                 done,
                 thread: Some(t),
                 path: None,
+                wanted: None,
             }),
             Err(e) => {
                 log::error!("cannot start the port mapping thread: {e}; no port mapping");
@@ -163,6 +175,16 @@ impl Mapper {
         }
         self.path = Some(path);
         let _ = self.tx.send(Cmd::Path(path));
+    }
+
+    /// The external endpoint the client wants: the one its server sees
+    /// (`None` while it is not qualified).
+    pub fn set_wanted(&mut self, wanted: Option<SocketAddrV4>) {
+        if self.wanted == wanted {
+            return;
+        }
+        self.wanted = wanted;
+        let _ = self.tx.send(Cmd::Want(wanted));
     }
 
     pub fn status(&self) -> MapStatus {
@@ -234,6 +256,10 @@ struct Worker {
     upnp: Option<UpnpHeld>,
     /// When UPnP IGD may be tried (again).
     upnp_next: Option<Instant>,
+    /// The external endpoint the client wants.
+    wanted: Option<SocketAddrV4>,
+    /// A wanted endpoint the UPnP IGD did not give.
+    upnp_refused: Option<SocketAddrV4>,
 }
 
 impl Worker {
@@ -243,6 +269,7 @@ impl Worker {
             loop {
                 match rx.try_recv() {
                     Ok(Cmd::Path(p)) => self.new_path(p),
+                    Ok(Cmd::Want(w)) => self.want(w),
                     Ok(Cmd::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
                         self.shutdown(&mut buf);
                         return;
@@ -253,6 +280,7 @@ impl Worker {
             let Some(c) = self.current.as_mut() else {
                 match rx.recv() {
                     Ok(Cmd::Path(p)) => self.new_path(p),
+                    Ok(Cmd::Want(w)) => self.want(w),
                     Ok(Cmd::Stop) | Err(_) => return,
                 }
                 continue;
@@ -290,6 +318,7 @@ impl Worker {
             } else {
                 match rx.recv_timeout(TICK) {
                     Ok(Cmd::Path(p)) => self.new_path(p),
+                    Ok(Cmd::Want(w)) => self.want(w),
                     Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => {
                         self.shutdown(&mut buf);
                         return;
@@ -301,6 +330,23 @@ impl Worker {
                 self.event(e);
             }
             self.upnp_step();
+        }
+    }
+
+    /// The client wants `w`: PCP and NAT-PMP move the mapping there (see
+    /// `PortMapper::want`); UPnP IGD does at its next step.
+    fn want(&mut self, w: Option<SocketAddrV4>) {
+        self.wanted = w;
+        if let Some((mapper, sock)) = self.current.as_mut().and_then(|c| c.pcp.as_mut()) {
+            let mut out = Vec::new();
+            mapper.want(w, Instant::now(), &mut out);
+            if !out.is_empty() {
+                log::info!(
+                    "port mapping: moving the mapping to the port the server sees, {}",
+                    w.map_or_else(String::new, |w| w.to_string())
+                );
+            }
+            send(sock, &out);
         }
     }
 
@@ -323,6 +369,7 @@ impl Worker {
         let (gateway, source) = (c.gateway, c.source);
         let internal = SocketAddrV4::new(source, self.port);
         let now = Instant::now();
+        self.upnp_move(internal);
         if let Some(h) = self.upnp.as_mut() {
             if now < h.renew_at {
                 return;
@@ -354,11 +401,26 @@ impl Worker {
             return;
         }
         self.upnp_next = Some(now + RETRY_LATER);
+        let (wanted, refused, lifetime) = (self.wanted, self.upnp_refused, self.lifetime);
+        let mut newly_refused = None;
         let got = upnp::discover(gateway, source).and_then(|igd| {
             let ip = upnp::external_ip(&igd)?;
-            let lease = upnp::add(&igd, self.port, internal, self.lifetime)?;
+            // The port the server sees if it is on this gateway, else ours.
+            if let Some(w) = wanted.filter(|w| *w.ip() == ip && Some(*w) != refused) {
+                match upnp::add(&igd, w.port(), internal, lifetime) {
+                    Ok(lease) => return Ok((igd, w, lease)),
+                    Err(e) => {
+                        log::info!("port mapping: the UPnP IGD {gateway} did not map {w}: {e}");
+                        newly_refused = Some(w);
+                    }
+                }
+            }
+            let lease = upnp::add(&igd, self.port, internal, lifetime)?;
             Ok((igd, SocketAddrV4::new(ip, self.port), lease))
         });
+        if newly_refused.is_some() {
+            self.upnp_refused = newly_refused;
+        }
         match got {
             Ok((igd, external, lease)) => {
                 log::info!(
@@ -399,6 +461,46 @@ impl Worker {
         }
     }
 
+    /// Moves the UPnP IGD mapping held to the endpoint the client wants,
+    /// when it is another port of the same external address and the IGD
+    /// has not refused it: the wanted port is added first, then the old
+    /// one deleted (an IGD maps each external port on its own, unlike PCP
+    /// and NAT-PMP's one mapping per internal port).
+    fn upnp_move(&mut self, internal: SocketAddrV4) {
+        let Some(h) = self.upnp.as_ref() else { return };
+        let Some(w) = self.wanted else { return };
+        if h.external == w || h.external.ip() != w.ip() || self.upnp_refused == Some(w) {
+            return;
+        }
+        let gateway = internal.ip();
+        match upnp::add(&h.igd, w.port(), internal, self.lifetime) {
+            Ok(lease) => {
+                let _ = upnp::delete(&h.igd, h.external.port());
+                log::info!(
+                    "port mapping: moved the UPnP IGD mapping from {} to {w}, the endpoint the server sees",
+                    h.external
+                );
+                let now = Instant::now();
+                if let Some(h) = self.upnp.as_mut() {
+                    h.external = w;
+                    h.renew_at = now + renew_after(lease);
+                }
+                self.set(|s| {
+                    s.changed = true;
+                    s.external = Some(w);
+                    s.expires = (lease != 0).then(|| now + Duration::from_secs(lease.into()));
+                });
+            }
+            Err(e) => {
+                log::info!(
+                    "port mapping: the UPnP IGD did not map {w} for {gateway}: {e}; keeping {}",
+                    h.external
+                );
+                self.upnp_refused = Some(w);
+            }
+        }
+    }
+
     /// A new path: the old gateway's mapping is deleted (one request, not
     /// waited for), the new gateway asked.
     fn new_path(&mut self, path: Option<(Ipv4Addr, Ipv4Addr)>) {
@@ -428,6 +530,7 @@ impl Worker {
             }
         }
         self.upnp_next = None;
+        self.upnp_refused = None;
         let Some((gateway, source)) = path else {
             self.set(|s| {
                 let had = s.external.is_some();
@@ -455,7 +558,12 @@ impl Worker {
                         internal: SocketAddrV4::new(source, self.port),
                         lifetime: self.lifetime,
                     };
-                    Some((PortMapper::new(cfg, nonce, Instant::now()), sock))
+                    let now = Instant::now();
+                    let mut mapper = PortMapper::new(cfg, nonce, now);
+                    // No mapping yet: this only sets what the first
+                    // request suggests.
+                    mapper.want(self.wanted, now, &mut Vec::new());
+                    Some((mapper, sock))
                 }
                 Err(e) => {
                     log::warn!(

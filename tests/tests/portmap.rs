@@ -731,6 +731,8 @@ struct Row {
     nat: &'static str,
     gateway: bool,
     client: teredo_lab::Impl,
+    /// Our client's `PortMapping` setting.
+    setting: &'static str,
     mapping: String,
     native_in: (u32, u32),
     c_in: (u32, u32),
@@ -740,16 +742,28 @@ struct Row {
 
 /// The client at site 1 (ours or C), behind `kind`, with or without
 /// miniupnpd in its NAT; a C client behind the masquerade NAT at site 2;
-/// the native host; our server and relay. Pings towards the site-1 client
-/// first (from the native host and the C client at once: first contact
-/// comes from them), then from it.
-fn interop_row(test: &str, kind: NatKind, gateway: bool, client: teredo_lab::Impl) -> Row {
+/// the native host; our server and relay. Our client runs with
+/// `PortMapping setting`. Pings towards the site-1 client first (from the
+/// native host and the C client at once: first contact comes from them),
+/// then from it.
+fn interop_row(
+    test: &str,
+    kind: NatKind,
+    gateway: bool,
+    client: teredo_lab::Impl,
+    setting: &'static str,
+) -> Row {
     use teredo_lab::Impl;
     let w = World::build(test, &[kind, NatKind::PortRestricted]);
     let gw = gateway.then(|| Miniupnpd::start(&w, 1, &Options::all()));
     w.start_server(Impl::Ours);
     w.start_relay(Impl::Ours, "cone");
-    let a = w.start_client(1, client, "");
+    let config = if client == Impl::Ours {
+        format!("PortMapping {setting}\n")
+    } else {
+        String::new()
+    };
+    let a = w.start_client(1, client, &config);
     let b = w.start_client(2, Impl::C, "");
     let timeout = Duration::from_secs(15);
     let (addr_a, _) = w
@@ -759,22 +773,29 @@ fn interop_row(test: &str, kind: NatKind, gateway: bool, client: teredo_lab::Imp
         .wait_qualified(&b, 2, timeout)
         .unwrap_or_else(|| panic!("the C client did not qualify:\n{}", w.log_of(&b)));
     let mapping = if client == Impl::Ours {
+        // Mapped, then (behind a NAT with random ports) moved to the
+        // port the server sees: in use. UPnP IGD in auto comes after
+        // PCP's and NAT-PMP's silence (31.5 s); here they answer.
         let (mapped, st) = if gateway {
             wait_status(
                 &w,
                 "client1-rs",
-                "port-mapping",
-                "mapped",
+                "port-mapping-in-use",
+                "yes",
                 Duration::from_secs(20),
             )
         } else {
             (false, client_status(&w, "client1-rs"))
         };
-        match (mapped, field(&st, "port-mapping-external")) {
-            (true, Some(e)) => format!(
-                "{e} (in use: {})",
+        match (
+            field(&st, "port-mapping-external"),
+            field(&st, "port-mapping-protocol"),
+        ) {
+            (Some(e), Some(p)) => format!(
+                "{p} {e} (in use: {})",
                 field(&st, "port-mapping-in-use").unwrap_or("?")
             ),
+            _ if mapped => "?".into(),
             _ => field(&st, "port-mapping").unwrap_or("?").to_string(),
         }
     } else {
@@ -797,6 +818,7 @@ fn interop_row(test: &str, kind: NatKind, gateway: bool, client: teredo_lab::Imp
         nat: kind.name(),
         gateway,
         client,
+        setting,
         mapping,
         native_in,
         c_in,
@@ -806,10 +828,13 @@ fn interop_row(test: &str, kind: NatKind, gateway: bool, client: teredo_lab::Imp
 }
 
 /// The interop table of issue 16: NAT kind (masquerade, fully random) x
-/// miniupnpd (without, with) x the client behind it (ours, C), pinged by
-/// and pinging the native host and a C client behind another NAT.
-/// Asserted: our client behind the masquerade NAT with miniupnpd holds a
-/// mapping in use and passes all four; the rest is reported as it is.
+/// miniupnpd (without, with) x the client behind it (ours with `PortMapping
+/// auto`, C), pinged by and pinging the native host and a C client behind
+/// another NAT; and ours behind the fully random NAT with miniupnpd asked
+/// in NAT-PMP and in UPnP IGD alone. Echoes are answered/sent: `ping -c 4
+/// -w 8` sends until 4 answers or 8 s. Asserted: behind either NAT with
+/// miniupnpd, in each protocol, our client holds a mapping in use and
+/// passes all four; the rest is reported as it is.
 fn client_interop_table_with_and_without_miniupnpd() {
     use teredo_lab::Impl;
     let test = "client_interop_table_with_and_without_miniupnpd";
@@ -818,9 +843,18 @@ fn client_interop_table_with_and_without_miniupnpd() {
     for kind in [NatKind::PortRestricted, NatKind::Symmetric] {
         for gateway in [false, true] {
             for client in [Impl::Ours, Impl::C] {
-                rows.push(interop_row(test, kind, gateway, client));
+                rows.push(interop_row(test, kind, gateway, client, "auto"));
             }
         }
+    }
+    for setting in ["natpmp", "upnp"] {
+        rows.push(interop_row(
+            test,
+            NatKind::Symmetric,
+            true,
+            Impl::Ours,
+            setting,
+        ));
     }
     let mut table = String::from(
         "| NAT | miniupnpd | client | mapping | native -> client | C client -> client | client -> native | client -> C client |\n|---|---|---|---|---|---|---|---|\n",
@@ -830,7 +864,11 @@ fn client_interop_table_with_and_without_miniupnpd() {
             "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.nat,
             if r.gateway { "yes" } else { "no" },
-            if r.client == Impl::Ours { "ours" } else { "C" },
+            if r.client == Impl::Ours {
+                format!("ours ({})", r.setting)
+            } else {
+                "C".into()
+            },
             r.mapping,
             fmt(r.native_in),
             fmt(r.c_in),
@@ -838,22 +876,23 @@ fn client_interop_table_with_and_without_miniupnpd() {
             fmt(r.c_out)
         );
     }
-    report(test, &format!("echoes answered:\n{table}"));
-    let key = rows
+    report(test, &format!("echoes answered/sent:\n{table}"));
+    let keys: Vec<&Row> = rows
         .iter()
-        .find(|r| r.nat == "port-restricted" && r.gateway && r.client == Impl::Ours)
-        .expect("the masquerade row with miniupnpd");
-    assert!(key.mapping.contains("in use: yes"), "{table}");
-    for (what, r) in [
-        ("native -> ours", key.native_in),
-        ("C -> ours", key.c_in),
-        ("ours -> native", key.native_out),
-        ("ours -> C", key.c_out),
-    ] {
-        assert!(
-            r.1 > 0 && r.1 + 1 >= r.0,
-            "masquerade NAT with miniupnpd, {what}: {r:?}\n{table}"
-        );
+        .filter(|r| r.gateway && r.client == Impl::Ours)
+        .collect();
+    assert_eq!(keys.len(), 4, "{table}");
+    for key in keys {
+        let row = format!("{} NAT with miniupnpd, ours ({})", key.nat, key.setting);
+        assert!(key.mapping.contains("in use: yes"), "{row}:\n{table}");
+        for (what, r) in [
+            ("native -> ours", key.native_in),
+            ("C -> ours", key.c_in),
+            ("ours -> native", key.native_out),
+            ("ours -> C", key.c_out),
+        ] {
+            assert!(r.1 > 0 && r.1 + 1 >= r.0, "{row}, {what}: {r:?}\n{table}");
+        }
     }
 }
 

@@ -282,8 +282,10 @@ impl Client {
     /// bubble of ours is needed before a peer can answer, and one would
     /// even do harm, the conntrack entry it makes clashing with the one the
     /// peer's answer through the mapping needs. A mapping of another
-    /// endpoint (the gateway is not the outermost NAT, or it sends our
-    /// packets from other ports) is reported, not used.
+    /// endpoint is reported, not used: the daemon's mapper moves a mapping
+    /// on another port of the same address to the endpoint the address
+    /// embeds (`portmap::PortMapper::want`), and one on another address
+    /// (the gateway is not the outermost NAT) means nothing to peers.
     pub fn set_port_mapping(&mut self, external: Option<SocketAddrV4>) {
         self.port_mapping = external;
         self.fwd.set_behind_cone(self.behaves_as_cone());

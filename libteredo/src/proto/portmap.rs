@@ -21,6 +21,15 @@
 //! half its lifetime (RFC 6887 11.2.1, RFC 6886 3.3); a gateway whose epoch
 //! went backwards lost its mappings (RFC 6887 8.5, RFC 6886 3.6), so the
 //! mapping is asked for again at once.
+//!
+//! The mapper can be told the external endpoint the client wants
+//! ([`PortMapper::want`]): the one the Teredo server sees, which the
+//! client's address embeds. A NAT that gives every flow a random port
+//! (symmetric) maps the client's port to another one than the server
+//! sees; the mapper then deletes that mapping and asks for the wanted port
+//! instead, so that peers can reach the address through the mapping. A
+//! gateway that gives another port for it is not asked again for the same
+//! endpoint.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -132,6 +141,8 @@ struct Exchange {
     tries: u8,
     next: Instant,
     wait: Duration,
+    /// The wanted endpoint this request suggested (a Map step), if any.
+    asked: Option<SocketAddrV4>,
 }
 
 /// The mapping we hold.
@@ -170,6 +181,12 @@ pub struct PortMapper {
     epoch: Option<(u32, Instant)>,
     /// Stopped: no further request after the deletion.
     stopping: bool,
+    /// The external endpoint the client wants (see [`PortMapper::want`]).
+    wanted: Option<SocketAddrV4>,
+    /// A wanted endpoint the gateway gave another port for.
+    refused: Option<SocketAddrV4>,
+    /// A deletion in flight is to be followed by a request for `wanted`.
+    remap: bool,
     /// What the gateway said last, for `teredo-mire probe`.
     pub last_result: Option<String>,
     pub counters: Counters,
@@ -190,6 +207,9 @@ impl PortMapper {
             next_start: start,
             epoch: None,
             stopping: false,
+            wanted: None,
+            refused: None,
+            remap: false,
             last_result: None,
             counters: Counters::default(),
         }
@@ -206,6 +226,61 @@ impl PortMapper {
 
     fn gateway(&self) -> SocketAddrV4 {
         SocketAddrV4::new(self.cfg.gateway, PORT)
+    }
+
+    /// The external endpoint the client wants: the one its Teredo server
+    /// sees and its address embeds (`None`: not qualified, no wish). A
+    /// mapping held on another port of the same external address is
+    /// deleted and the wanted port asked for; the gateway's answer is
+    /// taken whatever it is, and a wanted endpoint it did not give is not
+    /// asked for again (until another is wanted). A mapping on another
+    /// external address (the gateway is not the outermost NAT) is kept as
+    /// it is.
+    pub fn want(&mut self, wanted: Option<SocketAddrV4>, now: Instant, out: &mut Vec<Request>) {
+        if self.wanted == wanted {
+            return;
+        }
+        self.wanted = wanted;
+        self.maybe_remap(now, out);
+    }
+
+    /// The wanted endpoint, if any.
+    pub fn wanted(&self) -> Option<SocketAddrV4> {
+        self.wanted
+    }
+
+    /// Starts a remapping if the mapping held is not the wanted one and
+    /// the gateway may give it, once no exchange is in flight (else when it
+    /// ends, so that no answer is taken for another's): the mapping is
+    /// deleted (both protocols
+    /// return the existing mapping of an internal port whatever external
+    /// port is suggested), then the wanted port asked for.
+    fn maybe_remap(&mut self, now: Instant, out: &mut Vec<Request>) {
+        let (Some(w), Some(m)) = (self.wanted, self.mapping) else {
+            return;
+        };
+        if self.stopping
+            || self.remap
+            || m.external == w
+            || m.external.ip() != w.ip()
+            || self.refused == Some(w)
+            || self.exchange.is_some()
+        {
+            return;
+        }
+        let payload = self.request(m.protocol, Step::Delete);
+        self.mapping = None;
+        self.remap = true;
+        self.begin(m.protocol, Step::Delete, payload, now, out);
+    }
+
+    /// A deletion ended (answered, refused or unanswered): a remapping
+    /// goes on with the request for the wanted port.
+    fn deleted(&mut self, protocol: Protocol, now: Instant, out: &mut Vec<Request>) {
+        self.exchange = None;
+        if std::mem::take(&mut self.remap) && !self.stopping {
+            self.ask(protocol, now, out);
+        }
     }
 
     /// When [`PortMapper::handle_timeout`] wants to be called.
@@ -229,6 +304,7 @@ impl PortMapper {
         // Built while the mapping is known: it names the external port.
         let payload = self.request(m.protocol, Step::Delete);
         self.mapping = None;
+        self.remap = false;
         self.begin(m.protocol, Step::Delete, payload, now, out);
     }
 
@@ -259,6 +335,18 @@ impl PortMapper {
         };
         let payload = self.request(p, step);
         self.begin(p, step, payload, now, out);
+        let asked = self.suggests_wanted().filter(|_| step == Step::Map);
+        if let Some(x) = self.exchange.as_mut() {
+            x.asked = asked;
+        }
+    }
+
+    /// The wanted endpoint, when a request for a new mapping suggests it
+    /// (no mapping held, and the gateway has not given another port for
+    /// it).
+    fn suggests_wanted(&self) -> Option<SocketAddrV4> {
+        self.wanted
+            .filter(|w| self.mapping.is_none() && self.refused != Some(*w))
     }
 
     fn begin(
@@ -281,6 +369,7 @@ impl PortMapper {
             tries: 1,
             next: now + FIRST_WAIT,
             wait: FIRST_WAIT,
+            asked: None,
         });
     }
 
@@ -301,10 +390,12 @@ impl PortMapper {
                 v.extend_from_slice(&self.nonce);
                 v.extend_from_slice(&[UDP, 0, 0, 0]);
                 v.extend_from_slice(&internal.port().to_be_bytes());
-                // Suggest what we hold (a renewal), else the same port.
-                let (port, addr) = match self.mapping {
-                    Some(m) => (m.external.port(), *m.external.ip()),
-                    None => (internal.port(), Ipv4Addr::UNSPECIFIED),
+                // Suggest what we hold (a renewal), else the endpoint the
+                // client wants, else the same port.
+                let (port, addr) = match (self.mapping, self.suggests_wanted()) {
+                    (Some(m), _) => (m.external.port(), *m.external.ip()),
+                    (None, Some(w)) => (w.port(), *w.ip()),
+                    (None, None) => (internal.port(), Ipv4Addr::UNSPECIFIED),
                 };
                 v.extend_from_slice(&port.to_be_bytes());
                 // The unspecified IPv4 address, IPv4-mapped (RFC 6887 11.1).
@@ -314,10 +405,11 @@ impl PortMapper {
             Protocol::NatPmp => match step {
                 Step::External => vec![NATPMP_VERSION, NATPMP_EXTERNAL],
                 Step::Map | Step::Delete => {
-                    let suggested = match (step, self.mapping) {
-                        (Step::Delete, _) => 0,
-                        (_, Some(m)) => m.external.port(),
-                        (_, None) => internal.port(),
+                    let suggested = match (step, self.mapping, self.suggests_wanted()) {
+                        (Step::Delete, _, _) => 0,
+                        (_, Some(m), _) => m.external.port(),
+                        (_, None, Some(w)) => w.port(),
+                        (_, None, None) => internal.port(),
                     };
                     let mut v = vec![NATPMP_VERSION, NATPMP_MAP_UDP, 0, 0];
                     v.extend_from_slice(&internal.port().to_be_bytes());
@@ -362,6 +454,7 @@ impl PortMapper {
             }
             // No answer.
             if x.step == Step::Delete {
+                self.deleted(x.protocol, now, out);
                 return;
             }
             let why = format!(
@@ -448,7 +541,7 @@ impl PortMapper {
             }
             Answer::Refused(why) => {
                 if x.step == Step::Delete {
-                    self.exchange = None;
+                    self.deleted(x.protocol, now, out);
                     return;
                 }
                 self.unavailable(
@@ -471,10 +564,18 @@ impl PortMapper {
                 lifetime,
                 epoch,
             } => {
+                if lifetime == 0 && x.step == Step::Map && x.asked.is_some() {
+                    // A late answer to the deletion that came before
+                    // (repeated, or answered twice): not this answer.
+                    self.counters.answers -= 1;
+                    self.counters.ignored += 1;
+                    return;
+                }
                 self.check_epoch(epoch, now, events);
                 self.exchange = None;
                 self.speaks = Some(x.protocol);
                 if x.step == Step::Delete {
+                    self.deleted(x.protocol, now, out);
                     return;
                 }
                 if lifetime == 0 {
@@ -496,6 +597,9 @@ impl PortMapper {
                 ));
                 // Renew at half the lifetime.
                 self.next_start = Some(now + lifetime / 2);
+                if let Some(a) = x.asked.filter(|a| *a != external) {
+                    self.refused = Some(a);
+                }
                 if changed {
                     events.push(Event::Mapped {
                         protocol: x.protocol,
@@ -503,6 +607,8 @@ impl PortMapper {
                         lifetime,
                     });
                 }
+                // Wanted while this request was in flight.
+                self.maybe_remap(now, out);
             }
         }
     }
@@ -988,6 +1094,176 @@ mod tests {
             "{ev:?}"
         );
         assert!(m.mapping().is_none());
+    }
+
+    /// PCP: a mapping on port 40000, then the client wants 50000 (the port
+    /// its server sees): deleted, asked for again with 50000 suggested.
+    fn pcp_mapped_then_wanting(t0: Instant, wanted: u16) -> (PortMapper, Vec<Request>) {
+        let mut m = mapper(Mode::Pcp, t0);
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        m.handle_timeout(t0, &mut out, &mut ev);
+        let req = out.pop().unwrap().payload;
+        m.handle_udp(
+            t0,
+            gw(),
+            &pcp_answer(&req, 0, 600, 7, 40000),
+            &mut out,
+            &mut ev,
+        );
+        assert_eq!(m.mapping().unwrap().external.port(), 40000);
+        m.want(Some(SocketAddrV4::new(EXT, wanted)), t0, &mut out);
+        (m, out)
+    }
+
+    #[test]
+    fn a_mapping_on_another_port_than_wanted_is_remapped() {
+        let t0 = Instant::now();
+        let (mut m, mut out) = pcp_mapped_then_wanting(t0, 50000);
+        let mut ev = Vec::new();
+        assert_eq!(out.len(), 1, "{out:?}");
+        let del = out.pop().unwrap().payload;
+        assert_eq!(&del[4..8], &[0, 0, 0, 0], "a deletion first");
+        assert_eq!(&del[42..44], &40000u16.to_be_bytes());
+        assert!(m.mapping().is_none());
+        m.handle_udp(
+            t0,
+            gw(),
+            &pcp_answer(&del, 0, 0, 7, 40000),
+            &mut out,
+            &mut ev,
+        );
+        assert_eq!(out.len(), 1, "then the request for the wanted port");
+        let map = out.pop().unwrap().payload;
+        assert_eq!(&map[4..8], &7200u32.to_be_bytes());
+        assert_eq!(&map[42..44], &50000u16.to_be_bytes());
+        assert_eq!(&map[44..60], &EXT.to_ipv6_mapped().octets());
+        // A repeated answer to the deletion is not taken for this one.
+        m.handle_udp(
+            t0,
+            gw(),
+            &pcp_answer(&del, 0, 0, 7, 40000),
+            &mut out,
+            &mut ev,
+        );
+        assert!(ev.is_empty() && out.is_empty(), "{ev:?}");
+        assert_eq!(m.counters.ignored, 1);
+        m.handle_udp(
+            t0,
+            gw(),
+            &pcp_answer(&map, 0, 600, 7, 50000),
+            &mut out,
+            &mut ev,
+        );
+        assert_eq!(
+            ev,
+            vec![Event::Mapped {
+                protocol: Protocol::Pcp,
+                external: SocketAddrV4::new(EXT, 50000),
+                lifetime: Duration::from_secs(600)
+            }]
+        );
+        assert!(out.is_empty());
+        // The renewal suggests the port held.
+        let t1 = t0 + Duration::from_secs(300);
+        m.handle_timeout(t1, &mut out, &mut ev);
+        assert_eq!(&out.pop().unwrap().payload[42..44], &50000u16.to_be_bytes());
+    }
+
+    #[test]
+    fn a_wanted_port_the_gateway_does_not_give_is_not_asked_again() {
+        let t0 = Instant::now();
+        let (mut m, mut out) = pcp_mapped_then_wanting(t0, 50000);
+        let mut ev = Vec::new();
+        let del = out.pop().unwrap().payload;
+        m.handle_udp(
+            t0,
+            gw(),
+            &pcp_answer(&del, 0, 0, 7, 40000),
+            &mut out,
+            &mut ev,
+        );
+        let map = out.pop().unwrap().payload;
+        // Port 50000 is taken: the gateway gives 40001.
+        m.handle_udp(
+            t0,
+            gw(),
+            &pcp_answer(&map, 0, 600, 7, 40001),
+            &mut out,
+            &mut ev,
+        );
+        assert!(matches!(ev[..], [Event::Mapped { external, .. }] if external.port() == 40001));
+        assert!(out.is_empty(), "no loop: {out:?}");
+        m.want(None, t0, &mut out);
+        m.want(Some(SocketAddrV4::new(EXT, 50000)), t0, &mut out);
+        assert!(out.is_empty(), "50000 was refused: {out:?}");
+        // Another wanted port is tried.
+        m.want(Some(SocketAddrV4::new(EXT, 50002)), t0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0].payload[4..8], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn no_remapping_for_another_external_address_or_the_same_port() {
+        let t0 = Instant::now();
+        let (mut m, mut out) = pcp_mapped_then_wanting(t0, 40000);
+        assert!(out.is_empty(), "the mapping is the wanted endpoint");
+        // The server sees another address: the gateway is not the
+        // outermost NAT, its ports are not the server's.
+        m.want(
+            Some(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 50000)),
+            t0,
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(m.mapping().unwrap().external.port(), 40000);
+    }
+
+    #[test]
+    fn natpmp_wanted_before_the_first_answer_then_remapped() {
+        let t0 = Instant::now();
+        let mut m = mapper(Mode::NatPmp, t0);
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        m.handle_timeout(t0, &mut out, &mut ev);
+        m.handle_udp(t0, gw(), &natpmp_external(100), &mut out, &mut ev);
+        let first = out.pop().unwrap().payload;
+        assert_eq!(&first[6..8], &3545u16.to_be_bytes());
+        out.clear();
+        // Wanted while that request is in flight: nothing sent yet.
+        m.want(Some(SocketAddrV4::new(EXT, 50000)), t0, &mut out);
+        assert!(out.is_empty());
+        m.handle_udp(t0, gw(), &natpmp_map(0, 100, 3545, 600), &mut out, &mut ev);
+        assert_eq!(ev.len(), 1);
+        let del = out.pop().unwrap().payload;
+        assert_eq!(&del[6..12], &[0, 0, 0, 0, 0, 0], "port 0, lifetime 0");
+        // The deletion's answer (NAT-PMP gives port 0), then the request.
+        m.handle_udp(t0, gw(), &natpmp_map(0, 100, 0, 0), &mut out, &mut ev);
+        let map = out.pop().unwrap().payload;
+        assert_eq!(&map[6..8], &50000u16.to_be_bytes());
+        m.handle_udp(t0, gw(), &natpmp_map(0, 100, 50000, 600), &mut out, &mut ev);
+        assert!(matches!(ev[..], [_, Event::Mapped { external, .. }] if external.port() == 50000));
+        // Shutdown deletes the new one.
+        m.stop(t0, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn an_unanswered_deletion_still_leads_to_the_request() {
+        let t0 = Instant::now();
+        let (mut m, mut out) = pcp_mapped_then_wanting(t0, 50000);
+        let mut ev = Vec::new();
+        out.clear();
+        let mut now = t0;
+        for _ in 0..20 {
+            let Some(t) = m.poll_timeout() else { break };
+            now = t;
+            m.handle_timeout(now, &mut out, &mut ev);
+            if out.last().is_some_and(|r| r.payload[4..8] != [0, 0, 0, 0]) {
+                break;
+            }
+        }
+        let last = out.last().unwrap().payload.clone();
+        assert_eq!(&last[42..44], &50000u16.to_be_bytes(), "{out:?}");
+        assert!(now - t0 < Duration::from_secs(20));
     }
 
     #[test]
