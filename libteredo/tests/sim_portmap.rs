@@ -144,3 +144,55 @@ fn sim_portmap_a_mapping_on_another_address_is_not_used() {
     assert!(!l.w.client(l.client).port_mapping_in_use());
     assert_eq!(nat_report(&mut l), NatBehaviour::Restricted);
 }
+
+#[test]
+fn sim_portmap_a_symmetric_nat_mapping_moved_to_the_servers_port_is_used_by_peers() {
+    // What the daemon's mapper does behind a NAT with random ports: the
+    // mapping is moved to the port the server sees (PortMapper::want).
+    // Then a peer behind a port-restricted NAT, which could not reach a
+    // client behind a symmetric NAT, reaches ours through the mapping, and
+    // ours answers from that port; the native host too, both ways.
+    let mut l = lab(1605, NatKind::Symmetric);
+    let (_, lan2) =
+        l.w.add_nat(NatKind::PortRestricted, ip("198.18.4.1"), false);
+    let peer =
+        l.w.add_client(ip("192.168.2.2"), LOCAL_PORT, Some(lan2), ip(SERVER));
+    let addr = l.w.qualify(l.client, SECS(10));
+    let peer_addr = l.w.qualify(peer, SECS(10));
+    assert_eq!(
+        nat_report(&mut l),
+        NatBehaviour::RandomSymmetric,
+        "{}",
+        l.w.trace.join("\n")
+    );
+    let seen = TeredoAddr::parse(&addr).unwrap().mapped();
+    map(&mut l, OTHER_PORT);
+    assert!(!l.w.client(l.client).port_mapping_in_use());
+    map(&mut l, seen.port());
+    assert!(l.w.client(l.client).port_mapping_in_use());
+    assert_eq!(l.w.teredo_addr(l.client), Some(addr));
+    // The peer first, then ours.
+    for seq in 1..=4 {
+        l.w.client_send(peer, echo_request(peer_addr, addr, 3, seq, 56));
+        l.w.run_for(Duration::from_millis(500));
+    }
+    l.w.run_for(SECS(3));
+    assert_eq!(
+        l.w.client_echo_replies(peer, 3),
+        vec![1, 2, 3, 4],
+        "peer -> ours\n{}",
+        l.w.trace.join("\n")
+    );
+    for seq in 1..=4 {
+        l.w.client_send(l.client, echo_request(addr, peer_addr, 4, seq, 56));
+        l.w.run_for(Duration::from_millis(500));
+    }
+    l.w.run_for(SECS(3));
+    assert_eq!(
+        l.w.client_echo_replies(l.client, 4),
+        vec![1, 2, 3, 4],
+        "ours -> peer\n{}",
+        l.w.trace.join("\n")
+    );
+    all_echoes_answered(&mut l, addr);
+}

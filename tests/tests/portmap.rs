@@ -736,12 +736,18 @@ struct Row {
     mapping: String,
     native_in: (u32, u32),
     c_in: (u32, u32),
+    ours_in: (u32, u32),
     native_out: (u32, u32),
     c_out: (u32, u32),
+    ours_out: (u32, u32),
+    /// Our client with miniupnpd: miniupnpd's DNAT rules to it while it
+    /// ran (1: the mapping moved, not duplicated), and after its SIGTERM.
+    rules: Option<(usize, usize)>,
 }
 
 /// The client at site 1 (ours or C), behind `kind`, with or without
-/// miniupnpd in its NAT; a C client behind the masquerade NAT at site 2;
+/// miniupnpd in its NAT; a C client behind the masquerade NAT at site 2, one
+/// of ours (without port mapping) behind another at site 3;
 /// the native host; our server and relay. Our client runs with
 /// `PortMapping setting`. Pings towards the site-1 client first (from the
 /// native host and the C client at once: first contact comes from them),
@@ -754,7 +760,10 @@ fn interop_row(
     setting: &'static str,
 ) -> Row {
     use teredo_lab::Impl;
-    let w = World::build(test, &[kind, NatKind::PortRestricted]);
+    let w = World::build(
+        test,
+        &[kind, NatKind::PortRestricted, NatKind::PortRestricted],
+    );
     let gw = gateway.then(|| Miniupnpd::start(&w, 1, &Options::all()));
     w.start_server(Impl::Ours);
     w.start_relay(Impl::Ours, "cone");
@@ -765,6 +774,7 @@ fn interop_row(
     };
     let a = w.start_client(1, client, &config);
     let b = w.start_client(2, Impl::C, "");
+    let c = w.start_client(3, Impl::Ours, "PortMapping off\n");
     let timeout = Duration::from_secs(15);
     let (addr_a, _) = w
         .wait_qualified(&a, 1, timeout)
@@ -772,6 +782,9 @@ fn interop_row(
     let (addr_b, _) = w
         .wait_qualified(&b, 2, timeout)
         .unwrap_or_else(|| panic!("the C client did not qualify:\n{}", w.log_of(&b)));
+    let (addr_c, _) = w
+        .wait_qualified(&c, 3, timeout)
+        .unwrap_or_else(|| panic!("our client 3 did not qualify:\n{}", w.log_of(&c)));
     let mapping = if client == Impl::Ours {
         // Mapped, then (behind a NAT with random ports) moved to the
         // port the server sees: in use. UPnP IGD in auto comes after
@@ -803,16 +816,41 @@ fn interop_row(
     };
     let ping = teredo_lab::ping6_stats;
     let t = Duration::from_secs(8);
-    let (native_in, c_in) = thread::scope(|s| {
+    let (native_in, c_in, ours_in) = thread::scope(|s| {
         let x = s.spawn(|| ping(w.v6h(), addr_a, 4, t));
         let y = s.spawn(|| ping(w.client(2), addr_a, 4, t));
-        (x.join().unwrap_or((0, 0)), y.join().unwrap_or((0, 0)))
+        let z = s.spawn(|| ping(w.client(3), addr_a, 4, t));
+        (
+            x.join().unwrap_or((0, 0)),
+            y.join().unwrap_or((0, 0)),
+            z.join().unwrap_or((0, 0)),
+        )
     });
-    let (native_out, c_out) = thread::scope(|s| {
+    let (native_out, c_out, ours_out) = thread::scope(|s| {
         let x = s.spawn(|| ping(w.client(1), teredo_lab::NATIVE_V6, 4, t));
         let y = s.spawn(|| ping(w.client(1), addr_b, 4, t));
-        (x.join().unwrap_or((0, 0)), y.join().unwrap_or((0, 0)))
+        let z = s.spawn(|| ping(w.client(1), addr_c, 4, t));
+        (
+            x.join().unwrap_or((0, 0)),
+            y.join().unwrap_or((0, 0)),
+            z.join().unwrap_or((0, 0)),
+        )
     });
+    let rules = match (&gw, client) {
+        (Some(g), Impl::Ours) => {
+            let to_client = format!("dnat ip to {}:", w.client_v4(1));
+            let count = || {
+                g.rules()
+                    .lines()
+                    .filter(|l| l.contains("@nh,72,8 0x11") && l.contains(&to_client))
+                    .count()
+            };
+            let held = count();
+            let _ = w.stop(&a, Duration::from_secs(10));
+            Some((held, count()))
+        }
+        _ => None,
+    };
     drop(gw);
     Row {
         nat: kind.name(),
@@ -822,8 +860,11 @@ fn interop_row(
         mapping,
         native_in,
         c_in,
+        ours_in,
         native_out,
         c_out,
+        ours_out,
+        rules,
     }
 }
 
@@ -857,11 +898,11 @@ fn client_interop_table_with_and_without_miniupnpd() {
         ));
     }
     let mut table = String::from(
-        "| NAT | miniupnpd | client | mapping | native -> client | C client -> client | client -> native | client -> C client |\n|---|---|---|---|---|---|---|---|\n",
+        "| NAT | miniupnpd | client | mapping | native -> client | C client -> client | our client -> client | client -> native | client -> C client | client -> our client |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows {
         table += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.nat,
             if r.gateway { "yes" } else { "no" },
             if r.client == Impl::Ours {
@@ -869,11 +910,20 @@ fn client_interop_table_with_and_without_miniupnpd() {
             } else {
                 "C".into()
             },
-            r.mapping,
+            match r.rules {
+                Some((held, after)) => format!(
+                    "{} ({held} rule{}, {after} after SIGTERM)",
+                    r.mapping,
+                    if held == 1 { "" } else { "s" }
+                ),
+                None => r.mapping.clone(),
+            },
             fmt(r.native_in),
             fmt(r.c_in),
+            fmt(r.ours_in),
             fmt(r.native_out),
-            fmt(r.c_out)
+            fmt(r.c_out),
+            fmt(r.ours_out)
         );
     }
     report(test, &format!("echoes answered/sent:\n{table}"));
@@ -885,11 +935,14 @@ fn client_interop_table_with_and_without_miniupnpd() {
     for key in keys {
         let row = format!("{} NAT with miniupnpd, ours ({})", key.nat, key.setting);
         assert!(key.mapping.contains("in use: yes"), "{row}:\n{table}");
+        assert_eq!(key.rules, Some((1, 0)), "{row}: miniupnpd's rules\n{table}");
         for (what, r) in [
             ("native -> ours", key.native_in),
             ("C -> ours", key.c_in),
+            ("another of ours -> ours", key.ours_in),
             ("ours -> native", key.native_out),
             ("ours -> C", key.c_out),
+            ("ours -> another of ours", key.ours_out),
         ] {
             assert!(r.1 > 0 && r.1 + 1 >= r.0, "{row}, {what}: {r:?}\n{table}");
         }

@@ -289,6 +289,7 @@ impl Client {
     pub fn set_port_mapping(&mut self, external: Option<SocketAddrV4>) {
         self.port_mapping = external;
         self.fwd.set_behind_cone(self.behaves_as_cone());
+        self.fwd.set_inbound_mapping(self.port_mapping_in_use());
     }
 
     /// The port mapping the daemon reported (see
@@ -410,6 +411,7 @@ impl Client {
             out.push(Output::Event(Event::ServerLost { old: q.addr }));
         }
         self.fwd.set_identity(None);
+        self.fwd.set_inbound_mapping(false);
         self.primary = None;
         self.secondary = None;
         self.cone_probe = None;
@@ -728,6 +730,7 @@ impl Client {
         }));
         self.fwd.set_prefix(prefix);
         self.fwd.set_behind_cone(self.behaves_as_cone());
+        self.fwd.set_inbound_mapping(self.port_mapping_in_use());
         out.push(Output::Event(Event::Qualified {
             addr,
             old,
@@ -788,6 +791,7 @@ impl Client {
         self.fwd.set_port_prediction(prediction);
         self.nat = nat;
         self.fwd.set_behind_cone(self.behaves_as_cone());
+        self.fwd.set_inbound_mapping(self.port_mapping_in_use());
         out.push(Output::Event(Event::NatObserved(nat)));
     }
 

@@ -183,6 +183,17 @@ pub struct Forwarder {
     /// behind a non-cone NAT), and one would make a Linux NAT in front of
     /// the peer map the peer's answer to another port.
     behind_cone: bool,
+    /// A gateway's port mapping lets anyone reach our address, but our NAT
+    /// may send our own new flows from other ports (a client's mapping in
+    /// use, `Client::set_port_mapping`). A datagram of ours to a peer that
+    /// has not come in through the mapping yet would leave from another
+    /// port, be refused as spoofed, and make a Linux NAT drop the peer's
+    /// later datagrams through the mapping (their connection tracking
+    /// entries clash). So a peer is first made to come in: an indirect
+    /// bubble of a peer is answered through its server, not directly; the
+    /// peer's direct bubble then comes in through the mapping, and is
+    /// answered directly, from the mapped port.
+    inbound_mapping: bool,
     /// Buffers of packets handed out before, given back by the caller
     /// ([`Forwarder::recycle`]): the data paths copy their packets into
     /// these, so that a caller that gives them back allocates nothing per
@@ -258,6 +269,7 @@ impl Forwarder {
             local: None,
             predicted: None,
             behind_cone: false,
+            inbound_mapping: false,
             spare: Vec::new(),
             stats: Stats::default(),
         }
@@ -346,6 +358,12 @@ impl Forwarder {
     /// Whether our NAT was observed to be a cone (see `behind_cone`).
     pub fn set_behind_cone(&mut self, cone: bool) {
         self.behind_cone = cone;
+    }
+
+    /// Whether a gateway's port mapping of our address is in use (see
+    /// `inbound_mapping`).
+    pub fn set_inbound_mapping(&mut self, mapped: bool) {
+        self.inbound_mapping = mapped;
     }
 
     fn ext(&self) -> bool {
@@ -951,6 +969,7 @@ impl Forwarder {
                     return Received::Done;
                 }
                 let p = self.peers.get_or_insert(src, from, now);
+                let was_trusted = p.trusted;
                 p.endpoint = from;
                 p.trusted = true;
                 p.local = false;
@@ -961,6 +980,17 @@ impl Forwarder {
                 if ip.is_bubble() {
                     self.stats.bubbles_received += 1;
                     self.bubble_options(now, from, &src, ip, out);
+                    if self.inbound_mapping && !was_trusted && self.bubble_reply_limit.take(now) {
+                        // The peer came in through our mapping and waits
+                        // for a direct packet of ours: this one leaves
+                        // through the flow its bubble opened.
+                        out.push(Self::udp(
+                            from,
+                            build_bubble(self.bubble_source(&src), src).to_vec(),
+                            0,
+                        ));
+                        self.stats.bubbles_sent += 1;
+                    }
                 } else {
                     self.deliver(ip, out);
                 }
@@ -1282,6 +1312,33 @@ impl Forwarder {
         }
         let ext = self.ext() && !tr.is_empty() && t.is_some_and(|t| t.is_valid_peer());
         let src = self.bubble_source(&peer);
+        if self.inbound_mapping && !self.peers.get(&peer).is_some_and(|p| p.trusted) {
+            if let Some(t) = t.filter(|t| t.is_valid_peer()) {
+                // Through the peer's server, so that its answer comes in
+                // through our mapping (see `inbound_mapping`).
+                if self
+                    .peers
+                    .insert_untrusted(peer, t.mapped(), now, false)
+                    .is_none()
+                {
+                    self.stats.drop(DropReason::PeersFull);
+                    return;
+                }
+                if ext {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.ext = true;
+                        if tr.nonce.is_some() {
+                            p.echo = tr.nonce;
+                        }
+                    }
+                }
+                self.peers.touch(&peer, now);
+                if self.bubble_allowed(&peer, now) {
+                    self.send_bubbles(&peer, &t, out);
+                }
+                return;
+            }
+        }
         if !ext {
             // Our server vouches that the peer is at `origin`: an entry
             // (untrusted) lets its packets from another port of that
