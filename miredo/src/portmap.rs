@@ -472,7 +472,6 @@ impl Worker {
         if h.external == w || h.external.ip() != w.ip() || self.upnp_refused == Some(w) {
             return;
         }
-        let gateway = internal.ip();
         match upnp::add(&h.igd, w.port(), internal, self.lifetime) {
             Ok(lease) => {
                 let _ = upnp::delete(&h.igd, h.external.port());
@@ -493,7 +492,7 @@ impl Worker {
             }
             Err(e) => {
                 log::info!(
-                    "port mapping: the UPnP IGD did not map {w} for {gateway}: {e}; keeping {}",
+                    "port mapping: the UPnP IGD did not map {w} to {internal}: {e}; keeping {}",
                     h.external
                 );
                 self.upnp_refused = Some(w);
