@@ -76,6 +76,23 @@ fn pings(l: &mut Lab, addr: std::net::Ipv6Addr) -> (Vec<u16>, Vec<u16>) {
     (inbound, l.w.client_echo_replies(l.client, 2))
 }
 
+/// Four echo requests from client `from` (address `src`) to `dst`, half a
+/// second apart: the sequence numbers answered.
+fn echoes(
+    l: &mut Lab,
+    from: NodeId,
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    ident: u16,
+) -> Vec<u16> {
+    for seq in 1..=4 {
+        l.w.client_send(from, echo_request(src, dst, ident, seq, 56));
+        l.w.run_for(Duration::from_millis(500));
+    }
+    l.w.run_for(SECS(3));
+    l.w.client_echo_replies(from, ident)
+}
+
 /// [`pings`] both ways, every echo answered (the trace shown otherwise).
 fn all_echoes_answered(l: &mut Lab, addr: std::net::Ipv6Addr) {
     let (inbound, outbound) = pings(l, addr);
@@ -172,24 +189,17 @@ fn sim_portmap_a_symmetric_nat_mapping_moved_to_the_servers_port_is_used_by_peer
     assert!(l.w.client(l.client).port_mapping_in_use());
     assert_eq!(l.w.teredo_addr(l.client), Some(addr));
     // The peer first, then ours.
-    for seq in 1..=4 {
-        l.w.client_send(peer, echo_request(peer_addr, addr, 3, seq, 56));
-        l.w.run_for(Duration::from_millis(500));
-    }
-    l.w.run_for(SECS(3));
+    let peer_in = echoes(&mut l, peer, peer_addr, addr, 3);
     assert_eq!(
-        l.w.client_echo_replies(peer, 3),
+        peer_in,
         vec![1, 2, 3, 4],
         "peer -> ours\n{}",
         l.w.trace.join("\n")
     );
-    for seq in 1..=4 {
-        l.w.client_send(l.client, echo_request(addr, peer_addr, 4, seq, 56));
-        l.w.run_for(Duration::from_millis(500));
-    }
-    l.w.run_for(SECS(3));
+    let ours = l.client;
+    let ours_out = echoes(&mut l, ours, addr, peer_addr, 4);
     assert_eq!(
-        l.w.client_echo_replies(l.client, 4),
+        ours_out,
         vec![1, 2, 3, 4],
         "ours -> peer\n{}",
         l.w.trace.join("\n")

@@ -1096,6 +1096,26 @@ mod tests {
         assert!(m.mapping().is_none());
     }
 
+    /// The gateway answers `req` (a PCP MAP request of `m`'s) with
+    /// `lifetime` and `port`, epoch 7.
+    fn pcp_reply(
+        m: &mut PortMapper,
+        t: Instant,
+        req: &[u8],
+        lifetime: u32,
+        port: u16,
+    ) -> (Vec<Request>, Vec<Event>) {
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        m.handle_udp(
+            t,
+            gw(),
+            &pcp_answer(req, 0, lifetime, 7, port),
+            &mut out,
+            &mut ev,
+        );
+        (out, ev)
+    }
+
     /// PCP: a mapping on port 40000, then the client wants 50000 (the port
     /// its server sees): deleted, asked for again with 50000 suggested.
     fn pcp_mapped_then_wanting(t0: Instant, wanted: u16) -> (PortMapper, Vec<Request>) {
@@ -1103,13 +1123,7 @@ mod tests {
         let (mut out, mut ev) = (Vec::new(), Vec::new());
         m.handle_timeout(t0, &mut out, &mut ev);
         let req = out.pop().unwrap().payload;
-        m.handle_udp(
-            t0,
-            gw(),
-            &pcp_answer(&req, 0, 600, 7, 40000),
-            &mut out,
-            &mut ev,
-        );
+        pcp_reply(&mut m, t0, &req, 600, 40000);
         assert_eq!(m.mapping().unwrap().external.port(), 40000);
         m.want(Some(SocketAddrV4::new(EXT, wanted)), t0, &mut out);
         (m, out)
@@ -1119,41 +1133,22 @@ mod tests {
     fn a_mapping_on_another_port_than_wanted_is_remapped() {
         let t0 = Instant::now();
         let (mut m, mut out) = pcp_mapped_then_wanting(t0, 50000);
-        let mut ev = Vec::new();
         assert_eq!(out.len(), 1, "{out:?}");
         let del = out.pop().unwrap().payload;
         assert_eq!(&del[4..8], &[0, 0, 0, 0], "a deletion first");
         assert_eq!(&del[42..44], &40000u16.to_be_bytes());
         assert!(m.mapping().is_none());
-        m.handle_udp(
-            t0,
-            gw(),
-            &pcp_answer(&del, 0, 0, 7, 40000),
-            &mut out,
-            &mut ev,
-        );
+        let (out, _) = pcp_reply(&mut m, t0, &del, 0, 40000);
         assert_eq!(out.len(), 1, "then the request for the wanted port");
-        let map = out.pop().unwrap().payload;
+        let map = out[0].payload.clone();
         assert_eq!(&map[4..8], &7200u32.to_be_bytes());
         assert_eq!(&map[42..44], &50000u16.to_be_bytes());
         assert_eq!(&map[44..60], &EXT.to_ipv6_mapped().octets());
         // A repeated answer to the deletion is not taken for this one.
-        m.handle_udp(
-            t0,
-            gw(),
-            &pcp_answer(&del, 0, 0, 7, 40000),
-            &mut out,
-            &mut ev,
-        );
+        let (out, ev) = pcp_reply(&mut m, t0, &del, 0, 40000);
         assert!(ev.is_empty() && out.is_empty(), "{ev:?}");
         assert_eq!(m.counters.ignored, 1);
-        m.handle_udp(
-            t0,
-            gw(),
-            &pcp_answer(&map, 0, 600, 7, 50000),
-            &mut out,
-            &mut ev,
-        );
+        let (out, mut ev) = pcp_reply(&mut m, t0, &map, 600, 50000);
         assert_eq!(
             ev,
             vec![Event::Mapped {
@@ -1165,6 +1160,7 @@ mod tests {
         assert!(out.is_empty());
         // The renewal suggests the port held.
         let t1 = t0 + Duration::from_secs(300);
+        let mut out = Vec::new();
         m.handle_timeout(t1, &mut out, &mut ev);
         assert_eq!(&out.pop().unwrap().payload[42..44], &50000u16.to_be_bytes());
     }
@@ -1172,25 +1168,10 @@ mod tests {
     #[test]
     fn a_wanted_port_the_gateway_does_not_give_is_not_asked_again() {
         let t0 = Instant::now();
-        let (mut m, mut out) = pcp_mapped_then_wanting(t0, 50000);
-        let mut ev = Vec::new();
-        let del = out.pop().unwrap().payload;
-        m.handle_udp(
-            t0,
-            gw(),
-            &pcp_answer(&del, 0, 0, 7, 40000),
-            &mut out,
-            &mut ev,
-        );
-        let map = out.pop().unwrap().payload;
+        let (mut m, out) = pcp_mapped_then_wanting(t0, 50000);
+        let (out, _) = pcp_reply(&mut m, t0, &out[0].payload, 0, 40000);
         // Port 50000 is taken: the gateway gives 40001.
-        m.handle_udp(
-            t0,
-            gw(),
-            &pcp_answer(&map, 0, 600, 7, 40001),
-            &mut out,
-            &mut ev,
-        );
+        let (mut out, ev) = pcp_reply(&mut m, t0, &out[0].payload, 600, 40001);
         assert!(matches!(ev[..], [Event::Mapped { external, .. }] if external.port() == 40001));
         assert!(out.is_empty(), "no loop: {out:?}");
         m.want(None, t0, &mut out);
