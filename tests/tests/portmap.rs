@@ -949,6 +949,83 @@ fn client_interop_table_with_and_without_miniupnpd() {
     }
 }
 
+/// Behind the fully random NAT with miniupnpd: the mapping follows the
+/// server's view. Once the mapping is in use, the NAT forgets its flows
+/// (`conntrack -F`), so the client's next solicitation leaves from another
+/// random port: the client takes the new address, the mapper moves the
+/// mapping to the new port (one DNAT rule to the client, on it), and the
+/// C client reaches the new address both ways.
+fn client_mapping_follows_the_servers_view() {
+    use teredo_lab::Impl;
+    let test = "client_mapping_follows_the_servers_view";
+    let w = World::build(test, &[NatKind::Symmetric, NatKind::PortRestricted]);
+    let gw = Miniupnpd::start(&w, 1, &Options::all());
+    w.start_server(Impl::Ours);
+    w.start_relay(Impl::Ours, "cone");
+    let a = w.start_client(1, Impl::Ours, "PortMapping pcp\n");
+    let b = w.start_client(2, Impl::C, "");
+    let timeout = Duration::from_secs(15);
+    w.wait_qualified(&a, 1, timeout)
+        .unwrap_or_else(|| panic!("not qualified:\n{}", w.log_of(&a)));
+    let (addr_b, _) = w
+        .wait_qualified(&b, 2, timeout)
+        .unwrap_or_else(|| panic!("the C client did not qualify:\n{}", w.log_of(&b)));
+    let label = "client1-rs";
+    let (used, st) = wait_status(&w, label, "port-mapping-in-use", "yes", timeout);
+    assert!(used, "{st}\n{}", w.log_of(&a));
+    let first = field(&st, "port-mapping-external")
+        .unwrap_or("?")
+        .to_string();
+    let addr1 = field(&st, "address").unwrap_or("?").to_string();
+    let _ = w.nat(1).run(&["conntrack", "-F"]);
+    let t0 = Instant::now();
+    // The next maintenance solicitation comes within the refresh interval
+    // (30 s).
+    let mut st = String::new();
+    let moved = wait_until(Duration::from_secs(45), || {
+        st = client_status(&w, label);
+        field(&st, "address").is_some_and(|x| x != addr1)
+            && field(&st, "port-mapping-in-use") == Some("yes")
+    });
+    assert!(moved, "{st}\n{}", w.log_of(&a));
+    let took = t0.elapsed();
+    let second = field(&st, "port-mapping-external")
+        .unwrap_or("?")
+        .to_string();
+    let addr2: std::net::Ipv6Addr = field(&st, "address")
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{st}"));
+    assert_ne!(first, second, "{st}");
+    assert_eq!(
+        field(&st, "mapped-port"),
+        second.rsplit(':').next(),
+        "the mapping is on the port the server sees: {st}"
+    );
+    let to_client = format!("dnat ip to {}:", w.client_v4(1));
+    let rules: Vec<String> = gw
+        .rules()
+        .lines()
+        .filter(|l| l.contains("@nh,72,8 0x11") && l.contains(&to_client))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let t = Duration::from_secs(8);
+    let c_in = teredo_lab::ping6_stats(w.client(2), addr2, 4, t);
+    let c_out = teredo_lab::ping6_stats(w.client(1), addr_b, 4, t);
+    let log = w.log_of(&a);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("port mapping")).collect();
+    report(
+        test,
+        &format!(
+            "{addr1} mapped {first}; after the NAT forgot its flows, {addr2} mapped {second} \
+             within {took:?}; C client -> client {}/{}, client -> C client {}/{}; log: {lines:?}",
+            c_in.1, c_in.0, c_out.1, c_out.0
+        ),
+    );
+    assert!(c_in.1 > 0 && c_in.1 + 1 >= c_in.0, "C -> ours {c_in:?}");
+    assert!(c_out.1 > 0 && c_out.1 + 1 >= c_out.0, "ours -> C {c_out:?}");
+}
+
 /// `teredo-mire probe` reports what the gateway offers: behind NAT 1,
 /// miniupnpd answers PCP, NAT-PMP and UPnP IGD (with the external address
 /// the server sees); behind NAT 2, nothing answers.
@@ -1007,6 +1084,7 @@ fn probe_reports_what_the_gateway_offers() {
 teredo_lab::lab_main! {
     needs(root, ours, c_miredo, miniupnpd, teredo_mire): [
         client_interop_table_with_and_without_miniupnpd,
+        client_mapping_follows_the_servers_view,
     ],
     needs(root, ours, miniupnpd, teredo_mire): [
         probe_reports_what_the_gateway_offers,
