@@ -3,6 +3,8 @@
 //! gateway's port 5351, never more than one request per call, and a mapping
 //! it reports has a non-zero port and lifetime. `teredo-mire probe`'s
 //! reading of a gateway's offer (`parse_offer`) gets the whole input too.
+//! The endpoint the client wants (`PortMapper::want`) changes as the input
+//! says, so that mappings are moved at any point of an exchange.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -38,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
     m.handle_timeout(now, &mut out, &mut ev);
     out.clear();
     // Records: [kind, len, bytes...]: kind bit 0 = time step, bit 1 =
-    // from another host; len bytes follow.
+    // from another host, bit 2 = a new wanted endpoint (len 0: none; else
+    // the first two bytes' port, on the address the mapping answers with
+    // or another); len bytes follow.
     while let Some((&kind, r)) = rest.split_first() {
         let Some((&len, r)) = r.split_first() else {
             break;
@@ -46,7 +50,17 @@ fuzz_target!(|data: &[u8]| {
         let n = usize::from(len).min(r.len());
         let (bytes, r) = r.split_at(n);
         rest = r;
-        if kind & 1 == 1 {
+        if kind & 4 == 4 {
+            let wanted = (bytes.len() >= 2).then(|| {
+                let port = u16::from_be_bytes([bytes[0], bytes[1]]);
+                let ip = match (kind & 8, m.mapping()) {
+                    (0, Some(h)) => *h.external.ip(),
+                    _ => Ipv4Addr::new(203, 0, 113, 7),
+                };
+                SocketAddrV4::new(ip, port)
+            });
+            m.want(wanted, now, &mut out);
+        } else if kind & 1 == 1 {
             now += Duration::from_millis(u64::from(len) * 50);
             m.handle_timeout(now, &mut out, &mut ev);
         } else {
