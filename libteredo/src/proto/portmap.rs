@@ -6,7 +6,10 @@
 //!
 //! Like the other engines, it owns no socket and no clock: the caller hands
 //! it the datagrams from the gateway and the current time, and sends what it
-//! returns. Answers come from the LAN, which is not trusted: a datagram is
+//! returns. (Hence our own code rather than the crab_nat crate, which is
+//! asynchronous on the tokio runtime and owns its sockets and timeouts: the
+//! daemon has no async runtime, and neither the simulator nor the fuzzer
+//! could drive it.) Answers come from the LAN, which is not trusted: a datagram is
 //! taken only from the gateway's address and port, only if its length,
 //! version, opcode, result, nonce (PCP), protocol and internal port match
 //! what was asked; anything else is counted and ignored.

@@ -2,8 +2,9 @@
 //! Gateway Device, its description (to find the WANIPConnection or
 //! WANPPPConnection service and its control URL), and the SOAP actions
 //! AddPortMapping, DeletePortMapping and GetExternalIPAddress over
-//! HTTP/1.1. Builders and strict parsers only, no I/O: the daemon's port
-//! mapping thread does the sockets (miredo/src/upnp.rs).
+//! HTTP/1.1. Builders and strict parsers only, no I/O: the sockets are
+//! libteredo::sys::upnp's, driven by the daemon's port mapping thread
+//! (miredo/src/portmap.rs).
 //!
 //! Everything read comes from the LAN, which is not trusted: answers are
 //! bounded ([`MAX_SSDP`], [`MAX_HTTP`]), URLs must be `http://` with an
