@@ -206,3 +206,44 @@ fn sim_portmap_a_symmetric_nat_mapping_moved_to_the_servers_port_is_used_by_peer
     );
     all_echoes_answered(&mut l, addr);
 }
+
+#[test]
+fn sim_portmap_mapped_clients_behind_one_nat_reach_each_other() {
+    // Two clients behind one random-port NAT that does not hairpin (no
+    // local discovery), both with a mapping moved to what the server sees:
+    // each reaches the other on the LAN (RFC 6081 alternate addresses),
+    // both ways, as without the mappings; answering each other only
+    // through the server would leave them there.
+    let mut l = lab(1606, NatKind::Symmetric);
+    let lan = l.w.nats[l.nat].lan;
+    let peer =
+        l.w.add_client(ip("192.168.1.3"), LOCAL_PORT + 1, Some(lan), ip(SERVER));
+    let addr = l.w.qualify(l.client, SECS(10));
+    let peer_addr = l.w.qualify(peer, SECS(10));
+    nat_report(&mut l);
+    let seen = TeredoAddr::parse(&addr).unwrap().mapped();
+    map(&mut l, seen.port());
+    assert!(l.w.client(l.client).port_mapping_in_use());
+    let peer_seen = TeredoAddr::parse(&peer_addr).unwrap().mapped();
+    let internal = SocketAddrV4::new(ip("192.168.1.3"), LOCAL_PORT + 1);
+    l.w.nats[l.nat]
+        .port_mappings
+        .insert(peer_seen.port(), internal);
+    l.w.set_port_mapping(peer, Some(peer_seen));
+    assert!(l.w.client(peer).port_mapping_in_use());
+    let peer_in = echoes(&mut l, peer, peer_addr, addr, 5);
+    assert_eq!(
+        peer_in,
+        vec![1, 2, 3, 4],
+        "peer -> ours\n{}",
+        l.w.trace.join("\n")
+    );
+    let ours = l.client;
+    let ours_out = echoes(&mut l, ours, addr, peer_addr, 6);
+    assert_eq!(
+        ours_out,
+        vec![1, 2, 3, 4],
+        "ours -> peer\n{}",
+        l.w.trace.join("\n")
+    );
+}

@@ -1313,7 +1313,9 @@ impl Forwarder {
         let ext = self.ext() && !tr.is_empty() && t.is_some_and(|t| t.is_valid_peer());
         let src = self.bubble_source(&peer);
         if self.inbound_mapping && !self.peers.get(&peer).is_some_and(|p| p.trusted) {
-            if let Some(t) = t.filter(|t| t.is_valid_peer()) {
+            // A peer behind our own NAT is reached on the LAN (RFC 6081
+            // hairpinning, below), where no flow of the NAT's is made.
+            if let Some(t) = t.filter(|t| t.is_valid_peer() && !self.same_nat(t)) {
                 // Through the peer's server, so that its answer comes in
                 // through our mapping (see `inbound_mapping`).
                 if self
