@@ -93,6 +93,23 @@ fn echoes(
     l.w.client_echo_replies(from, ident)
 }
 
+/// Echoes from client `peer` to ours (ident `ident`), then from ours to
+/// it (`ident + 1`): every one answered (the trace shown otherwise).
+fn peer_echoes_both_ways(
+    l: &mut Lab,
+    peer: NodeId,
+    peer_addr: std::net::Ipv6Addr,
+    addr: std::net::Ipv6Addr,
+    ident: u16,
+) {
+    let all = vec![1, 2, 3, 4];
+    let peer_in = echoes(l, peer, peer_addr, addr, ident);
+    assert_eq!(peer_in, all, "peer -> ours\n{}", l.w.trace.join("\n"));
+    let ours = l.client;
+    let ours_out = echoes(l, ours, addr, peer_addr, ident + 1);
+    assert_eq!(ours_out, all, "ours -> peer\n{}", l.w.trace.join("\n"));
+}
+
 /// [`pings`] both ways, every echo answered (the trace shown otherwise).
 fn all_echoes_answered(l: &mut Lab, addr: std::net::Ipv6Addr) {
     let (inbound, outbound) = pings(l, addr);
@@ -189,21 +206,7 @@ fn sim_portmap_a_symmetric_nat_mapping_moved_to_the_servers_port_is_used_by_peer
     assert!(l.w.client(l.client).port_mapping_in_use());
     assert_eq!(l.w.teredo_addr(l.client), Some(addr));
     // The peer first, then ours.
-    let peer_in = echoes(&mut l, peer, peer_addr, addr, 3);
-    assert_eq!(
-        peer_in,
-        vec![1, 2, 3, 4],
-        "peer -> ours\n{}",
-        l.w.trace.join("\n")
-    );
-    let ours = l.client;
-    let ours_out = echoes(&mut l, ours, addr, peer_addr, 4);
-    assert_eq!(
-        ours_out,
-        vec![1, 2, 3, 4],
-        "ours -> peer\n{}",
-        l.w.trace.join("\n")
-    );
+    peer_echoes_both_ways(&mut l, peer, peer_addr, addr, 3);
     all_echoes_answered(&mut l, addr);
 }
 
@@ -231,19 +234,5 @@ fn sim_portmap_mapped_clients_behind_one_nat_reach_each_other() {
         .insert(peer_seen.port(), internal);
     l.w.set_port_mapping(peer, Some(peer_seen));
     assert!(l.w.client(peer).port_mapping_in_use());
-    let peer_in = echoes(&mut l, peer, peer_addr, addr, 5);
-    assert_eq!(
-        peer_in,
-        vec![1, 2, 3, 4],
-        "peer -> ours\n{}",
-        l.w.trace.join("\n")
-    );
-    let ours = l.client;
-    let ours_out = echoes(&mut l, ours, addr, peer_addr, 6);
-    assert_eq!(
-        ours_out,
-        vec![1, 2, 3, 4],
-        "ours -> peer\n{}",
-        l.w.trace.join("\n")
-    );
+    peer_echoes_both_ways(&mut l, peer, peer_addr, addr, 5);
 }
