@@ -304,10 +304,10 @@ impl Shared {
                     }
                     Err(e) => return self.die(format!("TUN receive: {e}")),
                 };
-                // With offloads (headroom for the virtio-net header) the
-                // checksum was completed by tun-rs, which
-                // leaves a zero that UDP/IPv6 forbids: mended before the
-                // engine lock, which the UDP thread waits for.
+                // With offloads (headroom for the virtio-net header)
+                // tun-rs completed the checksum and may have left a zero
+                // that UDP/IPv6 forbids: mended before the engine lock,
+                // which the UDP thread waits for.
                 if self.headroom > 0 {
                     for (b, &len) in bufs.iter_mut().zip(&sizes).take(n) {
                         let len = len.min(b.len());
@@ -318,9 +318,8 @@ impl Shared {
                 {
                     let mut e = lock(&self.engine);
                     e.recycle(&mut io.used);
-                    for (b, &len) in bufs.iter_mut().zip(&sizes).take(n) {
-                        let len = len.min(b.len());
-                        e.handle_tun(now, &b[..len], &mut out);
+                    for (b, &len) in bufs.iter().zip(&sizes).take(n) {
+                        e.handle_tun(now, &b[..len.min(b.len())], &mut out);
                     }
                     next = e.poll_timeout();
                 }
@@ -1390,6 +1389,10 @@ impl Daemon {
                     address: addr,
                     mtu,
                 });
+                // The endpoint the address embeds: the mapping's place.
+                if let Some(m) = self.mapper.as_mut() {
+                    m.set_wanted(Some(mapped));
+                }
             }
             Event::ServerLost { old } => {
                 log::warn!(
@@ -1398,6 +1401,9 @@ impl Daemon {
                 self.privproc(Request::Down {
                     ifindex: self.ifindex,
                 });
+                if let Some(m) = self.mapper.as_mut() {
+                    m.set_wanted(None);
+                }
                 // The name may give other servers now.
                 if let Some(n) = self.names.as_mut() {
                     n.refresh(Instant::now());
@@ -1451,25 +1457,17 @@ impl Daemon {
         }
     }
 
-    /// Hands the engine the port mapping the mapper thread got (or lost),
-    /// and the mapper the endpoint the client's address embeds (the one
-    /// to ask the gateway for).
+    /// Hands the engine the port mapping the mapper thread got (or lost).
+    /// (The mapper learns the endpoint to ask for from the engine's
+    /// Qualified and ServerLost events.)
     fn port_mapping(&mut self) {
-        let Some(m) = self.mapper.as_mut() else {
+        let Some(change) = self.mapper.as_ref().and_then(Mapper::take_change) else {
             return;
         };
-        let change = m.take_change();
-        let Some(mut e) = self.client() else { return };
-        let EngineKind::Client(c) = &mut *e else {
-            return;
-        };
-        if let Some(change) = change {
-            c.set_port_mapping(change);
-        }
-        let wanted = c.qualification().map(|q| q.mapped);
-        drop(e);
-        if let Some(m) = self.mapper.as_mut() {
-            m.set_wanted(wanted);
+        if let Some(mut e) = self.client() {
+            if let EngineKind::Client(c) = &mut *e {
+                c.set_port_mapping(change);
+            }
         }
     }
 

@@ -836,6 +836,53 @@ fn farm_failover() {
     report("farm_failover", &format!("took {:?}", start.elapsed()));
 }
 
+/// A farm of one relay (running, its path in the core) and one native
+/// host, with our client 1 qualified: the farm, the client and its address.
+fn one_relay_farm(test: &str) -> (Farm, Daemon, String) {
+    let mut farm = Farm::build(test, 1, 1, 1, false);
+    farm.start_relay(1);
+    assert!(
+        farm.wait_paths(&[1], Duration::from_secs(15)),
+        "no path to the relay"
+    );
+    let client = farm.w.start_client(1, Impl::Ours, "");
+    let ca = wait_addr(farm.w.client(1), TEREDO_IFACE, Duration::from_secs(20))
+        .expect("client qualified");
+    (farm, client, ca.to_string())
+}
+
+/// The two ends of a two-way flow between the native host (UDP port
+/// `host_port`) and the client at `ca` (`client_port`), a datagram every
+/// millisecond each way for `secs` seconds (`teredo-lab-flow`), each
+/// writing what it received in the world's directory: host end first.
+fn burst_ends(
+    farm: &Farm,
+    label: &str,
+    ca: &str,
+    host_port: u16,
+    client_port: u16,
+    secs: &str,
+) -> [Daemon; 2] {
+    let tool = env!("CARGO_BIN_EXE_teredo-lab-flow");
+    let dir = farm.w.dir();
+    let h = host_v6(1).to_string();
+    let (hp, cp) = (host_port.to_string(), client_port.to_string());
+    let ho = dir.join(format!("{label}-host.rx")).display().to_string();
+    let co = dir.join(format!("{label}-client.rx")).display().to_string();
+    [
+        farm.w.spawn(
+            &farm.hosts[0],
+            &format!("{label}-host"),
+            &[tool, &h, &hp, ca, &cp, "1", secs, &ho],
+        ),
+        farm.w.spawn(
+            farm.w.client(1),
+            &format!("{label}-client"),
+            &[tool, ca, &cp, &h, &hp, "1", secs, &co],
+        ),
+    ]
+}
+
 /// Datagrams through a relay of the farm arrive intact both ways, also at
 /// 1,000 a second each way (runs of one flow's datagrams in one batch,
 /// which the daemons coalesce for the TUN device and the UDP socket): no
@@ -843,48 +890,8 @@ fn farm_failover() {
 fn udp_through_the_farm_arrives_intact() {
     let _one = ONE_FARM.lock().unwrap_or_else(|e| e.into_inner());
     let test = "udp_through_the_farm_arrives_intact";
-    let mut farm = Farm::build(test, 1, 1, 1, false);
-    farm.start_relay(1);
-    assert!(
-        farm.wait_paths(&[1], Duration::from_secs(15)),
-        "no path to the relay"
-    );
-    farm.w.start_client(1, Impl::Ours, "");
-    let ca = wait_addr(farm.w.client(1), TEREDO_IFACE, Duration::from_secs(20))
-        .expect("client qualified");
-    let tool = env!("CARGO_BIN_EXE_teredo-lab-flow");
-    let dir = farm.w.dir().to_path_buf();
-    let (ho, co) = (dir.join("burst-host.rx"), dir.join("burst-client.rx"));
-    let h = host_v6(1).to_string();
-    let c = ca.to_string();
-    let host_end = farm.w.spawn(
-        &farm.hosts[0],
-        "burst-host",
-        &[
-            tool,
-            &h,
-            "5100",
-            &c,
-            "6100",
-            "1",
-            "4",
-            &ho.display().to_string(),
-        ],
-    );
-    let client_end = farm.w.spawn(
-        farm.w.client(1),
-        "burst-client",
-        &[
-            tool,
-            &c,
-            "6100",
-            &h,
-            "5100",
-            "1",
-            "4",
-            &co.display().to_string(),
-        ],
-    );
+    let (farm, _client, c) = one_relay_farm(test);
+    let [host_end, client_end] = burst_ends(&farm, "burst", &c, 5100, 6100, "4");
     let done = wait_until(Duration::from_secs(10), || {
         !farm.w.is_running(&host_end) && !farm.w.is_running(&client_end)
     });
@@ -918,17 +925,7 @@ fn udp_through_the_farm_arrives_intact() {
 fn udp_bursts_through_the_farm_arrive_intact() {
     let _one = ONE_FARM.lock().unwrap_or_else(|e| e.into_inner());
     let test = "udp_bursts_through_the_farm_arrive_intact";
-    let mut farm = Farm::build(test, 1, 1, 1, false);
-    farm.start_relay(1);
-    assert!(
-        farm.wait_paths(&[1], Duration::from_secs(15)),
-        "no path to the relay"
-    );
-    let client = farm.w.start_client(1, Impl::Ours, "");
-    let ca = wait_addr(farm.w.client(1), TEREDO_IFACE, Duration::from_secs(20))
-        .expect("client qualified");
-    let tool = env!("CARGO_BIN_EXE_teredo-lab-flow");
-    let dir = farm.w.dir().to_path_buf();
+    let (farm, client, c) = one_relay_farm(test);
     let mut caps = Vec::new();
     if let Some(to) = std::env::var_os("CSUM_CAPTURE") {
         let to = PathBuf::from(to);
@@ -946,8 +943,6 @@ fn udp_bursts_through_the_farm_arrive_intact() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    let h = host_v6(1).to_string();
-    let c = ca.to_string();
     let secs: u64 = std::env::var("BURST_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -955,18 +950,13 @@ fn udp_bursts_through_the_farm_arrive_intact() {
     let secs_s = secs.to_string();
     let mut ends = Vec::new();
     for f in 0..4u16 {
-        let (hp, cp) = ((5200 + f).to_string(), (6200 + f).to_string());
-        let ho = dir.join(format!("b{f}-host.rx")).display().to_string();
-        let co = dir.join(format!("b{f}-client.rx")).display().to_string();
-        ends.push(farm.w.spawn(
-            &farm.hosts[0],
-            &format!("b{f}-host"),
-            &[tool, &h, &hp, &c, &cp, "1", &secs_s, &ho],
-        ));
-        ends.push(farm.w.spawn(
-            farm.w.client(1),
-            &format!("b{f}-client"),
-            &[tool, &c, &cp, &h, &hp, "1", &secs_s, &co],
+        ends.extend(burst_ends(
+            &farm,
+            &format!("b{f}"),
+            &c,
+            5200 + f,
+            6200 + f,
+            &secs_s,
         ));
     }
     let relay = farm.relays[0].miredo.as_ref().expect("relay runs").pid;

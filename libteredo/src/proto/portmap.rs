@@ -247,11 +247,6 @@ impl PortMapper {
         self.maybe_remap(now, out);
     }
 
-    /// The wanted endpoint, if any.
-    pub fn wanted(&self) -> Option<SocketAddrV4> {
-        self.wanted
-    }
-
     /// Starts a remapping if the mapping held is not the wanted one and
     /// the gateway may give it, once no exchange is in flight (else when it
     /// ends, so that no answer is taken for another's): the mapping is

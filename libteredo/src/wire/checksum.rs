@@ -96,18 +96,21 @@ mod tests {
         p
     }
 
-    fn verifies(p: &[u8]) -> bool {
+    /// The UDP checksum computed over `p` as it stands.
+    fn computed(p: &[u8]) -> u16 {
         let src = Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap());
         let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap());
-        p[46..48] != [0, 0] && upper_layer(&src, &dst, 17, &p[40..]) == 0
+        upper_layer(&src, &dst, 17, &p[40..])
+    }
+
+    fn verifies(p: &[u8]) -> bool {
+        p[46..48] != [0, 0] && computed(p) == 0
     }
 
     /// What a checksum-offload reader that does not map zero to 0xffff
     /// (tun-rs 2.8, `gso_none_checksum`) writes: the plain complement.
     fn offload_complete(p: &mut [u8]) {
-        let src = Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap());
-        let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap());
-        let c = upper_layer(&src, &dst, 17, &p[40..]);
+        let c = computed(p);
         p[46..48].copy_from_slice(&c.to_be_bytes());
     }
 
@@ -117,12 +120,7 @@ mod tests {
         // to zero (its data then sums to 0xffff).
         let mut p = udp6(&[0x12, 0x34, 0x56, 0x78, 0, 0]);
         let n = p.len();
-        let c = upper_layer(
-            &Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap()),
-            &Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap()),
-            17,
-            &p[40..],
-        );
+        let c = computed(&p);
         // Adding the checksum's value to the data makes it sum to 0xffff.
         p[n - 2..].copy_from_slice(&c.to_be_bytes());
         offload_complete(&mut p);
