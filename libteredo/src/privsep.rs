@@ -83,6 +83,9 @@ pub enum Refusal {
     MtuTooSmall(u16),
     /// The frame could not be decoded (oversized, truncated, garbage).
     Malformed,
+    /// A relay's interface is configured once, as root: its helper takes
+    /// no request (it is there to take the interface down at the end).
+    Relay,
 }
 
 impl fmt::Display for Refusal {
@@ -95,6 +98,7 @@ impl fmt::Display for Refusal {
             Refusal::NoServer => f.write_str("address without a Teredo server"),
             Refusal::MtuTooSmall(mtu) => write!(f, "MTU {mtu} below {MIN_MTU}"),
             Refusal::Malformed => f.write_str("malformed request"),
+            Refusal::Relay => f.write_str("a relay's helper takes no request"),
         }
     }
 }
@@ -109,6 +113,34 @@ pub enum Reply {
     /// The request was valid but applying it failed (netlink error, hook
     /// exit status); the text says why. Privproc keeps serving.
     Failed(String),
+}
+
+/// What miredo-privproc says first, before any request: that it is the
+/// helper of this miredo, speaking this protocol. A helper that says
+/// anything else, or nothing (the C miredo's waits for a request), is not
+/// ours, and miredo stops it at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`HELLO_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`PROTOCOL_VERSION`] of the helper.
+    pub version: u16,
+}
+
+/// The first bytes of every hello.
+pub const HELLO_MAGIC: [u8; 8] = *b"miredors";
+
+/// The version of these messages; the two sides must agree on it.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+impl Hello {
+    /// The hello of this build.
+    pub fn ours() -> Hello {
+        Hello {
+            magic: HELLO_MAGIC,
+            version: PROTOCOL_VERSION,
+        }
+    }
 }
 
 /// A Teredo prefix: always a /32, kept as its first 32 bits.

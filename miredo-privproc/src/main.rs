@@ -2,12 +2,16 @@
 //! client. It serves one Teredo interface, named on its command line, and
 //! reads requests from fd 0, the socketpair end miredo gave it.
 //!
-//! Every request is checked with `libteredo::privsep::Policy::check`, the
-//! same rules miredo applies before asking. A request that breaks a rule,
-//! or bytes that are not a well-formed frame, are logged and end the
-//! connection: privproc exits without touching the interface. When miredo
-//! closes its end (clean exit, crash or kill), privproc takes the interface
-//! down (a hook sees `down` then `destroy`) and exits.
+//! Its first frame is a [`Hello`]: miredo stops a helper that does not
+//! say it. Every request is then checked with
+//! `libteredo::privsep::Policy::check`, the same rules miredo applies
+//! before asking. When miredo closes its end (clean exit, crash or kill),
+//! and when a request breaks a rule or bytes are not a well-formed frame
+//! (logged, then the connection ends), privproc takes the interface down
+//! (a hook sees `down` then `destroy`), deletes it (`RTM_DELLINK`: gone
+//! even if someone holding miredo's TUN descriptor made it persistent),
+//! and exits. With `--relay` it serves a relay: every request is refused,
+//! and its job is that deletion when miredo ends.
 //!
 //! # Privileges
 //!
@@ -54,8 +58,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use libteredo::privsep::{
-    self, link_local, FrameError, Policy, Refusal, Reply, Request, TeredoPrefix,
+    self, link_local, FrameError, Hello, Policy, Refusal, Reply, Request, TeredoPrefix,
 };
+use libteredo::sys::seccomp::{Role, Sandbox};
 use libteredo::sys::{logging, netlink, privileges};
 
 use hook::{Hook, Settings, State};
@@ -89,6 +94,12 @@ struct Args {
     #[arg(long)]
     no_hook: bool,
 
+    /// Serve a relay's interface: refuse every request (a relay's
+    /// interface is configured as root at start) and only take the
+    /// interface down when miredo ends. Implies --no-hook.
+    #[arg(long, conflicts_with = "hook")]
+    relay: bool,
+
     /// The user to run as once set up (name or numeric uid; not root),
     /// with CAP_NET_ADMIN only; the hook runs as this user too.
     #[arg(short, long, value_name = "USER", default_value = privileges::PRIVPROC_USER)]
@@ -120,6 +131,8 @@ struct Privproc {
     ifindex: u32,
     backend: Backend,
     current: Settings,
+    /// Removes the interface at the end, whatever the backend.
+    teardown: netlink::Netlink,
 }
 
 impl Privproc {
@@ -158,13 +171,24 @@ impl Privproc {
         }
     }
 
-    /// miredo is gone: no address, no route, link down; the hook sees
-    /// `down` then `destroy`, as with the C tool.
-    fn shutdown(&mut self) {
-        for next in [Settings::down(), Settings::destroy()] {
-            if let Err(e) = self.apply(next) {
-                log::error!("{}: {e}", self.ifname);
+    /// miredo is gone, or broke a rule: no address, no route, link down
+    /// (the hook sees `down` then `destroy`, as with the C tool), then the
+    /// interface itself is deleted. miredo's TUN descriptor normally takes
+    /// it away when miredo ends; but whoever held that descriptor could
+    /// have made the device persistent and given it to another user, and
+    /// only a deletion by index removes it then.
+    fn shutdown(&mut self, relay: bool) {
+        if !relay {
+            for next in [Settings::down(), Settings::destroy()] {
+                if let Err(e) = self.apply(next) {
+                    log::error!("{}: {e}", self.ifname);
+                }
             }
+        }
+        match self.teardown.delete_link(self.ifindex, &self.ifname) {
+            Ok(true) => log::info!("{}: interface removed", self.ifname),
+            Ok(false) => {}
+            Err(e) => log::error!("{}: cannot remove the interface: {e}", self.ifname),
         }
     }
 }
@@ -180,7 +204,7 @@ fn truncate(mut s: String, max: usize) -> String {
 /// used only if present and executable (then it must be safe as well).
 /// Returns the hook's absolute path.
 fn choose_hook(args: &Args, user: &privs::User) -> Result<Option<PathBuf>, String> {
-    if args.no_hook {
+    if args.no_hook || args.relay {
         return Ok(None);
     }
     match &args.hook {
@@ -263,8 +287,20 @@ fn run(args: Args) -> Result<ExitCode, String> {
             Backend::Netlink(netlink::Netlink::open().map_err(|e| format!("netlink socket: {e}"))?)
         }
     };
+    let teardown = netlink::Netlink::open().map_err(|e| format!("netlink socket: {e}"))?;
+    let sandbox = Sandbox::new(Role::Privproc {
+        hook: hook_path.is_some(),
+    })
+    .map_err(|e| format!("cannot build the system call filter: {e}"))?;
     privs::become_user(&user, hook_path.is_some())?;
+    sandbox
+        .enter()
+        .map_err(|e| format!("cannot enter the system call filter: {e}"))?;
+    // Who we are, before anything else: miredo stops a helper that does
+    // not say it (one that is not ours).
+    privsep::write_frame(&mut sock, &Hello::ours()).map_err(|e| format!("hello: {e}"))?;
     let how = match &hook_path {
+        _ if args.relay => "nothing (a relay's interface: removed when miredo ends)".into(),
         Some(p) => format!("hook {}", p.display()),
         None => "netlink".into(),
     };
@@ -276,14 +312,20 @@ fn run(args: Args) -> Result<ExitCode, String> {
         user.gid
     );
 
+    let relay = args.relay;
     let mut pp = Privproc {
         ifname: args.interface,
         ifindex,
         backend,
         current: Settings::down(),
+        teardown,
     };
     loop {
         let refusal = match privsep::read_frame::<_, Request>(&mut sock) {
+            Ok(request) if relay => {
+                log::error!("refused {request:?}: {}", Refusal::Relay);
+                Refusal::Relay
+            }
             Ok(request) => match policy.check(&request) {
                 Ok(()) => {
                     let reply = pp.handle(request);
@@ -299,7 +341,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 }
             },
             Err(FrameError::Closed) => {
-                pp.shutdown();
+                pp.shutdown(relay);
                 return Ok(ExitCode::SUCCESS);
             }
             Err(e) => {
@@ -307,8 +349,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 Refusal::Malformed
             }
         };
-        // A broken rule ends the connection; the interface keeps its state.
+        // A broken rule ends the connection, and the interface with it: a
+        // daemon that sends what no miredo of ours sends is not to be
+        // trusted with it any more (miredo stops when we leave).
         let _ = privsep::write_frame(&mut sock, &Reply::Refused(refusal));
+        pp.shutdown(relay);
         return Ok(ExitCode::from(1));
     }
 }

@@ -61,8 +61,37 @@ impl Netns {
         let name = format!("pp-{tag}-{}-{n}", std::process::id());
         run(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
-        run(&mut ns.ip(&["tuntap", "add", "dev", IFACE, "mode", "tun"]));
+        ns.ensure_tun();
         ns
+    }
+
+    /// Whether the interface exists.
+    fn has_iface(&self) -> bool {
+        self.ip(&["link", "show", "dev", IFACE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Creates the (persistent) TUN device unless it exists: privproc
+    /// deletes it when it ends after setting up.
+    fn ensure_tun(&self) {
+        if !self.has_iface() {
+            run(&mut self.ip(&["tuntap", "add", "dev", IFACE, "mode", "tun"]));
+        }
+    }
+
+    /// Waits (bounded) for the interface to be gone; whether it is.
+    fn iface_gone(&self) -> bool {
+        let deadline = Instant::now() + WAIT;
+        while self.has_iface() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     fn ip(&self, args: &[&str]) -> Command {
@@ -132,6 +161,8 @@ impl Drop for Netns {
 struct Privproc {
     child: Child,
     sock: UnixStream,
+    /// Whether its hello was read.
+    greeted: bool,
     stderr: Arc<Mutex<Vec<u8>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -146,6 +177,7 @@ impl Privproc {
     /// The same, with `setup` applied to the command first (environment,
     /// inherited descriptors).
     fn start_with(ns: &Netns, extra: &[&str], setup: impl FnOnce(&mut Command)) -> Self {
+        ns.ensure_tun();
         let (ours, theirs) = UnixStream::pair().unwrap();
         let mut cmd = Command::new("ip");
         cmd.args([
@@ -182,6 +214,7 @@ impl Privproc {
         Privproc {
             child,
             sock: ours,
+            greeted: false,
             stderr,
             reader: Some(reader),
         }
@@ -191,7 +224,16 @@ impl Privproc {
         self.child.id()
     }
 
+    /// Reads its hello (once): the first frame, before any request.
+    fn greet(&mut self) {
+        if !self.greeted {
+            assert_eq!(hello(&mut self.sock), privsep::Hello::ours());
+            self.greeted = true;
+        }
+    }
+
     fn ask(&mut self, req: &Request) -> Reply {
+        self.greet();
         privsep::write_frame(&mut self.sock, req).unwrap();
         privsep::read_frame(&mut self.sock).unwrap()
     }
@@ -352,6 +394,11 @@ fn marker(tag: &str) -> String {
     format!("ppmark{tag}{}x{n}", std::process::id())
 }
 
+/// The hello privproc sends first.
+fn hello(sock: &mut UnixStream) -> privsep::Hello {
+    privsep::read_frame(sock).expect("miredo-privproc's hello")
+}
+
 fn up(ifindex: u32, addr: &str, mtu: u16) -> Request {
     Request::Up {
         ifindex,
@@ -409,14 +456,15 @@ fn up_change_down_close() {
     assert_eq!(ns.routes().trim(), "");
     assert!(!ns.is_up());
 
-    // Up again, then miredo goes away: privproc takes the interface down.
+    // Up again, then miredo goes away: privproc takes the interface down
+    // and deletes it (persistent as `ip tuntap add` made it).
     assert_eq!(pp.ask(&up(ifindex, ADDR_A, 1280)), Reply::Ok);
     assert!(ns.is_up());
     pp.sock.shutdown(Shutdown::Both).unwrap();
-    assert!(pp.wait().success());
-    assert!(ns.addrs().is_empty(), "{:?}", ns.addrs());
-    assert_eq!(ns.routes().trim(), "");
-    assert!(!ns.is_up());
+    let (st, log) = pp.wait_with_log();
+    assert!(st.success(), "{log}");
+    assert!(ns.iface_gone(), "the interface outlived privproc");
+    assert!(log.contains("interface removed"), "{log}");
 }
 
 /// What a misbehaving miredo may send.
@@ -427,78 +475,82 @@ enum Bad {
     Truncated(Vec<u8>),
 }
 
-fn refuses_and_exits_without_touching_the_interface() {
+/// Whatever breaks a rule, privproc answers with the refusal, takes the
+/// interface down and deletes it (a daemon that sends what no miredo of
+/// ours sends is not trusted with it any more), and exits 1.
+fn refuses_then_removes_the_interface() {
     let ns = Netns::new("refuse");
-    let ifindex = ns.ifindex();
-    let good = privsep::encode(&up(ifindex, ADDR_A, 1280)).unwrap();
-    let mut trailing = privsep::encode(&Request::Down { ifindex }).unwrap();
-    trailing.push(0);
-    trailing[1] += 1;
-    let mut oversized = vec![0x10, 0x00];
-    oversized.resize(2 + 4096, 0);
-    let cases: Vec<(&str, Bad, Option<Refusal>)> = vec![
-        (
-            "wrong interface",
-            Bad::Request(up(ifindex + 1, ADDR_B, 1280)),
-            Some(Refusal::WrongInterface {
-                expected: ifindex,
-                got: ifindex + 1,
-            }),
-        ),
-        (
-            "down on another interface",
-            Bad::Request(Request::Down { ifindex: 1 }),
-            Some(Refusal::WrongInterface {
-                expected: ifindex,
-                got: 1,
-            }),
-        ),
-        (
-            "foreign prefix",
-            Bad::Request(up(ifindex, "2002:c000:22d::1", 1280)),
-            Some(Refusal::OutsidePrefix),
-        ),
-        (
-            "no server",
-            Bad::Request(up(ifindex, "2001::", 1280)),
-            Some(Refusal::NoServer),
-        ),
-        (
-            "MTU 1279",
-            Bad::Request(up(ifindex, ADDR_B, 1279)),
-            Some(Refusal::MtuTooSmall(1279)),
-        ),
-        (
-            "garbage",
-            Bad::Bytes(vec![0, 5, 9, 9, 9, 9, 9]),
-            Some(Refusal::Malformed),
-        ),
-        (
-            "trailing byte",
-            Bad::Bytes(trailing),
-            Some(Refusal::Malformed),
-        ),
-        (
-            "truncated frame",
-            Bad::Truncated(good[..good.len() - 3].to_vec()),
-            Some(Refusal::Malformed),
-        ),
-        (
-            "oversized frame",
-            Bad::Bytes(oversized),
-            Some(Refusal::Malformed),
-        ),
-    ];
-
-    // Something to keep: the interface is up with address A.
-    let mut pp = Privproc::start(&ns, &["--no-hook"]);
-    assert_eq!(pp.ask(&up(ifindex, ADDR_A, 1400)), Reply::Ok);
-    drop(pp);
-    let before = ns.snapshot();
-    assert!(before.contains(ADDR_A), "{before}");
-
-    for (what, bad, expected) in cases {
+    let cases = |ifindex: u32| -> Vec<(&'static str, Bad, Option<Refusal>)> {
+        let good = privsep::encode(&up(ifindex, ADDR_A, 1280)).unwrap();
+        let mut trailing = privsep::encode(&Request::Down { ifindex }).unwrap();
+        trailing.push(0);
+        trailing[1] += 1;
+        let mut oversized = vec![0x10, 0x00];
+        oversized.resize(2 + 4096, 0);
+        vec![
+            (
+                "wrong interface",
+                Bad::Request(up(ifindex + 1, ADDR_B, 1280)),
+                Some(Refusal::WrongInterface {
+                    expected: ifindex,
+                    got: ifindex + 1,
+                }),
+            ),
+            (
+                "down on another interface",
+                Bad::Request(Request::Down { ifindex: 1 }),
+                Some(Refusal::WrongInterface {
+                    expected: ifindex,
+                    got: 1,
+                }),
+            ),
+            (
+                "foreign prefix",
+                Bad::Request(up(ifindex, "2002:c000:22d::1", 1280)),
+                Some(Refusal::OutsidePrefix),
+            ),
+            (
+                "no server",
+                Bad::Request(up(ifindex, "2001::", 1280)),
+                Some(Refusal::NoServer),
+            ),
+            (
+                "MTU 1279",
+                Bad::Request(up(ifindex, ADDR_B, 1279)),
+                Some(Refusal::MtuTooSmall(1279)),
+            ),
+            (
+                "garbage",
+                Bad::Bytes(vec![0, 5, 9, 9, 9, 9, 9]),
+                Some(Refusal::Malformed),
+            ),
+            (
+                "trailing byte",
+                Bad::Bytes(trailing),
+                Some(Refusal::Malformed),
+            ),
+            (
+                "truncated frame",
+                Bad::Truncated(good[..good.len() - 3].to_vec()),
+                Some(Refusal::Malformed),
+            ),
+            (
+                "oversized frame",
+                Bad::Bytes(oversized),
+                Some(Refusal::Malformed),
+            ),
+        ]
+    };
+    let count = cases(0).len();
+    for i in 0..count {
+        // The interface up with address A, then the bad frame.
         let mut pp = Privproc::start(&ns, &["--no-hook"]);
+        let ifindex = ns.ifindex();
+        let Some((what, bad, expected)) = cases(ifindex).into_iter().nth(i) else {
+            unreachable!()
+        };
+        assert_eq!(pp.ask(&up(ifindex, ADDR_A, 1400)), Reply::Ok, "{what}");
+        assert!(ns.addrs().iter().any(|a| a.starts_with(ADDR_A)), "{what}");
         match bad {
             Bad::Request(r) => privsep::write_frame(&mut pp.sock, &r).unwrap(),
             // privproc may close before it has read everything.
@@ -516,8 +568,43 @@ fn refuses_and_exits_without_touching_the_interface() {
         if let Some(expected) = expected {
             assert_eq!(reply.unwrap(), Reply::Refused(expected), "{what}");
         }
-        assert_eq!(ns.snapshot(), before, "{what} changed the interface");
+        assert!(
+            ns.iface_gone(),
+            "{what}: the interface outlived the refusal"
+        );
     }
+}
+
+/// A relay's helper (`--relay`) takes no request: the first is refused and
+/// the interface deleted; without any, it deletes the interface when its
+/// input ends, and runs no hook even when one is named.
+fn a_relay_helper_refuses_every_request_and_removes_the_interface() {
+    let ns = Netns::new("relay");
+    let mut pp = Privproc::start(&ns, &["--relay"]);
+    let ifindex = ns.ifindex();
+    pp.greet();
+    privsep::write_frame(&mut pp.sock, &up(ifindex, ADDR_A, 1280)).unwrap();
+    let reply = privsep::read_frame::<_, Reply>(&mut pp.sock).unwrap();
+    assert_eq!(reply, Reply::Refused(Refusal::Relay));
+    assert_eq!(pp.wait().code(), Some(1));
+    assert!(
+        ns.iface_gone(),
+        "the relay's interface outlived the refusal"
+    );
+
+    let mut pp = Privproc::start(&ns, &["--relay"]);
+    pp.greet();
+    assert!(ns.has_iface());
+    pp.sock.shutdown(Shutdown::Both).unwrap();
+    let (st, log) = pp.wait_with_log();
+    assert!(st.success(), "{log}");
+    assert!(ns.iface_gone(), "the relay's interface outlived miredo");
+    assert!(log.contains("a relay's interface"), "{log}");
+    let e = Command::new(BIN)
+        .args(["-i", IFACE, "--relay", "--hook", "/bin/true"])
+        .output()
+        .unwrap();
+    assert!(!e.status.success());
 }
 
 fn read_hook_log(path: &Path) -> Vec<BTreeMap<String, String>> {
@@ -655,10 +742,12 @@ fn hook_gets_the_c_environment() {
     assert_eq!(pp.status_field("CapEff:"), NET_ADMIN);
     assert_eq!(pp.ask(&up(ifindex, ADDR_B, 1400)), Reply::Ok);
     assert_eq!(pp.ask(&Request::Down { ifindex }), Reply::Ok);
-    drop(pp.sock.shutdown(Shutdown::Both));
-    assert!(pp.wait().success());
     // The hook did nothing to the interface, and neither did privproc.
     assert_eq!(ns.snapshot(), before);
+    drop(pp.sock.shutdown(Shutdown::Both));
+    assert!(pp.wait().success());
+    // At the end, privproc deletes it.
+    assert!(ns.iface_gone(), "the interface outlived privproc");
 
     let runs = read_hook_log(&log);
     let get = |i: usize, k: &str| runs[i].get(k).map(String::as_str);
@@ -766,7 +855,6 @@ fn hook_gets_the_c_environment() {
 /// without.
 fn runs_as_the_user_with_net_admin_only() {
     let ns = Netns::new("ids");
-    let ifindex = ns.ifindex();
     let dir = SafeDir::new("ids");
     let hook = dir.hook("hook", "exit 0\n");
     for (with_hook, passed_on) in [(false, NO_CAPS), (true, NET_ADMIN)] {
@@ -776,6 +864,7 @@ fn runs_as_the_user_with_net_admin_only() {
             vec!["--no-hook"]
         };
         let mut pp = Privproc::start(&ns, &args);
+        let ifindex = ns.ifindex();
         // Once it answers, it has dropped everything.
         assert_eq!(pp.ask(&up(ifindex, ADDR_A, 1280)), Reply::Ok);
         let what = if with_hook { "with a hook" } else { "without" };
@@ -822,6 +911,7 @@ fn runs_as_miredo_privproc_by_default() {
         .spawn()
         .unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(hello(&mut sock), privsep::Hello::ours());
     privsep::write_frame(&mut sock, &up(ifindex, ADDR_A, 1280)).unwrap();
     assert_eq!(
         privsep::read_frame::<_, Reply>(&mut sock).unwrap(),
@@ -1088,6 +1178,7 @@ fn messages_and_hook_output_reach_syslog() {
         .spawn()
         .unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(hello(&mut sock), privsep::Hello::ours());
     privsep::write_frame(&mut sock, &up(ifindex, ADDR_A, 1280)).unwrap();
     assert_eq!(
         privsep::read_frame::<_, Reply>(&mut sock).unwrap(),
@@ -1333,14 +1424,14 @@ fn debian_hook_works_with_net_admin_only() {
     drop(pp.sock.shutdown(Shutdown::Both));
     let (st, log) = pp.wait_with_log();
     assert!(st.success(), "{log}");
-    assert!(ns.addrs().is_empty(), "{:?}", ns.addrs());
-    assert!(!ns.is_up());
+    assert!(ns.iface_gone(), "the interface outlived privproc");
 }
 
 teredo_lab::lab_main! {
     needs(netns): [
         up_change_down_close,
-        refuses_and_exits_without_touching_the_interface,
+        refuses_then_removes_the_interface,
+        a_relay_helper_refuses_every_request_and_removes_the_interface,
         hook_gets_the_c_environment,
         runs_as_the_user_with_net_admin_only,
         refuses_root_and_unknown_users,

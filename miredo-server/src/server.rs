@@ -14,6 +14,7 @@ use libteredo::sys::http::Exporter;
 use libteredo::sys::notify::{self as notify, Alive, Heartbeat, Notifier};
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
+use libteredo::sys::seccomp::{Role, Sandbox};
 use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
 use libteredo::wire::ipv6::Ipv6Packet;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -413,7 +414,14 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
     // Kept by nobody: it stays, naming a dead process, when we stop.
     pidfile::write(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
+    let sandbox = Sandbox::with_children(Role::Server, &[reader.pid().as_raw()])
+        .map_err(|e| format!("cannot build the system call filter: {e}"))?;
     privileges::drop_for_good(&target, root)?;
+    // From here on, only the system calls on the list: before any thread
+    // starts and before any datagram is read.
+    sandbox
+        .enter()
+        .map_err(|e| format!("cannot enter the system call filter: {e}"))?;
     log::info!(
         "serving on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {}/32, MTU {}; running as {}, no capabilities",
         file.server_bind_address,

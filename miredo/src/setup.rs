@@ -18,6 +18,7 @@ use libteredo::sys::notify::Notifier;
 use libteredo::sys::random::OsRandom;
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
+use libteredo::sys::seccomp::{Role, Sandbox};
 use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -26,7 +27,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where status sockets live: `/run/miredo/IFACE.status`. A directory of
 /// root's (mode 0755): nobody else can put anything in it. Without -t,
@@ -202,18 +203,18 @@ fn check_privproc(path: &Path) -> Result<(), String> {
 /// interface down: it leaves when its input closes).
 fn spawn_privproc(
     cli: &Cli,
+    path: &Path,
     conf: &MiredoConfig,
     user: &privileges::Target,
 ) -> Result<UnixStream, String> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into();
     let prefix = std::net::Ipv6Addr::from((u128::from(conf.prefix)) << 96);
-    let path = cli
-        .privproc
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(PRIVPROC));
-    check_privproc(&path)?;
-    let mut cmd = Command::new(&path);
+    check_privproc(path)?;
+    let mut cmd = Command::new(path);
+    if !conf.relay_type.is_client() {
+        cmd.arg("--relay");
+    }
     cmd.env_clear()
         .arg("--interface")
         .arg(&conf.interface_name)
@@ -239,9 +240,58 @@ fn spawn_privproc(
     unsafe {
         cmd.pre_exec(|| libteredo::sys::fds::cloexec_from(3));
     }
-    cmd.spawn()
+    let mut child = cmd
+        .spawn()
         .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
-    Ok(ours)
+    match hello(&ours) {
+        Ok(()) => Ok(ours),
+        Err(why) => {
+            // Not ours, or broken: stopped before it is asked anything.
+            let _ = child.kill();
+            let status = child
+                .wait()
+                .map_or_else(|_| String::new(), |s| format!("; {s}"));
+            Err(format!(
+                "{} is not the miredo-privproc of this miredo ({why}{status}): it was stopped. \
+                 Install the miredo-privproc built with this miredo (see the README), or name it with --privproc PATH",
+                path.display()
+            ))
+        }
+    }
+}
+
+/// How long the helper has to say who it is: it looks up its user and
+/// interface and drops its privileges first, a few milliseconds.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads the helper's hello (see `libteredo::privsep::Hello`).
+fn hello(sock: &UnixStream) -> Result<(), String> {
+    use libteredo::privsep::{read_frame, FrameError, Hello, HELLO_MAGIC, PROTOCOL_VERSION};
+    sock.set_read_timeout(Some(HELLO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let got = read_frame::<_, Hello>(&mut &*sock);
+    sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+    match got {
+        Ok(h) if h.magic == HELLO_MAGIC && h.version == PROTOCOL_VERSION => Ok(()),
+        Ok(h) if h.magic == HELLO_MAGIC => Err(format!(
+            "it speaks version {} of the protocol, this miredo {PROTOCOL_VERSION}",
+            h.version
+        )),
+        Ok(_) => Err("it introduced itself as something else".into()),
+        Err(FrameError::Closed) => Err("it exited without introducing itself".into()),
+        Err(FrameError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(format!(
+                "it did not introduce itself within {} s",
+                HELLO_TIMEOUT.as_secs()
+            ))
+        }
+        Err(e) => Err(format!("what it said first is not a hello: {e}")),
+    }
 }
 
 /// The whole start-up, then the daemon until it stops. Detached, the
@@ -300,11 +350,18 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
         log::warn!("{w}");
     }
     let conf = loaded.conf.clone();
+    // The helper's path, made absolute now: detaching moves to /.
+    let privproc_path = cli
+        .privproc
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(PRIVPROC));
+    let privproc_path = std::path::absolute(&privproc_path).unwrap_or(privproc_path);
     let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::DAEMON_USER)?;
     if let Some(w) = warning {
         log::warn!("{w}");
     }
-    // miredo-privproc and the configuration reader: another user.
+    // miredo-privproc: another user (the configuration reader runs as
+    // ours, so that no process of ours but privproc runs as its user).
     let (helper, warning) = privileges::lookup_user(None, privileges::PRIVPROC_USER)?;
     if let Some(w) = warning {
         log::warn!("{w}");
@@ -446,7 +503,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
     // directory that leads out of it).
     let reader = if conf_path.is_some() || client {
         Some(
-            ConfigReader::spawn_for(conf_path.as_deref(), &helper)
+            ConfigReader::spawn_for(conf_path.as_deref(), &target)
                 .map_err(|e| format!("configuration reader: {e}"))?,
         )
     } else {
@@ -520,13 +577,15 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
     }
     crate::daemon::send_unicast_now(&udp, &mut early);
 
-    // miredo-privproc: the only process that keeps a privilege.
-    let privproc = if client {
-        Some(spawn_privproc(&cli, &conf, &helper)?)
-    } else {
-        None
-    };
+    // miredo-privproc: the only process that keeps a privilege. A
+    // relay's takes no request: it deletes the interface when we end.
+    let privproc = Some(spawn_privproc(&cli, &privproc_path, &conf, &helper)?);
 
+    // The allow-list, compiled while allocation is of no concern; it may
+    // signal its configuration reader (to end it when stopping).
+    let children: Vec<i32> = reader.iter().map(|r| r.pid().as_raw()).collect();
+    let sandbox = Sandbox::with_children(Role::Daemon, &children)
+        .map_err(|e| format!("cannot build the system call filter: {e}"))?;
     let root = privileges::drop_for_good(&target, root)?;
     log::info!(
         "running as {} (uid {}), chrooted in {}, no capabilities",
@@ -561,6 +620,15 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
     )
     .map_err(|e| e.to_string())?;
     d.dispatch_early(early);
+    // From here on, only the system calls on the list (no network input
+    // has been read yet).
+    sandbox
+        .enter()
+        .map_err(|e| format!("cannot enter the system call filter: {e}"))?;
+    log::info!(
+        "system call filter in place ({} entries)",
+        libteredo::sys::seccomp::allow_list(Role::Daemon).len()
+    );
     Ok(d)
 }
 

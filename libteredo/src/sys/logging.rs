@@ -3,16 +3,64 @@
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
 static FACILITY: Mutex<Option<syslog::Facility>> = Mutex::new(None);
 
+/// The syslog socket's descriptor (-1: none) and the facility's number,
+/// for [`emergency`], which cannot take a lock.
+static SYSLOG_FD: AtomicI32 = AtomicI32::new(-1);
+static FACILITY_NUMBER: AtomicI32 = AtomicI32::new(syslog::Facility::LOG_DAEMON as i32);
+
 /// Changes the syslog facility of the installed logger (SIGHUP).
 pub fn set_facility(facility: &str) {
     if let (Ok(f), Ok(mut g)) = (facility.parse::<syslog::Facility>(), FACILITY.lock()) {
         *g = Some(f);
+        FACILITY_NUMBER.store(f as i32, Ordering::Relaxed);
+    }
+}
+
+/// Sends `line` (one line, ending with a newline or not) to syslog as an
+/// error, from a signal handler: no lock, no allocation, only `sendto`
+/// on the socket the logger connected at start (the seccomp SIGSYS
+/// handler's way to say why the process ends).
+pub fn emergency(line: &[u8]) {
+    let fd = SYSLOG_FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 400];
+    let pri = FACILITY_NUMBER.load(Ordering::Relaxed) | 3; // LOG_ERR
+                                                           // "<PRI>" then the line, which starts with "ident[pid]: ".
+    let mut n = 0;
+    let mut put = |b: u8| {
+        if n < buf.len() {
+            buf[n] = b;
+            n += 1;
+        }
+    };
+    put(b'<');
+    let digits = [pri / 100, (pri / 10) % 10, pri % 10];
+    let first = digits.iter().position(|&d| d != 0).unwrap_or(2);
+    for d in &digits[first..] {
+        put(b'0' + *d as u8);
+    }
+    put(b'>');
+    for &b in line.iter().filter(|&&b| b != b'\n') {
+        put(b);
+    }
+    // SAFETY: sendto on a descriptor number with a buffer of ours.
+    unsafe {
+        nix::libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            n,
+            nix::libc::MSG_DONTWAIT | nix::libc::MSG_NOSIGNAL,
+        );
     }
 }
 
@@ -97,6 +145,15 @@ pub fn init(ident: &'static str, facility: &str, stderr: bool, verbose: bool) {
         pid: std::process::id(),
     };
     let syslog = syslog::unix(fmt).ok();
+    FACILITY_NUMBER.store(facility as i32, Ordering::Relaxed);
+    if let Some(s) = &syslog {
+        let fd = match &s.backend {
+            syslog::LoggerBackend::Unix(d) => d.as_raw_fd(),
+            syslog::LoggerBackend::UnixStream(w) => w.get_ref().as_raw_fd(),
+            _ => -1,
+        };
+        SYSLOG_FD.store(fd, Ordering::Relaxed);
+    }
     let stderr = stderr && !(syslog.is_some() && stderr_is_journal());
     let logger = Logger {
         syslog: Mutex::new(syslog),

@@ -14,6 +14,7 @@ pub mod privileges;
 pub mod random;
 pub mod reader;
 pub mod rundir;
+pub mod seccomp;
 pub mod signals;
 pub mod sleep;
 pub mod upnp;

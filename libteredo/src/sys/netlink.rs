@@ -240,6 +240,37 @@ impl Netlink {
         }
     }
 
+    /// Removes interface `ifindex` if it still has the name `name` (a TUN
+    /// device goes with it even if it was made persistent). `Ok(false)`:
+    /// no such interface any more (its device was closed, or it was never
+    /// persistent), or the index now names another one, left alone.
+    pub fn delete_link(&mut self, ifindex: u32, name: &str) -> io::Result<bool> {
+        let mut q = LinkMessage::default();
+        q.header.index = ifindex;
+        let found = match self.query(RouteNetlinkMessage::GetLink(q)) {
+            Ok(Some(RouteNetlinkMessage::NewLink(l))) => l,
+            Ok(_) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        };
+        let same = found
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name));
+        if !same {
+            return Ok(false);
+        }
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        match self.ack(RouteNetlinkMessage::DelLink(msg), 0) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether any interface but the loopback and `ignore` has an IPv4
     /// address.
     pub fn has_ipv4_address(&mut self, ignore: u32) -> io::Result<bool> {

@@ -413,11 +413,14 @@ fn child_setup(sock: i32, user: &Target) -> io::Result<()> {
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     std::env::set_current_dir("/")?;
+    // Compiled while still free to open files (the check below reads
+    // /proc), entered last.
+    let sandbox = super::seccomp::Sandbox::new(super::seccomp::Role::Reader)?;
     super::privileges::become_user(user)?;
     if nix::unistd::geteuid().is_root() || super::privileges::holds_any_capability() {
         return Err(io::Error::other("still privileged"));
     }
-    Ok(())
+    sandbox.enter()
 }
 
 /// Writes whole frames on the shared socket, one writer at a time.
