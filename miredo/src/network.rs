@@ -96,8 +96,8 @@ pub fn path_change(old: &Reach, new: &Reach, flapped: bool) -> Option<String> {
             if a.oif != b.oif {
                 what.push(format!(
                     "outgoing interface {} -> {}",
-                    ifname(a.oif),
-                    ifname(b.oif)
+                    a.ifname(),
+                    b.ifname()
                 ));
             }
             if a.gateway != b.gateway {
@@ -109,11 +109,11 @@ pub fn path_change(old: &Reach, new: &Reach, flapped: bool) -> Option<String> {
             if a.running != b.running {
                 what.push(format!(
                     "{} {}",
-                    ifname(b.oif),
+                    b.ifname(),
                     if b.running { "up again" } else { "down" }
                 ));
             } else if flapped && a.oif == b.oif && b.running {
-                what.push(format!("{} went down and up", ifname(b.oif)));
+                what.push(format!("{} went down and up", b.ifname()));
             }
             (!what.is_empty()).then(|| what.join(", "))
         }
@@ -125,7 +125,7 @@ fn opt(a: Option<Ipv4Addr>) -> String {
 }
 
 fn describe(p: &Path) -> String {
-    let mut s = format!("via {}", ifname(p.oif));
+    let mut s = format!("via {}", p.ifname());
     if let Some(g) = p.gateway {
         s += &format!(" gateway {g}");
     }
@@ -133,19 +133,6 @@ fn describe(p: &Path) -> String {
         s += &format!(" from {a}");
     }
     s
-}
-
-/// An interface's name for the log (its index if it has none any more).
-pub fn ifname(index: u32) -> String {
-    let mut buf = [0u8; nix::libc::IF_NAMESIZE];
-    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes, NUL
-    // included, into the buffer we give.
-    let p = unsafe { nix::libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
-    if p.is_null() {
-        return format!("interface {index}");
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// The daemon's watch on the path to the server: the announcements, the
@@ -270,6 +257,7 @@ mod tests {
             gateway: Some(Ipv4Addr::from(gw)),
             src: src.map(Ipv4Addr::from),
             running,
+            name: *b"eth0\0\0\0\0\0\0\0\0\0\0\0\0",
         })
     }
 
@@ -365,7 +353,11 @@ mod tests {
 
     #[test]
     fn interface_names() {
-        assert_eq!(ifname(1), "lo");
-        assert!(ifname(0x7fff_fff0).starts_with("interface "));
+        let Reach::Via(mut p) = via(2, GW, None, true) else {
+            unreachable!()
+        };
+        assert_eq!(p.ifname(), "eth0");
+        p.name = [0; 16];
+        assert_eq!(p.ifname(), "interface 2");
     }
 }

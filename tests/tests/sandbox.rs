@@ -965,14 +965,12 @@ fn a_helper_that_does_not_introduce_itself_is_refused() {
     drop(guard);
 }
 
-/// While this file exists, the filters libteredo makes log what they would
-/// refuse and allow it (for measuring the lists).
-const AUDIT_SWITCH: &str = "/run/miredo-seccomp-audit";
-
-/// A need: the filters refuse (no [`AUDIT_SWITCH`]).
+/// A need: the filters refuse (this is not a build made for measuring the
+/// lists, with `MIREDO_SECCOMP_AUDIT` set: see libteredo::sys::seccomp).
 fn filters_enforce() -> Option<String> {
-    Path::new(AUDIT_SWITCH).exists().then(|| {
-        format!("{AUDIT_SWITCH} exists: the seccomp filters only log what they would refuse")
+    libteredo::sys::seccomp::AUDIT_ONLY.then(|| {
+        "built with MIREDO_SECCOMP_AUDIT: the seccomp filters only log what they would refuse"
+            .to_string()
     })
 }
 
@@ -1132,7 +1130,97 @@ fn tunsetpersist_is_refused_under_the_daemons_filter() {
     check_gone("at the end");
 }
 
+/// A need: `systemd-analyze`, which expands the units' system call sets.
+fn systemd_analyze() -> Option<String> {
+    match std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        _ => Some("no systemd-analyze (package systemd) to expand the units' filters".into()),
+    }
+}
+
+/// The system calls of `set` (`@group` or a name) as systemd knows them,
+/// groups expanded.
+fn systemd_set(set: &str, out: &mut std::collections::BTreeSet<String>, depth: u32) {
+    if !set.starts_with('@') {
+        out.insert(set.to_string());
+        return;
+    }
+    assert!(depth < 8, "systemd's groups nest too deep at {set}");
+    let o = std::process::Command::new("systemd-analyze")
+        .args(["syscall-filter", set])
+        .output()
+        .expect("systemd-analyze");
+    assert!(o.status.success(), "systemd-analyze syscall-filter {set}");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    for line in text.lines().skip(1).map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        systemd_set(line, out, depth + 1);
+    }
+}
+
+/// The packaged units' `SystemCallFilter=` covers a process's whole life
+/// (root's start-up included), so it is wider than our lists; but it must
+/// allow every call of the lists of the processes the unit starts, or the
+/// unit would refuse (EPERM) what our filter lets through.
+fn the_units_allow_every_call_of_the_lists() {
+    use libteredo::sys::seccomp::allow_list;
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd");
+    for (unit, roles) in [
+        (
+            "miredo.service",
+            vec![
+                Role::Daemon,
+                Role::Reader,
+                Role::Privproc { hook: false },
+                Role::Privproc { hook: true },
+            ],
+        ),
+        ("miredo-server.service", vec![Role::Server, Role::Reader]),
+    ] {
+        let text = fs::read_to_string(units.join(unit)).expect("the unit");
+        let mut allowed = std::collections::BTreeSet::new();
+        let mut lines = 0;
+        for line in text.lines() {
+            let Some(sets) = line.strip_prefix("SystemCallFilter=") else {
+                continue;
+            };
+            lines += 1;
+            assert!(!sets.starts_with('~'), "{unit}: a deny-list: {line}");
+            for set in sets.split_whitespace() {
+                systemd_set(set, &mut allowed, 0);
+            }
+        }
+        assert!(lines > 0, "{unit} has no SystemCallFilter=");
+        for role in roles {
+            let list = allow_list(role);
+            let missing: Vec<&str> = list
+                .iter()
+                .map(|e| e.name)
+                .filter(|n| !allowed.contains(*n))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{unit}'s SystemCallFilter= refuses what {role:?}'s list allows: {missing:?}"
+            );
+            report(
+                "the_units_allow_every_call_of_the_lists",
+                &format!(
+                    "{unit}: {} calls allowed by the unit; {role:?}'s {} entries all among them",
+                    allowed.len(),
+                    list.len()
+                ),
+            );
+        }
+    }
+}
+
 teredo_lab::lab_main! {
+    needs(systemd_analyze): [the_units_allow_every_call_of_the_lists],
     needs(root, ours): [
         every_process_runs_under_its_filter,
         an_attacker_in_the_client_leaves_no_interface_after_sigterm,

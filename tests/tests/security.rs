@@ -9,8 +9,9 @@
 //!   end up root's.
 //! - No daemon of ours keeps a descriptor of a directory (what
 //!   `openat(fd, "..")` would leave the chroot through); each runs chrooted;
-//!   their helpers (miredo-privproc, the configuration readers) run as other
-//!   users, with a clean environment and only their own descriptors.
+//!   miredo-privproc runs as another user, with a clean environment; the
+//!   configuration readers run as their daemon's user (never privproc's);
+//!   each helper holds only its own descriptors.
 //! - Detached start-up reports failure with a non-zero exit status, and
 //!   success with 0.
 
@@ -319,6 +320,12 @@ fn no_daemon_keeps_a_way_out_of_its_chroot() {
         let r = readers[0];
         let ruid = uid_of(r);
         assert!(ruid.iter().all(|&u| u != 0), "{what}'s reader uid {ruid:?}");
+        // One user per role: the reader is the daemon's (it may signal
+        // the daemon, never miredo-privproc).
+        assert_eq!(
+            ruid, duid,
+            "{what}'s reader runs as another user than the daemon"
+        );
         for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
             assert_eq!(hex(r, set), 0, "{what}'s reader {set}");
         }

@@ -24,6 +24,13 @@ pub fn set_facility(facility: &str) {
     }
 }
 
+/// Forgets the syslog socket's descriptor for [`emergency`]: a forked
+/// child that closed it (the configuration reader) must not have that
+/// number, reused for another descriptor, written to.
+pub fn forget_syslog() {
+    SYSLOG_FD.store(-1, Ordering::Relaxed);
+}
+
 /// Sends `line` (one line, ending with a newline or not) to syslog as an
 /// error, from a signal handler: no lock, no allocation, only `sendto`
 /// on the socket the logger connected at start (the seccomp SIGSYS

@@ -74,6 +74,24 @@ pub struct Path {
     pub src: Option<Ipv4Addr>,
     /// Whether the outgoing interface is up with a carrier.
     pub running: bool,
+    /// The outgoing interface's name, NUL-padded (from rtnetlink: the
+    /// unprivileged daemon has no other way to ask, see
+    /// libteredo::sys::seccomp).
+    pub name: [u8; IFNAMSIZ],
+}
+
+/// The longest interface name and its NUL (linux/if.h).
+pub const IFNAMSIZ: usize = 16;
+
+impl Path {
+    /// The outgoing interface's name, or its index when it has none.
+    pub fn ifname(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+        match std::str::from_utf8(&self.name[..end]) {
+            Ok(n) if !n.is_empty() => n.to_string(),
+            _ => format!("interface {}", self.oif),
+        }
+    }
 }
 
 /// What a batch of announcements ([`Monitor::drain`]) said.
@@ -209,6 +227,7 @@ impl Netlink {
             gateway: None,
             src: None,
             running: false,
+            name: [0; IFNAMSIZ],
         };
         for a in &r.attributes {
             match a {
@@ -223,17 +242,36 @@ impl Netlink {
         if path.oif == 0 {
             return Ok(None);
         }
-        path.running = self.link_running(path.oif)?.unwrap_or(false);
+        if let Some((up, name)) = self.link_state(path.oif)? {
+            path.running = up;
+            path.name = name;
+        }
         Ok(Some(path))
     }
 
     /// Whether interface `ifindex` is up with a carrier (`None`: no such
     /// interface).
     pub fn link_running(&mut self, ifindex: u32) -> io::Result<Option<bool>> {
+        Ok(self.link_state(ifindex)?.map(|(up, _)| up))
+    }
+
+    /// Whether interface `ifindex` is up with a carrier, and its name
+    /// (`None`: no such interface).
+    fn link_state(&mut self, ifindex: u32) -> io::Result<Option<(bool, [u8; IFNAMSIZ])>> {
         let mut q = LinkMessage::default();
         q.header.index = ifindex;
         match self.query(RouteNetlinkMessage::GetLink(q)) {
-            Ok(Some(RouteNetlinkMessage::NewLink(l))) => Ok(Some(running(l.header.flags))),
+            Ok(Some(RouteNetlinkMessage::NewLink(l))) => {
+                let mut name = [0u8; IFNAMSIZ];
+                for a in &l.attributes {
+                    if let LinkAttribute::IfName(n) = a {
+                        let b = n.as_bytes();
+                        let len = b.len().min(IFNAMSIZ - 1);
+                        name[..len].copy_from_slice(&b[..len]);
+                    }
+                }
+                Ok(Some((running(l.header.flags), name)))
+            }
             Ok(_) => Ok(None),
             Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32) => Ok(None),
             Err(e) => Err(e),
@@ -781,5 +819,7 @@ mod tests {
         assert!(r.is_ok(), "{r:?}");
         assert!(nl.link_running(1).unwrap().is_some(), "lo is index 1");
         assert_eq!(nl.link_running(0x7fff_fff0).unwrap(), None);
+        let (_, name) = nl.link_state(1).unwrap().unwrap();
+        assert_eq!(&name[..3], b"lo\0", "index 1's name");
     }
 }

@@ -395,6 +395,10 @@ fn child_setup(sock: i32, user: &Target) -> io::Result<()> {
         }
     }
     super::fds::close_from(SOCK_FD + 1)?;
+    // The logger's socket is closed (or its number now ours): a refusal of
+    // the system call filter is said on (null) standard error only, and
+    // the daemon sees the reader go.
+    super::logging::forget_syslog();
     // Standard streams on /dev/null: nothing to say, nothing to read.
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
