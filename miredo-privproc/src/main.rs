@@ -296,9 +296,6 @@ fn run(args: Args) -> Result<ExitCode, String> {
     sandbox
         .enter()
         .map_err(|e| format!("cannot enter the system call filter: {e}"))?;
-    // Who we are, before anything else: miredo stops a helper that does
-    // not say it (one that is not ours).
-    privsep::write_frame(&mut sock, &Hello::ours()).map_err(|e| format!("hello: {e}"))?;
     let how = match &hook_path {
         _ if args.relay => "nothing (a relay's interface: removed when miredo ends)".into(),
         Some(p) => format!("hook {}", p.display()),
@@ -320,6 +317,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
         current: Settings::down(),
         teardown,
     };
+    // Who we are, before anything else: miredo stops a helper that does
+    // not say it (one that is not ours). If miredo is gone already, so is
+    // the interface.
+    if let Err(e) = privsep::write_frame(&mut sock, &Hello::ours()) {
+        pp.shutdown(relay);
+        return Err(format!("hello: {e}"));
+    }
     loop {
         let refusal = match privsep::read_frame::<_, Request>(&mut sock) {
             Ok(request) if relay => {

@@ -1346,6 +1346,7 @@ fn refuses_to_start_with_an_unsafe_hook_or_a_non_socket_stdin() {
     );
 
     let mut pp = Privproc::start(&ns, &["--no-hook"]);
+    pp.greet();
     drop(pp.sock.shutdown(Shutdown::Both));
     assert!(pp.wait().success());
 
