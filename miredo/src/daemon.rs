@@ -553,6 +553,11 @@ pub struct Daemon {
     mapper: Option<Mapper>,
 }
 
+/// How long a stopping daemon waits for miredo-privproc to take the
+/// interface away and end (a hook's `down` and `destroy` included: each
+/// has 8 s at most, but they are quick).
+const PRIVPROC_GONE: Duration = Duration::from_secs(10);
+
 /// Counts in the service manager's status line are refreshed at most this
 /// often (a change of state is sent at once).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -1469,6 +1474,38 @@ impl Daemon {
                 c.set_port_mapping(change);
             }
         }
+    }
+
+    /// Closes our end of miredo-privproc's socket and waits (at most
+    /// [`PRIVPROC_GONE`]) for the helper to end: it takes the interface
+    /// down and deletes it first. Leaving before it would let a service
+    /// manager kill it half way (systemd kills what is left of a unit once
+    /// its main process is gone).
+    pub fn release_privproc(&mut self) {
+        let Some(p) = self.privproc.take() else {
+            return;
+        };
+        let _ = p.shutdown(std::net::Shutdown::Write);
+        let deadline = Instant::now() + PRIVPROC_GONE;
+        let mut buf = [0u8; 256];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if p.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .is_err()
+            {
+                break;
+            }
+            match (&p).read(&mut buf) {
+                // Its end closed: it has exited.
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        log::warn!(
+            "miredo-privproc did not end within {} s of our stop",
+            PRIVPROC_GONE.as_secs()
+        );
     }
 
     /// The port mapper, if the client runs one.

@@ -303,6 +303,8 @@ pub fn run(cli: Cli, notify: Notifier) -> Result<(), String> {
         Ok(mut d) => {
             startup.succeeded();
             let result = d.run();
+            // The interface is gone when we are.
+            d.release_privproc();
             drop(d);
             log::info!("stopped");
             result

@@ -1196,6 +1196,11 @@ fn the_units_allow_every_call_of_the_lists() {
             }
         }
         assert!(lines > 0, "{unit} has no SystemCallFilter=");
+        // Entering a filter is a system call too (seccomp(2)).
+        assert!(
+            allowed.contains("seccomp"),
+            "{unit}'s SystemCallFilter= refuses seccomp: no process could enter its own list"
+        );
         for role in roles {
             let list = allow_list(role);
             let missing: Vec<&str> = list
