@@ -10,5 +10,7 @@ pub mod conf;
 pub mod metrics;
 pub mod privsep;
 pub mod proto;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod sys;
 pub mod wire;

@@ -1,8 +1,9 @@
 //! Inputs the fuzzers (libteredo/fuzz) found, kept as tests, and checks
-//! that the committed seeds still mean what they should.
+//! of the committed seeds: every target has some, and the privsep ones
+//! still decode to what their names say.
 
 use libteredo::addr::{self, TEREDO_PORT};
-use libteredo::privsep::{self, Request};
+use libteredo::privsep::{self, FrameError, Request};
 use libteredo::proto::client::{Client, ClientConfig};
 use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::server;
@@ -12,6 +13,24 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The fuzz targets: the `[[bin]]`s of fuzz/Cargo.toml, each of which
+/// `fuzz/run.sh` starts from the committed `seeds/<target>/`.
+fn targets() -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml");
+    let toml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut in_bin = false;
+    let mut v = Vec::new();
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if let Some(name) = line.strip_prefix("name = ").filter(|_| in_bin) {
+            v.push(name.trim_matches('"').to_string());
+        }
+    }
+    v
+}
+
+/// The committed seeds of `target`, by name; there must be some.
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/seeds")
@@ -25,19 +44,56 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         })
         .collect();
     v.sort();
+    assert!(!v.is_empty(), "{}: no seeds", dir.display());
     v
 }
 
+/// Every fuzz target starts from seeds of its own (make_seeds.py writes
+/// the engine, configuration, privsep and wire ones).
+#[test]
+fn fuzz_every_target_has_seeds() {
+    let targets = targets();
+    // wire, conf_miredo, conf_server, privsep, engine_client,
+    // engine_relay, engine_server, portmap, netlink, http, upnp.
+    assert!(targets.len() >= 11, "fuzz targets: {targets:?}");
+    let total: usize = targets.iter().map(|t| seeds(t).len()).sum();
+    assert!(total >= 60, "only {total} seeds for {targets:?}");
+}
+
 /// The privsep seeds are the frames they claim to be (make_seeds.py
-/// encodes them by hand).
+/// encodes them by hand): `up` is Up { 7, a Teredo address, 1280 },
+/// `down` is Down { 7 }, `up-down` the two in a row, each stream ending
+/// there; `oversized` announces 300 bytes and `truncated` ends inside its
+/// frame.
 #[test]
 fn fuzz_privsep_seeds_decode() {
-    for (name, data) in seeds("privsep") {
-        let got = privsep::read_frame::<_, Request>(&mut &data[..]);
-        match name.as_str() {
-            "up" | "down" | "up-down" => assert!(got.is_ok(), "{name}: {got:?}"),
-            _ => assert!(got.is_err(), "{name}: {got:?}"),
-        }
+    let up = Request::Up {
+        ifindex: 7,
+        address: "2001:0:c612:101:0:7ffe:39ed:2a2b".parse().unwrap(),
+        mtu: 1280,
+    };
+    let down = Request::Down { ifindex: 7 };
+    let seeds = seeds("privsep");
+    let names: Vec<&str> = seeds.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["down", "oversized", "truncated", "up", "up-down"]);
+    for (name, data) in &seeds {
+        let mut r = &data[..];
+        let mut frames = Vec::new();
+        let end = loop {
+            match privsep::read_frame::<_, Request>(&mut r) {
+                Ok(req) => frames.push(req),
+                Err(e) => break e,
+            }
+        };
+        let ok = match name.as_str() {
+            "up" => frames == [up] && matches!(end, FrameError::Closed),
+            "down" => frames == [down] && matches!(end, FrameError::Closed),
+            "up-down" => frames == [up, down] && matches!(end, FrameError::Closed),
+            "oversized" => frames.is_empty() && matches!(end, FrameError::Oversized(300)),
+            "truncated" => frames.is_empty() && matches!(end, FrameError::Truncated { .. }),
+            _ => false,
+        };
+        assert!(ok, "{name}: read {frames:?}, then {end:?}");
     }
 }
 
@@ -91,8 +147,10 @@ fn fuzz_client_discovery_timer_after_server_loss() {
     c.handle_udp(now, server, LOCAL, &ra(nonce, src), &mut out);
     assert!(c.qualification().is_some());
     // The server goes silent; run the timers as the daemon would.
-    let end = now + Duration::from_secs(600);
+    let silence = Duration::from_secs(600);
+    let end = now + silence;
     let mut stuck = 0;
+    let mut lost = false;
     while let Some(t) = c.poll_timeout() {
         if t > end {
             break;
@@ -100,6 +158,7 @@ fn fuzz_client_discovery_timer_after_server_loss() {
         now = now.max(t);
         let mut out = Vec::new();
         c.handle_timeout(now, &mut out);
+        lost |= c.qualification().is_none();
         if c.poll_timeout().is_some_and(|t| t <= now) {
             stuck += 1;
             assert!(
@@ -112,4 +171,9 @@ fn fuzz_client_discovery_timer_after_server_loss() {
             stuck = 0;
         }
     }
+    // The case the fuzzer found: the client lost its server on the way.
+    assert!(
+        lost,
+        "the client never lost its silent server in {silence:?}"
+    );
 }

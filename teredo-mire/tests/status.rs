@@ -1,5 +1,7 @@
 //! `teredo-mire status`: the client side of miredo's status socket, against
-//! a stand-in server on a socket of our own.
+//! a stand-in server on a socket of our own. Where a test needs the
+//! default socket paths to be absent, it runs teredo-mire in a mount
+//! namespace whose `/run` is an empty tmpfs: never the host's sockets.
 
 mod common;
 
@@ -7,10 +9,10 @@ use common::{run, TempDir, BIN};
 use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::process::Command;
+use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
-#[test]
 fn prints_what_the_daemon_sends() {
     let dir = TempDir::new("mirest");
     let path = dir.0.join("teredo.status");
@@ -37,7 +39,6 @@ fn prints_what_the_daemon_sends() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), text);
 }
 
-#[test]
 fn a_silent_daemon_times_out() {
     let dir = TempDir::new("mirest");
     let path = dir.0.join("teredo.status");
@@ -60,12 +61,8 @@ fn a_silent_daemon_times_out() {
     server.join().unwrap();
 }
 
-#[test]
 fn absent_socket_says_so() {
-    let out = run(
-        Command::new(BIN).args(["status", "mire-absent0"]),
-        Duration::from_secs(10),
-    );
+    let out = with_empty_run(&["status", "mire-absent0"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -75,7 +72,6 @@ fn absent_socket_says_so() {
     );
 }
 
-#[test]
 fn bad_interface_name() {
     let out = run(
         Command::new(BIN).args(["status", "../etc/x"]),
@@ -115,7 +111,6 @@ const RELAY_STATUS: &str = "interface: teredo\nmode: cone\nuptime: 7s\n\
     peers-trusted: 3\nudp-rx-packets: 100\nudp-rx-bytes: 9000\ntun-tx-packets: 90\n\
     bubbles-sent: 4\ndrop-malformed: 1\ndrop-rate-limited: 0\ndrop-queue-expired: 0\n";
 
-#[test]
 fn prometheus_format_passes_promtool() {
     let out = status_as("prometheus", RELAY_STATUS);
     assert!(
@@ -139,7 +134,6 @@ const SERVER_STATUS: &str = "mode: server\nstate: serving\nuptime: 30s\n\
     udp-rx-packets: 20\nudp-rx-bytes: 2000\nudp-tx-packets: 17\nudp-tx-bytes: 1900\n\
     drop-malformed: 1\ndrop-spoofed: 0\n";
 
-#[test]
 fn server_status_in_prometheus_format_passes_promtool() {
     let out = status_as("prometheus", SERVER_STATUS);
     assert!(
@@ -160,16 +154,8 @@ fn server_status_in_prometheus_format_passes_promtool() {
     promtool_check(&text);
 }
 
-#[test]
 fn absent_server_socket_says_so() {
-    if std::path::Path::new("/run/miredo/miredo-server.sock").exists() {
-        eprintln!("SKIPPED: a miredo-server status socket exists on this host");
-        return;
-    }
-    let out = run(
-        Command::new(BIN).args(["status", "--server"]),
-        Duration::from_secs(10),
-    );
+    let out = with_empty_run(&["status", "--server"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -184,23 +170,68 @@ fn absent_server_socket_says_so() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// promtool (Debian's prometheus package; .ci/run installs it) checks the
-/// syntax and Prometheus' naming conventions.
+/// The flags of unshare(1) for a mount namespace of our own: root has
+/// the right; anyone else asks for a user namespace too.
+fn unshare_flags() -> &'static [&'static str] {
+    if nix::unistd::geteuid().is_root() {
+        &["--mount"]
+    } else {
+        &["--user", "--map-root-user", "--mount"]
+    }
+}
+
+/// Mounts an empty tmpfs on /run, then runs `"$0" "$@"`.
+const EMPTY_RUN: &str = "mount -t tmpfs tmpfs /run && exec \"$0\" \"$@\"";
+
+/// `teredo-mire ARGS` in a mount namespace of its own whose `/run` is an
+/// empty tmpfs, so that no status socket of the host answers.
+fn with_empty_run(args: &[&str]) -> Output {
+    run(
+        Command::new("unshare")
+            .args(unshare_flags())
+            .args(["--", "sh", "-c", EMPTY_RUN, BIN])
+            .args(args),
+        Duration::from_secs(10),
+    )
+}
+
+/// A need of `lab_main!`: a mount namespace with an empty `/run` (root,
+/// or unprivileged user namespaces; unshare from util-linux).
+fn empty_run() -> Option<String> {
+    match Command::new("unshare")
+        .args(unshare_flags())
+        .args(["--", "sh", "-c", EMPTY_RUN, "true"])
+        .output()
+    {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "cannot mount an empty /run in a namespace of its own (unshare {}): {}",
+            unshare_flags().join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run unshare (util-linux): {e}")),
+    }
+}
+
+/// A need of `lab_main!`: promtool (Debian's prometheus package; .ci/run
+/// installs it), which checks the syntax and Prometheus' naming
+/// conventions.
+fn promtool() -> Option<String> {
+    match Command::new("promtool").arg("--version").output() {
+        Ok(out) if out.status.success() => None,
+        _ => Some("promtool is not installed (apt-get install prometheus)".into()),
+    }
+}
+
+/// `promtool check metrics` accepts `text` without a word.
 fn promtool_check(text: &str) {
-    // promtool (Debian's prometheus package; .ci/run installs it) checks
-    // the syntax and Prometheus' naming conventions.
-    let Ok(mut child) = Command::new("promtool")
+    let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-    else {
-        eprintln!(
-            "SKIPPED the promtool check: promtool is not installed (apt-get install prometheus)"
-        );
-        return;
-    };
+        .unwrap_or_else(|e| panic!("cannot run promtool: {e}"));
     child
         .stdin
         .take()
@@ -216,7 +247,6 @@ fn promtool_check(text: &str) {
     );
 }
 
-#[test]
 fn json_format_is_one_object() {
     let out = status_as("json", RELAY_STATUS);
     assert!(out.status.success());
@@ -232,4 +262,18 @@ fn json_format_is_one_object() {
         Duration::from_secs(10),
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+teredo_lab::lab_main! {
+    needs(promtool): [
+        prometheus_format_passes_promtool,
+        server_status_in_prometheus_format_passes_promtool,
+    ],
+    needs(empty_run): [absent_socket_says_so, absent_server_socket_says_so],
+    plain: [
+        prints_what_the_daemon_sends,
+        a_silent_daemon_times_out,
+        bad_interface_name,
+        json_format_is_one_object,
+    ],
 }

@@ -19,6 +19,10 @@
 //!   that spins the daemon);
 //! - the server sends one datagram at most per datagram received, and
 //!   never to a non-global address but the sender's.
+//!
+//! The engines are fed through the simulator's [`Engine`] (the one
+//! dispatch over client, relay and server that `libteredo::sim` drives
+//! too); what this file adds is the fuzzer's decoding and the checks.
 
 use libteredo::addr::{self, TeredoAddr, DISCOVERY_ADDR, TEREDO_PORT};
 use libteredo::proto::client::{Client, ClientConfig};
@@ -26,6 +30,7 @@ use libteredo::proto::discovery::DiscoveryConfig;
 use libteredo::proto::relay::{ForwarderConfig, Relay};
 use libteredo::proto::server::{self, Server, ServerConfig};
 use libteredo::proto::{Output, SeededRandom};
+use libteredo::sim::Engine;
 use libteredo::wire::icmpv6::{self, Icmpv6Repr};
 use libteredo::wire::ipv6::{Ipv6Packet, Ipv6Repr};
 use libteredo::wire::teredo::{Auth, Origin, TeredoPacket};
@@ -457,82 +462,27 @@ fn check_outputs(st: &State, outs: &[Output], in_bytes: usize, timer: bool, peer
     );
 }
 
-/// The engine under test, seen through one interface.
-trait Engine {
-    fn udp(&mut self, now: Instant, from: SocketAddrV4, to: SocketAddrV4, b: &[u8]) -> Vec<Output>;
-    fn tun(&mut self, now: Instant, p: &[u8]) -> Vec<Output>;
-    fn timeout(&mut self, now: Instant) -> Vec<Output>;
-    fn poll(&self) -> Option<Instant>;
-    fn peers(&self) -> usize;
-    fn check(&self) {}
-    fn local(&self) -> SocketAddrV4;
-    fn is_server(&self) -> bool {
-        false
+/// The engine's own address (where the fuzzer's datagrams go).
+fn local(e: &Engine) -> SocketAddrV4 {
+    match e {
+        Engine::Client(_) => LOCAL,
+        Engine::Relay(_) => RELAY,
+        Engine::Server(_) => SocketAddrV4::new(SERVER, TEREDO_PORT),
     }
 }
 
-impl Engine for Client {
-    fn udp(&mut self, now: Instant, from: SocketAddrV4, to: SocketAddrV4, b: &[u8]) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.handle_udp(now, from, to, b, &mut out);
-        out
-    }
-    fn tun(&mut self, now: Instant, p: &[u8]) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.handle_tun(now, p, &mut out);
-        out
-    }
-    fn timeout(&mut self, now: Instant) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.handle_timeout(now, &mut out);
-        out
-    }
-    fn poll(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-    fn peers(&self) -> usize {
-        self.peer_count()
-    }
-    fn local(&self) -> SocketAddrV4 {
-        LOCAL
-    }
-}
-
-impl Engine for Relay {
-    fn udp(&mut self, now: Instant, from: SocketAddrV4, to: SocketAddrV4, b: &[u8]) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.handle_udp(now, from, to, b, &mut out);
-        out
-    }
-    fn tun(&mut self, now: Instant, p: &[u8]) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.handle_tun(now, p, &mut out);
-        out
-    }
-    fn timeout(&mut self, now: Instant) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.handle_timeout(now, &mut out);
-        out
-    }
-    fn poll(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-    fn peers(&self) -> usize {
-        self.peers().len()
-    }
-    fn check(&self) {
-        let q = self.peers().queued_bytes();
-        assert!(q <= TOTAL_QUEUE_BYTES, "{q} bytes queued");
-    }
-    fn local(&self) -> SocketAddrV4 {
-        RELAY
-    }
-}
-
-impl Engine for Server {
-    fn udp(&mut self, now: Instant, from: SocketAddrV4, to: SocketAddrV4, b: &[u8]) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.handle_udp(now, from, to, b, &mut out);
+/// A datagram for the engine, and the invariants of the server's answer:
+/// one datagram at most, never to a non-global address but the sender's.
+fn udp(
+    e: &mut Engine,
+    now: Instant,
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    b: &[u8],
+) -> Vec<Output> {
+    let mut out = Vec::new();
+    e.handle_udp(now, from, to, 0, b, &mut out);
+    if let Engine::Server(_) = e {
         assert!(out.len() <= 1, "{} outputs for one datagram", out.len());
         for o in &out {
             if let Output::Udp(t) = o {
@@ -543,27 +493,27 @@ impl Engine for Server {
                 );
             }
         }
-        out
     }
-    fn tun(&mut self, _now: Instant, _p: &[u8]) -> Vec<Output> {
-        Vec::new()
-    }
-    fn timeout(&mut self, now: Instant) -> Vec<Output> {
-        let mut out = Vec::new();
-        self.handle_timeout(now, &mut out);
-        out
-    }
-    fn poll(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-    fn peers(&self) -> usize {
-        0
-    }
-    fn local(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(SERVER, TEREDO_PORT)
-    }
-    fn is_server(&self) -> bool {
-        true
+    out
+}
+
+fn tun(e: &mut Engine, now: Instant, p: &[u8]) -> Vec<Output> {
+    let mut out = Vec::new();
+    e.handle_tun(now, p, &mut out);
+    out
+}
+
+fn timeout(e: &mut Engine, now: Instant) -> Vec<Output> {
+    let mut out = Vec::new();
+    e.handle_timeout(now, &mut out);
+    out
+}
+
+/// The engine's own caps: a relay's queues stay within their total.
+fn check(e: &Engine) {
+    if let Engine::Relay(r) = e {
+        let q = r.peers().queued_bytes();
+        assert!(q <= TOTAL_QUEUE_BYTES, "{q} bytes queued");
     }
 }
 
@@ -577,10 +527,10 @@ fn forwarder_config() -> ForwarderConfig {
 }
 
 /// Runs the events of `data` against `e`.
-fn drive(e: &mut dyn Engine, st: &mut State, data: &[u8]) {
+fn drive(e: &mut Engine, st: &mut State, data: &[u8]) {
     let mut inp = Input { b: data };
-    let local = e.local();
-    let server = e.is_server();
+    let local = local(e);
+    let server = matches!(e, Engine::Server(_));
     for _ in 0..MAX_EVENTS {
         if inp.done() {
             break;
@@ -593,26 +543,26 @@ fn drive(e: &mut dyn Engine, st: &mut State, data: &[u8]) {
                 bytes,
             } => {
                 st.introduce(from, &bytes);
-                (e.udp(st.now, from, to_local, &bytes), bytes.len(), false)
+                (udp(e, st.now, from, to_local, &bytes), bytes.len(), false)
             }
-            Op::Tun(p) => (e.tun(st.now, &p), p.len(), false),
+            Op::Tun(p) => (tun(e, st.now, &p), p.len(), false),
             Op::Advance(d) => {
                 st.now += d;
                 (Vec::new(), 0, true)
             }
             Op::Timeout => {
-                if let Some(t) = e.poll() {
+                if let Some(t) = e.poll_timeout() {
                     st.now = st.now.max(t);
                 }
                 (Vec::new(), 0, true)
             }
         };
-        check_outputs(st, &outs, in_bytes, timer, e.peers());
+        check_outputs(st, &outs, in_bytes, timer, e.peer_count());
         st.observe(&outs);
         // Whatever is due now runs, as the daemon's loop would; after at
         // most a few rounds nothing may be due any more.
         let mut rounds = 0;
-        while let Some(t) = e.poll() {
+        while let Some(t) = e.poll_timeout() {
             if t > st.now {
                 break;
             }
@@ -623,12 +573,12 @@ fn drive(e: &mut dyn Engine, st: &mut State, data: &[u8]) {
                 t - st.base,
                 st.now - st.base
             );
-            let outs = e.timeout(st.now);
-            check_outputs(st, &outs, 0, true, e.peers());
+            let outs = timeout(e, st.now);
+            check_outputs(st, &outs, 0, true, e.peer_count());
             st.observe(&outs);
         }
-        assert!(e.peers() <= CAPACITY, "{} peers", e.peers());
-        e.check();
+        assert!(e.peer_count() <= CAPACITY, "{} peers", e.peer_count());
+        check(e);
     }
 }
 
@@ -642,8 +592,12 @@ pub fn run_client(data: &[u8]) {
         local_nets: vec![(Ipv4Addr::new(192, 168, 1, 0), 24)],
         any_mapped: false,
     });
-    let mut c = Client::new(cfg, Box::new(SeededRandom::new(1)), st.now);
-    let first = c.timeout(st.now);
+    let mut c = Engine::Client(Box::new(Client::new(
+        cfg,
+        Box::new(SeededRandom::new(1)),
+        st.now,
+    )));
+    let first = timeout(&mut c, st.now);
     st.observe(&first);
     drive(&mut c, &mut st, data);
 }
@@ -653,13 +607,17 @@ pub fn run_relay(data: &[u8]) {
     let mut st = State::new();
     let mut cfg = forwarder_config();
     cfg.direct_bubbles = false;
-    let mut r = Relay::new(&cfg, &mut SeededRandom::new(1), st.now);
+    let mut r = Engine::Relay(Box::new(Relay::new(
+        &cfg,
+        &mut SeededRandom::new(1),
+        st.now,
+    )));
     drive(&mut r, &mut st, data);
 }
 
 /// The server on SERVER and SERVER2.
 pub fn run_server(data: &[u8]) {
     let mut st = State::new();
-    let mut s = Server::new(ServerConfig::new(SERVER));
+    let mut s = Engine::Server(Box::new(Server::new(ServerConfig::new(SERVER))));
     drive(&mut s, &mut st, data);
 }

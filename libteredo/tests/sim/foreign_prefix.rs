@@ -6,40 +6,46 @@
 //! rounds with backoff, never an address outside its prefix. Every test
 //! name contains `sim`.
 
-mod simnet;
-
+use crate::{NAT_WAN, SECS, SERVER};
 use libteredo::addr::{TeredoAddr, LINK_LOCAL_RESTRICTED, TEREDO_PREFIX};
 use libteredo::proto::client::{ClientState, MAX_BACKOFF, MIN_BACKOFF, RS_ATTEMPTS, RS_TIMEOUT};
 use libteredo::proto::server::ServerConfig;
 use libteredo::proto::stats::DropReason;
 use libteredo::proto::Event;
+use libteredo::sim::*;
 use libteredo::wire::icmpv6::msg_type;
 use libteredo::wire::ipv6::next_header;
 use libteredo::wire::teredo::TeredoPacket;
-use simnet::*;
+use std::cell::Cell;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-const SERVER: &str = "198.18.1.1";
-const NAT_WAN: &str = "198.18.3.1";
 /// The prefix of the misconfigured server (the first 32 bits of
 /// 3ffe:831f::/32, the example prefix of the C miredo's documentation).
 const FOREIGN: u32 = 0x3ffe_831f;
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 // ----------------------------------------------------------------------
-// The engine's log lines, per test thread.
+// The engine's log lines, per test thread: only the threads that asked
+// (`capture_logs`) are recorded, since the logger serves every test of
+// the simulator binary.
 
 struct Capture;
 
 static LINES: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
+thread_local! {
+    static CAPTURING: Cell<bool> = const { Cell::new(false) };
+}
+
 impl log::Log for Capture {
     fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
+        CAPTURING.with(Cell::get)
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
         let thread = std::thread::current().name().unwrap_or("").to_string();
         let line = format!("{} {}", record.level(), record.args());
         LINES
@@ -51,12 +57,14 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
+/// Records the log lines of the calling thread from now on.
 fn capture_logs() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let _ = log::set_logger(&Capture);
         log::set_max_level(log::LevelFilter::Trace);
     });
+    CAPTURING.with(|c| c.set(true));
 }
 
 /// The log lines this test's thread produced that contain `needle`.

@@ -5,22 +5,17 @@
 //! server yet (a name that does not resolve), and the backoff cap. Every
 //! test name contains `sim`.
 
-mod simnet;
-
+use crate::{MS, NAT_WAN, SECS, SERVER};
 use libteredo::addr::TeredoAddr;
 use libteredo::proto::client::{
     ClientConfig, ClientState, MAX_BACKOFF, REFRESH_INTERVAL, RS_ATTEMPTS, RS_TIMEOUT,
 };
 use libteredo::proto::Event;
-use simnet::*;
+use libteredo::sim::*;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-const SERVER: &str = "198.18.1.1";
 const SERVER_B: &str = "198.18.5.1";
-const NAT_WAN: &str = "198.18.3.1";
-const MS: fn(u64) -> Duration = Duration::from_millis;
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 fn world(seed: u64, cfg: ClientConfig) -> (World, NodeId, NatId) {
     let mut w = World::new(seed);

@@ -1,8 +1,7 @@
 //! Simulator scenarios: the engines in a virtual Internet with NATs, on a
 //! virtual clock, reproducible from a seed. Every test name contains `sim`.
 
-mod simnet;
-
+use crate::{NAT2_WAN, NATIVE, NAT_WAN, RELAY, SECS, SERVER};
 use libteredo::addr::{TeredoAddr, TEREDO_PORT, TEREDO_PREFIX};
 use libteredo::proto::client::{ClientConfig, ClientState};
 use libteredo::proto::discovery::DiscoveryConfig;
@@ -11,19 +10,12 @@ use libteredo::proto::relay::ForwarderConfig;
 use libteredo::proto::server;
 use libteredo::proto::stats::DropReason;
 use libteredo::proto::{Event, NatBehaviour};
+use libteredo::sim::*;
 use libteredo::wire::icmpv6::Icmpv6Repr;
 use libteredo::wire::ipv6::Ipv6Repr;
 use libteredo::wire::teredo::Auth;
-use simnet::*;
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
-
-const SERVER: &str = "198.18.1.1";
-const RELAY: &str = "198.18.2.1";
-const NAT_WAN: &str = "198.18.3.1";
-const NAT2_WAN: &str = "198.18.4.1";
-const NATIVE: &str = "2001:db8:9::1";
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 struct Lab {
     w: World,

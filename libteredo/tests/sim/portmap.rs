@@ -5,19 +5,13 @@
 //! in on the mapped port, like miniupnpd's DNAT rule. Every test name
 //! contains `sim`.
 
-mod simnet;
-
+use crate::{NATIVE, NAT_WAN, RELAY, SECS, SERVER};
 use libteredo::addr::TeredoAddr;
 use libteredo::proto::{Event, NatBehaviour};
-use simnet::*;
+use libteredo::sim::*;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-const SERVER: &str = "198.18.1.1";
-const RELAY: &str = "198.18.2.1";
-const NAT_WAN: &str = "198.18.3.1";
-const NATIVE: &str = "2001:db8:9::1";
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 const LOCAL_PORT: u16 = 40000;
 const OTHER_PORT: u16 = 50123;
 

@@ -4,26 +4,18 @@
 //! that answered never evicted, and a client flooded with indirect bubbles
 //! still answering a new peer. Every test name contains `sim`.
 
-mod simnet;
-
+use crate::{MS, NAT2_WAN, NATIVE, NAT_WAN, RELAY, SECS, SERVER};
 use libteredo::addr::{TeredoAddr, TEREDO_PORT};
 use libteredo::proto::peers::Class;
 use libteredo::proto::relay::ForwarderConfig;
+use libteredo::sim::*;
 use libteredo::wire::ipv6::build_bubble;
-use simnet::*;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Duration;
 
-const SERVER: &str = "198.18.1.1";
-const RELAY: &str = "198.18.2.1";
-const NAT_WAN: &str = "198.18.3.1";
-const NAT2_WAN: &str = "198.18.4.1";
-const NATIVE: &str = "2001:db8:9::1";
 /// The flood's source: the native host's own /64 (a busy server, or hosts
 /// behind one carrier-grade NAT).
 const FLOODER: &str = "2001:db8:9::66";
-const MS: fn(u64) -> Duration = Duration::from_millis;
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// A random Teredo address of a client of our server, whose mapped
 /// endpoint is global (so that the relay would bubble it).
