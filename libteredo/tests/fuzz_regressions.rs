@@ -3,10 +3,9 @@
 
 use libteredo::addr::{self, TEREDO_PORT};
 use libteredo::privsep::{self, Request};
-use libteredo::proto::client::{Client, ClientConfig};
-use libteredo::proto::discovery::DiscoveryConfig;
-use libteredo::proto::server;
-use libteredo::proto::{Output, SeededRandom};
+use libteredo::proto::{
+    advert, advert_datagram, Client, ClientConfig, DiscoveryConfig, Output, SeededRandom,
+};
 use libteredo::wire::teredo::{Auth, TeredoPacket};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -52,8 +51,8 @@ fn ra(nonce: [u8; 8], dst: Ipv6Addr) -> Vec<u8> {
         confirmation: 0,
     };
     let mapped = SocketAddrV4::new(Ipv4Addr::new(198, 18, 3, 1), 40000);
-    let ra = server::advert(addr::TEREDO_PREFIX, SERVER, None);
-    server::advert_datagram(Some(auth), mapped, addr::server_link_local(SERVER), dst, ra)
+    let ra = advert(addr::TEREDO_PREFIX, SERVER, None);
+    advert_datagram(Some(auth), mapped, addr::server_link_local(SERVER), dst, ra)
 }
 
 /// engine_client found it: a client with local discovery that loses its

@@ -7,8 +7,7 @@
 mod simnet;
 
 use libteredo::addr::{TeredoAddr, TEREDO_PORT};
-use libteredo::proto::peers::Class;
-use libteredo::proto::relay::ForwarderConfig;
+use libteredo::proto::{ForwarderConfig, PeerClass as Class};
 use libteredo::wire::ipv6::build_bubble;
 use simnet::*;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};

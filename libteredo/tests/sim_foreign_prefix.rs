@@ -9,10 +9,9 @@
 mod simnet;
 
 use libteredo::addr::{TeredoAddr, LINK_LOCAL_RESTRICTED, TEREDO_PREFIX};
-use libteredo::proto::client::{ClientState, MAX_BACKOFF, MIN_BACKOFF, RS_ATTEMPTS, RS_TIMEOUT};
-use libteredo::proto::server::ServerConfig;
-use libteredo::proto::stats::DropReason;
-use libteredo::proto::Event;
+use libteredo::proto::{
+    ClientState, DropReason, Event, ServerConfig, MAX_BACKOFF, MIN_BACKOFF, RS_ATTEMPTS, RS_TIMEOUT,
+};
 use libteredo::wire::icmpv6::msg_type;
 use libteredo::wire::ipv6::next_header;
 use libteredo::wire::teredo::TeredoPacket;

@@ -8,10 +8,9 @@
 mod simnet;
 
 use libteredo::addr::TeredoAddr;
-use libteredo::proto::client::{
-    ClientConfig, ClientState, MAX_BACKOFF, REFRESH_INTERVAL, RS_ATTEMPTS, RS_TIMEOUT,
+use libteredo::proto::{
+    ClientConfig, ClientState, Event, MAX_BACKOFF, REFRESH_INTERVAL, RS_ATTEMPTS, RS_TIMEOUT,
 };
-use libteredo::proto::Event;
 use simnet::*;
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -322,7 +322,7 @@ const PORT_MAPPING: usize = 19;
 const PORT_MAPPING_LIFETIME: usize = 20;
 
 /// The default `GlobalPeerRateLimit`.
-pub const DEFAULT_GLOBAL_PEER_RATE_LIMIT: u32 = crate::proto::relay::DEFAULT_NEW_PEERS_PER_SECOND;
+pub const DEFAULT_GLOBAL_PEER_RATE_LIMIT: u32 = crate::proto::DEFAULT_NEW_PEERS_PER_SECOND;
 /// The default `BubbleRateLimit`.
 pub const DEFAULT_BUBBLE_RATE_LIMIT: u32 = 1000;
 /// The default `IcmpRateLimit`.

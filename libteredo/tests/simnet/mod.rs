@@ -8,10 +8,10 @@
 
 #![allow(dead_code)]
 
-use libteredo::proto::client::{Client, ClientConfig};
-use libteredo::proto::relay::{ForwarderConfig, Relay};
-use libteredo::proto::server::{Server, ServerConfig};
-use libteredo::proto::{Event, Output, Random, SeededRandom};
+use libteredo::proto::{
+    Client, ClientConfig, Event, ForwarderConfig, Output, Random, Relay, SeededRandom, Server,
+    ServerConfig,
+};
 use libteredo::wire::icmpv6::{self, Icmpv6Repr};
 use libteredo::wire::ipv6::{next_header, Ipv6Packet};
 use std::collections::{BTreeMap, HashMap, HashSet};
