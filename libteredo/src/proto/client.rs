@@ -10,6 +10,8 @@
 //! tests; [`timers`]: retries, maintenance and server loss.
 
 mod qualification;
+#[cfg(test)]
+mod tests;
 mod timers;
 
 use super::discovery::{Discovery, DiscoveryConfig};

@@ -4,6 +4,9 @@
 //! indication for the clients it serves) and to native IPv6, and drops the
 //! rest after the checks of 5.3.1.
 
+#[cfg(test)]
+mod tests;
+
 use super::output::{Output, Transmit};
 use super::stats::{DropReason, Stats};
 use crate::addr::{self, TeredoAddr, TEREDO_PORT, TEREDO_PREFIX};
