@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use libteredo::addr::{self, TeredoAddr, TEREDO_PREFIX};
-use libteredo::proto::server;
+use libteredo::proto::{advert, advert_datagram};
 use libteredo::wire::ipv6::{build_bubble, next_header, Ipv6Repr};
 use libteredo::wire::teredo::{Auth, TeredoPacket};
 use std::hint::black_box;
@@ -54,12 +54,12 @@ fn router_advert() -> Vec<u8> {
         nonce: [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88],
         confirmation: 0,
     };
-    server::advert_datagram(
+    advert_datagram(
         Some(auth),
         SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_000),
         addr::server_link_local(SERVER),
         addr::LINK_LOCAL_RESTRICTED,
-        server::advert(TEREDO_PREFIX, SERVER, Some(1280)),
+        advert(TEREDO_PREFIX, SERVER, Some(1280)),
     )
 }
 

@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use libteredo::addr::{TeredoAddr, TEREDO_PREFIX};
-use libteredo::proto::peers::{PeerTable, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES};
+use libteredo::proto::{PeerTable, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};

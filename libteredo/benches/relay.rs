@@ -7,8 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use libteredo::addr::{TeredoAddr, TEREDO_PREFIX};
-use libteredo::proto::relay::{ForwarderConfig, Relay};
-use libteredo::proto::{Output, SeededRandom};
+use libteredo::proto::{ForwarderConfig, Output, Relay, SeededRandom};
 use libteredo::wire::ipv6::{next_header, Ipv6Repr};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
@@ -66,7 +65,7 @@ fn relay(peers: u32, now: Instant) -> Relay {
         r.handle_udp(now, mapped(n), RELAY, &udp(client(n), NATIVE, 16), &mut out);
         out.clear();
     }
-    let drops: Vec<_> = libteredo::proto::stats::DropReason::ALL
+    let drops: Vec<_> = libteredo::proto::DropReason::ALL
         .iter()
         .map(|d| (d, r.stats().dropped(*d)))
         .filter(|x| x.1 > 0)

@@ -10,13 +10,11 @@
 //! attacker is whoever calls `handle_udp` / `handle_tun`.
 
 use libteredo::addr::{self, TeredoAddr, DISCOVERY_ADDR, TEREDO_PORT};
-use libteredo::proto::client::{Client, ClientConfig};
-use libteredo::proto::discovery::DiscoveryConfig;
-use libteredo::proto::peers::{DEFAULT_CAPACITY, DEFAULT_TOTAL_QUEUE_BYTES};
-use libteredo::proto::relay::{ForwarderConfig, Relay, MAX_BUBBLES, MAX_ENDPOINT_TESTS};
-use libteredo::proto::server;
-use libteredo::proto::stats::DropReason;
-use libteredo::proto::{Event, Output, SeededRandom, Transmit};
+use libteredo::proto::{
+    advert, advert_datagram, Client, ClientConfig, DiscoveryConfig, DropReason, Event,
+    ForwarderConfig, Output, Relay, SeededRandom, Transmit, DEFAULT_CAPACITY,
+    DEFAULT_TOTAL_QUEUE_BYTES, MAX_BUBBLES, MAX_ENDPOINT_TESTS,
+};
 use libteredo::wire::icmpv6::{self, Icmpv6Repr};
 use libteredo::wire::ipv6::{build_bubble, Ipv6Packet, Ipv6Repr};
 use libteredo::wire::teredo::{Auth, Origin, TeredoPacket};
@@ -91,8 +89,8 @@ fn ra(nonce: [u8; 8], rs_src: Ipv6Addr, mapped: SocketAddrV4) -> Vec<u8> {
         nonce,
         confirmation: 0,
     };
-    let ra = server::advert(addr::TEREDO_PREFIX, SERVER, None);
-    server::advert_datagram(
+    let ra = advert(addr::TEREDO_PREFIX, SERVER, None);
+    advert_datagram(
         Some(auth),
         mapped,
         addr::server_link_local(SERVER),

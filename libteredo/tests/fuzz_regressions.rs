@@ -4,9 +4,9 @@
 
 use libteredo::addr::{self, TEREDO_PORT};
 use libteredo::privsep::{self, FrameError, Request};
-use libteredo::proto::client::{Client, ClientConfig};
-use libteredo::proto::discovery::DiscoveryConfig;
-use libteredo::proto::server;
+use libteredo::proto::{advert, advert_datagram, DiscoveryConfig};
+use libteredo::proto::{Client, ClientConfig};
+
 use libteredo::proto::{Output, SeededRandom};
 use libteredo::wire::teredo::{Auth, TeredoPacket};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
@@ -108,8 +108,8 @@ fn ra(nonce: [u8; 8], dst: Ipv6Addr) -> Vec<u8> {
         confirmation: 0,
     };
     let mapped = SocketAddrV4::new(Ipv4Addr::new(198, 18, 3, 1), 40000);
-    let ra = server::advert(addr::TEREDO_PREFIX, SERVER, None);
-    server::advert_datagram(Some(auth), mapped, addr::server_link_local(SERVER), dst, ra)
+    let ra = advert(addr::TEREDO_PREFIX, SERVER, None);
+    advert_datagram(Some(auth), mapped, addr::server_link_local(SERVER), dst, ra)
 }
 
 /// engine_client found it: a client with local discovery that loses its

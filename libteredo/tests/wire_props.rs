@@ -386,7 +386,7 @@ fn sample_messages() -> Vec<(Vec<u8>, &'static str)> {
     let d: Ipv6Addr = "fe80::ffff:ffff:ffff".parse().unwrap();
     let t: Ipv6Addr = "2001:0:c612:101:189a:388c:39ed:fcfe".parse().unwrap();
     let h: Ipv6Addr = "2001:db8:9::1".parse().unwrap();
-    let ra = libteredo::proto::server::advert(
+    let ra = libteredo::proto::advert(
         libteredo::addr::TEREDO_PREFIX,
         Ipv4Addr::new(198, 18, 1, 1),
         Some(1280),

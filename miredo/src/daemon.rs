@@ -15,10 +15,7 @@ use crate::servers::{Names, Outcome, ServerList};
 use crate::status;
 use libteredo::conf::miredo::MiredoConfig;
 use libteredo::privsep::{self, Policy, Reply, Request, TeredoPrefix};
-use libteredo::proto::client::{Client, ClientState};
-use libteredo::proto::relay::Relay;
-use libteredo::proto::stats::Stats;
-use libteredo::proto::{Event, Output};
+use libteredo::proto::{Client, ClientState, Event, Output, Relay, Stats};
 use libteredo::sys::batch::{enable_udp_gro, RecvBatch, SendBatch, GRO_SLOT};
 use libteredo::sys::http::Exporter;
 use libteredo::sys::netlink::{Monitor, Netlink};
@@ -1418,7 +1415,7 @@ impl Daemon {
             Event::ServerChanged { from, to } => {
                 log::warn!(
                     "the Teredo server {from} did not answer {} solicitations: moving to {to}, the next address of the server's name",
-                    libteredo::proto::client::RS_ATTEMPTS
+                    libteredo::proto::RS_ATTEMPTS
                 );
                 self.server_change = Some((from, to, std::time::SystemTime::now()));
                 // The path to the new server: the baseline of its changes.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Retries of a name that does not resolve are never further apart: one
 /// refresh interval (RFC 4380 2.15).
-pub const MAX_RETRY: Duration = libteredo::proto::client::REFRESH_INTERVAL;
+pub const MAX_RETRY: Duration = libteredo::proto::REFRESH_INTERVAL;
 /// An answer the resolver has not given after this is taken as a failure
 /// (the system resolver gives up on silent DNS servers well before).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(45);

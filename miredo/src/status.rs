@@ -2,8 +2,7 @@
 //! lines, read by `teredo-mire status`.
 
 use crate::daemon::{Daemon, EngineKind};
-use libteredo::proto::peers::Class as PeerClass;
-use libteredo::proto::stats::DropReason;
+use libteredo::proto::{DropReason, PeerClass};
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -143,7 +142,7 @@ pub fn render(d: &Daemon, engine: &EngineKind) -> String {
 /// that move are sent at most every few seconds).
 pub fn one_line(d: &Daemon, engine: &EngineKind) -> (String, String) {
     use crate::network::Waiting;
-    use libteredo::proto::client::ClientState;
+    use libteredo::proto::ClientState;
     let stats = engine.stats();
     match engine {
         EngineKind::Client(c) => {

@@ -5,9 +5,10 @@
 
 use crate::random::OsRandom;
 use libteredo::addr::{LINK_LOCAL_CONE, TEREDO_PORT};
-use libteredo::proto::client::{Client, ClientConfig, CONE_PROBE_ATTEMPTS, RS_ATTEMPTS};
-use libteredo::proto::stats::{DropReason, Stats};
-use libteredo::proto::{Event, NatBehaviour, Output, Transmit};
+use libteredo::proto::{
+    Client, ClientConfig, DropReason, Event, NatBehaviour, Output, Stats, Transmit,
+    CONE_PROBE_ATTEMPTS, RS_ATTEMPTS,
+};
 use libteredo::wire::icmpv6::msg_type;
 use libteredo::wire::ipv6::next_header;
 use libteredo::wire::teredo::TeredoPacket;

@@ -206,7 +206,7 @@ fn wrong_answers_are_counted() {
         thread::spawn(move || {
             let _ = tx.send(run(&mut cmd, Duration::from_secs(30)));
         });
-        let ra = libteredo::proto::server::advert_datagram(
+        let ra = libteredo::proto::advert_datagram(
             Some(Auth {
                 client_id: b"",
                 auth_value: b"",
@@ -216,7 +216,7 @@ fn wrong_answers_are_counted() {
             SocketAddrV4::new("198.18.0.2".parse().unwrap(), 4096),
             "fe80::8000:f227:80ff:fffe".parse().unwrap(),
             "fe80::ffff:ffff:ffff".parse().unwrap(),
-            libteredo::proto::server::advert(0x2001_0000, "127.0.0.1".parse().unwrap(), None),
+            libteredo::proto::advert(0x2001_0000, "127.0.0.1".parse().unwrap(), None),
         );
         let mut buf = [0u8; 2000];
         loop {

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use libteredo::proto::peers::{memory_bound, DEFAULT_TOTAL_QUEUE_BYTES};
+use libteredo::proto::{memory_bound, DEFAULT_TOTAL_QUEUE_BYTES};
 use teredo_lab::named::{self, status_number, unique_iface};
 use teredo_lab::nftcount::{legit_flow_rules, refs, relay_flood_rules, Counters, Hook};
 use teredo_lab::procstat;

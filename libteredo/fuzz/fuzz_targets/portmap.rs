@@ -77,7 +77,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(r.payload.len() <= 60);
         }
         for e in ev.drain(..) {
-            if let Event::Mapped { external, lifetime, .. } = e {
+            if let Event::Mapped {
+                external, lifetime, ..
+            } = e
+            {
                 assert!(external.port() != 0 && !lifetime.is_zero());
             }
         }

@@ -25,11 +25,10 @@
 //! too); what this file adds is the fuzzer's decoding and the checks.
 
 use libteredo::addr::{self, TeredoAddr, DISCOVERY_ADDR, TEREDO_PORT};
-use libteredo::proto::client::{Client, ClientConfig};
-use libteredo::proto::discovery::DiscoveryConfig;
-use libteredo::proto::relay::{ForwarderConfig, Relay};
-use libteredo::proto::server::{self, Server, ServerConfig};
-use libteredo::proto::{Output, SeededRandom};
+use libteredo::proto::{
+    advert, advert_datagram, Client, ClientConfig, DiscoveryConfig, ForwarderConfig, Output, Relay,
+    SeededRandom, Server, ServerConfig,
+};
 use libteredo::sim::Engine;
 use libteredo::wire::icmpv6::{self, Icmpv6Repr};
 use libteredo::wire::ipv6::{Ipv6Packet, Ipv6Repr};
@@ -292,8 +291,8 @@ fn answer_rs(inp: &mut Input, st: &State) -> Option<(SocketAddrV4, Vec<u8>)> {
         nonce,
         confirmation: 0,
     };
-    let ra = server::advert(addr::TEREDO_PREFIX, SERVER, mtu);
-    let payload = server::advert_datagram(
+    let ra = advert(addr::TEREDO_PREFIX, SERVER, mtu);
+    let payload = advert_datagram(
         Some(auth),
         mapped,
         addr::server_link_local(SERVER),

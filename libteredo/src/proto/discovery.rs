@@ -1,13 +1,15 @@
 //! Local client discovery (RFC 4380 5.2.8): clients behind the same NAT
 //! find each other with bubbles to the Teredo IPv4 discovery address
 //! 224.0.0.253, and then talk directly, without hairpinning.
+//!
+//! Here: when to announce ourselves, and which bubbles to take, for the
+//! client identity given; the client engine has the forwarding core send
+//! the bubbles and record the peers.
 
-use super::client::Qualification;
-use super::relay::Forwarder;
+use super::forward::ClientIdentity;
+use super::random::{Random, SeededRandom};
 use super::stats::DropReason;
-use super::{Output, Random, SeededRandom, Transmit};
-use crate::addr::{TeredoAddr, ALL_NODES, DISCOVERY_ADDR, TEREDO_PORT};
-use crate::wire::ipv6::{next_header, Ipv6Repr};
+use crate::addr::{TeredoAddr, ALL_NODES};
 use crate::wire::teredo::TeredoPacket;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -34,20 +36,6 @@ pub struct Discovery {
     cfg: DiscoveryConfig,
     next_send: Option<Instant>,
     rng: SeededRandom,
-}
-
-/// A local discovery bubble: from our Teredo address to all nodes, hop
-/// limit 1, no payload.
-pub fn build_discovery_bubble(src: Ipv6Addr) -> Vec<u8> {
-    Ipv6Repr {
-        src,
-        dst: ALL_NODES,
-        next_header: next_header::NO_NEXT_HEADER,
-        payload_len: 0,
-        hop_limit: 1,
-        traffic_class: 0,
-    }
-    .build(&[])
 }
 
 fn in_net(a: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
@@ -82,50 +70,35 @@ impl Discovery {
         self.next_send
     }
 
-    /// Sends the periodic discovery bubble.
-    pub fn handle_timeout(
-        &mut self,
-        fwd: &mut Forwarder,
-        now: Instant,
-        q: &Qualification,
-        out: &mut Vec<Output>,
-    ) {
-        if let Some(at) = self.next_send {
-            if at <= now {
-                out.push(Output::Udp(Transmit {
-                    from: None,
-                    to: SocketAddrV4::new(DISCOVERY_ADDR, TEREDO_PORT),
-                    payload: build_discovery_bubble(q.addr),
-                    ecn: 0,
-                    ttl: None,
-                }));
-                fwd.stats.bubbles_sent += 1;
+    /// Whether the periodic discovery bubble is due at `now`; if so, the
+    /// next one is scheduled 200 to 300 s later.
+    pub fn due(&mut self, now: Instant) -> bool {
+        match self.next_send {
+            Some(at) if at <= now => {
                 let span = (MAX_INTERVAL - MIN_INTERVAL).as_millis() as u64;
                 let jitter = Duration::from_millis(self.rng.next_u64() % (span + 1));
                 self.next_send = Some(now + MIN_INTERVAL + jitter);
+                true
             }
+            _ => false,
         }
     }
 
-    /// A datagram that arrived on the discovery address.
-    pub fn handle_bubble(
-        &mut self,
-        fwd: &mut Forwarder,
-        now: Instant,
-        q: &Qualification,
+    /// Whether a datagram that arrived on the discovery address is a
+    /// discovery bubble of a local peer that `me` (with the Teredo
+    /// `prefix`) may talk to directly: its address, or why it is dropped.
+    pub fn accept(
+        &self,
+        me: &ClientIdentity,
+        prefix: u32,
         from: SocketAddrV4,
         pkt: &TeredoPacket<'_>,
-        out: &mut Vec<Output>,
-    ) {
+    ) -> Result<Ipv6Addr, DropReason> {
         let ip = &pkt.ipv6;
         let src = ip.src_addr();
-        let Some(t) = TeredoAddr::parse_with_prefix(&src, fwd.prefix()) else {
-            fwd.stats.drop(DropReason::Spoofed);
-            return;
-        };
-        if !ip.is_bubble() || ip.dst_addr() != ALL_NODES || src == q.addr {
-            fwd.stats.drop(DropReason::Unexpected);
-            return;
+        let t = TeredoAddr::parse_with_prefix(&src, prefix).ok_or(DropReason::Spoofed)?;
+        if !ip.is_bubble() || ip.dst_addr() != ALL_NODES || src == me.addr {
+            return Err(DropReason::Unexpected);
         }
         let local = self.cfg.local_nets.is_empty()
             || self
@@ -133,25 +106,10 @@ impl Discovery {
                 .local_nets
                 .iter()
                 .any(|(net, len)| in_net(*from.ip(), *net, *len));
-        if !local || (!self.cfg.any_mapped && t.mapped_addr != *q.mapped.ip()) {
-            fwd.stats.drop(DropReason::Spoofed);
-            return;
+        if !local || (!self.cfg.any_mapped && t.mapped_addr != *me.mapped.ip()) {
+            return Err(DropReason::Spoofed);
         }
-        fwd.stats.bubbles_received += 1;
-        let s = fwd.stamp(now);
-        let Some(p) = fwd.peers.insert_untrusted(src, from, now, false) else {
-            fwd.stats.drop(DropReason::PeersFull);
-            return;
-        };
-        if !p.trusted {
-            p.local = true;
-            p.endpoint = from;
-            p.last_rx = s;
-        }
-        fwd.peers.touch(&src, now);
-        // Answer with a unicast bubble (RFC 4380 5.2.3 case 4), at most one
-        // per 2 s per peer.
-        fwd.bubble_local(now, &src, from, out);
+        Ok(src)
     }
 }
 
@@ -165,14 +123,5 @@ mod tests {
         assert!(in_net(Ipv4Addr::new(192, 168, 1, 77), net, 24));
         assert!(!in_net(Ipv4Addr::new(192, 168, 2, 77), net, 24));
         assert!(in_net(Ipv4Addr::new(8, 8, 8, 8), net, 0));
-    }
-
-    #[test]
-    fn discovery_bubble_shape() {
-        let b = build_discovery_bubble("2001:0:c612:101::1".parse().unwrap());
-        let ip = crate::wire::ipv6::Ipv6Packet::new_checked(&b[..]).unwrap();
-        assert!(ip.is_bubble());
-        assert_eq!(ip.hop_limit(), 1);
-        assert_eq!(ip.dst_addr(), ALL_NODES);
     }
 }

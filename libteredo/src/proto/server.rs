@@ -4,8 +4,11 @@
 //! indication for the clients it serves) and to native IPv6, and drops the
 //! rest after the checks of 5.3.1.
 
+#[cfg(test)]
+mod tests;
+
+use super::output::{Output, Transmit};
 use super::stats::{DropReason, Stats};
-use super::{Output, Transmit};
 use crate::addr::{self, TeredoAddr, TEREDO_PORT, TEREDO_PREFIX};
 use crate::wire::icmpv6::{self, Icmpv6Repr, PrefixInfo, RouterAdvert};
 use crate::wire::ipv6::next_header;

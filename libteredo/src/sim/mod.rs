@@ -29,10 +29,10 @@ pub use echo::{echo_reply, echo_request};
 pub use nat::{Nat, NatKind};
 pub use node::{Engine, NativeHost, Node};
 
-use crate::proto::client::{Client, ClientConfig};
-use crate::proto::relay::{ForwarderConfig, Relay};
-use crate::proto::server::{Server, ServerConfig};
+use crate::proto::{Client, ClientConfig};
 use crate::proto::{Event, Random, SeededRandom};
+use crate::proto::{ForwarderConfig, Relay};
+use crate::proto::{Server, ServerConfig};
 use net::InFlight;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};

@@ -7,9 +7,9 @@
 //! both drive engines through it.
 
 use super::LanId;
-use crate::proto::client::Client;
-use crate::proto::relay::Relay;
-use crate::proto::server::Server;
+use crate::proto::Client;
+use crate::proto::Relay;
+use crate::proto::Server;
 use crate::proto::{Event, Output};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};

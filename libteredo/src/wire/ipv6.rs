@@ -317,6 +317,20 @@ pub fn build_bubble_with_hop_limit(
     b
 }
 
+/// The all-nodes link-local multicast address (RFC 4291 2.7.1), where a
+/// local discovery bubble goes.
+pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+/// The hop limit of a local discovery bubble (RFC 4380 5.2.8): it stays on
+/// the link.
+pub const DISCOVERY_HOP_LIMIT: u8 = 1;
+
+/// Builds a local discovery bubble (RFC 4380 5.2.8): from our Teredo
+/// address `src` to [`ALL_NODES`], hop limit [`DISCOVERY_HOP_LIMIT`], no
+/// payload.
+pub fn build_discovery_bubble(src: Ipv6Addr) -> [u8; HEADER_LEN] {
+    build_bubble_with_hop_limit(src, ALL_NODES, DISCOVERY_HOP_LIMIT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,5 +453,16 @@ mod tests {
         let p = Ipv6Packet::new_checked(&v[..]).unwrap();
         assert_eq!(p.trailer(), &[1, 2]);
         assert_eq!(p.packet(), &C_BUBBLE[..]);
+    }
+
+    #[test]
+    fn discovery_bubble_shape() {
+        let src = Ipv6Addr::new(0x2001, 0, 0xc612, 0x101, 0, 0, 0, 1);
+        let b = build_discovery_bubble(src);
+        let ip = Ipv6Packet::new_checked(&b[..]).unwrap();
+        assert!(ip.is_bubble());
+        assert_eq!(ip.hop_limit(), 1);
+        assert_eq!(ip.src_addr(), src);
+        assert_eq!(ip.dst_addr(), crate::addr::ALL_NODES);
     }
 }

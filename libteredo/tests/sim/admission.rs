@@ -6,8 +6,8 @@
 
 use crate::{MS, NAT2_WAN, NATIVE, NAT_WAN, RELAY, SECS, SERVER};
 use libteredo::addr::{TeredoAddr, TEREDO_PORT};
-use libteredo::proto::peers::Class;
-use libteredo::proto::relay::ForwarderConfig;
+use libteredo::proto::ForwarderConfig;
+use libteredo::proto::PeerClass as Class;
 use libteredo::sim::*;
 use libteredo::wire::ipv6::build_bubble;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};

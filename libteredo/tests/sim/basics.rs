@@ -3,12 +3,12 @@
 
 use crate::{NAT2_WAN, NATIVE, NAT_WAN, RELAY, SECS, SERVER};
 use libteredo::addr::{TeredoAddr, TEREDO_PORT, TEREDO_PREFIX};
-use libteredo::proto::client::{ClientConfig, ClientState};
-use libteredo::proto::discovery::DiscoveryConfig;
-use libteredo::proto::peers::{Class, DEFAULT_QUEUE_BYTES};
-use libteredo::proto::relay::ForwarderConfig;
-use libteredo::proto::server;
-use libteredo::proto::stats::DropReason;
+use libteredo::proto::DiscoveryConfig;
+use libteredo::proto::ForwarderConfig;
+use libteredo::proto::{advert, advert_datagram, PeerClass as Class, DEFAULT_QUEUE_BYTES};
+use libteredo::proto::{ClientConfig, ClientState};
+
+use libteredo::proto::DropReason;
 use libteredo::proto::{Event, NatBehaviour};
 use libteredo::sim::*;
 use libteredo::wire::icmpv6::Icmpv6Repr;
@@ -485,8 +485,8 @@ fn forged_ra(nonce: [u8; 8], origin: SocketAddrV4) -> Vec<u8> {
         nonce,
         confirmation: 0,
     };
-    let ra = server::advert(TEREDO_PREFIX, ip(SERVER), Some(1280));
-    server::advert_datagram(
+    let ra = advert(TEREDO_PREFIX, ip(SERVER), Some(1280));
+    advert_datagram(
         Some(auth),
         origin,
         libteredo::addr::server_link_local(ip(SERVER)),
@@ -668,7 +668,7 @@ fn tun_ecn(p: &[u8]) -> u8 {
 
 #[test]
 fn sim_ecn_copied_out_and_ce_carried_in_rfc9601() {
-    use libteredo::proto::ecn::{CE, ECT0, NOT_ECT};
+    use libteredo::proto::{CE, ECT0, NOT_ECT};
     let mut l = lab(26, NatKind::PortRestricted);
     let addr = l.w.qualify(l.client, SECS(10));
     // Open the path.

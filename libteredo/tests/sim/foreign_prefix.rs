@@ -8,10 +8,10 @@
 
 use crate::{NAT_WAN, SECS, SERVER};
 use libteredo::addr::{TeredoAddr, LINK_LOCAL_RESTRICTED, TEREDO_PREFIX};
-use libteredo::proto::client::{ClientState, MAX_BACKOFF, MIN_BACKOFF, RS_ATTEMPTS, RS_TIMEOUT};
-use libteredo::proto::server::ServerConfig;
-use libteredo::proto::stats::DropReason;
+use libteredo::proto::DropReason;
 use libteredo::proto::Event;
+use libteredo::proto::ServerConfig;
+use libteredo::proto::{ClientState, MAX_BACKOFF, MIN_BACKOFF, RS_ATTEMPTS, RS_TIMEOUT};
 use libteredo::sim::*;
 use libteredo::wire::icmpv6::msg_type;
 use libteredo::wire::ipv6::next_header;

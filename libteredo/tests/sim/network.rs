@@ -7,10 +7,10 @@
 
 use crate::{MS, NAT_WAN, SECS, SERVER};
 use libteredo::addr::TeredoAddr;
-use libteredo::proto::client::{
+use libteredo::proto::Event;
+use libteredo::proto::{
     ClientConfig, ClientState, MAX_BACKOFF, REFRESH_INTERVAL, RS_ATTEMPTS, RS_TIMEOUT,
 };
-use libteredo::proto::Event;
 use libteredo::sim::*;
 use std::net::Ipv4Addr;
 use std::time::Duration;
