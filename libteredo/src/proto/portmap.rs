@@ -41,9 +41,11 @@ mod messages;
 #[cfg(test)]
 mod tests;
 
-pub use messages::{natpmp_external_request, parse_offer, pcp_announce, Offer};
+pub use messages::{
+    natpmp_external_request, parse_offer, pcp_announce, Offer, Protocol, MAX_ANSWER,
+};
 
-use messages::Answer;
+use messages::{Answer, Step};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -58,8 +60,6 @@ pub const FIRST_WAIT: Duration = Duration::from_millis(250);
 pub const RETRY_LATER: Duration = Duration::from_secs(600);
 /// The lifetime asked for by default (seconds).
 pub const DEFAULT_LIFETIME: u32 = 3600;
-/// The largest datagram a gateway may answer with (RFC 6887 7: 1100).
-pub const MAX_ANSWER: usize = 1100;
 
 /// Which protocols to try.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,22 +69,6 @@ pub enum Mode {
     Pcp,
     NatPmp,
     Off,
-}
-
-/// A protocol the gateway speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Pcp,
-    NatPmp,
-}
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Protocol::Pcp => "PCP",
-            Protocol::NatPmp => "NAT-PMP",
-        })
-    }
 }
 
 /// What the caller learns.
@@ -122,17 +106,6 @@ pub struct Config {
     pub internal: SocketAddrV4,
     /// The lifetime asked for, in seconds.
     pub lifetime: u32,
-}
-
-/// Where the exchange stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    /// NAT-PMP: asking for the external address first.
-    External,
-    /// Asking for the mapping (or renewing it).
-    Map,
-    /// Deleting it (lifetime 0).
-    Delete,
 }
 
 #[derive(Clone, Debug)]
@@ -370,6 +343,24 @@ impl PortMapper {
         });
     }
 
+    /// The request for `step` in `protocol`.
+    fn request(&self, protocol: Protocol, step: Step) -> Vec<u8> {
+        let lifetime = if step == Step::Delete {
+            0
+        } else {
+            self.cfg.lifetime
+        };
+        let internal = self.cfg.internal;
+        // Suggest what we hold (a renewal), else the endpoint the client
+        // wants, else the same port.
+        let suggested = match (self.mapping, self.suggests_wanted()) {
+            (Some(m), _) => m.external,
+            (None, Some(w)) => w,
+            (None, None) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, internal.port()),
+        };
+        messages::request(protocol, step, lifetime, internal, &self.nonce, suggested)
+    }
+
     pub fn handle_timeout(
         &mut self,
         now: Instant,
@@ -457,7 +448,15 @@ impl PortMapper {
             self.counters.ignored += 1;
             return;
         }
-        let Some(answer) = self.answer(&x, bytes) else {
+        let answer = messages::answer(
+            x.protocol,
+            x.step,
+            bytes,
+            &self.nonce,
+            self.cfg.internal.port(),
+            self.external_addr,
+        );
+        let Some(answer) = answer else {
             self.counters.ignored += 1;
             return;
         };

@@ -23,7 +23,9 @@ mod transmit;
 
 use super::admission::Admission;
 use super::output::{Output, Transmit};
-use super::peers::{PeerTable, DEFAULT_CAPACITY, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES};
+use super::peers::{
+    Handle, PeerTable, Stamp, DEFAULT_CAPACITY, DEFAULT_QUEUE_BYTES, DEFAULT_TOTAL_QUEUE_BYTES,
+};
 use super::random::Random;
 use super::ratelimit::{SourceLimiter, TokenBucket};
 use super::stats::Stats;
@@ -32,7 +34,6 @@ use crate::wire::icmpv6;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
-use timers::Retry;
 
 /// RFC 4380 5.2.6: at most one bubble per 2 s to a peer.
 pub const BUBBLE_INTERVAL: Duration = Duration::from_secs(2);
@@ -201,6 +202,14 @@ const SPARE_BUFFERS: usize = 128;
 /// A packet buffer's first capacity: a Teredo packet (the MTU is 1280)
 /// with room to spare, so that a recycled buffer fits the next one.
 const PACKET_ROOM: usize = 1500;
+
+/// A peer's next retry: 12 bytes on the list (a flooded relay holds one
+/// per new peer), its address being in the table.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    handle: Handle,
+    due: Stamp,
+}
 
 /// The source of our bubbles when we have no Teredo address (a relay).
 const RELAY_BUBBLE_SOURCE: Ipv6Addr = addr::LINK_LOCAL_RESTRICTED;

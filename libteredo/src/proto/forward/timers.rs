@@ -4,20 +4,11 @@
 //! 5.4.1), and the expiry of the peer list.
 
 use super::connectivity::held_inbound;
-use super::{Forwarder, BUBBLE_INTERVAL, MAX_BUBBLES};
+use super::{Forwarder, Retry, BUBBLE_INTERVAL, MAX_BUBBLES};
 use crate::proto::output::Output;
-use crate::proto::peers::{Handle, Stamp};
 use crate::wire::icmpv6::unreachable_code;
 use std::net::Ipv6Addr;
 use std::time::Instant;
-
-/// A peer's next retry: 12 bytes on the list (a flooded relay holds one
-/// per new peer), its address being in the table.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Retry {
-    handle: Handle,
-    due: Stamp,
-}
 
 impl Forwarder {
     /// Puts `peer` on the retry list once (the flag on the entry, not a

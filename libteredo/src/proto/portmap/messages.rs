@@ -4,8 +4,10 @@
 //! (length, version, opcode, result, nonce, protocol, internal port);
 //! then what `teredo-mire probe` asks a gateway without creating anything.
 
-use super::{Exchange, PortMapper, Protocol, Step, MAX_ANSWER};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+
+/// The largest datagram a gateway may answer with (RFC 6887 7: 1100).
+pub const MAX_ANSWER: usize = 1100;
 
 pub(super) const PCP_VERSION: u8 = 2;
 pub(super) const PCP_MAP: u8 = 1;
@@ -18,159 +20,194 @@ const NATPMP_MAP_UDP: u8 = 1;
 const NATPMP_RESPONSE: u8 = 128;
 pub(super) const UDP: u8 = 17;
 
-impl PortMapper {
-    /// The request for `step` in `protocol`.
-    pub(super) fn request(&self, protocol: Protocol, step: Step) -> Vec<u8> {
-        let lifetime = if step == Step::Delete {
-            0
-        } else {
-            self.cfg.lifetime
-        };
-        let internal = self.cfg.internal;
-        match protocol {
-            Protocol::Pcp => {
-                let mut v = Vec::with_capacity(PCP_HEADER + PCP_MAP_LEN);
-                v.extend_from_slice(&[PCP_VERSION, PCP_MAP, 0, 0]);
-                v.extend_from_slice(&lifetime.to_be_bytes());
-                v.extend_from_slice(&internal.ip().to_ipv6_mapped().octets());
-                v.extend_from_slice(&self.nonce);
-                v.extend_from_slice(&[UDP, 0, 0, 0]);
-                v.extend_from_slice(&internal.port().to_be_bytes());
-                // Suggest what we hold (a renewal), else the endpoint the
-                // client wants, else the same port.
-                let (port, addr) = match (self.mapping, self.suggests_wanted()) {
-                    (Some(m), _) => (m.external.port(), *m.external.ip()),
-                    (None, Some(w)) => (w.port(), *w.ip()),
-                    (None, None) => (internal.port(), Ipv4Addr::UNSPECIFIED),
-                };
-                v.extend_from_slice(&port.to_be_bytes());
-                // The unspecified IPv4 address, IPv4-mapped (RFC 6887 11.1).
-                v.extend_from_slice(&addr.to_ipv6_mapped().octets());
-                v
-            }
-            Protocol::NatPmp => match step {
-                Step::External => vec![NATPMP_VERSION, NATPMP_EXTERNAL],
-                Step::Map | Step::Delete => {
-                    let suggested = match (step, self.mapping, self.suggests_wanted()) {
-                        (Step::Delete, _, _) => 0,
-                        (_, Some(m), _) => m.external.port(),
-                        (_, None, Some(w)) => w.port(),
-                        (_, None, None) => internal.port(),
-                    };
-                    let mut v = vec![NATPMP_VERSION, NATPMP_MAP_UDP, 0, 0];
-                    v.extend_from_slice(&internal.port().to_be_bytes());
-                    v.extend_from_slice(&suggested.to_be_bytes());
-                    v.extend_from_slice(&lifetime.to_be_bytes());
-                    v
-                }
-            },
-        }
-    }
+/// A protocol the gateway speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Pcp,
+    NatPmp,
+}
 
-    /// What `bytes` (from the gateway, at most [`MAX_ANSWER`]) answer to
-    /// the exchange `x`, if they answer it at all.
-    pub(super) fn answer(&self, x: &Exchange, bytes: &[u8]) -> Option<Answer> {
-        match (*bytes.first()?, x.protocol) {
-            (PCP_VERSION, Protocol::Pcp) => self.pcp_answer(bytes),
-            // A NAT-PMP gateway answers a PCP request in NAT-PMP, with
-            // "unsupported version" (RFC 6887 9).
-            (NATPMP_VERSION, Protocol::Pcp) => match parse_natpmp_header(bytes) {
-                Some((_, 1, _)) => Some(Answer::UnsupportedVersion),
-                _ => None,
-            },
-            (NATPMP_VERSION, Protocol::NatPmp) => self.natpmp_answer(x.step, bytes),
-            _ => None,
-        }
-    }
-
-    /// A PCP answer to our MAP request.
-    fn pcp_answer(&self, b: &[u8]) -> Option<Answer> {
-        if b.len() < PCP_HEADER || !b.len().is_multiple_of(4) {
-            return None;
-        }
-        let opcode = b[1];
-        let result = b[3];
-        if opcode & PCP_RESPONSE == 0 {
-            return None;
-        }
-        if result == 1 {
-            // UNSUPP_VERSION: the header alone tells.
-            return Some(Answer::UnsupportedVersion);
-        }
-        if opcode & 0x7F != PCP_MAP || b.len() < PCP_HEADER + PCP_MAP_LEN {
-            return None;
-        }
-        let lifetime = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-        let epoch = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
-        let m = &b[PCP_HEADER..];
-        if m[..12] != self.nonce || m[12] != UDP {
-            return None;
-        }
-        let internal = u16::from_be_bytes([m[16], m[17]]);
-        if internal != self.cfg.internal.port() {
-            return None;
-        }
-        if result != 0 {
-            return Some(Answer::Refused(pcp_result(result).to_string()));
-        }
-        let port = u16::from_be_bytes([m[18], m[19]]);
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&m[20..36]);
-        let addr = Ipv6Addr::from(a).to_ipv4_mapped()?;
-        if port == 0 || addr.is_unspecified() {
-            return None;
-        }
-        Some(Answer::Mapped {
-            external: SocketAddrV4::new(addr, port),
-            lifetime,
-            epoch,
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Pcp => "PCP",
+            Protocol::NatPmp => "NAT-PMP",
         })
     }
+}
 
-    /// A NAT-PMP answer to `step`.
-    fn natpmp_answer(&self, step: Step, b: &[u8]) -> Option<Answer> {
-        let (op, result, epoch) = parse_natpmp_header(b)?;
-        let want = match step {
-            Step::External => NATPMP_EXTERNAL,
-            Step::Map | Step::Delete => NATPMP_MAP_UDP,
-        };
-        if op != want {
-            return None;
+/// Where the exchange stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// NAT-PMP: asking for the external address first.
+    External,
+    /// Asking for the mapping (or renewing it).
+    Map,
+    /// Deleting it (lifetime 0).
+    Delete,
+}
+
+/// The request for `step` in `protocol`: for the mapping of `internal`
+/// for `lifetime` seconds (0 deletes it), with PCP's `nonce`, suggesting
+/// the external endpoint `suggested` (NAT-PMP: its port).
+pub(super) fn request(
+    protocol: Protocol,
+    step: Step,
+    lifetime: u32,
+    internal: SocketAddrV4,
+    nonce: &[u8; 12],
+    suggested: SocketAddrV4,
+) -> Vec<u8> {
+    match protocol {
+        Protocol::Pcp => {
+            let mut v = Vec::with_capacity(PCP_HEADER + PCP_MAP_LEN);
+            v.extend_from_slice(&[PCP_VERSION, PCP_MAP, 0, 0]);
+            v.extend_from_slice(&lifetime.to_be_bytes());
+            v.extend_from_slice(&internal.ip().to_ipv6_mapped().octets());
+            v.extend_from_slice(nonce);
+            v.extend_from_slice(&[UDP, 0, 0, 0]);
+            v.extend_from_slice(&internal.port().to_be_bytes());
+            v.extend_from_slice(&suggested.port().to_be_bytes());
+            // The address IPv4-mapped, the unspecified one when none is
+            // suggested (RFC 6887 11.1).
+            v.extend_from_slice(&suggested.ip().to_ipv6_mapped().octets());
+            v
         }
-        if result != 0 {
-            return Some(Answer::Refused(natpmp_result(result).to_string()));
-        }
-        match step {
-            Step::External => {
-                let a = b.get(8..12)?;
-                let addr = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-                Some(Answer::External { addr, epoch })
-            }
+        Protocol::NatPmp => match step {
+            Step::External => vec![NATPMP_VERSION, NATPMP_EXTERNAL],
             Step::Map | Step::Delete => {
-                let r = b.get(8..16)?;
-                let internal = u16::from_be_bytes([r[0], r[1]]);
-                if internal != self.cfg.internal.port() {
-                    return None;
-                }
-                let port = u16::from_be_bytes([r[2], r[3]]);
-                let lifetime = u32::from_be_bytes([r[4], r[5], r[6], r[7]]);
-                let addr = self.external_addr?;
-                if step == Step::Map && (port == 0 || addr.is_unspecified()) {
-                    return None;
-                }
-                Some(Answer::Mapped {
-                    external: SocketAddrV4::new(addr, port),
-                    lifetime,
-                    epoch,
-                })
+                let suggested = if step == Step::Delete {
+                    0
+                } else {
+                    suggested.port()
+                };
+                let mut v = vec![NATPMP_VERSION, NATPMP_MAP_UDP, 0, 0];
+                v.extend_from_slice(&internal.port().to_be_bytes());
+                v.extend_from_slice(&suggested.to_be_bytes());
+                v.extend_from_slice(&lifetime.to_be_bytes());
+                v
             }
+        },
+    }
+}
+
+/// What `bytes` (from the gateway, at most [`MAX_ANSWER`]) answer to our
+/// request for `step` in `protocol` (with PCP's `nonce`, for the internal
+/// port `internal`; NAT-PMP's external address `external` once known),
+/// if they answer it at all.
+pub(super) fn answer(
+    protocol: Protocol,
+    step: Step,
+    bytes: &[u8],
+    nonce: &[u8; 12],
+    internal: u16,
+    external: Option<Ipv4Addr>,
+) -> Option<Answer> {
+    match (*bytes.first()?, protocol) {
+        (PCP_VERSION, Protocol::Pcp) => pcp_answer(bytes, nonce, internal),
+        // A NAT-PMP gateway answers a PCP request in NAT-PMP, with
+        // "unsupported version" (RFC 6887 9).
+        (NATPMP_VERSION, Protocol::Pcp) => match parse_natpmp_header(bytes) {
+            Some((_, 1, _)) => Some(Answer::UnsupportedVersion),
+            _ => None,
+        },
+        (NATPMP_VERSION, Protocol::NatPmp) => natpmp_answer(step, bytes, internal, external),
+        _ => None,
+    }
+}
+
+/// A PCP answer to our MAP request.
+fn pcp_answer(b: &[u8], nonce: &[u8; 12], internal_port: u16) -> Option<Answer> {
+    if b.len() < PCP_HEADER || !b.len().is_multiple_of(4) {
+        return None;
+    }
+    let opcode = b[1];
+    let result = b[3];
+    if opcode & PCP_RESPONSE == 0 {
+        return None;
+    }
+    if result == 1 {
+        // UNSUPP_VERSION: the header alone tells.
+        return Some(Answer::UnsupportedVersion);
+    }
+    if opcode & 0x7F != PCP_MAP || b.len() < PCP_HEADER + PCP_MAP_LEN {
+        return None;
+    }
+    let lifetime = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+    let epoch = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+    let m = &b[PCP_HEADER..];
+    if m[..12] != *nonce || m[12] != UDP {
+        return None;
+    }
+    let internal = u16::from_be_bytes([m[16], m[17]]);
+    if internal != internal_port {
+        return None;
+    }
+    if result != 0 {
+        return Some(Answer::Refused(pcp_result(result).to_string()));
+    }
+    let port = u16::from_be_bytes([m[18], m[19]]);
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&m[20..36]);
+    let addr = Ipv6Addr::from(a).to_ipv4_mapped()?;
+    if port == 0 || addr.is_unspecified() {
+        return None;
+    }
+    Some(Answer::Mapped {
+        external: SocketAddrV4::new(addr, port),
+        lifetime,
+        epoch,
+    })
+}
+
+/// A NAT-PMP answer to `step`.
+fn natpmp_answer(
+    step: Step,
+    b: &[u8],
+    internal_port: u16,
+    external: Option<Ipv4Addr>,
+) -> Option<Answer> {
+    let (op, result, epoch) = parse_natpmp_header(b)?;
+    let want = match step {
+        Step::External => NATPMP_EXTERNAL,
+        Step::Map | Step::Delete => NATPMP_MAP_UDP,
+    };
+    if op != want {
+        return None;
+    }
+    if result != 0 {
+        return Some(Answer::Refused(natpmp_result(result).to_string()));
+    }
+    match step {
+        Step::External => {
+            let a = b.get(8..12)?;
+            let addr = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
+            Some(Answer::External { addr, epoch })
+        }
+        Step::Map | Step::Delete => {
+            let r = b.get(8..16)?;
+            let internal = u16::from_be_bytes([r[0], r[1]]);
+            if internal != internal_port {
+                return None;
+            }
+            let port = u16::from_be_bytes([r[2], r[3]]);
+            let lifetime = u32::from_be_bytes([r[4], r[5], r[6], r[7]]);
+            let addr = external?;
+            if step == Step::Map && (port == 0 || addr.is_unspecified()) {
+                return None;
+            }
+            Some(Answer::Mapped {
+                external: SocketAddrV4::new(addr, port),
+                lifetime,
+                epoch,
+            })
         }
     }
 }
 
 /// What a gateway offers, asked without creating anything (`teredo-mire
 /// probe`): a PCP ANNOUNCE (RFC 6887 14.1) and a NAT-PMP request for the
-/// external address (RFC 6886 3.2), both to [`PORT`].
+/// external address (RFC 6886 3.2), both to [`PORT`](super::PORT).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Offer {
     /// A PCP server answered the ANNOUNCE.
