@@ -367,7 +367,8 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
             ));
         }
     }
-    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::SERVER_USER)?;
+    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::SERVER_USER)
+        .map_err(|e| e.to_string())?;
     if let Some(w) = warning {
         log::warn!("{w}");
     }
@@ -380,9 +381,10 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         cli.status_socket.as_deref(),
         STATUS_NAME,
         "another miredo-server answers on this status socket (perhaps in another network namespace): not starting; give this one another --status-socket",
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     status.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let metrics = Exporter::configured(file.metrics_listen)?;
+    let metrics = Exporter::configured(file.metrics_listen).map_err(|e| e.to_string())?;
     let n = workers();
     let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT), n)?;
     let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT), n)?;
@@ -394,7 +396,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         }
     };
     let root = match &cli.chrootdir {
-        Some(d) => privileges::open_chroot(d)?,
+        Some(d) => privileges::open_chroot(d).map_err(|e| e.to_string())?,
         None => privileges::prepare_empty(&run_dir).map_err(|e| format!("chroot: {e}"))?,
     };
     drop(run_dir);
@@ -416,7 +418,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
     pidfile::write(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
     let sandbox = Sandbox::with_children(Role::Server, &[reader.pid().as_raw()])
         .map_err(|e| format!("cannot build the system call filter: {e}"))?;
-    privileges::drop_for_good(&target, root)?;
+    privileges::drop_for_good(&target, root).map_err(|e| e.to_string())?;
     // From here on, only the system calls on the list: before any thread
     // starts and before any datagram is read.
     sandbox

@@ -19,19 +19,20 @@ use libteredo::proto::client::{Client, ClientState};
 use libteredo::proto::relay::Relay;
 use libteredo::proto::stats::Stats;
 use libteredo::proto::{Event, Output};
-use libteredo::sys::batch::{enable_udp_gro, RecvBatch, SendBatch, GRO_SLOT};
+use libteredo::sys::batch::{RecvBatch, SendBatch};
 use libteredo::sys::http::Exporter;
 use libteredo::sys::netlink::{Monitor, Netlink};
 use libteredo::sys::notify::{self as notify, Alive, Heartbeat, Notifier};
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::signals;
 use libteredo::sys::sleep::{self, WakeAlarm};
+use libteredo::sys::socket::{self, enable_udp_gro, SendMeta, GRO_SLOT};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -557,39 +558,6 @@ pub struct Daemon {
 /// often (a change of state is sent at once).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
-/// Receives a datagram with the ECN field of its IPv4 header (RFC 9601:
-/// congestion marked on the way must reach the inner packet).
-fn recv_with_ecn(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-) -> io::Result<(usize, Option<SocketAddrV4>, u8)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn};
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!(libc_int);
-    let msg = recvmsg::<SockaddrIn>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::empty(),
-    )
-    .map_err(io::Error::from)?;
-    let tos = msg
-        .cmsgs()
-        .ok()
-        .and_then(|mut c| {
-            c.find_map(|m| match m {
-                ControlMessageOwned::Ipv4Tos(t) => Some(t),
-                _ => None,
-            })
-        })
-        .unwrap_or(0);
-    let from = msg.address.map(|a| SocketAddrV4::new(a.ip(), a.port()));
-    Ok((msg.bytes, from, tos & 0b11))
-}
-
-#[allow(non_camel_case_types)]
-type libc_int = i32;
-
 /// Sends the unicast datagrams of `out` on `sock` at once, leaving the
 /// rest (multicast bubbles, packets for the TUN device, events) for
 /// `Daemon::dispatch_early`: for a client's first solicitation, sent before
@@ -617,28 +585,12 @@ fn send_with(
     ecn: u8,
     ttl: Option<u8>,
 ) -> io::Result<usize> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
-    if ecn == 0 && ttl.is_none() {
-        return sock.send_to(payload, to);
-    }
-    let tos = ecn & 0b11;
-    let ttl = ttl.map(i32::from);
-    let addr = SockaddrIn::from(to);
-    let mut cmsgs = Vec::with_capacity(2);
-    if tos != 0 {
-        cmsgs.push(ControlMessage::Ipv4Tos(&tos));
-    }
-    if let Some(t) = &ttl {
-        cmsgs.push(ControlMessage::Ipv4Ttl(t));
-    }
-    sendmsg(
-        sock.as_raw_fd(),
-        &[io::IoSlice::new(payload)],
-        &cmsgs,
-        MsgFlags::empty(),
-        Some(&addr),
-    )
-    .map_err(io::Error::from)
+    let meta = SendMeta {
+        ecn,
+        ttl,
+        segment_size: None,
+    };
+    socket::send(sock.as_fd(), to, payload, &meta)
 }
 
 /// Configures a relay's interface: the Teredo prefix routed to it, MTU, up.
@@ -1350,8 +1302,10 @@ impl Daemon {
     fn read_discovery(&mut self, buf: &mut [u8]) {
         for _ in 0..16 {
             let Some(sock) = &self.discovery else { return };
-            let (n, from, ecn) = match recv_with_ecn(sock, buf) {
-                Ok(x) => x,
+            // The ECN field of the outer IPv4 header (RFC 9601: congestion
+            // marked on the way must reach the inner packet).
+            let (n, from, ecn) = match socket::recv(sock.as_fd(), buf) {
+                Ok((n, from, meta)) => (n, from, meta.tos & 0b11),
                 Err(_) => return,
             };
             let Some(from) = from else { continue };

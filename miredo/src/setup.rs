@@ -19,10 +19,11 @@ use libteredo::sys::random::OsRandom;
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
 use libteredo::sys::seccomp::{Role, Sandbox};
+use libteredo::sys::socket;
 use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ fn bind_status(run_dir: &SafeDir, cli: &Cli, iface: &str) -> Result<UnixListener
         &format!("{iface}.status"),
         "another miredo answers on this status socket (perhaps in another network namespace, with an interface of the same name): not starting; give this one another InterfaceName, or another --status-socket",
     )
+    .map_err(|e| e.to_string())
 }
 
 /// Where miredo-privproc is installed, fixed when miredo is built
@@ -132,8 +134,7 @@ fn bind_udp(addr: SocketAddrV4) -> Result<UdpSocket, String> {
     let _ = s.set_multicast_ttl_v4(1);
     let _ = s.set_multicast_loop_v4(false);
     // The outer ECN field of every datagram comes with it (RFC 9601).
-    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpRecvTos, &true)
-        .map_err(|e| format!("IP_RECVTOS: {e}"))?;
+    socket::receive_tos(s.as_fd()).map_err(|e| format!("IP_RECVTOS: {e}"))?;
     // Big buffers: bursts of tunnelled packets must not be dropped here.
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
@@ -151,7 +152,7 @@ fn bind_discovery(ifaces: &[DiscoveryIface]) -> Result<UdpSocket, String> {
     s.set_reuse_address(true).map_err(|e| e.to_string())?;
     s.set_reuse_port(true).map_err(|e| e.to_string())?;
     s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpRecvTos, &true);
+    let _ = socket::receive_tos(s.as_fd());
     let addr = SocketAddrV4::new(group, libteredo::addr::TEREDO_PORT);
     s.bind(&addr.into())
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
@@ -356,13 +357,15 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
         .clone()
         .unwrap_or_else(|| PathBuf::from(PRIVPROC));
     let privproc_path = std::path::absolute(&privproc_path).unwrap_or(privproc_path);
-    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::DAEMON_USER)?;
+    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::DAEMON_USER)
+        .map_err(|e| e.to_string())?;
     if let Some(w) = warning {
         log::warn!("{w}");
     }
     // miredo-privproc: another user (the configuration reader runs as
     // ours, so that no process of ours but privproc runs as its user).
-    let (helper, warning) = privileges::lookup_user(None, privileges::PRIVPROC_USER)?;
+    let (helper, warning) =
+        privileges::lookup_user(None, privileges::PRIVPROC_USER).map_err(|e| e.to_string())?;
     if let Some(w) = warning {
         log::warn!("{w}");
     }
@@ -407,7 +410,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
         SafeDir::ensure(Path::new(STATUS_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
     let status = bind_status(&run_dir, &cli, &conf.interface_name)?;
     status.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let metrics = Exporter::configured(conf.metrics_listen)?;
+    let metrics = Exporter::configured(conf.metrics_listen).map_err(|e| e.to_string())?;
 
     let mtu = if client { 1280 } else { conf.interface_mtu };
     // Offloads (virtio-net headers): TCP super-packets come in whole and
@@ -478,7 +481,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
     // The chroot: root's, made through descriptors (libteredo::sys::rundir),
     // whatever an earlier version or another user left there.
     let root = match &cli.chrootdir {
-        Some(d) => privileges::open_chroot(d)?,
+        Some(d) => privileges::open_chroot(d).map_err(|e| e.to_string())?,
         None => privileges::prepare_chroot(&run_dir).map_err(|e| format!("chroot: {e}"))?,
     };
     drop(run_dir);
@@ -586,7 +589,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
     let children: Vec<i32> = reader.iter().map(|r| r.pid().as_raw()).collect();
     let sandbox = Sandbox::with_children(Role::Daemon, &children)
         .map_err(|e| format!("cannot build the system call filter: {e}"))?;
-    let root = privileges::drop_for_good(&target, root)?;
+    let root = privileges::drop_for_good(&target, root).map_err(|e| e.to_string())?;
     log::info!(
         "running as {} (uid {}), chrooted in {}, no capabilities",
         target.name,

@@ -94,9 +94,10 @@ impl Exporter {
 
     /// What a daemon does with its `MetricsListen`: nothing when unset,
     /// else binds and logs where; the error names the directive.
-    pub fn configured(addr: Option<SocketAddr>) -> Result<Option<Exporter>, String> {
+    pub fn configured(addr: Option<SocketAddr>) -> io::Result<Option<Exporter>> {
         let Some(addr) = addr else { return Ok(None) };
-        let ex = Exporter::bind(addr).map_err(|e| format!("MetricsListen {addr}: {e}"))?;
+        let ex = Exporter::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("MetricsListen {addr}: {e}")))?;
         log::info!(
             "metrics served on http://{}/metrics (Prometheus text format)",
             ex.local_addr()

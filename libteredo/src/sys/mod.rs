@@ -3,6 +3,7 @@
 //! host sees them. No protocol logic here.
 
 pub mod batch;
+mod cmsg;
 pub mod daemon;
 pub mod fds;
 pub mod http;
@@ -17,4 +18,5 @@ pub mod rundir;
 pub mod seccomp;
 pub mod signals;
 pub mod sleep;
+pub mod socket;
 pub mod upnp;
