@@ -14,6 +14,7 @@
 //! never makes an older tool print invalid exposition text.
 
 pub mod http;
+pub mod lines;
 
 use std::fmt::Write as _;
 

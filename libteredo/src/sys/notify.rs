@@ -23,7 +23,7 @@ use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The service manager's socket, or nothing.
 #[derive(Debug, Default)]
@@ -41,6 +41,38 @@ pub struct Notifier {
     /// Our pid when the variables were read (the process the manager
     /// started).
     started_pid: u32,
+}
+
+/// The service manager's status line (`STATUS=`) is refreshed at most
+/// this often while only its counts move (a change of state is sent at
+/// once); a daemon's main loop wakes at least this often to do it.
+pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// The last status line sent ([`Notifier::status`]), so that the next is
+/// sent only when it says something new: a daemon's main loop offers one
+/// at each turn.
+#[derive(Debug, Default)]
+pub struct StatusLine {
+    /// Its state key, its text, when.
+    last: Option<(String, String, Instant)>,
+}
+
+impl StatusLine {
+    /// Sends `text` if it is the first, if `now`, if its state `key`
+    /// changed, or if the text changed and the last one is
+    /// [`STATUS_EVERY`] old.
+    pub fn offer(&mut self, notify: &Notifier, now: bool, key: String, text: String) {
+        let due = match &self.last {
+            None => true,
+            Some((k, t, when)) => {
+                now || *k != key || (*t != text && when.elapsed() >= STATUS_EVERY)
+            }
+        };
+        if due {
+            notify.status(&text);
+            self.last = Some((key, text, Instant::now()));
+        }
+    }
 }
 
 /// Reads (and removes) the protocol's variables from the environment.
