@@ -237,3 +237,96 @@ pub fn one_line(s: &Snapshot) -> (String, String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    fn snapshot(engine: EngineSnapshot) -> Snapshot {
+        Snapshot {
+            interface: "teredo".into(),
+            mode: "cone",
+            uptime: Duration::from_secs(42),
+            local: "192.0.2.1:3544".parse().unwrap(),
+            engine,
+            stats: Stats {
+                udp_rx_packets: 3,
+                tun_tx_packets: 2,
+                ..Stats::default()
+            },
+            peers_trusted: 1,
+            peers_held: 0,
+            peers_evicted: 0,
+            queued_bytes: 0,
+        }
+    }
+
+    fn client(qualified: bool) -> ClientSnapshot {
+        ClientSnapshot {
+            state: ClientState::Probing,
+            has_server: false,
+            waiting: Some(Waiting::NameUnresolved),
+            server: Ipv4Addr::UNSPECIFIED,
+            server2: Ipv4Addr::UNSPECIFIED,
+            server_name: Some("teredo.example".into()),
+            qualification: qualified.then_some(Qualification {
+                addr: Ipv6Addr::new(0x2001, 0, 0x4136, 0xe378, 0x8000, 0x63bf, 0x3fff, 0xfdd2),
+                mapped: "192.0.2.45:40000".parse().unwrap(),
+                mtu: 1280,
+                prefix: 0x2001_0000,
+                server: Ipv4Addr::new(65, 54, 227, 120),
+            }),
+            nat: NatBehaviour::Cone,
+            port_mapping: None,
+            port_mapping_in_use: false,
+            fallbacks: vec![Ipv4Addr::new(192, 0, 2, 9)],
+            server_change: None,
+            qualified_after: None,
+            peers: 4,
+        }
+    }
+
+    #[test]
+    fn a_relay_says_its_prefix() {
+        let s = snapshot(EngineSnapshot::Relay(RelaySnapshot {
+            prefix: TeredoPrefix(0x3ffe_831f),
+            mtu: 1280,
+            peers: 4,
+        }));
+        let page = render(&s);
+        assert!(page.starts_with("interface: teredo\nmode: cone\nuptime: 42s\n"));
+        assert!(page.contains("\nstate: relaying\nprefix: 3ffe:831f::/32\nmtu: 1280\npeers: 4\n"));
+        assert!(page.contains("\nudp-rx-packets: 3\n") && page.contains("\ntun-tx-packets: 2\n"));
+        assert!(page.ends_with("drop-queue-expired: 0\n"), "{page}");
+        let (key, text) = one_line(&s);
+        assert_eq!(key, "relaying");
+        assert!(
+            text.starts_with("Relaying for 3ffe:831f::/32: 4 peers; 3 packets in"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_client_waiting_for_its_name_then_qualified() {
+        let s = snapshot(EngineSnapshot::Client(Box::new(client(false))));
+        let page = render(&s);
+        assert!(page.contains(
+            "\nstate: waiting\nwaiting-for: server name does not resolve\nserver: none\n"
+        ));
+        assert!(page.contains("\naddress: none\nmtu: 1280\nnat: cone\nport-mapping: off\nfallback-servers: 192.0.2.9\n"), "{page}");
+        assert_eq!(
+            one_line(&s),
+            (
+                "waiting name".into(),
+                "Waiting for the Teredo server: teredo.example: server name does not resolve"
+                    .into()
+            )
+        );
+        let s = snapshot(EngineSnapshot::Client(Box::new(client(true))));
+        let (key, text) = one_line(&s);
+        assert_eq!(key, "qualified 2001:0:4136:e378:8000:63bf:3fff:fdd2 cone");
+        assert!(text.ends_with("MTU 1280; 4 peers"), "{text}");
+        assert!(render(&s).contains("\nmapped-address: 192.0.2.45\nmapped-port: 40000\n"));
+    }
+}
