@@ -13,6 +13,9 @@
 //! not know are left out of the metrics (and kept in JSON): a newer daemon
 //! never makes an older tool print invalid exposition text.
 
+pub mod http;
+pub mod lines;
+
 use std::fmt::Write as _;
 
 /// A metric made from one status key.

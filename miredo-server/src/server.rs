@@ -5,27 +5,30 @@ use crate::Cli;
 use libteredo::addr::{is_global_unicast_v4, TEREDO_PORT};
 use libteredo::conf::server::ServerConfig as ServerFile;
 use libteredo::conf::LoadError;
-use libteredo::proto::{DropReason, Output, Server, ServerConfig, ServerCounters, Stats};
+use libteredo::metrics::lines::StatusLines;
+use libteredo::privsep::TeredoPrefix;
+use libteredo::proto::{Output, Server, ServerConfig, ServerCounters, Stats};
 use libteredo::sys::batch::{RecvBatch, SendBatch};
 use libteredo::sys::daemon::Startup;
 use libteredo::sys::http::Exporter;
-use libteredo::sys::notify::{self as notify, Alive, Heartbeat, Notifier};
+use libteredo::sys::notify::{
+    self as notify, Alive, Heartbeat, Notifier, StatusLine, STATUS_EVERY,
+};
+use libteredo::sys::poll::PollSet;
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
 use libteredo::sys::seccomp::{Role, Sandbox};
 use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
 use libteredo::wire::ipv6::Ipv6Packet;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::fmt::Write as _;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::{SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The run directory (root's, shared with miredo); without -t we chroot
 /// into its empty entry `empty`.
@@ -35,9 +38,6 @@ const BATCH: usize = 64;
 /// The status socket's name in the run directory: not `IFACE.status`, so
 /// that no miredo's interface name can give it.
 pub const STATUS_NAME: &str = "miredo-server.sock";
-/// Counts in the service manager's status line are refreshed at most this
-/// often.
-const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 fn joined(errs: Vec<libteredo::conf::ConfError>) -> String {
     errs.iter()
@@ -171,8 +171,8 @@ struct Running {
     notify: Arc<Notifier>,
     main_beat: Arc<Heartbeat>,
     started: Instant,
-    /// The last `STATUS=` sent, and when.
-    notified: Option<(String, Instant)>,
+    /// The last `STATUS=` sent.
+    notified: StatusLine,
 }
 
 impl Running {
@@ -190,29 +190,18 @@ impl Running {
         self.notify.ready();
         self.notify_status(true);
         loop {
-            let timeout = if self.notify.enabled() {
-                PollTimeout::from(STATUS_EVERY.as_millis() as u16)
-            } else {
-                PollTimeout::NONE
-            };
+            let timeout = self.notify.enabled().then_some(STATUS_EVERY);
             let (sig_r, status_r, metrics_r) = {
-                let mut fds = vec![
-                    PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.status.as_fd(), PollFlags::POLLIN),
-                ];
-                if let Some(m) = &self.metrics {
-                    fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
-                }
-                self.main_beat.wait();
-                let polled = poll(&mut fds, timeout);
-                self.main_beat.beat();
-                match polled {
-                    Ok(_) => {}
-                    Err(nix::errno::Errno::EINTR) => continue,
+                let mut set = PollSet::new();
+                let sig = set.add(self.sigfd.as_fd());
+                let status = set.add(self.status.as_fd());
+                let metrics = set.add_some(self.metrics.as_ref().map(|m| m.as_fd()));
+                match set.wait(timeout, &self.main_beat) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
                     Err(e) => return Err(format!("poll: {e}")),
                 }
-                let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-                (ready(0), ready(1), fds.len() > 2 && ready(2))
+                (set.ready(sig), set.ready(status), set.ready_some(metrics))
             };
             if sig_r {
                 for sig in signals::drain(&self.sigfd) {
@@ -243,7 +232,7 @@ impl Running {
                 }
             }
             if status_r {
-                self.answer_status();
+                libteredo::sys::status::answer(&self.status, || self.render());
             }
             if metrics_r {
                 if let Some(m) = &self.metrics {
@@ -271,48 +260,22 @@ impl Running {
     fn render(&self) -> String {
         let (stats, c) = self.totals();
         let f = &self.file;
-        let mut s = String::new();
-        let mut line = |k: &str, v: String| {
-            let _ = writeln!(s, "{k}: {v}");
-        };
-        line("mode", "server".into());
-        line("state", "serving".into());
-        line("uptime", format!("{}s", self.started.elapsed().as_secs()));
-        line("server-address", f.server_bind_address.to_string());
-        line("server-address2", f.server_bind_address2.to_string());
-        line(
-            "prefix",
-            format!(
-                "{}/32",
-                std::net::Ipv6Addr::from(u128::from(f.prefix) << 96)
-            ),
-        );
-        line("mtu", f.interface_mtu.to_string());
-        line("workers", self.sh.tallies.len().to_string());
-        line("rs-received", c.rs_received.to_string());
-        line("ra-sent", c.ra_sent.to_string());
-        line("relayed-to-clients", c.relayed_to_clients.to_string());
-        line("relayed-to-native", c.relayed_to_native.to_string());
-        line("udp-rx-packets", stats.udp_rx_packets.to_string());
-        line("udp-rx-bytes", stats.udp_rx_bytes.to_string());
-        line("udp-tx-packets", stats.udp_tx_packets.to_string());
-        line("udp-tx-bytes", stats.udp_tx_bytes.to_string());
-        for r in DropReason::ALL {
-            line(&format!("drop-{}", r.name()), stats.dropped(r).to_string());
-        }
-        s
-    }
-
-    fn answer_status(&mut self) {
-        for _ in 0..16 {
-            match self.status.accept() {
-                Ok((mut s, _)) => {
-                    let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-                    let _ = s.write_all(self.render().as_bytes());
-                }
-                Err(_) => return,
-            }
-        }
+        let mut l = StatusLines::new();
+        l.line("mode", "server");
+        l.line("state", "serving");
+        l.line("uptime", format!("{}s", self.started.elapsed().as_secs()));
+        l.line("server-address", f.server_bind_address);
+        l.line("server-address2", f.server_bind_address2);
+        l.line("prefix", TeredoPrefix(f.prefix));
+        l.line("mtu", f.interface_mtu);
+        l.line("workers", self.sh.tallies.len());
+        l.line("rs-received", c.rs_received);
+        l.line("ra-sent", c.ra_sent);
+        l.line("relayed-to-clients", c.relayed_to_clients);
+        l.line("relayed-to-native", c.relayed_to_native);
+        l.udp(&stats);
+        l.drops(&stats);
+        l.finish()
     }
 
     /// Tells the service manager what the server did: at once when `now`,
@@ -333,14 +296,9 @@ impl Running {
             c.relayed_to_native,
             stats.total_drops()
         );
-        let due = match &self.notified {
-            None => true,
-            Some((t, when)) => now || (*t != text && when.elapsed() >= STATUS_EVERY),
-        };
-        if due {
-            self.notify.status(&text);
-            self.notified = Some((text, Instant::now()));
-        }
+        // One state, serving: only the counts move.
+        self.notified
+            .offer(&self.notify, now, "serving".into(), text);
     }
 }
 
@@ -365,7 +323,8 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
             ));
         }
     }
-    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::SERVER_USER)?;
+    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::SERVER_USER)
+        .map_err(|e| e.to_string())?;
     if let Some(w) = warning {
         log::warn!("{w}");
     }
@@ -378,9 +337,10 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         cli.status_socket.as_deref(),
         STATUS_NAME,
         "another miredo-server answers on this status socket (perhaps in another network namespace): not starting; give this one another --status-socket",
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     status.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let metrics = Exporter::configured(file.metrics_listen)?;
+    let metrics = Exporter::configured(file.metrics_listen).map_err(|e| e.to_string())?;
     let n = workers();
     let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT), n)?;
     let secondary = bind(SocketAddrV4::new(file.server_bind_address2, TEREDO_PORT), n)?;
@@ -392,7 +352,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         }
     };
     let root = match &cli.chrootdir {
-        Some(d) => privileges::open_chroot(d)?,
+        Some(d) => privileges::open_chroot(d).map_err(|e| e.to_string())?,
         None => privileges::prepare_empty(&run_dir).map_err(|e| format!("chroot: {e}"))?,
     };
     drop(run_dir);
@@ -414,17 +374,17 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
     pidfile::write(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
     let sandbox = Sandbox::with_children(Role::Server, &[reader.pid().as_raw()])
         .map_err(|e| format!("cannot build the system call filter: {e}"))?;
-    privileges::drop_for_good(&target, root)?;
+    privileges::drop_for_good(&target, root).map_err(|e| e.to_string())?;
     // From here on, only the system calls on the list: before any thread
     // starts and before any datagram is read.
     sandbox
         .enter()
         .map_err(|e| format!("cannot enter the system call filter: {e}"))?;
     log::info!(
-        "serving on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {}/32, MTU {}; running as {}, no capabilities",
+        "serving on {}:{TEREDO_PORT} and {}:{TEREDO_PORT}, prefix {}, MTU {}; running as {}, no capabilities",
         file.server_bind_address,
         file.server_bind_address2,
-        std::net::Ipv6Addr::from(u128::from(file.prefix) << 96),
+        TeredoPrefix(file.prefix),
         file.interface_mtu,
         target.name
     );
@@ -471,7 +431,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         notify: Arc::new(notify),
         main_beat: Arc::default(),
         started: Instant::now(),
-        notified: None,
+        notified: StatusLine::default(),
     })
 }
 

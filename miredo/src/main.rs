@@ -1,14 +1,24 @@
 //! miredo: Teredo IPv6 tunneling client and relay (RFC 4380), a drop-in
 //! replacement of the C miredo 1.2.x daemon.
 
-mod daemon;
+// Start-up in its security order: opened as root, privileges dropped,
+// running unprivileged.
+mod dropping;
+mod opened_as_root;
+mod running;
+
+mod engine;
+mod io_threads;
+mod iobufs;
 mod network;
 mod portmap;
+mod privproc_client;
 mod servers;
-mod setup;
 mod status;
 
 use clap::Parser;
+use libteredo::sys::daemon::Startup;
+use libteredo::sys::notify::Notifier;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,13 +74,37 @@ fn main() -> ExitCode {
     // environment) before anything else starts.
     let notify = libteredo::sys::notify::from_env();
     let cli = Cli::parse();
-    match setup::run(cli, notify) {
+    match run(cli, notify) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Logging may not be set up yet: say it on stderr too.
             eprintln!("miredo: {e}");
             log::error!("{e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The whole start-up, then the daemon until it stops. Detached, the
+/// process that was started exits with start-up's result (see
+/// libteredo::sys::daemon::daemonize).
+fn run(cli: Cli, notify: Notifier) -> Result<(), String> {
+    let mut startup = Startup::foreground();
+    let started =
+        opened_as_root::open(cli, notify, &mut startup).and_then(dropping::drop_privileges);
+    match started {
+        Ok(mut d) => {
+            startup.succeeded();
+            let result = d.run();
+            // The interface is gone when we are.
+            d.release_privproc();
+            drop(d);
+            log::info!("stopped");
+            result
+        }
+        Err(e) => {
+            startup.failed(&e);
+            Err(e)
         }
     }
 }

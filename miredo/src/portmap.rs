@@ -391,7 +391,7 @@ impl Worker {
                         s.state = State::Asking;
                         s.external = None;
                         s.expires = None;
-                        s.why = Some(e);
+                        s.why = Some(e.to_string());
                     });
                 }
             }
@@ -450,7 +450,7 @@ impl Worker {
             Err(e) => {
                 let why = match (self.setting, self.status().why) {
                     (PortMapping::Auto, Some(before)) => format!("{before}; UPnP IGD: {e}"),
-                    _ => e,
+                    _ => e.to_string(),
                 };
                 log::info!("port mapping: none ({why}); asked again later");
                 self.set(|s| {

@@ -1,176 +1,208 @@
-//! The status page served on `/run/miredo/IFACE.status`: `key: value`
-//! lines, read by `teredo-mire status`.
+//! The status page served on `/run/miredo/IFACE.status` (`key: value`
+//! lines, read by `teredo-mire status` and the metrics listener) and the
+//! one-line status for the service manager, both written from a
+//! [`Snapshot`]: a plain struct the daemon fills under its engine lock.
+//! Nothing here knows the daemon.
 
-use crate::daemon::{Daemon, EngineKind};
-use libteredo::proto::{DropReason, PeerClass};
-use std::fmt::Write;
-use std::time::Instant;
+use crate::network::Waiting;
+use crate::portmap::MapStatus;
+use libteredo::metrics::lines::StatusLines;
+use libteredo::privsep::TeredoPrefix;
+use libteredo::proto::NatBehaviour;
+use libteredo::proto::Stats;
+use libteredo::proto::{ClientState, Qualification};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant, SystemTime};
 
-pub fn render(d: &Daemon, engine: &EngineKind) -> String {
-    let mut s = String::new();
-    let conf = d.conf();
-    let mut line = |k: &str, v: String| {
-        let _ = writeln!(s, "{k}: {v}");
-    };
-    line("interface", conf.interface_name.clone());
-    line("mode", conf.relay_type.as_str().to_string());
-    line("uptime", format!("{}s", d.uptime().as_secs()));
-    line("service-port", d.local().to_string());
-    let stats = engine.stats().clone();
-    match engine {
-        EngineKind::Client(c) => {
-            // No server yet (its name does not resolve): waiting.
-            let state = if c.has_server() {
-                c.state().to_string()
-            } else {
-                "waiting".into()
-            };
-            line("state", state);
-            if let Some(w) = d.waiting_for(engine) {
-                line("waiting-for", w.as_str().into());
-            }
-            let cfg = c.config();
-            if c.has_server() {
-                line("server", cfg.server.to_string());
-                line("server2", cfg.server2.to_string());
-            } else {
-                line("server", "none".into());
-                line("server2", "none".into());
-            }
-            match c.qualification() {
-                Some(q) => {
-                    line("address", q.addr.to_string());
-                    line("mapped-address", q.mapped.ip().to_string());
-                    line("mapped-port", q.mapped.port().to_string());
-                    line("mtu", q.mtu.to_string());
-                }
-                None => {
-                    line("address", "none".into());
-                    line("mtu", "1280".into());
-                }
-            }
-            line("nat", c.nat().to_string());
-            // The port mapping with the home gateway (miredo.8, PORT
-            // MAPPING).
-            match d.mapper().map(|m| m.status()) {
-                Some(m) => {
-                    line("port-mapping", m.state.as_str().into());
-                    if let Some(g) = m.gateway {
-                        line("port-mapping-gateway", g.to_string());
-                    }
-                    if let (Some(p), Some(e)) = (m.protocol, m.external) {
-                        line("port-mapping-protocol", p.into());
-                        line("port-mapping-external", e.to_string());
-                        let left = m
-                            .expires
-                            .map_or(0, |t| t.saturating_duration_since(Instant::now()).as_secs());
-                        line("port-mapping-lifetime-left", format!("{left}s"));
-                        let used = if c.port_mapping_in_use() { "yes" } else { "no" };
-                        line("port-mapping-in-use", used.into());
-                    }
-                    if let Some(why) = m.why {
-                        line("port-mapping-error", why.replace(char::is_control, " "));
-                    }
-                }
-                None => line("port-mapping", "off".into()),
-            }
-            let others: Vec<String> = c.servers().skip(1).map(|(a, _)| a.to_string()).collect();
-            if !others.is_empty() {
-                line("fallback-servers", others.join(" "));
-            }
-            if let Some((from, to, when)) = d.server_change() {
-                let ago = when.elapsed().map_or(0, |d| d.as_secs());
-                line(
-                    "server-changed",
-                    format!("{ago}s ago, from {from} (no answer) to {to}"),
-                );
-            }
-            if let Some(t) = d.qualified_after() {
-                line("qualified-after", format!("{}ms", t.as_millis()));
-            }
-            line("peers", c.peer_count().to_string());
-        }
-        EngineKind::Relay(r) => {
-            line("state", "relaying".into());
-            line(
-                "prefix",
-                format!(
-                    "{}/32",
-                    std::net::Ipv6Addr::from(u128::from(conf.prefix) << 96)
-                ),
-            );
-            line("mtu", conf.interface_mtu.to_string());
-            line("peers", r.peers().len().to_string());
+/// The last move to another server: (from, to, when).
+pub type ServerChange = (Ipv4Addr, Ipv4Addr, SystemTime);
+
+/// What the daemon is and does at one moment.
+pub struct Snapshot {
+    pub interface: String,
+    /// `RelayType`, as the configuration names it.
+    pub mode: &'static str,
+    pub uptime: Duration,
+    /// The Teredo service port.
+    pub local: SocketAddrV4,
+    pub engine: EngineSnapshot,
+    pub stats: Stats,
+    /// The peer list (libteredo::proto::admission): by class now, and
+    /// what left it since the start.
+    pub peers_trusted: usize,
+    pub peers_held: usize,
+    pub peers_evicted: u64,
+    pub queued_bytes: usize,
+}
+
+/// What only a client or only a relay has.
+pub enum EngineSnapshot {
+    Client(Box<ClientSnapshot>),
+    Relay(RelaySnapshot),
+}
+
+pub struct ClientSnapshot {
+    pub state: ClientState,
+    /// Whether it has a server (none while its name does not resolve).
+    pub has_server: bool,
+    pub waiting: Option<Waiting>,
+    pub server: Ipv4Addr,
+    pub server2: Ipv4Addr,
+    /// The name configured (ServerAddress), for a name that does not
+    /// resolve.
+    pub server_name: Option<String>,
+    pub qualification: Option<Qualification>,
+    pub nat: NatBehaviour,
+    /// The port mapping with the home gateway, if the client runs one.
+    pub port_mapping: Option<MapStatus>,
+    pub port_mapping_in_use: bool,
+    /// The servers after the one in use.
+    pub fallbacks: Vec<Ipv4Addr>,
+    pub server_change: Option<ServerChange>,
+    pub qualified_after: Option<Duration>,
+    pub peers: usize,
+}
+
+pub struct RelaySnapshot {
+    pub prefix: TeredoPrefix,
+    pub mtu: u16,
+    pub peers: usize,
+}
+
+/// The status page.
+pub fn render(s: &Snapshot) -> String {
+    let mut l = StatusLines::new();
+    l.line("interface", &s.interface);
+    l.line("mode", s.mode);
+    l.line("uptime", format!("{}s", s.uptime.as_secs()));
+    l.line("service-port", s.local);
+    match &s.engine {
+        EngineSnapshot::Client(c) => client(&mut l, c),
+        EngineSnapshot::Relay(r) => {
+            l.line("state", "relaying");
+            l.line("prefix", r.prefix);
+            l.line("mtu", r.mtu);
+            l.line("peers", r.peers);
         }
     }
-    line("udp-rx-packets", stats.udp_rx_packets.to_string());
-    line("udp-rx-bytes", stats.udp_rx_bytes.to_string());
-    line("udp-tx-packets", stats.udp_tx_packets.to_string());
-    line("udp-tx-bytes", stats.udp_tx_bytes.to_string());
-    line("tun-rx-packets", stats.tun_rx_packets.to_string());
-    line("tun-rx-bytes", stats.tun_rx_bytes.to_string());
-    line("tun-tx-packets", stats.tun_tx_packets.to_string());
-    line("tun-tx-bytes", stats.tun_tx_bytes.to_string());
+    let stats = &s.stats;
+    l.udp(stats);
+    l.tun(stats);
     // Admission (libteredo::proto::admission): what the peer list holds by
     // class now, and what happened to new peers since the start.
-    let peers = match engine {
-        EngineKind::Client(c) => c.peers(),
-        EngineKind::Relay(r) => r.peers(),
-    };
-    line("peers-trusted", peers.count(PeerClass::Trusted).to_string());
-    line(
-        "peers-on-probation",
-        peers.count(PeerClass::Held).to_string(),
-    );
-    line("peers-held", stats.peers_held.to_string());
-    line("peers-admitted-late", stats.peers_admitted_late.to_string());
-    line("peers-evicted", peers.evicted().to_string());
-    line("queued-bytes", peers.queued_bytes().to_string());
-    line("bubbles-sent", stats.bubbles_sent.to_string());
-    line("bubbles-received", stats.bubbles_received.to_string());
-    line("icmp-errors-sent", stats.icmp_errors.to_string());
-    for r in DropReason::ALL {
-        line(&format!("drop-{}", r.name()), stats.dropped(r).to_string());
+    l.line("peers-trusted", s.peers_trusted);
+    l.line("peers-on-probation", s.peers_held);
+    l.line("peers-held", stats.peers_held);
+    l.line("peers-admitted-late", stats.peers_admitted_late);
+    l.line("peers-evicted", s.peers_evicted);
+    l.line("queued-bytes", s.queued_bytes);
+    l.line("bubbles-sent", stats.bubbles_sent);
+    l.line("bubbles-received", stats.bubbles_received);
+    l.line("icmp-errors-sent", stats.icmp_errors);
+    l.drops(stats);
+    l.line("drop-queue-expired", stats.drops_queue_expired);
+    l.finish()
+}
+
+/// A client's own lines.
+fn client(l: &mut StatusLines, c: &ClientSnapshot) {
+    // No server yet (its name does not resolve): waiting.
+    if c.has_server {
+        l.line("state", c.state);
+    } else {
+        l.line("state", "waiting");
     }
-    line("drop-queue-expired", stats.drops_queue_expired.to_string());
-    s
+    if let Some(w) = c.waiting {
+        l.line("waiting-for", w.as_str());
+    }
+    if c.has_server {
+        l.line("server", c.server);
+        l.line("server2", c.server2);
+    } else {
+        l.line("server", "none");
+        l.line("server2", "none");
+    }
+    match c.qualification {
+        Some(q) => {
+            l.line("address", q.addr);
+            l.line("mapped-address", q.mapped.ip());
+            l.line("mapped-port", q.mapped.port());
+            l.line("mtu", q.mtu);
+        }
+        None => {
+            l.line("address", "none");
+            l.line("mtu", "1280");
+        }
+    }
+    l.line("nat", c.nat);
+    // The port mapping with the home gateway (miredo.8, PORT MAPPING).
+    match &c.port_mapping {
+        Some(m) => {
+            l.line("port-mapping", m.state.as_str());
+            if let Some(g) = m.gateway {
+                l.line("port-mapping-gateway", g);
+            }
+            if let (Some(p), Some(e)) = (m.protocol, m.external) {
+                l.line("port-mapping-protocol", p);
+                l.line("port-mapping-external", e);
+                let left = m
+                    .expires
+                    .map_or(0, |t| t.saturating_duration_since(Instant::now()).as_secs());
+                l.line("port-mapping-lifetime-left", format!("{left}s"));
+                let used = if c.port_mapping_in_use { "yes" } else { "no" };
+                l.line("port-mapping-in-use", used);
+            }
+            if let Some(why) = &m.why {
+                l.line("port-mapping-error", why.replace(char::is_control, " "));
+            }
+        }
+        None => l.line("port-mapping", "off"),
+    }
+    if !c.fallbacks.is_empty() {
+        let others: Vec<String> = c.fallbacks.iter().map(Ipv4Addr::to_string).collect();
+        l.line("fallback-servers", others.join(" "));
+    }
+    if let Some((from, to, when)) = c.server_change {
+        let ago = when.elapsed().map_or(0, |d| d.as_secs());
+        l.line(
+            "server-changed",
+            format!("{ago}s ago, from {from} (no answer) to {to}"),
+        );
+    }
+    if let Some(t) = c.qualified_after {
+        l.line("qualified-after", format!("{}ms", t.as_millis()));
+    }
+    l.line("peers", c.peers);
 }
 
 /// The one-line status for the service manager (`STATUS=`, shown by
 /// `systemctl status`): what the daemon is doing and, apart, a key that
 /// changes with its state only (a change of key is sent at once; counts
 /// that move are sent at most every few seconds).
-pub fn one_line(d: &Daemon, engine: &EngineKind) -> (String, String) {
-    use crate::network::Waiting;
-    use libteredo::proto::ClientState;
-    let stats = engine.stats();
-    match engine {
-        EngineKind::Client(c) => {
-            let server = c.config().server;
-            if let Some(q) = c.qualification() {
-                let key = format!("qualified {} {}", q.addr, c.nat());
+pub fn one_line(s: &Snapshot) -> (String, String) {
+    match &s.engine {
+        EngineSnapshot::Client(c) => {
+            let server = c.server;
+            if let Some(q) = c.qualification {
+                let key = format!("qualified {} {}", q.addr, c.nat);
                 let text = format!(
                     "Qualified: Teredo address {}, NAT {}, server {server}, MTU {}; {} peers",
-                    q.addr,
-                    c.nat(),
-                    q.mtu,
-                    c.peer_count()
+                    q.addr, c.nat, q.mtu, c.peers
                 );
                 return (key, text);
             }
-            let waiting = d.waiting_for(engine);
-            let why = match waiting {
+            let why = match c.waiting {
                 Some(Waiting::NameUnresolved) => Some(Waiting::NameUnresolved),
                 Some(w @ (Waiting::NoRoute | Waiting::NoAddress)) => Some(w),
                 // No answer counts once a round of solicitations failed.
-                Some(Waiting::NoAnswer) if c.state() == ClientState::Offline => {
+                Some(Waiting::NoAnswer) if c.state == ClientState::Offline => {
                     Some(Waiting::NoAnswer)
                 }
                 _ => None,
             };
             match why {
                 Some(Waiting::NameUnresolved) => {
-                    let name = d.conf().server_address.clone().unwrap_or_default();
+                    let name = c.server_name.clone().unwrap_or_default();
                     (
                         "waiting name".into(),
                         format!(
@@ -189,12 +221,12 @@ pub fn one_line(d: &Daemon, engine: &EngineKind) -> (String, String) {
                 ),
             }
         }
-        EngineKind::Relay(r) => {
-            let conf = d.conf();
+        EngineSnapshot::Relay(r) => {
+            let stats = &s.stats;
             let text = format!(
-                "Relaying for {}/32: {} peers; {} packets in and {} out over UDP, {} in and {} out over the tunnel, {} dropped",
-                std::net::Ipv6Addr::from(u128::from(conf.prefix) << 96),
-                r.peers().len(),
+                "Relaying for {}: {} peers; {} packets in and {} out over UDP, {} in and {} out over the tunnel, {} dropped",
+                r.prefix,
+                r.peers,
                 stats.udp_rx_packets,
                 stats.udp_tx_packets,
                 stats.tun_rx_packets,
@@ -203,5 +235,98 @@ pub fn one_line(d: &Daemon, engine: &EngineKind) -> (String, String) {
             );
             ("relaying".into(), text)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    fn snapshot(engine: EngineSnapshot) -> Snapshot {
+        Snapshot {
+            interface: "teredo".into(),
+            mode: "cone",
+            uptime: Duration::from_secs(42),
+            local: "192.0.2.1:3544".parse().unwrap(),
+            engine,
+            stats: Stats {
+                udp_rx_packets: 3,
+                tun_tx_packets: 2,
+                ..Stats::default()
+            },
+            peers_trusted: 1,
+            peers_held: 0,
+            peers_evicted: 0,
+            queued_bytes: 0,
+        }
+    }
+
+    fn client(qualified: bool) -> ClientSnapshot {
+        ClientSnapshot {
+            state: ClientState::Probing,
+            has_server: false,
+            waiting: Some(Waiting::NameUnresolved),
+            server: Ipv4Addr::UNSPECIFIED,
+            server2: Ipv4Addr::UNSPECIFIED,
+            server_name: Some("teredo.example".into()),
+            qualification: qualified.then_some(Qualification {
+                addr: Ipv6Addr::new(0x2001, 0, 0x4136, 0xe378, 0x8000, 0x63bf, 0x3fff, 0xfdd2),
+                mapped: "192.0.2.45:40000".parse().unwrap(),
+                mtu: 1280,
+                prefix: 0x2001_0000,
+                server: Ipv4Addr::new(65, 54, 227, 120),
+            }),
+            nat: NatBehaviour::Cone,
+            port_mapping: None,
+            port_mapping_in_use: false,
+            fallbacks: vec![Ipv4Addr::new(192, 0, 2, 9)],
+            server_change: None,
+            qualified_after: None,
+            peers: 4,
+        }
+    }
+
+    #[test]
+    fn a_relay_says_its_prefix() {
+        let s = snapshot(EngineSnapshot::Relay(RelaySnapshot {
+            prefix: TeredoPrefix(0x3ffe_831f),
+            mtu: 1280,
+            peers: 4,
+        }));
+        let page = render(&s);
+        assert!(page.starts_with("interface: teredo\nmode: cone\nuptime: 42s\n"));
+        assert!(page.contains("\nstate: relaying\nprefix: 3ffe:831f::/32\nmtu: 1280\npeers: 4\n"));
+        assert!(page.contains("\nudp-rx-packets: 3\n") && page.contains("\ntun-tx-packets: 2\n"));
+        assert!(page.ends_with("drop-queue-expired: 0\n"), "{page}");
+        let (key, text) = one_line(&s);
+        assert_eq!(key, "relaying");
+        assert!(
+            text.starts_with("Relaying for 3ffe:831f::/32: 4 peers; 3 packets in"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_client_waiting_for_its_name_then_qualified() {
+        let s = snapshot(EngineSnapshot::Client(Box::new(client(false))));
+        let page = render(&s);
+        assert!(page.contains(
+            "\nstate: waiting\nwaiting-for: server name does not resolve\nserver: none\n"
+        ));
+        assert!(page.contains("\naddress: none\nmtu: 1280\nnat: cone\nport-mapping: off\nfallback-servers: 192.0.2.9\n"), "{page}");
+        assert_eq!(
+            one_line(&s),
+            (
+                "waiting name".into(),
+                "Waiting for the Teredo server: teredo.example: server name does not resolve"
+                    .into()
+            )
+        );
+        let s = snapshot(EngineSnapshot::Client(Box::new(client(true))));
+        let (key, text) = one_line(&s);
+        assert_eq!(key, "qualified 2001:0:4136:e378:8000:63bf:3fff:fdd2 cone");
+        assert!(text.ends_with("MTU 1280; 4 peers"), "{text}");
+        assert!(render(&s).contains("\nmapped-address: 192.0.2.45\nmapped-port: 40000\n"));
     }
 }

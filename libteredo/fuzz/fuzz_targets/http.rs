@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use libteredo::sys::http::{answer, parse_request, MAX_REQUEST};
+use libteredo::metrics::http::{answer, parse_request, MAX_REQUEST};
 
 fuzz_target!(|data: &[u8]| {
     let parsed = parse_request(data);

@@ -23,7 +23,7 @@ use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The service manager's socket, or nothing.
 #[derive(Debug, Default)]
@@ -41,6 +41,38 @@ pub struct Notifier {
     /// Our pid when the variables were read (the process the manager
     /// started).
     started_pid: u32,
+}
+
+/// The service manager's status line (`STATUS=`) is refreshed at most
+/// this often while only its counts move (a change of state is sent at
+/// once); a daemon's main loop wakes at least this often to do it.
+pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// The last status line sent ([`Notifier::status`]), so that the next is
+/// sent only when it says something new: a daemon's main loop offers one
+/// at each turn.
+#[derive(Debug, Default)]
+pub struct StatusLine {
+    /// Its state key, its text, when.
+    last: Option<(String, String, Instant)>,
+}
+
+impl StatusLine {
+    /// Sends `text` if it is the first, if `now`, if its state `key`
+    /// changed, or if the text changed and the last one is
+    /// [`STATUS_EVERY`] old.
+    pub fn offer(&mut self, notify: &Notifier, now: bool, key: String, text: String) {
+        let due = match &self.last {
+            None => true,
+            Some((k, t, when)) => {
+                now || *k != key || (*t != text && when.elapsed() >= STATUS_EVERY)
+            }
+        };
+        if due {
+            notify.status(&text);
+            self.last = Some((key, text, Instant::now()));
+        }
+    }
 }
 
 /// Reads (and removes) the protocol's variables from the environment.
@@ -72,7 +104,7 @@ pub fn from_env() -> Notifier {
     n.target = target;
     match watchdog_period(usec.as_deref(), wpid.as_deref(), std::process::id()) {
         Ok(w) => n.watchdog = w,
-        Err(e) => n.setup_error = Some(e),
+        Err(e) => n.setup_error = Some(e.to_string()),
     }
     n
 }
@@ -106,20 +138,26 @@ pub fn watchdog_period(
     usec: Option<&str>,
     pid: Option<&str>,
     our_pid: u32,
-) -> Result<Option<Duration>, String> {
+) -> io::Result<Option<Duration>> {
     let Some(usec) = usec else { return Ok(None) };
     if let Some(p) = pid {
         match p.trim().parse::<u32>() {
             Ok(p) if p == our_pid => {}
             Ok(_) => return Ok(None),
-            Err(_) => return Err(format!("WATCHDOG_PID {p:?} is not a process id")),
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("WATCHDOG_PID {p:?} is not a process id"),
+                ))
+            }
         }
     }
     match usec.trim().parse::<u64>() {
         Ok(0) => Ok(None),
         Ok(us) => Ok(Some(Duration::from_micros(us))),
-        Err(_) => Err(format!(
-            "WATCHDOG_USEC {usec:?} is not a number of microseconds: no watchdog"
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("WATCHDOG_USEC {usec:?} is not a number of microseconds: no watchdog"),
         )),
     }
 }
@@ -406,18 +444,19 @@ mod tests {
 
     #[test]
     fn watchdog_variables() {
-        assert_eq!(watchdog_period(None, None, 10), Ok(None));
+        let ok = |u, p| watchdog_period(u, p, 10).ok();
+        assert_eq!(ok(None, None), Some(None));
         assert_eq!(
-            watchdog_period(Some("2000000"), None, 10),
-            Ok(Some(Duration::from_secs(2)))
+            ok(Some("2000000"), None),
+            Some(Some(Duration::from_secs(2)))
         );
         assert_eq!(
-            watchdog_period(Some("2000000"), Some("10"), 10),
-            Ok(Some(Duration::from_secs(2)))
+            ok(Some("2000000"), Some("10")),
+            Some(Some(Duration::from_secs(2)))
         );
         // Meant for another process (one we were forked from).
-        assert_eq!(watchdog_period(Some("2000000"), Some("11"), 10), Ok(None));
-        assert_eq!(watchdog_period(Some("0"), None, 10), Ok(None));
+        assert_eq!(ok(Some("2000000"), Some("11")), Some(None));
+        assert_eq!(ok(Some("0"), None), Some(None));
         assert!(watchdog_period(Some("soon"), None, 10).is_err());
         assert!(watchdog_period(Some("1"), Some("me"), 10).is_err());
     }

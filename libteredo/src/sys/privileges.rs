@@ -46,17 +46,15 @@ pub const FALLBACK_USER: &str = "nobody";
 /// Looks up `explicit` (which must exist and not be root) or, without it,
 /// `default`, falling back to `nobody` with a warning when `default` does
 /// not exist. Returns the user and the warning to log.
-pub fn lookup_user(
-    explicit: Option<&str>,
-    default: &str,
-) -> Result<(Target, Option<String>), String> {
+pub fn lookup_user(explicit: Option<&str>, default: &str) -> io::Result<(Target, Option<String>)> {
     if let Some(name) = explicit {
         return lookup_unprivileged(name).map(|t| (t, None));
     }
     match lookup(default) {
         Ok(t) if !t.uid.is_root() => Ok((t, None)),
-        Ok(_) => Err(format!(
-            "user {default} is uid 0: refusing to run as root once set up"
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("user {default} is uid 0: refusing to run as root once set up"),
         )),
         Err(_) => {
             let t = lookup_unprivileged(FALLBACK_USER)?;
@@ -134,12 +132,16 @@ pub fn prepare_empty(run: &SafeDir) -> io::Result<SafeDir> {
 /// directory of root's that nobody else can write, reached through such
 /// directories only (the daemon must not be able to change its own prison,
 /// nor anyone else to swap it).
-pub fn open_chroot(dir: &Path) -> Result<SafeDir, String> {
-    let abs = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn open_chroot(dir: &Path) -> io::Result<SafeDir> {
+    let abs = std::path::absolute(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     SafeDir::open_trusted(&abs).map_err(|e| {
-        format!(
-            "chroot directory {}: {e}: name a directory of root's that nobody else can write",
-            dir.display()
+        io::Error::new(
+            e.kind(),
+            format!(
+                "chroot directory {}: {e}: name a directory of root's that nobody else can write",
+                dir.display()
+            ),
         )
     })
 }
@@ -192,12 +194,15 @@ pub fn holds_any_capability() -> bool {
 }
 
 /// Looks up the user a daemon runs as once set up, refusing uid 0.
-pub fn lookup_unprivileged(user: &str) -> Result<Target, String> {
-    let target = lookup(user).map_err(|e| format!("user {user}: {e}"))?;
+pub fn lookup_unprivileged(user: &str) -> io::Result<Target> {
+    let target = lookup(user).map_err(|e| io::Error::new(e.kind(), format!("user {user}: {e}")))?;
     if target.uid.is_root() {
-        return Err(format!(
-            "refusing to run as {} (uid 0) once set up: name an unprivileged user with -u",
-            target.name
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing to run as {} (uid 0) once set up: name an unprivileged user with -u",
+                target.name
+            ),
         ));
     }
     Ok(target)
@@ -206,19 +211,24 @@ pub fn lookup_unprivileged(user: &str) -> Result<Target, String> {
 /// The daemons' last step as root: chroot into `root` (its descriptor is
 /// closed once inside), become `target`, check that no capability is
 /// left. Returns the root directory's path, for the logs.
-pub fn drop_for_good(target: &Target, root: SafeDir) -> Result<std::path::PathBuf, String> {
+pub fn drop_for_good(target: &Target, root: SafeDir) -> io::Result<std::path::PathBuf> {
     let path = root.path().to_path_buf();
     let fd = root.into_fd();
     drop_to(target, std::os::fd::AsFd::as_fd(&fd)).map_err(|e| {
-        format!(
-            "cannot drop privileges to {} in {}: {e}",
-            target.name,
-            path.display()
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot drop privileges to {} in {}: {e}",
+                target.name,
+                path.display()
+            ),
         )
     })?;
     drop(fd);
     if holds_any_capability() {
-        return Err("capabilities are still held after dropping them: refusing to run".into());
+        return Err(io::Error::other(
+            "capabilities are still held after dropping them: refusing to run",
+        ));
     }
     Ok(path)
 }
@@ -232,7 +242,7 @@ mod tests {
     #[test]
     fn a_chroot_named_on_the_command_line_must_be_roots() {
         assert!(open_chroot(Path::new("/")).is_ok());
-        let e = open_chroot(Path::new("/tmp")).unwrap_err();
+        let e = open_chroot(Path::new("/tmp")).unwrap_err().to_string();
         assert!(e.contains("writable by group or others"), "{e}");
     }
 }

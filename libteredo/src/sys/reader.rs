@@ -186,11 +186,16 @@ impl ConfigReader {
 
     /// Asks for the file's current contents (answers to names that come
     /// first are kept for [`ConfigReader::answers`]).
-    pub fn read(&mut self) -> Result<String, String> {
+    /// An error says why in a sentence: the reader's own words when it
+    /// could not read the file.
+    pub fn read(&mut self) -> io::Result<String> {
         let Some(path) = self.path.clone() else {
-            return Err("no configuration file".into());
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no configuration file",
+            ));
         };
-        let what = |e: io::Error| format!("configuration reader: {e}");
+        let what = |e: io::Error| io::Error::new(e.kind(), format!("configuration reader: {e}"));
         self.sock.write_all(&[READ]).map_err(what)?;
         // Bounded: the reader answers each request once, and only as many
         // names as were asked for can come first.
@@ -200,9 +205,11 @@ impl ConfigReader {
                 FILE_OK | FILE_ERR => {
                     let text = String::from_utf8(body)
                         .map_err(|_| format!("{}: not valid UTF-8", path.display()));
-                    return match kind {
-                        FILE_OK => text,
-                        _ => Err(text.unwrap_or_else(|e| e)),
+                    return match (kind, text) {
+                        (FILE_OK, Ok(t)) => Ok(t),
+                        (FILE_OK, Err(e)) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                        // Why the reader could not read it, in its words.
+                        (_, t) => Err(io::Error::other(t.unwrap_or_else(|e| e))),
                     };
                 }
                 _ => {
@@ -212,7 +219,10 @@ impl ConfigReader {
                 }
             }
         }
-        Err("configuration reader: no answer to the file request".into())
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "configuration reader: no answer to the file request",
+        ))
     }
 
     /// Asks for the IPv4 addresses of `name`; the answer comes later (the
@@ -517,7 +527,8 @@ fn start_resolver(writer: Arc<Writer>) -> Option<mpsc::SyncSender<String>> {
         .name("resolver".into())
         .spawn(move || {
             while let Ok(name) = rx.recv() {
-                let result = resolve_v4(&name);
+                // Why not, in words: the answer crosses to the daemon.
+                let result = resolve_v4(&name).map_err(|e| e.to_string());
                 if writer.send(&encode_name(&name, &result)).is_err() {
                     return;
                 }
@@ -529,12 +540,12 @@ fn start_resolver(writer: Arc<Writer>) -> Option<mpsc::SyncSender<String>> {
 
 /// The IPv4 addresses of `name` from the system resolver, in its order,
 /// without repeats.
-pub fn resolve_v4(name: &str) -> Result<Vec<Ipv4Addr>, String> {
+pub fn resolve_v4(name: &str) -> io::Result<Vec<Ipv4Addr>> {
     use std::net::ToSocketAddrs;
     if let Ok(ip) = name.parse::<Ipv4Addr>() {
         return Ok(vec![ip]);
     }
-    let found = (name, 0u16).to_socket_addrs().map_err(|e| e.to_string())?;
+    let found = (name, 0u16).to_socket_addrs()?;
     let mut v: Vec<Ipv4Addr> = Vec::new();
     for a in found {
         if let std::net::SocketAddr::V4(a) = a {
@@ -544,7 +555,10 @@ pub fn resolve_v4(name: &str) -> Result<Vec<Ipv4Addr>, String> {
         }
     }
     if v.is_empty() {
-        return Err(format!("{name} has no IPv4 address"));
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{name} has no IPv4 address"),
+        ));
     }
     Ok(v)
 }

@@ -462,7 +462,9 @@ pub fn bind_status_socket(
     explicit: Option<&Path>,
     default_name: &str,
     in_use: &str,
-) -> Result<UnixListener, String> {
+) -> io::Result<UnixListener> {
+    // Each error says which socket, and why, in a sentence.
+    let said = |kind: io::ErrorKind, what: String| io::Error::new(kind, what);
     let (dir, name, shown) = match explicit {
         None => (
             None,
@@ -470,23 +472,30 @@ pub fn bind_status_socket(
             run_dir.path().join(default_name).display().to_string(),
         ),
         Some(p) => {
-            let abs = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let abs = std::path::absolute(p)
+                .map_err(|e| said(e.kind(), format!("{}: {e}", p.display())))?;
             let (Some(parent), Some(name)) =
                 (abs.parent(), abs.file_name().and_then(|n| n.to_str()))
             else {
-                return Err(format!("status socket {}: not a file name", p.display()));
+                return Err(said(
+                    io::ErrorKind::InvalidInput,
+                    format!("status socket {}: not a file name", p.display()),
+                ));
             };
             let d = SafeDir::open_trusted(parent).map_err(|e| {
-                format!("status socket {}: {e}: name one in a directory of root's that nobody else can write", p.display())
+                said(e.kind(), format!("status socket {}: {e}: name one in a directory of root's that nobody else can write", p.display()))
             })?;
             // Looked at through the trusted directory's descriptor, as it
             // is bound.
             if d.holds_non_socket(name)
-                .map_err(|e| format!("status socket: {e}"))?
+                .map_err(|e| said(e.kind(), format!("status socket: {e}")))?
             {
-                return Err(format!(
-                    "status socket {}: exists and is not a socket",
-                    abs.display()
+                return Err(said(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "status socket {}: exists and is not a socket",
+                        abs.display()
+                    ),
                 ));
             }
             (Some(d), name.to_string(), abs.display().to_string())
@@ -495,8 +504,10 @@ pub fn bind_status_socket(
     let dir = dir.as_ref().unwrap_or(run_dir);
     match dir.bind_socket(&name, 0o666) {
         Ok(l) => Ok(l),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(format!("{shown}: {in_use}")),
-        Err(e) => Err(format!("status socket: {e}")),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            Err(said(e.kind(), format!("{shown}: {in_use}")))
+        }
+        Err(e) => Err(said(e.kind(), format!("status socket: {e}"))),
     }
 }
 

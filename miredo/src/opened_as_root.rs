@@ -1,31 +1,92 @@
-//! Everything miredo does as root, in order: read the configuration, open
-//! the TUN device and the sockets, configure the relay's interface, start
-//! miredo-privproc (client), detach, write the pid file, and drop every
-//! privilege for good. Then the unprivileged event loop takes over.
+//! Start-up, step one, opened as root: everything miredo does with
+//! privileges, in order. Read the configuration, bind the status socket
+//! and the metrics listener, open the TUN device and the UDP sockets,
+//! configure a relay's interface (its 2001::/32 route), prepare the
+//! chroot, detach, fork the configuration reader (it becomes the daemon's
+//! user), open rtnetlink, block the signals, write the pid file, build the
+//! engine (a client's first solicitation leaves now), and start
+//! miredo-privproc (`crate::privproc_client`). What was opened
+//! ([`Opened`]) goes to `crate::dropping`, which drops every privilege for
+//! good.
 
-use crate::daemon::{Daemon, EngineKind, Io};
+use crate::engine::EngineKind;
+use crate::privproc_client::{self, PrivprocClient};
 use crate::servers::Names;
 use crate::{Cli, DEFAULT_CONFIG, DEFAULT_PIDFILE};
 use libteredo::conf::miredo::{LocalDiscovery, MiredoConfig};
 use libteredo::conf::LoadError;
-use libteredo::proto::{Client, ClientConfig, DiscoveryConfig, ForwarderConfig, Relay};
+use libteredo::privsep::TeredoPrefix;
+use libteredo::proto::DiscoveryConfig;
+use libteredo::proto::Output;
+use libteredo::proto::{Client, ClientConfig};
+use libteredo::proto::{ForwarderConfig, Relay};
 use libteredo::sys::daemon::Startup;
 use libteredo::sys::http::Exporter;
 use libteredo::sys::netlink::{Monitor, Netlink};
 use libteredo::sys::notify::Notifier;
+use libteredo::sys::privileges::Target;
 use libteredo::sys::random::OsRandom;
 use libteredo::sys::reader::ConfigReader;
 use libteredo::sys::rundir::SafeDir;
-use libteredo::sys::seccomp::{Role, Sandbox};
+use libteredo::sys::socket;
 use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
+use nix::sys::signalfd::SignalFd;
 use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+/// What root opened and made, for the drop and the unprivileged daemon.
+pub struct Opened {
+    pub conf: MiredoConfig,
+    /// The server named on the command line.
+    pub cli_server: Option<String>,
+    /// A client's server names.
+    pub names: Option<Names>,
+    pub engine: EngineKind,
+    /// What the engine asked for before the daemon existed (a client's
+    /// first solicitation went already).
+    pub early: Vec<Output>,
+    pub reader: Option<ConfigReader>,
+    /// Whom the daemon becomes, and its chroot.
+    pub target: Target,
+    pub root: SafeDir,
+    pub io: Io,
+    /// The service manager, if one listens.
+    pub notify: Notifier,
+}
+
+/// The daemon's descriptors, as set up by root.
+pub struct Io {
+    pub tun: tun_rs::SyncDevice,
+    pub ifindex: u32,
+    pub udp: UdpSocket,
+    pub local: SocketAddrV4,
+    pub discovery: Option<UdpSocket>,
+    /// The addresses of the interfaces local discovery runs on.
+    pub discovery_ifaces: Vec<std::net::Ipv4Addr>,
+    /// The TUN device was opened with offloads (virtio-net headers).
+    pub offload: bool,
+    pub sigfd: SignalFd,
+    pub status: UnixListener,
+    /// The metrics listener (`MetricsListen`), bound before privileges
+    /// went.
+    pub metrics: Option<Exporter>,
+    pub privproc: Option<PrivprocClient>,
+    /// A client's rtnetlink announcements and queries (opened by root;
+    /// none when they could not be).
+    pub monitor: Option<Monitor>,
+    pub routes: Option<Netlink>,
+}
+
+/// Configures a relay's interface: the Teredo prefix routed to it, MTU, up.
+pub fn configure_relay_interface(ifindex: u32, prefix: u32, mtu: u16) -> io::Result<()> {
+    let mut nl = libteredo::sys::netlink::Netlink::open()?;
+    nl.relay_up(ifindex, prefix, mtu)
+}
 
 /// Where status sockets live: `/run/miredo/IFACE.status`. A directory of
 /// root's (mode 0755): nobody else can put anything in it. Without -t,
@@ -45,15 +106,8 @@ fn bind_status(run_dir: &SafeDir, cli: &Cli, iface: &str) -> Result<UnixListener
         &format!("{iface}.status"),
         "another miredo answers on this status socket (perhaps in another network namespace, with an interface of the same name): not starting; give this one another InterfaceName, or another --status-socket",
     )
+    .map_err(|e| e.to_string())
 }
-
-/// Where miredo-privproc is installed, fixed when miredo is built
-/// (`MIREDO_PRIVPROC_PATH` at build time; --privproc overrides it, for
-/// tests and uninstalled builds).
-pub const PRIVPROC: &str = match option_env!("MIREDO_PRIVPROC_PATH") {
-    Some(p) => p,
-    None => "/usr/libexec/miredo/miredo-privproc",
-};
 
 /// The configuration as loaded, with where it came from.
 pub struct Loaded {
@@ -130,8 +184,7 @@ fn bind_udp(addr: SocketAddrV4) -> Result<UdpSocket, String> {
     let _ = s.set_multicast_ttl_v4(1);
     let _ = s.set_multicast_loop_v4(false);
     // The outer ECN field of every datagram comes with it (RFC 9601).
-    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpRecvTos, &true)
-        .map_err(|e| format!("IP_RECVTOS: {e}"))?;
+    socket::receive_tos(s.as_fd()).map_err(|e| format!("IP_RECVTOS: {e}"))?;
     // Big buffers: bursts of tunnelled packets must not be dropped here.
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
@@ -149,7 +202,7 @@ fn bind_discovery(ifaces: &[DiscoveryIface]) -> Result<UdpSocket, String> {
     s.set_reuse_address(true).map_err(|e| e.to_string())?;
     s.set_reuse_port(true).map_err(|e| e.to_string())?;
     s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpRecvTos, &true);
+    let _ = socket::receive_tos(s.as_fd());
     let addr = SocketAddrV4::new(group, libteredo::addr::TEREDO_PORT);
     s.bind(&addr.into())
         .map_err(|e| format!("cannot bind {addr}: {e}"))?;
@@ -160,163 +213,10 @@ fn bind_discovery(ifaces: &[DiscoveryIface]) -> Result<UdpSocket, String> {
     Ok(s.into())
 }
 
-/// Checks the helper's executable before root starts it: a regular,
-/// executable file. One that someone other than root could change is used
-/// (it was named by root, with --privproc) but said loudly.
-fn check_privproc(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).map_err(|e| {
-        format!(
-            "cannot start {}: {e} (install it, see the README, or name it with --privproc)",
-            path.display()
-        )
-    })?;
-    if !m.is_file() || m.mode() & 0o111 == 0 {
-        return Err(format!("{}: not an executable file", path.display()));
-    }
-    let mut weak = Vec::new();
-    let mut at = Some(path);
-    while let Some(p) = at {
-        if let Ok(m) = std::fs::metadata(p) {
-            if m.uid() != 0 || (m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0) {
-                weak.push(p.display().to_string());
-            }
-        }
-        at = p.parent().filter(|d| !d.as_os_str().is_empty());
-    }
-    if !weak.is_empty() {
-        log::warn!(
-            "{}: root starts it, yet someone other than root can change {}",
-            path.display(),
-            weak.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// Starts miredo-privproc with one end of a socketpair as its standard
-/// input; returns our end. The helper gets a clean environment, no
-/// descriptor but that socket and the standard streams, and its own
-/// process group (a terminal's ^C must not stop it before it has taken the
-/// interface down: it leaves when its input closes).
-fn spawn_privproc(
-    cli: &Cli,
-    path: &Path,
-    conf: &MiredoConfig,
-    user: &privileges::Target,
-) -> Result<UnixStream, String> {
-    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let theirs: OwnedFd = theirs.into();
-    let prefix = std::net::Ipv6Addr::from((u128::from(conf.prefix)) << 96);
-    check_privproc(path)?;
-    let mut cmd = Command::new(path);
-    if !conf.relay_type.is_client() {
-        cmd.arg("--relay");
-    }
-    cmd.env_clear()
-        .arg("--interface")
-        .arg(&conf.interface_name)
-        .arg("--prefix")
-        .arg(format!("{prefix}/32"))
-        .arg("--user")
-        .arg(&user.name)
-        .arg("--syslog-facility")
-        .arg(conf.syslog_facility.as_str())
-        .stdin(Stdio::from(theirs))
-        .stdout(Stdio::null())
-        .current_dir("/");
-    if cli.foreground {
-        cmd.arg("--foreground");
-        // Its standard error is ours: when that is the journal, it logs to
-        // syslog only, as we do (libteredo::sys::logging).
-        if let Some(j) = std::env::var_os("JOURNAL_STREAM") {
-            cmd.env("JOURNAL_STREAM", j);
-        }
-    }
-    cmd.process_group(0);
-    // SAFETY: cloexec_from only makes system calls (async-signal-safe).
-    unsafe {
-        cmd.pre_exec(|| libteredo::sys::fds::cloexec_from(3));
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
-    match hello(&ours) {
-        Ok(()) => Ok(ours),
-        Err(why) => {
-            // Not ours, or broken: stopped before it is asked anything.
-            let _ = child.kill();
-            let status = child
-                .wait()
-                .map_or_else(|_| String::new(), |s| format!("; {s}"));
-            Err(format!(
-                "{} is not the miredo-privproc of this miredo ({why}{status}): it was stopped. \
-                 Install the miredo-privproc built with this miredo (see the README), or name it with --privproc PATH",
-                path.display()
-            ))
-        }
-    }
-}
-
-/// How long the helper has to say who it is: it looks up its user and
-/// interface and drops its privileges first, a few milliseconds.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Reads the helper's hello (see `libteredo::privsep::Hello`).
-fn hello(sock: &UnixStream) -> Result<(), String> {
-    use libteredo::privsep::{read_frame, FrameError, Hello, HELLO_MAGIC, PROTOCOL_VERSION};
-    sock.set_read_timeout(Some(HELLO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let got = read_frame::<_, Hello>(&mut &*sock);
-    sock.set_read_timeout(None).map_err(|e| e.to_string())?;
-    match got {
-        Ok(h) if h.magic == HELLO_MAGIC && h.version == PROTOCOL_VERSION => Ok(()),
-        Ok(h) if h.magic == HELLO_MAGIC => Err(format!(
-            "it speaks version {} of the protocol, this miredo {PROTOCOL_VERSION}",
-            h.version
-        )),
-        Ok(_) => Err("it introduced itself as something else".into()),
-        Err(FrameError::Closed) => Err("it exited without introducing itself".into()),
-        Err(FrameError::Io(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Err(format!(
-                "it did not introduce itself within {} s",
-                HELLO_TIMEOUT.as_secs()
-            ))
-        }
-        Err(e) => Err(format!("what it said first is not a hello: {e}")),
-    }
-}
-
-/// The whole start-up, then the daemon until it stops. Detached, the
-/// process that was started exits with start-up's result (see
-/// [`daemon::daemonize`]).
-pub fn run(cli: Cli, notify: Notifier) -> Result<(), String> {
-    let mut startup = Startup::foreground();
-    match start(cli, notify, &mut startup) {
-        Ok(mut d) => {
-            startup.succeeded();
-            let result = d.run();
-            // The interface is gone when we are.
-            d.release_privproc();
-            drop(d);
-            log::info!("stopped");
-            result
-        }
-        Err(e) => {
-            startup.failed(&e);
-            Err(e)
-        }
-    }
-}
-
-/// Everything miredo does as root, up to the unprivileged daemon ready to
-/// run.
-fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, String> {
+/// Everything miredo does as root, in order, up to the drop: detached (see
+/// [`daemon::daemonize`]) unless in the foreground, `startup` says how it
+/// went to the process that was started.
+pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened, String> {
     let mut loaded = load_config(&cli)?;
     let conf = &mut loaded.conf;
     if let Some(name) = &cli.server_name {
@@ -354,15 +254,17 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
     let privproc_path = cli
         .privproc
         .clone()
-        .unwrap_or_else(|| PathBuf::from(PRIVPROC));
+        .unwrap_or_else(|| PathBuf::from(privproc_client::PRIVPROC));
     let privproc_path = std::path::absolute(&privproc_path).unwrap_or(privproc_path);
-    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::DAEMON_USER)?;
+    let (target, warning) = privileges::lookup_user(cli.user.as_deref(), privileges::DAEMON_USER)
+        .map_err(|e| e.to_string())?;
     if let Some(w) = warning {
         log::warn!("{w}");
     }
     // miredo-privproc: another user (the configuration reader runs as
     // ours, so that no process of ours but privproc runs as its user).
-    let (helper, warning) = privileges::lookup_user(None, privileges::PRIVPROC_USER)?;
+    let (helper, warning) =
+        privileges::lookup_user(None, privileges::PRIVPROC_USER).map_err(|e| e.to_string())?;
     if let Some(w) = warning {
         log::warn!("{w}");
     }
@@ -407,7 +309,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
         SafeDir::ensure(Path::new(STATUS_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
     let status = bind_status(&run_dir, &cli, &conf.interface_name)?;
     status.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let metrics = Exporter::configured(conf.metrics_listen)?;
+    let metrics = Exporter::configured(conf.metrics_listen).map_err(|e| e.to_string())?;
 
     let mtu = if client { 1280 } else { conf.interface_mtu };
     // Offloads (virtio-net headers): TCP super-packets come in whole and
@@ -466,19 +368,19 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
     };
 
     if !conf.relay_type.is_client() {
-        crate::daemon::configure_relay_interface(ifindex, conf.prefix, conf.interface_mtu)
+        configure_relay_interface(ifindex, conf.prefix, conf.interface_mtu)
             .map_err(|e| format!("cannot configure {}: {e}", conf.interface_name))?;
         log::info!(
-            "relay interface {} up, routing {}/32, MTU {}",
+            "relay interface {} up, routing {}, MTU {}",
             conf.interface_name,
-            std::net::Ipv6Addr::from(u128::from(conf.prefix) << 96),
+            TeredoPrefix(conf.prefix),
             conf.interface_mtu
         );
     }
     // The chroot: root's, made through descriptors (libteredo::sys::rundir),
     // whatever an earlier version or another user left there.
     let root = match &cli.chrootdir {
-        Some(d) => privileges::open_chroot(d)?,
+        Some(d) => privileges::open_chroot(d).map_err(|e| e.to_string())?,
         None => privileges::prepare_chroot(&run_dir).map_err(|e| format!("chroot: {e}"))?,
     };
     drop(run_dir);
@@ -575,61 +477,44 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Daemon, St
             c.handle_timeout(now, &mut early);
         }
     }
-    crate::daemon::send_unicast_now(&udp, &mut early);
+    crate::io_threads::send_unicast_now(&udp, &mut early);
 
     // miredo-privproc: the only process that keeps a privilege. A
     // relay's takes no request: it deletes the interface when we end.
-    let privproc = Some(spawn_privproc(&cli, &privproc_path, &conf, &helper)?);
-
-    // The allow-list, compiled while allocation is of no concern; it may
-    // signal its configuration reader (to end it when stopping).
-    let children: Vec<i32> = reader.iter().map(|r| r.pid().as_raw()).collect();
-    let sandbox = Sandbox::with_children(Role::Daemon, &children)
-        .map_err(|e| format!("cannot build the system call filter: {e}"))?;
-    let root = privileges::drop_for_good(&target, root)?;
-    log::info!(
-        "running as {} (uid {}), chrooted in {}, no capabilities",
-        target.name,
-        target.uid,
-        root.display()
-    );
-
-    let io = Io {
-        discovery_ifaces: disc_ifaces.iter().map(|i| i.addr).collect(),
-        offload,
-        tun,
+    let privproc = Some(privproc_client::spawn(
+        &cli,
+        &privproc_path,
+        &conf,
+        &helper,
         ifindex,
-        udp,
-        local,
-        discovery,
-        sigfd,
-        status,
-        metrics,
-        privproc,
-        monitor,
-        routes,
-    };
-    let mut d = Daemon::new(
+    )?);
+
+    Ok(Opened {
         conf,
-        engine,
-        io,
-        reader,
-        cli.server_name.clone(),
+        cli_server: cli.server_name.clone(),
         names,
+        engine,
+        early,
+        reader,
+        target,
+        root,
         notify,
-    )
-    .map_err(|e| e.to_string())?;
-    d.dispatch_early(early);
-    // From here on, only the system calls on the list (no network input
-    // has been read yet).
-    sandbox
-        .enter()
-        .map_err(|e| format!("cannot enter the system call filter: {e}"))?;
-    log::info!(
-        "system call filter in place ({} entries)",
-        libteredo::sys::seccomp::allow_list(Role::Daemon).len()
-    );
-    Ok(d)
+        io: Io {
+            discovery_ifaces: disc_ifaces.iter().map(|i| i.addr).collect(),
+            offload,
+            tun,
+            ifindex,
+            udp,
+            local,
+            discovery,
+            sigfd,
+            status,
+            metrics,
+            privproc,
+            monitor,
+            routes,
+        },
+    })
 }
 
 /// An interface local discovery runs on.
