@@ -6,7 +6,7 @@
 //! client's own datagrams from its mapped port, by NAT kind, with and
 //! without a mapping.
 //!
-//! `cargo build --release -p teredo-mire -p miredo -p miredo-server -p miredo-privproc && cargo test --release -p teredo-lab --test portmap`
+//! `cargo build --release -p teredo-mire -p miredo -p miredo-server -p miredo-privproc && cargo test --release -p teredo-lab --test lab -- portmap::`
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ fn tool() -> PathBuf {
     our_bin_dir().join("teredo-mire")
 }
 
-/// A need of `lab_main!`: our teredo-mire built.
+/// A need of `lab_tests!`: our teredo-mire built.
 fn teredo_mire() -> Option<String> {
     let t = tool();
     (!t.is_file()).then(|| {
@@ -44,7 +44,7 @@ fn teredo_mire() -> Option<String> {
     })
 }
 
-/// A need of `lab_main!`: Debian's miniupnpd (nftables build) installed.
+/// A need of `lab_tests!`: Debian's miniupnpd (nftables build) installed.
 fn miniupnpd() -> Option<String> {
     miniupnpd::unavailable()
 }
@@ -1081,7 +1081,7 @@ fn probe_reports_what_the_gateway_offers() {
     }
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours, c_miredo, miniupnpd, teredo_mire): [
         client_interop_table_with_and_without_miniupnpd,
         client_mapping_follows_the_servers_view,

@@ -3,7 +3,7 @@
 //! the expected behaviour; the C miredo's behaviour under the same fault is
 //! recorded on `LAB` lines, not asserted.
 //!
-//! `cargo test --release -p teredo-lab --test faults`
+//! `cargo test --release -p teredo-lab --test lab -- faults::`
 
 use std::fmt;
 use std::fs;
@@ -638,7 +638,7 @@ fn ping_secs() -> u64 {
         .clamp(5, 60)
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours): [
         fault_sigkill_privproc,
         fault_sigkill_client_runs_hook_down,

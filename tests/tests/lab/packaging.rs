@@ -68,7 +68,7 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-/// A need of `lab_main!`: the cargo-deb subcommand.
+/// A need of `lab_tests!`: the cargo-deb subcommand.
 fn cargo_deb() -> Option<String> {
     let out = run_with_timeout(&[cargo().as_str(), "deb", "--version"], secs(30));
     if out.success() {
@@ -78,7 +78,7 @@ fn cargo_deb() -> Option<String> {
     }
 }
 
-/// A need of `lab_main!`: the Debian tools the test drives.
+/// A need of `lab_tests!`: the Debian tools the test drives.
 fn debian_tools() -> Option<String> {
     for (tool, package) in [
         ("lintian", "lintian"),
@@ -96,7 +96,7 @@ fn debian_tools() -> Option<String> {
     None
 }
 
-/// A need of `lab_main!`: root (mmdebstrap's root mode, chroot, nspawn).
+/// A need of `lab_tests!`: root (mmdebstrap's root mode, chroot, nspawn).
 fn superuser() -> Option<String> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
@@ -110,7 +110,7 @@ fn superuser() -> Option<String> {
     }
 }
 
-/// A need of `lab_main!`: the release binaries the packages hold.
+/// A need of `lab_tests!`: the release binaries the packages hold.
 fn our_programs() -> Option<String> {
     [
         "miredo",
@@ -918,6 +918,6 @@ systemctl poweroff
     assert!(killed.is_empty(), "left behind at stop: {killed:?}");
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(superuser, debian_tools, cargo_deb, our_programs): [debs_install_over_debian_packages],
 }

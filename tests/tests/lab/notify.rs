@@ -12,8 +12,6 @@
 //! status socket answers with router solicitation and advertisement
 //! counters that rise once a client qualified.
 
-mod common;
-
 use std::fs;
 use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;
@@ -440,7 +438,7 @@ fn notify_server_relay_and_client() {
 
     // Traffic through the relay shows in its status.
     let t_ping = Instant::now();
-    let (sent, got) = common::ping(&w, "client to native", w.client(1), NATIVE_V6, 3);
+    let (sent, got) = teredo_lab::steps::ping(&w, "client to native", w.client(1), NATIVE_V6, 3);
     assert!(got > 0, "no ping through the relay ({got}/{sent})");
     let (_, s) = ns_rel
         .wait_line(t_ping, "STATUS=", Duration::from_secs(8), |l| {
@@ -597,7 +595,7 @@ fn notify_watchdog_stops_when_a_thread_is_stuck() {
     n.check_sender("client with a slow hook", pid);
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours): [
         notify_server_relay_and_client,
         notify_client_waiting_is_ready,

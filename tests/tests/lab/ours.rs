@@ -184,7 +184,7 @@ fn ours_everywhere_privileges_and_clean_stop() {
         "privproc CapPrm"
     );
     // The relay's only helper is its configuration reader, unprivileged
-    // (tests/tests/security.rs looks closer).
+    // (the `security` module looks closer).
     let helpers: Vec<String> = children(relay.pid).into_iter().map(comm).collect();
     assert_eq!(helpers, ["miredo-reader"], "the relay's helpers");
     for p in children(relay.pid) {
@@ -236,7 +236,7 @@ fn ours_everywhere_privileges_and_clean_stop() {
     assert!(leftover_namespaces(&prefix).is_empty());
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, c_miredo, ours): [
         ours_client_c_server_c_relay_port_restricted,
         ours_relay_serves_c_client_both_ways,

@@ -190,7 +190,7 @@ fn ours_two_clients_behind_one_nat_with_local_discovery() {
     one_nat_two_clients("x6081_hairpin_disc", "LocalDiscovery enabled\n");
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours): [
         ours_across_two_masquerade_nats_both_ways_where_c_fails,
         ours_masquerade_with_fully_random_symmetric_is_recorded,

@@ -31,7 +31,7 @@ const BINS: [(&str, &str); 5] = [
     ("teredo-mire", "teredo-mire.1"),
 ];
 
-/// A need of `lab_main!`: groff installed.
+/// A need of `lab_tests!`: groff installed.
 fn groff() -> Option<String> {
     match Command::new("groff").arg("--version").output() {
         Ok(_) => None,
@@ -39,7 +39,7 @@ fn groff() -> Option<String> {
     }
 }
 
-/// A need of `lab_main!`: every program of [`BINS`] built.
+/// A need of `lab_tests!`: every program of [`BINS`] built.
 fn our_programs() -> Option<String> {
     BINS.iter()
         .map(|(bin, _)| our_bin_dir().join(bin))
@@ -104,7 +104,7 @@ fn pages_document_every_option_of_help() {
     }
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(groff): [every_page_renders_without_warnings],
     needs(our_programs): [pages_document_every_option_of_help],
 }

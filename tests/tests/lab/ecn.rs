@@ -117,7 +117,7 @@ fn ping6_stats_tclass(w: &World, addr: std::net::Ipv6Addr, count: u32) -> (u32, 
     (count, got)
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours): [
         ecn_ect_copied_out_and_ce_reaches_the_inner_header,
     ],

@@ -1001,7 +1001,7 @@ fn udp_bursts_through_the_farm_arrive_intact() {
     );
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(bird): [shipped_bird_configs_parse],
     needs(root, ours, c_miredo, bird): [farm_failover],
     needs(root, ours, bird): [udp_through_the_farm_arrives_intact, udp_bursts_through_the_farm_arrive_intact],

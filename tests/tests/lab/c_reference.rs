@@ -227,7 +227,7 @@ fn c_client_after_nat_reboot() {
     assert!(leftover_namespaces(&prefix).is_empty());
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, c_miredo): [
         c_client_behind_port_restricted_nat,
         c_client_behind_full_cone_nat,

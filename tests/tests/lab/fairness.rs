@@ -19,7 +19,7 @@
 //!
 //! Every figure is printed on a `LAB` line.
 //!
-//! `cargo test --release -p teredo-lab --test fairness -- --nocapture`
+//! `cargo test --release -p teredo-lab --test lab -- fairness:: --nocapture`
 
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -833,7 +833,7 @@ fn server_qualifies_a_newcomer_under_rs_flood() {
     );
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours, c_miredo): [
         relay_newcomer_under_flood,
         server_qualifies_a_newcomer_under_rs_flood,
