@@ -56,7 +56,8 @@
 //! `fn() -> Option<String>` in scope that returns why the test cannot run
 //! here, `None` when it can. Needs are checked in the order given, when the
 //! test is about to run (not for `--list`); the first unmet one makes the
-//! test ignored, with its reason.
+//! test ignored, with its reason. A need that only shows once the test is
+//! under way ends it ignored too, with [`unmet`].
 //!
 //! A group marked `alone` (`needs(...) alone: [...]`, `plain alone: [...]`)
 //! holds tests that must not share the machine with another test: they
@@ -164,7 +165,7 @@ impl LabTest {
             // a turn.)
             let _alone = alone.then(|| TURN.write().unwrap_or_else(PoisonError::into_inner));
             let _shared = (!alone).then(|| TURN.read().unwrap_or_else(PoisonError::into_inner));
-            run_named(&name, body).map(|()| Completion::Completed)
+            run_named(&name, body)
         })
     }
 }
@@ -172,22 +173,42 @@ impl LabTest {
 /// Who may run now: many tests side by side, or one alone.
 static TURN: RwLock<()> = RwLock::new(());
 
+/// A need that only shows while the test runs (see [`unmet`]).
+struct Unmet(String);
+
+/// Ends the running test as **ignored**, with `why`, when a need shows
+/// unmet only once the test is under way: something this machine cannot
+/// do that no cheap check foresees (systemd-nspawn booting a root the test
+/// has just built). Said loudly, as for a need checked before the test;
+/// what the test checked until then is not counted as passed. Call it on
+/// the test's own thread (a thread it spawned would turn it into a
+/// failure, which is still never a pass).
+pub fn unmet(why: impl Into<String>) -> ! {
+    // resume_unwind: no panic message, since this is no failure.
+    std::panic::resume_unwind(Box::new(Unmet(why.into())))
+}
+
 /// Runs `body` on a thread named `name` (libtest does the same); a panic
-/// is a failure.
-fn run_named(name: &str, body: fn()) -> Result<(), Failed> {
+/// is a failure, an [`unmet`] need makes the test ignored.
+fn run_named(name: &str, body: fn()) -> Result<Completion, Failed> {
     let thread = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(body)
         .map_err(|e| Failed::from(format!("cannot start the test's thread: {e}")))?;
-    thread.join().map_err(|payload| {
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied());
-        match msg {
-            Some(m) => Failed::from(format!("test panicked: {m}")),
-            None => Failed::from("test panicked"),
-        }
+    let Err(payload) = thread.join() else {
+        return Ok(Completion::Completed);
+    };
+    if let Some(Unmet(why)) = payload.downcast_ref::<Unmet>() {
+        loud(&format!("IGNORED {name}: {why}"));
+        return Ok(Completion::ignored_with(why.clone()));
+    }
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied());
+    Err(match msg {
+        Some(m) => Failed::from(format!("test panicked: {m}")),
+        None => Failed::from("test panicked"),
     })
 }
 

@@ -54,6 +54,17 @@ pub fn teredo_mire() -> PathBuf {
     Impl::Ours.path("teredo-mire")
 }
 
+/// A need of `lab_tests!`: our `teredo-mire` built.
+pub fn teredo_mire_built() -> Option<String> {
+    let t = teredo_mire();
+    (!t.is_file()).then(|| {
+        format!(
+            "{} not built (cargo build --release -p teredo-mire)",
+            t.display()
+        )
+    })
+}
+
 /// `teredo-mire status IFACE` as key/value pairs (empty when it fails):
 /// the status page as an operator reads it, through the status client
 /// (`named::status_of` reads the socket itself).

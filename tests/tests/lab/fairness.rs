@@ -834,11 +834,12 @@ fn server_qualifies_a_newcomer_under_rs_flood() {
 }
 
 teredo_lab::lab_tests! {
-    needs(root, ours, c_miredo): [
+    // Floods that fill the CPU, and bounds on time: alone.
+    needs(root, ours, c_miredo) alone: [
         relay_newcomer_under_flood,
         server_qualifies_a_newcomer_under_rs_flood,
     ],
-    needs(root, ours): [
+    needs(root, ours) alone: [
         client_answers_a_newcomer_under_flood,
     ],
 }

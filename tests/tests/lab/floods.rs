@@ -703,11 +703,12 @@ fn idle_daemons_spend_no_cpu() {
 }
 
 teredo_lab::lab_tests! {
-    needs(root, ours, c_miredo): [
+    // Floods that fill the CPU, and CPU time measured: alone.
+    needs(root, ours, c_miredo) alone: [
         flood_malformed_at_server_relay_client,
         flood_random_teredo_peers_through_relay,
     ],
-    needs(root, ours): [
+    needs(root, ours) alone: [
         idle_daemons_spend_no_cpu,
     ],
 }

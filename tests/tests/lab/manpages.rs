@@ -1,5 +1,6 @@
 //! The manual pages: all seven render without a warning, and each program's
-//! page documents every long option its `--help` lists.
+//! page documents every command and every long option that its `--help`,
+//! and each of its subcommands' (`teredo-mire probe --help`, ...), lists.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,24 +85,99 @@ fn long_options(help: &str) -> Vec<String> {
     v
 }
 
+/// The subcommands `--help` lists under `Commands:` (clap's layout: one
+/// per line, the name first), but `help`.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// `exe ARGS... --help`: its standard output; the test fails when it does
+/// not succeed or prints nothing (an option list read from nothing would
+/// pass).
+fn help_of(exe: &Path, args: &[String]) -> String {
+    let out = Command::new(exe)
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} --help: {e}", exe.display()));
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && !help.trim().is_empty(),
+        "{} {} --help failed or printed nothing: {}",
+        exe.display(),
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    help
+}
+
+/// Every command of `exe` (its top level, `[]`, and each subcommand,
+/// `["probe"]`, down to two levels) with the long options its `--help`
+/// lists.
+fn commands_of(exe: &Path) -> Vec<(Vec<String>, Vec<String>)> {
+    let mut found = Vec::new();
+    let mut todo = vec![Vec::new()];
+    while let Some(args) = todo.pop() {
+        let help = help_of(exe, &args);
+        if args.len() < 2 {
+            for sub in subcommands(&help) {
+                let mut deeper = args.clone();
+                deeper.push(sub);
+                todo.push(deeper);
+            }
+        }
+        found.push((args, long_options(&help)));
+    }
+    found.sort();
+    found
+}
+
 fn pages_document_every_option_of_help() {
+    let mut checked = Vec::new();
     for (bin, page) in BINS {
         let exe = our_bin_dir().join(bin);
-        let out = Command::new(&exe)
-            .arg("--help")
-            .output()
-            .expect("run --help");
-        let help = String::from_utf8_lossy(&out.stdout);
         let text = std::fs::read_to_string(man_dir().join(page)).expect("read page");
         // In roff, a hyphen in an option is written \- .
         let text = text.replace("\\-", "-");
-        for opt in long_options(&help) {
-            assert!(
-                text.contains(&opt),
-                "{page} does not document {opt} (from {bin} --help)"
-            );
+        let commands = commands_of(&exe);
+        let options: usize = commands.iter().map(|(_, opts)| opts.len()).sum();
+        assert!(
+            options > 0,
+            "{bin}: no long option read from any --help (the parser or the help text changed)"
+        );
+        for (args, opts) in &commands {
+            let command = [bin.to_string()]
+                .iter()
+                .chain(args)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if let Some(sub) = args.last() {
+                assert!(
+                    text.contains(sub.as_str()),
+                    "{page} does not document the command {command}"
+                );
+            }
+            for opt in opts {
+                assert!(
+                    text.contains(opt.as_str()),
+                    "{page} does not document {opt} (from {command} --help)"
+                );
+            }
+            checked.push(format!("{command}: {}", opts.len()));
         }
     }
+    report(
+        "pages_document_every_option_of_help",
+        &format!("long options checked, by command: {}", checked.join(", ")),
+    );
 }
 
 teredo_lab::lab_tests! {
