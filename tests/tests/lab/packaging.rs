@@ -839,7 +839,8 @@ systemctl poweroff
         // Without the boot, nothing checks that the units start, reload
         // and stop: the test cannot run here, and says so.
         teredo_lab::harness::unmet(format!(
-            "needs systemd-nspawn to boot a Debian root (here: {status}): {tail}"
+            "needs systemd-nspawn to boot a Debian root (here: {status}{}{tail})",
+            if tail.is_empty() { "" } else { ": " }
         ));
     }
     for line in log.lines() {
