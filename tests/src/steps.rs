@@ -77,11 +77,7 @@ pub fn mire_status(iface: &str) -> Vec<(String, String)> {
         ],
         Duration::from_secs(5),
     );
-    out.stdout
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+    crate::named::status_pairs(&out.stdout)
 }
 
 /// One field of [`mire_status`].

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use teredo_lab::{
-    leftover_namespaces, ping6_stats, report, teredo_parts, Impl, NatKind, World, NATIVE_V6,
+    leftover_namespaces, ping6_stats, report, teredo_parts, Impl, NatKind, TeredoParts, World,
+    NATIVE_V6,
 };
 
 const QUALIFY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -77,17 +78,26 @@ fn run_c_world(test: &str, kind: NatKind, check: impl FnOnce(&World, &Outcome)) 
     outcome
 }
 
+/// Asserts that the C client behind `nat` qualified with an address that
+/// embeds the NAT's public IPv4 address, and that the native host and the
+/// client reached each other (3 of 3 echoes each way); the address's
+/// fields, for what else the caller checks.
+fn reaches_native_both_ways(w: &World, o: &Outcome, nat: &str) -> TeredoParts {
+    let (addr, _) = o
+        .qualified
+        .unwrap_or_else(|| panic!("the C client does not qualify behind a {nat} NAT"));
+    let parts = teredo_parts(&addr).expect("a Teredo address");
+    assert_eq!(parts.mapped_v4, w.nat_wan_v4(1));
+    assert_eq!(o.inbound.1, 3, "the native host reaches the client");
+    assert_eq!(o.outbound.1, 3, "the client reaches the native host");
+    parts
+}
+
 fn c_client_behind_port_restricted_nat() {
     let test = "c_client_behind_port_restricted_nat";
     run_c_world(test, NatKind::PortRestricted, |w, o| {
-        let (addr, _) = o
-            .qualified
-            .expect("the C client qualifies behind a port-restricted NAT");
-        let parts = teredo_parts(&addr).expect("a Teredo address");
+        let parts = reaches_native_both_ways(w, o, "port-restricted");
         assert_eq!(parts.server, teredo_lab::SERVER_V4);
-        assert_eq!(parts.mapped_v4, w.nat_wan_v4(1));
-        assert_eq!(o.inbound.1, 3, "the native host reaches the client");
-        assert_eq!(o.outbound.1, 3, "the client reaches the native host");
     });
 }
 
@@ -98,15 +108,9 @@ fn c_client_behind_full_cone_nat() {
         mapped_port: 40000,
     };
     run_c_world(test, kind, |w, o| {
-        let (addr, _) = o
-            .qualified
-            .expect("the C client qualifies behind a full cone NAT");
-        let parts = teredo_parts(&addr).expect("a Teredo address");
+        let parts = reaches_native_both_ways(w, o, "full cone");
         // The harness's static mapping is what the server saw.
         assert_eq!(Some(parts.mapped_port), w.nat_mapped_port(1));
-        assert_eq!(parts.mapped_v4, w.nat_wan_v4(1));
-        assert_eq!(o.inbound.1, 3, "the native host reaches the client");
-        assert_eq!(o.outbound.1, 3, "the client reaches the native host");
     });
 }
 
@@ -119,13 +123,7 @@ fn c_client_behind_full_cone_nat() {
 fn c_client_behind_symmetric_nat() {
     let test = "c_client_behind_symmetric_nat";
     run_c_world(test, NatKind::Symmetric, |w, o| {
-        let (addr, _) = o
-            .qualified
-            .expect("the C client qualifies behind a symmetric NAT");
-        let parts = teredo_parts(&addr).expect("a Teredo address");
-        assert_eq!(parts.mapped_v4, w.nat_wan_v4(1));
-        assert_eq!(o.inbound.1, 3, "the native host reaches the client");
-        assert_eq!(o.outbound.1, 3, "the client reaches the native host");
+        reaches_native_both_ways(w, o, "symmetric");
     });
 }
 

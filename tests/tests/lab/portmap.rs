@@ -365,6 +365,23 @@ fn seen_line(seen: &[(u16, Option<SocketAddr>)]) -> String {
         .join("; ")
 }
 
+/// `teredo-mire portmap --protocol pcp --no-delete` run in `ns`: the
+/// mapping of port 3544 it got, left in place.
+fn pcp_map_and_keep(ns: &teredo_lab::Netns) -> SocketAddrV4 {
+    let out = ns.exec(
+        &[
+            teredo_mire().display().to_string().as_str(),
+            "portmap",
+            "--protocol",
+            "pcp",
+            "--no-delete",
+        ],
+        TOOL_BOUND + MARGIN,
+    );
+    assert!(out.success(), "{out:?}");
+    external_of(&out.stdout).expect("external")
+}
+
 /// What the survey found at one NAT.
 struct Survey {
     /// The PCP mapping of the client's port 3544.
@@ -408,18 +425,7 @@ fn survey_site(w: &World, n: usize, test: &str, between: &dyn Fn()) -> Survey {
     between();
 
     // With one.
-    let out = client.exec(
-        &[
-            teredo_mire().display().to_string().as_str(),
-            "portmap",
-            "--protocol",
-            "pcp",
-            "--no-delete",
-        ],
-        TOOL_BOUND + MARGIN,
-    );
-    assert!(out.success(), "{out:?}");
-    let external = external_of(&out.stdout).expect("external");
+    let external = pcp_map_and_keep(client);
     let _ = w.nat(n).run(&["conntrack", "-F"]);
     let sock = udp_socket_in(client, internal).expect("bind the client's port");
     sock.set_read_timeout(Some(Duration::from_secs(2)))
@@ -485,18 +491,7 @@ fn survey_source_ports() {
     let random = survey_site(&w, 2, test, &|| {});
     let theirs = std::cell::Cell::new(None);
     let second_host = survey_site(&w, 3, test, &|| {
-        let out = second.exec(
-            &[
-                teredo_mire().display().to_string().as_str(),
-                "portmap",
-                "--protocol",
-                "pcp",
-                "--no-delete",
-            ],
-            TOOL_BOUND + MARGIN,
-        );
-        assert!(out.success(), "{out:?}");
-        let mapped = external_of(&out.stdout).expect("external");
+        let mapped = pcp_map_and_keep(&second);
         theirs.set(Some(mapped));
         report(
             test,
