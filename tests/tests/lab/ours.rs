@@ -183,12 +183,33 @@ fn ours_everywhere_privileges_and_clean_stop() {
         Some("0000000000001000"),
         "privproc CapPrm"
     );
-    // The relay's only helper is its configuration reader, unprivileged
-    // (the `security` module looks closer).
-    let helpers: Vec<String> = children(relay.pid).into_iter().map(comm).collect();
-    assert_eq!(helpers, ["miredo-reader"], "the relay's helpers");
-    for p in children(relay.pid) {
-        assert_unprivileged(p, "the relay's configuration reader");
+    // The relay's helpers: its configuration reader, unprivileged (the
+    // `security` module looks closer), and its miredo-privproc (`--relay`,
+    // which deletes the interface when miredo ends), with CAP_NET_ADMIN
+    // alone, as the client's (docs/ARCHITECTURE.md).
+    let mut helpers: Vec<(String, u32)> = children(relay.pid)
+        .into_iter()
+        .map(|p| (comm(p), p))
+        .collect();
+    helpers.sort();
+    let names: Vec<&str> = helpers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["miredo-privproc", "miredo-reader"],
+        "the relay's helpers"
+    );
+    for (name, p) in &helpers {
+        if name == "miredo-reader" {
+            assert_unprivileged(*p, "the relay's configuration reader");
+        } else {
+            for set in ["CapEff", "CapPrm"] {
+                assert_eq!(
+                    status_field(*p, set).as_deref(),
+                    Some("0000000000001000"),
+                    "the relay's privproc {set}"
+                );
+            }
+        }
     }
     report(
         w.test_name(),
