@@ -1,7 +1,21 @@
 //! The two implementations a lab world runs: the C reference from Debian
 //! and this workspace's daemons. Both take the same command lines.
+//!
+//! The C reference is found at its path, `/usr/sbin`, and recognised by
+//! what it says of itself: with our package installed over Debian's, the
+//! programs at that path are ours, and a "C" comparison would run ours
+//! against ours. Such a machine has no C reference (the need is unmet).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::cmd::run_with_timeout;
+
+/// What Debian's C `miredo -V` and `miredo-server -V` print first
+/// (`Miredo: Teredo IPv6 tunneling software 1.2.6 (N/A)`, from miredo's
+/// `src/main.c`); ours print `miredo 0.1.0`.
+const C_BANNER: &str = "Teredo IPv6 tunneling software";
 
 /// Which implementation of a Teredo daemon to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +64,10 @@ impl Impl {
             .map(|p| p.display().to_string())
             .collect();
         if missing.is_empty() {
-            return None;
+            return match self {
+                Impl::C => c_reference_is_ours(),
+                Impl::Ours => None,
+            };
         }
         Some(match self {
             Impl::C => format!(
@@ -63,6 +80,38 @@ impl Impl {
             ),
         })
     }
+}
+
+/// `None` when the programs at the C reference's path are Debian's C
+/// miredo (their `-V` says [`C_BANNER`]), else why not: the C reference
+/// is absent. Probed once per process.
+fn c_reference_is_ours() -> Option<String> {
+    static PROBE: OnceLock<Option<String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            [Impl::C.miredo(), Impl::C.miredo_server()]
+                .iter()
+                .find_map(|p| not_the_c_reference(p))
+        })
+        .clone()
+}
+
+/// Why `program` is not Debian's C program, `None` when it is.
+fn not_the_c_reference(program: &Path) -> Option<String> {
+    let out = run_with_timeout(
+        &[program.display().to_string(), "-V".into()],
+        Duration::from_secs(5),
+    );
+    let said = format!("{}{}", out.stdout, out.stderr);
+    if said.contains(C_BANNER) {
+        return None;
+    }
+    let first = said.lines().next().unwrap_or("").trim();
+    Some(format!(
+        "needs Debian's C miredo, but {} is not it (`-V` says `{first}`, not `{C_BANNER}`: \
+         our package installed over Debian's? apt-get install --reinstall miredo miredo-server)",
+        program.display()
+    ))
 }
 
 /// Where this workspace's binaries are: `$TEREDO_LAB_BIN_DIR`, else the

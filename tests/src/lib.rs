@@ -4,7 +4,7 @@
 //! spawned in it, and bounded waits to observe them.
 //!
 //! ```no_run
-//! // tests/tests/example.rs, a `harness = false` test (see `harness`)
+//! // tests/tests/lab/example.rs, a module of the lab binary (see `harness`)
 //! use std::time::Duration;
 //! use teredo_lab::{ping6, Impl, NatKind, World, NATIVE_V6};
 //!
@@ -19,7 +19,7 @@
 //!     # let _ = took;
 //! } // dropping `w` kills every daemon and deletes every namespace
 //!
-//! teredo_lab::lab_main! {
+//! teredo_lab::lab_tests! {
 //!     needs(root, c_miredo): [client_reaches_native_host],
 //! }
 //! ```
@@ -42,6 +42,7 @@ pub mod ns;
 pub mod procstat;
 pub mod sha256;
 pub mod skip;
+pub mod steps;
 pub mod world;
 
 pub use cmd::{wait_for, wait_until, CmdOutput};

@@ -82,7 +82,7 @@ pub const BINARY: &str = "/usr/sbin/miniupnpd";
 /// The port miniupnpd answers NAT-PMP and PCP on.
 pub const PCP_PORT: u16 = 5351;
 
-/// A need of `lab_main!`: Debian's miniupnpd installed, nftables build.
+/// A need of `lab_tests!`: Debian's miniupnpd installed, nftables build.
 pub fn unavailable() -> Option<String> {
     if !Path::new(BINARY).is_file() {
         return Some(format!(

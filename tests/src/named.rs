@@ -156,6 +156,11 @@ pub fn status_at(path: &Path) -> Vec<(String, String)> {
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
+    status_pairs(&text)
+}
+
+/// A status page's `key: value` lines as pairs (other lines left out).
+pub fn status_pairs(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| l.split_once(": "))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))

@@ -751,15 +751,26 @@ impl World {
     pub fn capture(&self, ns: &Netns, iface: &str, label: &str) -> Daemon {
         let pcap = self.dir.join(format!("{label}.pcap"));
         let pcap = pcap.display().to_string();
-        let d = self.spawn(
-            ns,
-            label,
-            &["tcpdump", "-U", "-n", "-i", iface, "-w", &pcap],
-        );
-        // tcpdump says "listening on" once it captures.
-        wait_until(Duration::from_secs(3), || {
+        self.spawn_tcpdump(ns, label, &["-U", "-n", "-i", iface, "-w", &pcap])
+    }
+
+    /// Starts `tcpdump ARGS...` in `ns` (its output in `<label>.log`) and
+    /// returns once it captures: when it says `listening on` (on standard
+    /// error, whether it prints or writes a file). Panics with its log when
+    /// it does not within 5 s, since a capture that missed the start would
+    /// make the test's counts wrong.
+    pub fn spawn_tcpdump(&self, ns: &Netns, label: &str, args: &[&str]) -> Daemon {
+        let mut argv = vec!["tcpdump"];
+        argv.extend_from_slice(args);
+        let d = self.spawn(ns, label, &argv);
+        let listening = wait_until(Duration::from_secs(5), || {
             self.log_of(&d).contains("listening on")
         });
+        assert!(
+            listening,
+            "{label}: tcpdump did not start capturing within 5 s:\n{}",
+            self.log_of(&d)
+        );
         d
     }
 

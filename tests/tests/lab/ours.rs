@@ -183,19 +183,32 @@ fn ours_everywhere_privileges_and_clean_stop() {
         Some("0000000000001000"),
         "privproc CapPrm"
     );
-    // The relay's helpers: its configuration reader, unprivileged
-    // (tests/tests/security.rs looks closer), and a miredo-privproc whose
-    // only job is to delete the interface when the relay ends.
-    let mut helpers: Vec<String> = children(relay.pid).into_iter().map(comm).collect();
+    // The relay's helpers: its configuration reader, unprivileged (the
+    // `security` module looks closer), and its miredo-privproc (`--relay`,
+    // which deletes the interface when miredo ends), with CAP_NET_ADMIN
+    // alone, as the client's (docs/ARCHITECTURE.md).
+    let mut helpers: Vec<(String, u32)> = children(relay.pid)
+        .into_iter()
+        .map(|p| (comm(p), p))
+        .collect();
     helpers.sort();
+    let names: Vec<&str> = helpers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
-        helpers,
+        names,
         ["miredo-privproc", "miredo-reader"],
         "the relay's helpers"
     );
-    for p in children(relay.pid) {
-        if comm(p) == "miredo-reader" {
-            assert_unprivileged(p, "the relay's configuration reader");
+    for (name, p) in &helpers {
+        if name == "miredo-reader" {
+            assert_unprivileged(*p, "the relay's configuration reader");
+        } else {
+            for set in ["CapEff", "CapPrm"] {
+                assert_eq!(
+                    status_field(*p, set).as_deref(),
+                    Some("0000000000001000"),
+                    "the relay's privproc {set}"
+                );
+            }
         }
     }
     report(
@@ -244,7 +257,7 @@ fn ours_everywhere_privileges_and_clean_stop() {
     assert!(leftover_namespaces(&prefix).is_empty());
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, c_miredo, ours): [
         ours_client_c_server_c_relay_port_restricted,
         ours_relay_serves_c_client_both_ways,

@@ -5,15 +5,13 @@
 //! must show the relay's packet counter rising with the traffic the test
 //! sends through the relay.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{mostly, ping, qualify, unique_iface};
-use teredo_lab::named::start_relay_with;
+use teredo_lab::named::{start_relay_with, unique_iface};
+use teredo_lab::steps::{mostly, ping, qualify};
 use teredo_lab::{
     report, wait_for, wait_until, Impl, NatKind, Netns, World, SERVER2_V4, SERVER_V4,
 };
@@ -308,7 +306,7 @@ fn tail(p: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(prometheus): [
         operator_files_pass_promtool,
     ],

@@ -11,15 +11,13 @@
 //! The other network changes (address, link, NAT reboot) are in
 //! network_changes.rs.
 
-mod common;
-
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{mostly, ping, unique_iface};
-use teredo_lab::named::{client_conf, relay_conf, status_of};
+use teredo_lab::named::{client_conf, relay_conf, status_of, unique_iface};
+use teredo_lab::steps::{self, mostly, ping};
 use teredo_lab::{
     report, teredo_addr_of, teredo_parts, wait_for, wait_until, Impl, NatKind, World, SERVER_V4,
 };
@@ -91,7 +89,7 @@ fn a_second_daemon_refuses_the_first_ones_status_socket() {
         &client_conf(&iface, ""),
         &[],
     );
-    let addr = wait_for(common::QUALIFY_TIMEOUT, || {
+    let addr = wait_for(steps::QUALIFY_TIMEOUT, || {
         teredo_addr_of(w.client(1), &iface)
     })
     .unwrap_or_else(|| panic!("the first client did not qualify:\n{}", w.log_of(&first)));
@@ -306,7 +304,7 @@ fn two_servers_behind_one_name_the_first_stopped() {
     );
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours): [
         a_second_daemon_refuses_the_first_ones_status_socket,
         a_name_that_resolves_later_is_waited_for,

@@ -26,15 +26,13 @@
 //! Name resolution, several servers behind one name and one status socket
 //! per daemon are in network_daemon.rs.
 
-mod common;
-
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::teredo_addrs;
+use teredo_lab::steps::{self, teredo_addrs};
 use teredo_lab::{
     report, teredo_parts, Daemon, Impl, NatKind, NatReboot, Netns, World, NATIVE_V6, TEREDO_IFACE,
 };
@@ -534,7 +532,7 @@ fn run(test: &str, sc: Scenario) {
     let mut old = vec![None; sites.len()];
     if sc != Scenario::NoRouteAtStart {
         for (i, &(n, imp)) in sites.iter().enumerate() {
-            let (a, _) = common::qualify(&w, &daemons[i], n, &format!("{} client", who(imp)));
+            let (a, _) = steps::qualify(&w, &daemons[i], n, &format!("{} client", who(imp)));
             let t = Instant::now();
             let both = answers_both_ways(&w, n, t, Duration::from_secs(15));
             let Some((a, _)) = both else {
@@ -770,7 +768,7 @@ fn server_unreachable_for_a_minute() {
     run("server_unreachable_for_a_minute", Scenario::ServerOutage);
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours): [
         no_default_route_for_the_first_seconds,
         lan_address_changes_with_a_new_nat_mapping,

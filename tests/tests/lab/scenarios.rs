@@ -3,13 +3,14 @@
 //! configuration, SIGTERM cleanup, NAT reboots and a server that stops.
 //! Each test reports its figures and its duration with `report()`.
 
-mod common;
-
 use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{mostly, ping, qualify, sample_addrs, status_field, teredo_addrs, unique_iface};
+use teredo_lab::named::unique_iface;
+use teredo_lab::steps::{
+    self, mire_status_field, mostly, ping, qualify, sample_addrs, teredo_addrs,
+};
 use teredo_lab::{
     leftover_namespaces, report, teredo_addr_of, teredo_parts, wait_for, wait_until, Daemon, Impl,
     NatKind, NatReboot, World, NATIVE_V6, SERVER_V4, TEREDO_IFACE,
@@ -144,7 +145,7 @@ fn our_clients_across_two_full_cone_nats_both_ways() {
     let (a1, _) = qualify(&w, &c1, 1, "client 1 (full cone)");
     let (a2, _) = qualify(&w, &c2, 2, "client 2 (full cone)");
     let t = Instant::now();
-    let results = common::ping_pairs(&w, &[(1, 2, a2), (2, 1, a1)]);
+    let results = steps::ping_pairs(&w, &[(1, 2, a2), (2, 1, a1)]);
     report(test, &format!("both directions in {:?}", t.elapsed()));
     for (what, r) in &results {
         assert!(
@@ -197,7 +198,7 @@ fn client_to_client_with_masquerade_nats_ours_vs_c() {
         (5, 6, a[6]),
         (6, 5, a[5]),
     ];
-    let results = common::ping_pairs(&w, &pairs);
+    let results = steps::ping_pairs(&w, &pairs);
     let label = |n: usize| {
         let imp = if n <= 3 { "ours" } else { "C" };
         let nat = if n == 1 || n == 4 {
@@ -286,11 +287,11 @@ fn sighup_server_change_interface_refusal_invalid_file() {
         &[],
     );
     let ns = w.client(1).clone();
-    let a1 = wait_for(common::QUALIFY_TIMEOUT, || teredo_addr_of(&ns, &iface))
+    let a1 = wait_for(steps::QUALIFY_TIMEOUT, || teredo_addr_of(&ns, &iface))
         .unwrap_or_else(|| panic!("our client did not qualify:\n{}", w.log_of(&cli)));
     report(test, &format!("qualified as {a1} on {iface}"));
     assert_eq!(
-        status_field(&iface, "server").as_deref(),
+        mire_status_field(&iface, "server").as_deref(),
         Some("198.18.1.1")
     );
 
@@ -345,7 +346,7 @@ fn sighup_server_change_interface_refusal_invalid_file() {
         "no log line for the new server:\n{log}"
     );
     assert_eq!(
-        status_field(&iface, "server").as_deref(),
+        mire_status_field(&iface, "server").as_deref(),
         Some("198.18.1.3"),
         "teredo-mire status after the change"
     );
@@ -388,7 +389,7 @@ fn sighup_server_change_interface_refusal_invalid_file() {
     );
     assert_eq!(teredo_addr_of(&ns, &iface), Some(a2), "the address changed");
     assert_eq!(
-        status_field(&iface, "interface").as_deref(),
+        mire_status_field(&iface, "interface").as_deref(),
         Some(iface.as_str())
     );
     assert!(mostly(ping(
@@ -415,7 +416,7 @@ fn sighup_server_change_interface_refusal_invalid_file() {
     assert!(w.is_running(&cli));
     assert_eq!(teredo_addr_of(&ns, &iface), Some(a2));
     assert_eq!(
-        status_field(&iface, "server").as_deref(),
+        mire_status_field(&iface, "server").as_deref(),
         Some("198.18.1.3")
     );
     assert!(mostly(ping(
@@ -454,7 +455,7 @@ fn sigterm_leaves_nothing_behind() {
         &[],
     );
     let ns = w.client(1).clone();
-    let addr = wait_for(common::QUALIFY_TIMEOUT, || teredo_addr_of(&ns, &iface))
+    let addr = wait_for(steps::QUALIFY_TIMEOUT, || teredo_addr_of(&ns, &iface))
         .unwrap_or_else(|| panic!("our client did not qualify:\n{}", w.log_of(&cli)));
     assert!(mostly(ping(&w, "native -> client", w.v6h(), addr, 3)));
     let status_sock = Path::new("/run/miredo").join(format!("{iface}.status"));
@@ -760,10 +761,13 @@ fn server_stop_withdraws_and_requalifies() {
     done(test, start);
 }
 
-teredo_lab::lab_main! {
-    needs(root, ours): [
+teredo_lab::lab_tests! {
+    // 50 MB as fast as the tunnel goes fills the CPU: alone.
+    needs(root, ours) alone: [
         tcp_50mb_native_host_to_our_client,
         tcp_50mb_our_client_to_native_host,
+    ],
+    needs(root, ours): [
         our_clients_across_two_full_cone_nats_both_ways,
         sighup_server_change_interface_refusal_invalid_file,
         sigterm_leaves_nothing_behind,

@@ -1224,7 +1224,7 @@ fn the_units_allow_every_call_of_the_lists() {
     }
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(systemd_analyze): [the_units_allow_every_call_of_the_lists],
     needs(root, ours): [
         every_process_runs_under_its_filter,

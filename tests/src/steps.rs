@@ -1,12 +1,12 @@
-//! Helpers shared by the scenario and interop tests (each test file
-//! includes this module; not every file uses every helper).
-#![allow(dead_code)]
+//! Steps shared by the lab's tests (`tests/tests/lab/`): qualify a client
+//! or fail with its log, ping and count the echoes, read a status through
+//! `teredo-mire`, sample a client's addresses while something happens.
 
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use teredo_lab::{is_teredo, ping6_stats, report, Daemon, Impl, Netns, World};
+use crate::{is_teredo, ping6_stats, report, Daemon, Impl, Netns, World};
 
 pub const QUALIFY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(8);
@@ -54,9 +54,22 @@ pub fn teredo_mire() -> PathBuf {
     Impl::Ours.path("teredo-mire")
 }
 
-/// `teredo-mire status IFACE` as key/value pairs (empty when it fails).
-pub fn status_of(iface: &str) -> Vec<(String, String)> {
-    let out = teredo_lab::cmd::run_with_timeout(
+/// A need of `lab_tests!`: our `teredo-mire` built.
+pub fn teredo_mire_built() -> Option<String> {
+    let t = teredo_mire();
+    (!t.is_file()).then(|| {
+        format!(
+            "{} not built (cargo build --release -p teredo-mire)",
+            t.display()
+        )
+    })
+}
+
+/// `teredo-mire status IFACE` as key/value pairs (empty when it fails):
+/// the status page as an operator reads it, through the status client
+/// (`named::status_of` reads the socket itself).
+pub fn mire_status(iface: &str) -> Vec<(String, String)> {
+    let out = crate::cmd::run_with_timeout(
         &[
             teredo_mire().display().to_string(),
             "status".into(),
@@ -64,30 +77,15 @@ pub fn status_of(iface: &str) -> Vec<(String, String)> {
         ],
         Duration::from_secs(5),
     );
-    out.stdout
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+    crate::named::status_pairs(&out.stdout)
 }
 
-/// One field of [`status_of`].
-pub fn status_field(iface: &str, key: &str) -> Option<String> {
-    status_of(iface)
+/// One field of [`mire_status`].
+pub fn mire_status_field(iface: &str, key: &str) -> Option<String> {
+    mire_status(iface)
         .into_iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v)
-}
-
-/// An interface name unique to this world (so that our status sockets,
-/// `/run/miredo/IFACE.status`, do not collide between parallel tests):
-/// `stem` plus the world's 5 hex digits, at most 15 bytes.
-pub fn unique_iface(w: &World, stem: &str) -> String {
-    let p = w.prefix();
-    let tail = &p[p.len().saturating_sub(5)..];
-    let name = format!("{stem}{tail}");
-    assert!(name.len() <= 15, "{name} is too long for an interface name");
-    name
 }
 
 /// Samples the Teredo addresses of `iface` in `ns` every 100 ms while

@@ -223,7 +223,7 @@ fn c_client_against_a_foreign_prefix() {
     }
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours): [our_client_refuses_a_foreign_prefix_then_qualifies],
     needs(root, ours, c_miredo): [c_client_against_a_foreign_prefix],
 }

@@ -10,7 +10,7 @@
 //!     relay's peers and memory stay bounded, bubbles per inbound packet are
 //!     counted, and a legitimate ping flow meanwhile loses under 5 %.
 //!
-//! `cargo test --release -p teredo-lab --test floods -- --nocapture` (the
+//! `cargo test --release -p teredo-lab --test lab -- floods:: --nocapture` (the
 //! figures show without --nocapture too).
 
 use std::net::{Ipv6Addr, SocketAddrV4};
@@ -702,12 +702,13 @@ fn idle_daemons_spend_no_cpu() {
     }
 }
 
-teredo_lab::lab_main! {
-    needs(root, ours, c_miredo): [
+teredo_lab::lab_tests! {
+    // Floods that fill the CPU, and CPU time measured: alone.
+    needs(root, ours, c_miredo) alone: [
         flood_malformed_at_server_relay_client,
         flood_random_teredo_peers_through_relay,
     ],
-    needs(root, ours): [
+    needs(root, ours) alone: [
         idle_daemons_spend_no_cpu,
     ],
 }

@@ -12,8 +12,6 @@
 //! status socket answers with router solicitation and advertisement
 //! counters that rise once a client qualified.
 
-mod common;
-
 use std::fs;
 use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;
@@ -24,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use teredo_lab::steps::{teredo_mire, teredo_mire_built};
 use teredo_lab::{
     report, teredo_addr_of, wait_for, wait_until, Daemon, Impl, NatKind, World, NATIVE_V6,
     SERVER2_V4, SERVER_V4, TEREDO_IFACE,
@@ -388,45 +387,43 @@ fn notify_server_relay_and_client() {
     );
     assert!(rs.is_some_and(|r| r > rs_before), "{after:?}");
     // teredo-mire reads it too, and its Prometheus rendering passes
-    // promtool (when both are here).
-    let mire = Impl::Ours.path("teredo-mire");
-    if mire.is_file() {
-        let out = std::process::Command::new(&mire)
-            .args(["status", "--server", "--socket"])
-            .arg(&status_path)
-            .args(["--format", "prometheus"])
-            .output()
-            .expect("teredo-mire");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success()
-                && text.contains("teredo_server_router_advertisements_sent_total ")
-                && text.contains("teredo_state{state=\"serving\"} 1"),
-            "teredo-mire status --server: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if let Ok(mut p) = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-        {
-            use std::io::Write;
-            let _ = p.stdin.take().map(|mut i| i.write_all(text.as_bytes()));
-            let checked = p.wait_with_output().expect("promtool");
-            assert!(
-                checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
-                "promtool on the server's metrics: {}{}\n{text}",
-                String::from_utf8_lossy(&checked.stdout),
-                String::from_utf8_lossy(&checked.stderr)
-            );
-            report(
-                test,
-                "teredo-mire status --server --format prometheus: promtool check metrics clean",
-            );
-        }
+    // promtool (both needs of this test).
+    let out = std::process::Command::new(teredo_mire())
+        .args(["status", "--server", "--socket"])
+        .arg(&status_path)
+        .args(["--format", "prometheus"])
+        .output()
+        .expect("teredo-mire");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success()
+            && text.contains("teredo_server_router_advertisements_sent_total ")
+            && text.contains("teredo_state{state=\"serving\"} 1"),
+        "teredo-mire status --server: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut p = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    {
+        use std::io::Write;
+        let _ = p.stdin.take().map(|mut i| i.write_all(text.as_bytes()));
     }
+    let checked = p.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool on the server's metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    report(
+        test,
+        "teredo-mire status --server --format prometheus: promtool check metrics clean",
+    );
     // The service manager's view follows within a few seconds.
     assert!(
         ns_srv
@@ -440,7 +437,7 @@ fn notify_server_relay_and_client() {
 
     // Traffic through the relay shows in its status.
     let t_ping = Instant::now();
-    let (sent, got) = common::ping(&w, "client to native", w.client(1), NATIVE_V6, 3);
+    let (sent, got) = teredo_lab::steps::ping(&w, "client to native", w.client(1), NATIVE_V6, 3);
     assert!(got > 0, "no ping through the relay ({got}/{sent})");
     let (_, s) = ns_rel
         .wait_line(t_ping, "STATUS=", Duration::from_secs(8), |l| {
@@ -597,9 +594,17 @@ fn notify_watchdog_stops_when_a_thread_is_stuck() {
     n.check_sender("client with a slow hook", pid);
 }
 
-teredo_lab::lab_main! {
+/// A need of `lab_tests!`: Prometheus's `promtool` (apt-get install
+/// prometheus).
+fn promtool() -> Option<String> {
+    teredo_lab::skip::which("promtool")
+        .is_none()
+        .then(|| "needs promtool (apt-get install prometheus)".into())
+}
+
+teredo_lab::lab_tests! {
+    needs(root, ours, teredo_mire_built, promtool): [notify_server_relay_and_client],
     needs(root, ours): [
-        notify_server_relay_and_client,
         notify_client_waiting_is_ready,
         notify_watchdog_stops_when_a_thread_is_stuck,
     ],

@@ -9,13 +9,11 @@
 //! the C tool's failure; a failing case with one of ours fails the test
 //! unless the failure follows a C component (see [`blame`]).
 
-mod common;
-
 use std::fmt::Write as _;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use common::mostly;
+use teredo_lab::steps::{self, mostly};
 use teredo_lab::{ping6_stats, report, Impl, NatKind, NatReboot, World, NATIVE_V6};
 
 /// Behind a NAT that lets it, either client qualifies in well under a
@@ -327,7 +325,7 @@ fn our_client_and_c_client_across_two_nats() {
     for (n, imp, nat) in clients {
         let d = w.start_client(n, imp, "");
         let who = format!("{} client behind {nat} NAT {n}", name(imp));
-        addrs.push(common::qualify(&w, &d, n, &who).0);
+        addrs.push(steps::qualify(&w, &d, n, &who).0);
     }
     let who = |n: usize| {
         let (_, imp, nat) = clients[n - 1];
@@ -346,7 +344,7 @@ fn our_client_and_c_client_across_two_nats() {
         pings.push((a, b, addrs[b]));
         pings.push((b, a, addrs[a]));
     }
-    let results = common::ping_pairs(&w, &pings);
+    let results = steps::ping_pairs(&w, &pings);
     let works = |a: usize, b: usize| {
         let i = topologies
             .iter()
@@ -397,7 +395,7 @@ fn our_client_and_c_client_across_two_nats() {
     assert!(bad.is_empty(), "our client and a C client: {bad:?}");
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, c_miredo, ours): [
         interop_matrix,
         our_client_and_c_client_across_two_nats,

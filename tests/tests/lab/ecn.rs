@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use teredo_lab::{ping6_stats, report, teredo_addr_of, Impl, NatKind, World, TEREDO_IFACE};
+use teredo_lab::{
+    ping6_stats, report, teredo_addr_of, wait_until, Impl, NatKind, World, TEREDO_IFACE,
+};
 
 /// Lines of a tcpdump log.
 fn lines(w: &World, d: &teredo_lab::Daemon) -> Vec<String> {
@@ -24,18 +26,18 @@ fn ecn_ect_copied_out_and_ce_reaches_the_inner_header() {
     let (_, got) = ping6_stats(w.v6h(), addr, 2, Duration::from_secs(8));
     assert!(got > 0, "no path to the client");
 
-    // Watch the relay's outer headers and the client's inner ones.
-    let outer = w.spawn(
+    // Watch the relay's outer headers and the client's inner ones (each
+    // capture running before the first probe goes out).
+    let outer = w.spawn_tcpdump(
         w.relay(),
         "tcpdump-outer",
-        &["tcpdump", "-l", "-n", "-vv", "-i", "any", "udp"],
+        &["-l", "-n", "-vv", "-i", "any", "udp"],
     );
-    let inner = w.spawn(
+    let inner = w.spawn_tcpdump(
         w.client(1),
         "tcpdump-inner",
-        &["tcpdump", "-l", "-n", "-vv", "-i", TEREDO_IFACE, "icmp6"],
+        &["-l", "-n", "-vv", "-i", TEREDO_IFACE, "icmp6"],
     );
-    std::thread::sleep(Duration::from_millis(800));
     // ECT(0) from the native host, not yet marked anywhere.
     let (sent, got) = ping6_stats_tclass(&w, addr, 2);
     assert!(got > 0, "ECT(0) pings lost: {got}/{sent}");
@@ -46,23 +48,25 @@ fn ecn_ect_copied_out_and_ce_reaches_the_inner_header() {
         .expect("nft ecn rule");
     let (sent, got) = ping6_stats_tclass(&w, addr, 3);
     assert!(got > 0, "CE-marked pings lost: {got}/{sent}");
-    std::thread::sleep(Duration::from_millis(500));
+    // tcpdump prints a packet some time after reading it: wait until the
+    // counts asserted below are there (at most 3 s; the assertions then
+    // say what is missing).
+    let counts = || {
+        let (outer, inner) = (lines(&w, &outer), lines(&w, &inner));
+        (
+            ect_outer(&outer),
+            inner_class(&inner, addr, "0x02"),
+            inner_class(&inner, addr, "0x03"),
+        )
+    };
+    wait_until(Duration::from_secs(3), || {
+        let (ect_out, inner_ect, inner_ce) = counts();
+        ect_out >= 2 && inner_ect >= 1 && inner_ce >= 1
+    });
     w.stop(&outer, Duration::from_secs(2));
     w.stop(&inner, Duration::from_secs(2));
-
-    let outer = lines(&w, &outer);
-    let inner = lines(&w, &inner);
-    // tcpdump -v prints the IPv4 TOS as "tos 0x2,ECT(0)" and the IPv6
-    // traffic class as "class 0x02" / "class 0x03".
-    let ect_out = outer.iter().filter(|l| l.contains("ECT(0)")).count();
-    let inner_ect = inner
-        .iter()
-        .filter(|l| l.contains("class 0x02") && l.contains(&addr.to_string()))
-        .count();
-    let inner_ce = inner
-        .iter()
-        .filter(|l| l.contains("class 0x03") && l.contains(&addr.to_string()))
-        .count();
+    let (ect_out, inner_ect, inner_ce) = counts();
+    let (outer, inner) = (lines(&w, &outer), lines(&w, &inner));
     report(
         w.test_name(),
         &format!(
@@ -85,6 +89,22 @@ fn ecn_ect_copied_out_and_ce_reaches_the_inner_header() {
         inner.join("\n")
     );
     assert!(teredo_addr_of(w.client(1), TEREDO_IFACE).is_some());
+}
+
+/// Outer datagrams with ECT(0) in a tcpdump log: `tcpdump -v` prints the
+/// IPv4 TOS as "tos 0x2,ECT(0)".
+fn ect_outer(lines: &[String]) -> usize {
+    lines.iter().filter(|l| l.contains("ECT(0)")).count()
+}
+
+/// Packets to `addr` with IPv6 traffic class `class` in a tcpdump log
+/// ("class 0x02" is ECT(0), "class 0x03" CE).
+fn inner_class(lines: &[String], addr: std::net::Ipv6Addr, class: &str) -> usize {
+    let (addr, class) = (addr.to_string(), format!("class {class}"));
+    lines
+        .iter()
+        .filter(|l| l.contains(&class) && l.contains(&addr))
+        .count()
 }
 
 /// Pings the client from the native host with traffic class ECT(0).
@@ -117,7 +137,7 @@ fn ping6_stats_tclass(w: &World, addr: std::net::Ipv6Addr, count: u32) -> (u32, 
     (count, got)
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours): [
         ecn_ect_copied_out_and_ce_reaches_the_inner_header,
     ],

@@ -19,7 +19,7 @@
 //!
 //! Every figure is printed on a `LAB` line.
 //!
-//! `cargo test --release -p teredo-lab --test fairness -- --nocapture`
+//! `cargo test --release -p teredo-lab --test lab -- fairness:: --nocapture`
 
 use std::net::{Ipv6Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -833,12 +833,13 @@ fn server_qualifies_a_newcomer_under_rs_flood() {
     );
 }
 
-teredo_lab::lab_main! {
-    needs(root, ours, c_miredo): [
+teredo_lab::lab_tests! {
+    // Floods that fill the CPU, and bounds on time: alone.
+    needs(root, ours, c_miredo) alone: [
         relay_newcomer_under_flood,
         server_qualifies_a_newcomer_under_rs_flood,
     ],
-    needs(root, ours): [
+    needs(root, ours) alone: [
         client_answers_a_newcomer_under_flood,
     ],
 }

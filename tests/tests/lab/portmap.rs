@@ -6,17 +6,16 @@
 //! client's own datagrams from its mapped port, by NAT kind, with and
 //! without a mapping.
 //!
-//! `cargo build --release -p teredo-mire -p miredo -p miredo-server -p miredo-privproc && cargo test --release -p teredo-lab --test portmap`
+//! `cargo build --release -p teredo-mire -p miredo -p miredo-server -p miredo-privproc && cargo test --release -p teredo-lab --test lab -- portmap::`
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use teredo_lab::impls::our_bin_dir;
 use teredo_lab::miniupnpd::{self, udp_socket_in, Miniupnpd, Options};
+use teredo_lab::steps::{teredo_mire, teredo_mire_built};
 use teredo_lab::{report, wait_until, Daemon, NatKind, World};
 
 /// The tool's own bound on asking (its default `--timeout`), and what a
@@ -29,22 +28,7 @@ const LIFETIME: u64 = 6;
 /// The client's internal port (the Teredo port).
 const PORT: u16 = 3544;
 
-fn tool() -> PathBuf {
-    our_bin_dir().join("teredo-mire")
-}
-
-/// A need of `lab_main!`: our teredo-mire built.
-fn teredo_mire() -> Option<String> {
-    let t = tool();
-    (!t.is_file()).then(|| {
-        format!(
-            "{} not built (cargo build --release -p teredo-mire)",
-            t.display()
-        )
-    })
-}
-
-/// A need of `lab_main!`: Debian's miniupnpd (nftables build) installed.
+/// A need of `lab_tests!`: Debian's miniupnpd (nftables build) installed.
 fn miniupnpd() -> Option<String> {
     miniupnpd::unavailable()
 }
@@ -62,7 +46,7 @@ fn external_of(log: &str) -> Option<SocketAddrV4> {
 
 /// Spawns `teredo-mire portmap ARGS` in client `n`'s namespace.
 fn spawn_portmap(w: &World, n: usize, label: &str, args: &[&str]) -> Daemon {
-    let mut argv = vec![tool().display().to_string(), "portmap".into()];
+    let mut argv = vec![teredo_mire().display().to_string(), "portmap".into()];
     argv.extend(args.iter().map(|s| s.to_string()));
     w.spawn(w.client(n), label, &argv)
 }
@@ -230,7 +214,7 @@ fn auto_falls_back_to_natpmp_and_no_delete_lapses() {
     let t0 = Instant::now();
     let out = w.client(1).exec(
         &[
-            tool().display().to_string().as_str(),
+            teredo_mire().display().to_string().as_str(),
             "portmap",
             "--lifetime",
             &lifetime,
@@ -274,7 +258,7 @@ fn silent_gateway_exits_1_within_bound() {
     let w = World::build(test, &[NatKind::PortRestricted]);
     let t0 = Instant::now();
     let out = w.client(1).exec(
-        &[tool().display().to_string().as_str(), "portmap"],
+        &[teredo_mire().display().to_string().as_str(), "portmap"],
         TOOL_BOUND + MARGIN,
     );
     let took = t0.elapsed();
@@ -330,7 +314,7 @@ fn garbage_gateway_exits_1_within_bound() {
     });
     let t0 = Instant::now();
     let out = w.client(1).exec(
-        &[tool().display().to_string().as_str(), "portmap"],
+        &[teredo_mire().display().to_string().as_str(), "portmap"],
         TOOL_BOUND + MARGIN,
     );
     let took = t0.elapsed();
@@ -352,8 +336,12 @@ fn garbage_gateway_exits_1_within_bound() {
 const LISTEN: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
 
 /// Sends one datagram from `from` to each of `ports` at [`LISTEN`] and
-/// returns the source each listener saw.
-fn sources_seen(from: &UdpSocket, listeners: &[(u16, UdpSocket)], ports: &[u16]) -> Vec<String> {
+/// returns the source each listener saw (`None`: nothing came).
+fn sources_seen(
+    from: &UdpSocket,
+    listeners: &[(u16, UdpSocket)],
+    ports: &[u16],
+) -> Vec<(u16, Option<SocketAddr>)> {
     ports
         .iter()
         .map(|p| {
@@ -361,19 +349,55 @@ fn sources_seen(from: &UdpSocket, listeners: &[(u16, UdpSocket)], ports: &[u16])
             from.send_to(b"which source?", SocketAddrV4::new(LISTEN, *p))
                 .expect("send");
             let mut buf = [0u8; 64];
-            match l.recv_from(&mut buf) {
-                Ok((_, src)) => format!("{LISTEN}:{p} saw {src}"),
-                Err(e) => format!("{LISTEN}:{p} saw nothing ({e})"),
-            }
+            (*p, l.recv_from(&mut buf).ok().map(|(_, src)| src))
         })
         .collect()
+}
+
+/// [`sources_seen`] for a `LAB` line.
+fn seen_line(seen: &[(u16, Option<SocketAddr>)]) -> String {
+    seen.iter()
+        .map(|(p, src)| match src {
+            Some(src) => format!("{LISTEN}:{p} saw {src}"),
+            None => format!("{LISTEN}:{p} saw nothing"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `teredo-mire portmap --protocol pcp --no-delete` run in `ns`: the
+/// mapping of port 3544 it got, left in place.
+fn pcp_map_and_keep(ns: &teredo_lab::Netns) -> SocketAddrV4 {
+    let out = ns.exec(
+        &[
+            teredo_mire().display().to_string().as_str(),
+            "portmap",
+            "--protocol",
+            "pcp",
+            "--no-delete",
+        ],
+        TOOL_BOUND + MARGIN,
+    );
+    assert!(out.success(), "{out:?}");
+    external_of(&out.stdout).expect("external")
+}
+
+/// What the survey found at one NAT.
+struct Survey {
+    /// The PCP mapping of the client's port 3544.
+    external: SocketAddrV4,
+    /// The sources of new flows from the client's port, mapping in place.
+    new_flows: Vec<Option<SocketAddr>>,
+    /// The source of the client's answer to a datagram that came in
+    /// through the mapping.
+    answer: Option<SocketAddr>,
 }
 
 /// The survey for NAT `n` of `w` (miniupnpd running on it): the sources
 /// inet listeners see for datagrams from the client's port 3544, before
 /// any mapping, then (after `between`) with a PCP mapping of it, then as
 /// the answer to a datagram that came in through the mapping.
-fn survey_site(w: &World, n: usize, test: &str, between: &dyn Fn()) -> SocketAddrV4 {
+fn survey_site(w: &World, n: usize, test: &str, between: &dyn Fn()) -> Survey {
     let kind = w.nat_kind(n).name();
     let client = w.client(n);
     let internal = SocketAddrV4::new(w.client_v4(n), PORT);
@@ -393,23 +417,15 @@ fn survey_site(w: &World, n: usize, test: &str, between: &dyn Fn()) -> SocketAdd
     drop(sock);
     report(
         test,
-        &format!("{kind}, no mapping, from {internal}: {}", before.join("; ")),
+        &format!(
+            "{kind}, no mapping, from {internal}: {}",
+            seen_line(&before)
+        ),
     );
     between();
 
     // With one.
-    let out = client.exec(
-        &[
-            tool().display().to_string().as_str(),
-            "portmap",
-            "--protocol",
-            "pcp",
-            "--no-delete",
-        ],
-        TOOL_BOUND + MARGIN,
-    );
-    assert!(out.success(), "{out:?}");
-    let external = external_of(&out.stdout).expect("external");
+    let external = pcp_map_and_keep(client);
     let _ = w.nat(n).run(&["conntrack", "-F"]);
     let sock = udp_socket_in(client, internal).expect("bind the client's port");
     sock.set_read_timeout(Some(Duration::from_secs(2)))
@@ -419,7 +435,7 @@ fn survey_site(w: &World, n: usize, test: &str, between: &dyn Fn()) -> SocketAdd
         test,
         &format!(
             "{kind}, mapping {internal} -> {external}, new flows from {internal}: {}",
-            with.join("; ")
+            seen_line(&with)
         ),
     );
 
@@ -427,26 +443,38 @@ fn survey_site(w: &World, n: usize, test: &str, between: &dyn Fn()) -> SocketAdd
     let (_, l5) = &listeners[4];
     l5.send_to(b"in", external).expect("send in");
     let mut buf = [0u8; 64];
-    let answered = match sock.recv_from(&mut buf) {
+    let (answered, answer) = match sock.recv_from(&mut buf) {
         Ok((_, peer)) => {
             sock.send_to(b"answer", peer).expect("answer");
             match l5.recv_from(&mut buf) {
-                Ok((_, src)) => format!("{peer} sent in, its answer came from {src}"),
-                Err(e) => format!("{peer} sent in, no answer came back ({e})"),
+                Ok((_, src)) => (
+                    format!("{peer} sent in, its answer came from {src}"),
+                    Some(src),
+                ),
+                Err(e) => (format!("{peer} sent in, no answer came back ({e})"), None),
             }
         }
-        Err(e) => format!("nothing came in through {external} ({e})"),
+        Err(e) => (format!("nothing came in through {external} ({e})"), None),
     };
     report(test, &format!("{kind}, through the mapping: {answered}"));
-    external
+    Survey {
+        external,
+        new_flows: with.into_iter().map(|(_, src)| src).collect(),
+        answer,
+    }
 }
 
-/// Research for the design (issue 16): with a mapping in place, do the
-/// client's own datagrams from its internal port leave the NAT from the
-/// mapped endpoint? Per NAT kind (masquerade, fully random); and behind
-/// the masquerade NAT, a second LAN host that mapped the same internal
-/// port first, so that the client's mapping gets another external port.
-/// Reported, not asserted.
+/// Research for the design (issue 16), kept as a test of what miredo(8)'s
+/// port mapping section rests on: on a Linux router, miniupnpd's mapping
+/// is a destination translation only, and leaves the client's own
+/// datagrams to the NAT's usual policy. With a mapping in place, the
+/// client's new flows from its internal port leave from the mapped
+/// endpoint behind masquerade (it keeps the port), from other ports
+/// behind a fully random NAT, and from other than the mapping behind
+/// masquerade when a second LAN host mapped the same internal port first
+/// (the client's mapping then gets another external port); an answer to
+/// a datagram that came in through the mapping leaves from the mapping,
+/// everywhere. Each case asserted, each source printed.
 fn survey_source_ports() {
     let test = "survey_source_ports";
     let kinds = [
@@ -459,32 +487,77 @@ fn survey_source_ports() {
     let gws: Vec<Miniupnpd> = (1..=kinds.len())
         .map(|n| Miniupnpd::start(&w, n, &Options::all()))
         .collect();
-    survey_site(&w, 1, test, &|| {});
-    survey_site(&w, 2, test, &|| {});
-    let ours = survey_site(&w, 3, test, &|| {
-        let out = second.exec(
-            &[
-                tool().display().to_string().as_str(),
-                "portmap",
-                "--protocol",
-                "pcp",
-                "--no-delete",
-            ],
-            TOOL_BOUND + MARGIN,
-        );
-        assert!(out.success(), "{out:?}");
-        let theirs = external_of(&out.stdout).expect("external");
+    let masquerade = survey_site(&w, 1, test, &|| {});
+    let random = survey_site(&w, 2, test, &|| {});
+    let theirs = std::cell::Cell::new(None);
+    let second_host = survey_site(&w, 3, test, &|| {
+        let mapped = pcp_map_and_keep(&second);
+        theirs.set(Some(mapped));
         report(
             test,
-            &format!("port-restricted, two hosts: 192.168.3.3:{PORT} mapped first, to {theirs}"),
+            &format!("port-restricted, two hosts: 192.168.3.3:{PORT} mapped first, to {mapped}"),
         );
     });
     report(
         test,
         &format!(
-            "port-restricted, two hosts: 192.168.3.2:{PORT} got {ours}; miniupnpd's rules:\n{}",
+            "port-restricted, two hosts: 192.168.3.2:{PORT} got {}; miniupnpd's rules:\n{}",
+            second_host.external,
             gws[2].rules()
         ),
+    );
+    for (site, survey) in [
+        ("masquerade", &masquerade),
+        ("fully random", &random),
+        ("masquerade, two hosts", &second_host),
+    ] {
+        assert_eq!(
+            survey.answer,
+            Some(SocketAddr::V4(survey.external)),
+            "{site}: the answer through the mapping did not leave from it"
+        );
+        assert!(
+            survey.new_flows.iter().all(Option::is_some),
+            "{site}: a new flow from the client's port did not arrive: {:?}",
+            survey.new_flows
+        );
+    }
+    let from = |s: &Survey| {
+        s.new_flows
+            .iter()
+            .filter(|src| **src == Some(SocketAddr::V4(s.external)))
+            .count()
+    };
+    assert_eq!(
+        masquerade.external.port(),
+        PORT,
+        "masquerade: the mapping did not keep the port"
+    );
+    assert_eq!(
+        from(&masquerade),
+        masquerade.new_flows.len(),
+        "masquerade: new flows did not leave from the mapping {}: {:?}",
+        masquerade.external,
+        masquerade.new_flows
+    );
+    assert_eq!(
+        from(&random),
+        0,
+        "fully random: a new flow left from the mapping {} (a mapping that translates outgoing datagrams?): {:?}",
+        random.external,
+        random.new_flows
+    );
+    assert_ne!(
+        theirs.get(),
+        Some(second_host.external),
+        "two hosts: both got the same mapping"
+    );
+    assert_eq!(
+        from(&second_host),
+        0,
+        "two hosts: a new flow left from the client's mapping {}: {:?}",
+        second_host.external,
+        second_host.new_flows
     );
 }
 
@@ -496,7 +569,7 @@ fn client_status(w: &World, label: &str) -> String {
     let sock = w.trusted_dir().join(format!("{label}.status"));
     let out = teredo_lab::cmd::run_with_timeout(
         &[
-            tool().display().to_string(),
+            teredo_mire().display().to_string(),
             "status".into(),
             "--socket".into(),
             sock.display().to_string(),
@@ -1035,7 +1108,7 @@ fn probe_reports_what_the_gateway_offers() {
     let gw = Miniupnpd::start(&w, 1, &Options::all());
     w.start_server(teredo_lab::Impl::Ours);
     let argv = [
-        tool().display().to_string(),
+        teredo_mire().display().to_string(),
         "probe".into(),
         teredo_lab::SERVER_V4.to_string(),
         "--no-nat-test".into(),
@@ -1079,30 +1152,44 @@ fn probe_reports_what_the_gateway_offers() {
         let lines: Vec<&str> = o.lines().filter(|l| l.starts_with("gateway")).collect();
         report(test, &format!("client {n}: {lines:?}"));
     }
+    // UPnP IGD: behind miniupnpd, its WANIPConnection service, its control
+    // URL on the gateway, and the same external address; behind the bare
+    // NAT, no IGD answered the SSDP search.
+    let upnp = field(out, "gateway upnp").unwrap_or_default();
+    assert!(
+        upnp.starts_with("yes (WANIPConnection")
+            && upnp.contains("control http://192.168.1.1:")
+            && upnp.contains(&external),
+        "gateway upnp: {out}"
+    );
+    assert!(
+        field(out2, "gateway upnp").is_some_and(|v| v.starts_with("no (")),
+        "gateway upnp: {out2}"
+    );
 }
 
-teredo_lab::lab_main! {
-    needs(root, ours, c_miredo, miniupnpd, teredo_mire): [
+teredo_lab::lab_tests! {
+    needs(root, ours, c_miredo, miniupnpd, teredo_mire_built): [
         client_interop_table_with_and_without_miniupnpd,
         client_mapping_follows_the_servers_view,
     ],
-    needs(root, ours, miniupnpd, teredo_mire): [
+    needs(root, ours, miniupnpd, teredo_mire_built): [
         probe_reports_what_the_gateway_offers,
         client_pcp_mapping_renewed_and_deleted,
         client_natpmp_mapping_renewed_and_deleted,
         client_upnp_mapping_renewed_and_deleted,
         client_auto_falls_back_to_upnp,
     ],
-    needs(root, ours, teredo_mire): [
+    needs(root, ours, teredo_mire_built): [
         client_garbage_and_silent_gateways_cost_a_log_line,
     ],
-    needs(root, miniupnpd, teredo_mire): [
+    needs(root, miniupnpd, teredo_mire_built): [
         pcp_whole_life_sigterm,
         natpmp_whole_life,
         auto_falls_back_to_natpmp_and_no_delete_lapses,
         survey_source_ports,
     ],
-    needs(root, teredo_mire): [
+    needs(root, teredo_mire_built): [
         silent_gateway_exits_1_within_bound,
         garbage_gateway_exits_1_within_bound,
     ],

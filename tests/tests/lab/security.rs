@@ -544,7 +544,7 @@ fn a_stop_of_the_whole_group_still_runs_the_hook_down() {
     );
 }
 
-teredo_lab::lab_main! {
+teredo_lab::lab_tests! {
     needs(root, ours): [
         planted_links_and_swapped_directories_are_never_followed,
         no_daemon_keeps_a_way_out_of_its_chroot,
