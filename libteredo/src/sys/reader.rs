@@ -583,7 +583,7 @@ fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
 mod tests {
     // The reader forks, which the multi-threaded test harness forbids
     // (checked by `spawn`): it is tested through the daemons, in the lab
-    // (tests/tests/security.rs), and here only what needs no fork.
+    // (tests/tests/lab/security.rs), and here only what needs no fork.
     use super::*;
 
     #[test]
