@@ -669,6 +669,17 @@ impl World {
         self.trusted_dir().join(format!("{label}.status"))
     }
 
+    /// Where our miredo started by [`World::spawn_daemon`] serves its
+    /// status: a socket of its own when its interface is `teredo` (every
+    /// world's clients share that name), else `/run/miredo/IFACE.status`.
+    pub fn status_socket_of(&self, daemon: &Daemon, iface: &str) -> PathBuf {
+        if iface == TEREDO_IFACE {
+            self.trusted_dir().join(format!("{}.status", daemon.label))
+        } else {
+            PathBuf::from(format!("/run/miredo/{iface}.status"))
+        }
+    }
+
     /// Starts `imp`'s miredo-server on 198.18.1.1 and .2 and waits (at most
     /// 5 s) until it listens on UDP 3544; panics otherwise.
     pub fn start_server(&self, imp: Impl) -> Daemon {

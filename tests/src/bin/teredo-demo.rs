@@ -131,16 +131,26 @@ fn demo() -> Result<(), String> {
 
     let mire = Impl::Ours.path("teredo-mire");
     if mire.is_file() {
-        println!("\n$ teredo-mire status {TEREDO_IFACE}    # the client's status");
+        // The lab gives each client a status socket of its own (every
+        // world's clients call their interface `teredo`).
+        let socket = w.status_socket_of(&cli, TEREDO_IFACE);
+        println!(
+            "\n$ teredo-mire status --socket {}    # the client's status",
+            socket.display()
+        );
         let out = run_with_timeout(
             &[
                 mire.display().to_string(),
                 "status".into(),
-                TEREDO_IFACE.into(),
+                "--socket".into(),
+                socket.display().to_string(),
             ],
             Duration::from_secs(5),
         );
         print!("{}", out.stdout);
+        if !out.success() {
+            print!("{}", out.stderr);
+        }
     }
 
     println!("\nTearing down...");

@@ -257,6 +257,33 @@ fn ours_everywhere_privileges_and_clean_stop() {
     assert!(leftover_namespaces(&prefix).is_empty());
 }
 
+/// The README's first command, `teredo-demo`: a whole world pinging
+/// through, and the client's status, read from the socket the lab gave it
+/// (it used to read the default socket and print nothing).
+fn the_demo_pings_through_and_shows_the_clients_status() {
+    let demo = Impl::Ours.path("teredo-demo");
+    let out =
+        teredo_lab::cmd::run_with_timeout(&[demo.display().to_string()], Duration::from_secs(120));
+    assert!(out.success(), "teredo-demo: {}\n{}", out.stdout, out.stderr);
+    let status = out
+        .stdout
+        .split("$ teredo-mire status --socket ")
+        .nth(1)
+        .and_then(|s| s.split("Tearing down").next())
+        .unwrap_or("");
+    for line in ["state: qualified", "mode: client", "address: 2001:0:"] {
+        assert!(
+            status.lines().any(|l| l.starts_with(line)),
+            "the demo's status lacks {line:?}:\n{}",
+            out.stdout
+        );
+    }
+    report(
+        "the_demo_pings_through_and_shows_the_clients_status",
+        &format!("{} status lines shown", status.lines().count()),
+    );
+}
+
 teredo_lab::lab_tests! {
     needs(root, c_miredo, ours): [
         ours_client_c_server_c_relay_port_restricted,
@@ -265,5 +292,6 @@ teredo_lab::lab_tests! {
     ],
     needs(root, ours): [
         ours_everywhere_privileges_and_clean_stop,
+        the_demo_pings_through_and_shows_the_clients_status,
     ],
 }
