@@ -352,6 +352,13 @@ impl Daemon {
             if disc_r {
                 self.read_discovery(&mut buf);
             }
+            if status_r || metrics_r {
+                // A mapping the mapper got while we polled reaches the
+                // engine first: the page says "mapped" from the mapper and
+                // "in use" from the engine, and must not say one without
+                // the other.
+                self.port_mapping();
+            }
             if status_r {
                 libteredo::sys::status::answer(&self.status, || self.status_page());
             }

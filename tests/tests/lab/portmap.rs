@@ -633,8 +633,17 @@ fn client_whole_life(test: &str, gateway: Options, expect: &str, config: &str) {
         "no DNAT rule for {external} -> {internal}:\n{}",
         gw.ruleset()
     );
-    // The masquerade keeps the port: the server sees the mapping itself.
-    assert_eq!(field(&st, "port-mapping-in-use"), Some("yes"), "{st}");
+    // The masquerade keeps the port: the server sees the mapping itself
+    // (the engine takes the mapping from the mapper thread on the main
+    // loop's next turn: within a few seconds).
+    let (in_use, st) = wait_status(
+        &w,
+        label,
+        "port-mapping-in-use",
+        "yes",
+        Duration::from_secs(5),
+    );
+    assert!(in_use, "the mapping is not in use:\n{st}");
     report(
         test,
         &format!(
