@@ -1000,6 +1000,9 @@ enum Then {
     PersistFiltered,
     /// The daemon's filter, then getpid and a write: allowed.
     Harmless,
+    /// The daemon's filter, then opening the file glibc's allocator reads
+    /// when a thread's heap shrinks: answered EACCES, not fatal.
+    OpenAnswered,
 }
 
 /// Makes TUN `name` in network namespace `ns` in a forked child, then does
@@ -1016,6 +1019,7 @@ fn sandboxed_child(sandbox: &Sandbox, ns: &OwnNetns, name: &str, then: Then) -> 
     // SAFETY: pipe2 made them; nothing else owns them.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
     let (wr_fd, msg) = (wr.as_raw_fd(), b"getpid and write: allowed\n");
+    let overcommit = CString::new("/proc/sys/vm/overcommit_memory").unwrap();
     let end = in_child(|| unsafe {
         if libc::dup2(wr_fd, 2) != 2 {
             return 19;
@@ -1062,6 +1066,17 @@ fn sandboxed_child(sandbox: &Sandbox, ns: &OwnNetns, name: &str, then: Then) -> 
                     return 26;
                 }
                 0
+            }
+            Then::OpenAnswered => {
+                if sandbox.enter().is_err() {
+                    return 24;
+                }
+                let fd = libc::open(overcommit.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    return 27;
+                }
+                // 100 + errno: EACCES (13) expected.
+                100 + errno().min(150)
             }
         }
     });
@@ -1127,6 +1142,23 @@ fn tunsetpersist_is_refused_under_the_daemons_filter() {
         ),
     );
     assert_eq!(end, End::Exited(0), "getpid/write under the filter: {said}");
+
+    // glibc's allocator opens /proc/sys/vm/overcommit_memory the first
+    // time a thread's heap shrinks (a daemon died of it under a flood):
+    // the filter answers EACCES, and the process goes on.
+    let (end, said) = sandboxed_child(&sandbox, &ns, &name, Then::OpenAnswered);
+    report(
+        test,
+        &format!(
+            "Role::Daemon filter, open(/proc/sys/vm/overcommit_memory): {end:?} (100+errno); {}",
+            said.trim()
+        ),
+    );
+    assert_eq!(
+        end,
+        End::Exited(100 + libc::EACCES),
+        "open under the daemon's filter: not answered EACCES (27: it opened; SIGSYS: fatal); stderr: {said}"
+    );
     check_gone("at the end");
 }
 

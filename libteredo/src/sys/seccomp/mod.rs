@@ -28,6 +28,11 @@
 //! calls (`write`, `sendto`, `getpid`, `gettid`, `tgkill`), formats into
 //! a buffer on its stack, and never allocates.
 //!
+//! Two calls are the exception: `open` and `openat`, which glibc's
+//! allocator makes behind the daemons' backs (see [`answered_with_error`])
+//! and does without, are answered `EACCES`, as OpenSSH's filter answers
+//! them.
+//!
 //! # Threads
 //!
 //! The filter is installed on every thread at once (`TSYNC`) and inherited
@@ -344,6 +349,31 @@ const HOOK: &[Allowed] = &[
     a("getrandom", libc::SYS_getrandom, Always, "programs a hook runs"),
 ];
 
+/// Calls a process never makes itself but glibc makes behind its back,
+/// and carries on without when they fail: answered with an error instead
+/// of stopping the process (OpenSSH's filter does the same for `open`).
+/// glibc's allocator opens `/proc/sys/vm/overcommit_memory` the first time
+/// a thread's heap shrinks (a flood's buffers given back, say); refused,
+/// it keeps the heap's pages instead. The file system is out of reach
+/// anyway (chroot): no file could be opened there.
+#[rustfmt::skip]
+const ANSWERED_EACCES: &[Allowed] = &[
+    a("openat", libc::SYS_openat, Always, "glibc's allocator reads overcommit_memory when a thread's heap shrinks: EACCES"),
+    a("open", libc::SYS_open, Always, "the same, by its older name: EACCES"),
+];
+
+/// What a role's process gets answered with an error: the entries, and
+/// the error. Not miredo-privproc running a hook, whose programs open
+/// files, nor the configuration reader, which reads one.
+pub fn answered_with_error(role: Role) -> (&'static [Allowed], i32) {
+    match role {
+        Role::Daemon | Role::Server | Role::Privproc { hook: false } => {
+            (ANSWERED_EACCES, libc::EACCES)
+        }
+        Role::Reader | Role::Privproc { hook: true } => (&[], libc::EACCES),
+    }
+}
+
 /// The allow-list of a process: every entry with why it is needed (the
 /// same call may appear more than once, with other arguments).
 pub fn allow_list(role: Role) -> Vec<Allowed> {
@@ -361,7 +391,10 @@ pub fn allow_list(role: Role) -> Vec<Allowed> {
 pub struct Sandbox {
     role: Role,
     allow: BpfProgram,
+    /// `clone3`: ENOSYS (glibc falls back to `clone`).
     errno: BpfProgram,
+    /// [`answered_with_error`]'s calls, if the role has any.
+    answered: Option<BpfProgram>,
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -389,7 +422,11 @@ impl Sandbox {
         // An entry whose condition is `Always` makes the call allowed
         // whatever else the list says of it.
         let mut rules: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
-        for e in allow_list(role) {
+        // The calls answered with an error pass the first filter; the
+        // third answers them (the kernel keeps the strictest answer of
+        // all the filters, and an error is stricter than allowing).
+        let (answered, answer) = answered_with_error(role);
+        for e in allow_list(role).into_iter().chain(answered.iter().copied()) {
             let alternatives = match e.only {
                 Always => None,
                 OneOf(arg, values) => Some(
@@ -467,7 +504,27 @@ impl Sandbox {
         .map_err(other)?
         .try_into()
         .map_err(other)?;
-        Ok(Sandbox { role, allow, errno })
+        let answered = if answered.is_empty() {
+            None
+        } else {
+            Some(
+                SeccompFilter::new(
+                    answered.iter().map(|e| (e.nr, Vec::new())).collect(),
+                    SeccompAction::Allow,
+                    SeccompAction::Errno(answer as u32),
+                    arch()?,
+                )
+                .map_err(other)?
+                .try_into()
+                .map_err(other)?,
+            )
+        };
+        Ok(Sandbox {
+            role,
+            allow,
+            errno,
+            answered,
+        })
     }
 
     /// Compiles the filter of `role`, for a process that signals no child.
@@ -507,6 +564,9 @@ impl Sandbox {
             libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         }
         seccompiler::apply_filter_all_threads(&self.errno).map_err(other)?;
+        if let Some(answered) = &self.answered {
+            seccompiler::apply_filter_all_threads(answered).map_err(other)?;
+        }
         seccompiler::apply_filter_all_threads(&self.allow).map_err(other)?;
         Ok(())
     }
@@ -690,6 +750,23 @@ mod tests {
             ] {
                 assert!(!names.contains(&forbidden), "{role:?} allows {forbidden}");
             }
+        }
+    }
+
+    #[test]
+    fn open_is_answered_only_where_nothing_is_opened() {
+        for role in [Role::Daemon, Role::Server, Role::Privproc { hook: false }] {
+            let (answered, errno) = answered_with_error(role);
+            let names: Vec<&str> = answered.iter().map(|e| e.name).collect();
+            assert_eq!(names, ["openat", "open"], "{role:?}");
+            assert_eq!(errno, libc::EACCES);
+            assert!(Sandbox::new(role).unwrap().answered.is_some());
+        }
+        // The hook's programs and the reader open files: no error filter
+        // (it would win over their allow-list).
+        for role in [Role::Reader, Role::Privproc { hook: true }] {
+            assert!(answered_with_error(role).0.is_empty(), "{role:?}");
+            assert!(Sandbox::new(role).unwrap().answered.is_none());
         }
     }
 
