@@ -3,7 +3,7 @@
 use std::io::{ErrorKind, Write};
 use std::path::Path;
 
-use libteredo::conf::miredo::{MiredoConfig, DEFAULT_SERVER};
+use libteredo::conf::miredo::{MiredoConfig, DEFAULT_SERVERS};
 use libteredo::conf::server::ServerConfig;
 use libteredo::conf::{ConfError, LoadError};
 
@@ -44,8 +44,9 @@ fn check(kind: Kind, path: &Path, may_be_absent: bool, out: &mut impl Write) -> 
             let mut notes = c.warnings.iter().map(warning).collect::<Vec<_>>();
             if c.server_address_is_default {
                 notes.push(format!(
-                    "{}: ServerAddress: note: not given; the client uses the default server {DEFAULT_SERVER}",
-                    path.display()
+                    "{}: ServerAddress: note: not given; the client uses the default servers {}",
+                    path.display(),
+                    DEFAULT_SERVERS.join(", ")
                 ));
             }
             notes
@@ -76,10 +77,10 @@ fn check(kind: Kind, path: &Path, may_be_absent: bool, out: &mut impl Write) -> 
             let _ = writeln!(
                 out,
                 "{} is absent: miredo runs on its built-in defaults (client mode, \
-                 interface {}, server {}), which are valid",
+                 interface {}, servers {}), which are valid",
                 path.display(),
                 d.interface_name,
-                d.server_address.as_deref().unwrap_or(DEFAULT_SERVER)
+                d.server_addresses.join(", ")
             );
             Status::Valid
         }
@@ -129,7 +130,8 @@ mod tests {
             lines(&out),
             vec![format!(
                 "{} is absent: miredo runs on its built-in defaults (client mode, \
-                 interface teredo, server teredo.remlab.net), which are valid",
+                 interface teredo, servers win10.ipv6.microsoft.com, win1710.ipv6.microsoft.com, \
+             win1711.ipv6.microsoft.com, teredo.iks-jena.de), which are valid",
                 path.display()
             )]
         );

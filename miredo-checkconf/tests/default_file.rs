@@ -63,7 +63,8 @@ fn no_default_miredo_conf_is_valid_as_for_the_daemon() {
         stderr,
         vec![
             "/etc/miredo/miredo.conf is absent: miredo runs on its built-in defaults \
-             (client mode, interface teredo, server teredo.remlab.net), which are valid"
+             (client mode, interface teredo, servers win10.ipv6.microsoft.com, win1710.ipv6.microsoft.com, \
+             win1711.ipv6.microsoft.com, teredo.iks-jena.de), which are valid"
                 .to_string()
         ]
     );

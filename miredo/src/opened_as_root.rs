@@ -226,7 +226,7 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
                 conf.relay_type.as_str()
             ));
         }
-        conf.server_address = Some(name.clone());
+        conf.server_addresses = vec![name.clone()];
         conf.server_address_is_default = false;
         conf.server_address2 = None;
     }
@@ -243,7 +243,7 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
         None => log::info!(
             "{DEFAULT_CONFIG} is absent: running on built-in defaults (client mode, interface {}, server {})",
             conf.interface_name,
-            conf.server_address.as_deref().unwrap_or("teredo.remlab.net")
+            conf.server_addresses.join(", ")
         ),
     }
     for w in &conf.warnings {
@@ -282,13 +282,19 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
     // resolves (the host may have booted before its network).
     let client = conf.relay_type.is_client();
     let names = if client {
-        let name = conf
-            .server_address
-            .as_deref()
-            .ok_or("no Teredo server configured")?;
-        let names = Names::new(name, conf.server_address2.as_deref(), Instant::now());
+        if conf.server_addresses.is_empty() {
+            return Err("no Teredo server configured".into());
+        }
+        let names = Names::new(
+            &conf.server_addresses,
+            conf.server_address2.as_deref(),
+            Instant::now(),
+        );
         if names.literal() && names.literal_list().is_none() {
-            return Err(format!("{name} has no next address: set ServerAddress2"));
+            return Err(format!(
+                "{} has no next address: set ServerAddress2",
+                names.primary()
+            ));
         }
         Some(names)
     } else {

@@ -1,18 +1,23 @@
-//! The Teredo servers of a client, from `ServerAddress` (and
-//! `ServerAddress2`): resolving the names through the reader process
-//! (libteredo::sys::reader) until they resolve, with a capped backoff, and
-//! the list of servers a name gives. No I/O here: the daemon sends the
-//! names this asks for and hands back the answers.
+//! The Teredo servers of a client, from the `ServerAddress` lines (in
+//! order of preference) and `ServerAddress2`: resolving the names through
+//! the reader process (libteredo::sys::reader) until one resolves, with a
+//! capped backoff, and the list of servers they give. No I/O here: the
+//! daemon sends the names this asks for and hands back the answers.
+//!
+//! - The names that resolve make the list, in the configuration's order
+//!   (each name's addresses in the resolver's order, at most
+//!   [`MAX_ADDRESSES_PER_NAME`] each, [`MAX_CANDIDATES`] in all); a name
+//!   that does not resolve is left out of this round. The client solicits
+//!   them all and qualifies with the most preferred one that answers.
 //!
 //! - An IPv4 literal needs no resolver.
 //! - A name that does not resolve (yet) is asked again after 1, 2, 4, 8,
 //!   16, then every 30 seconds (one refresh interval: a client that waits
 //!   for its name recovers as soon as one that waits for its server); at
 //!   once when the network changes.
-//! - A name that resolves to several IPv4 addresses gives several servers:
-//!   the first is the server, the others fallbacks, each with the next
-//!   address as its secondary (the default `ServerAddress2` rule). An
-//!   explicit `ServerAddress2` pairs with the first only.
+//! - Every address is a server, with the next address as its secondary
+//!   (the default `ServerAddress2` rule). An explicit `ServerAddress2`
+//!   pairs with the first name's first address only.
 
 use libteredo::conf::next_ipv4;
 use libteredo::sys::reader::Resolved;
@@ -75,6 +80,12 @@ impl ServerList {
         })
     }
 
+    /// At most [`MAX_CANDIDATES`] servers.
+    pub fn bounded(mut self) -> ServerList {
+        self.fallbacks.truncate(MAX_CANDIDATES - 1);
+        self
+    }
+
     /// Every pair, the current one first.
     pub fn pairs(&self) -> Vec<(Ipv4Addr, Ipv4Addr)> {
         std::iter::once((self.server, self.server2))
@@ -100,12 +111,23 @@ impl ServerList {
     }
 }
 
+/// The most addresses one name gives the client (a name with more is cut:
+/// the client solicits every candidate at once).
+pub const MAX_ADDRESSES_PER_NAME: usize = 4;
+/// The most servers (address pairs) the client solicits at once.
+pub const MAX_CANDIDATES: usize = 16;
+
 /// What a round of resolution gave.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The servers, and the addresses `ServerAddress` gave (for the log).
-    Resolved(ServerList, Vec<Ipv4Addr>),
-    /// Why not; the next try is due at [`Names::due`].
+    /// The servers, every address the names gave (in order), and each
+    /// name's own answer (for the log).
+    Resolved(
+        ServerList,
+        Vec<Ipv4Addr>,
+        Vec<(String, Result<Vec<Ipv4Addr>, String>)>,
+    ),
+    /// Why not (no name resolved); the next try is due at [`Names::due`].
     Failed(String),
 }
 
@@ -132,10 +154,10 @@ impl Name {
     }
 }
 
-/// The resolution of `ServerAddress` and `ServerAddress2`.
+/// The resolution of the `ServerAddress` names and `ServerAddress2`.
 #[derive(Clone, Debug)]
 pub struct Names {
-    primary: Name,
+    primaries: Vec<Name>,
     secondary: Option<Name>,
     /// Rounds failed in a row.
     failures: u32,
@@ -148,11 +170,11 @@ pub struct Names {
 }
 
 impl Names {
-    /// The names of `ServerAddress` and, if set, `ServerAddress2`; the
-    /// first round is due at once.
-    pub fn new(primary: &str, secondary: Option<&str>, now: Instant) -> Names {
+    /// The names of `ServerAddress` (in order of preference) and, if set,
+    /// `ServerAddress2`; the first round is due at once.
+    pub fn new<S: AsRef<str>>(primaries: &[S], secondary: Option<&str>, now: Instant) -> Names {
         Names {
-            primary: Name::new(primary),
+            primaries: primaries.iter().map(|p| Name::new(p.as_ref())).collect(),
             secondary: secondary.map(Name::new),
             failures: 0,
             next: Some(now),
@@ -161,26 +183,30 @@ impl Names {
         }
     }
 
-    /// `ServerAddress` as configured.
-    pub fn primary(&self) -> &str {
-        &self.primary.text
+    /// The `ServerAddress` names as configured, for a person.
+    pub fn primary(&self) -> String {
+        let v: Vec<&str> = self.primaries.iter().map(|n| n.text.as_str()).collect();
+        v.join(", ")
     }
 
     /// Whether every name is an IPv4 literal (nothing to resolve).
     pub fn literal(&self) -> bool {
-        self.primary.literal.is_some()
-            && self.secondary.as_ref().is_none_or(|s| s.literal.is_some())
+        self.names().all(|n| n.literal.is_some())
     }
 
     /// The list of a configuration of literals, at once (`None` when a name
-    /// needs the resolver, or the literal has no next address).
+    /// needs the resolver, or no literal has a next address).
     pub fn literal_list(&self) -> Option<ServerList> {
-        let p = self.primary.literal?;
+        let p: Vec<Ipv4Addr> = self
+            .primaries
+            .iter()
+            .map(|n| n.literal)
+            .collect::<Option<_>>()?;
         let s = match &self.secondary {
             Some(n) => Some(n.literal?),
             None => None,
         };
-        ServerList::build(&[p], s).ok()
+        ServerList::build(&p, s).ok().map(ServerList::bounded)
     }
 
     /// Whether the last round failed (and none succeeded since).
@@ -202,11 +228,11 @@ impl Names {
     }
 
     fn names(&self) -> impl Iterator<Item = &Name> {
-        std::iter::once(&self.primary).chain(self.secondary.as_ref())
+        self.primaries.iter().chain(self.secondary.as_ref())
     }
 
     fn names_mut(&mut self) -> impl Iterator<Item = &mut Name> {
-        std::iter::once(&mut self.primary).chain(self.secondary.as_mut())
+        self.primaries.iter_mut().chain(self.secondary.as_mut())
     }
 
     /// Starts a round when one is due, and gives up on answers that take
@@ -232,7 +258,9 @@ impl Names {
                     // One already in flight (from a round that gave up on
                     // it) answers this round too.
                     n.asked = Some(now);
-                    send.push(n.text.clone());
+                    if !send.contains(&n.text) {
+                        send.push(n.text.clone());
+                    }
                 }
             }
         }
@@ -260,32 +288,62 @@ impl Names {
         self.finish(now)
     }
 
-    /// The outcome, if the round has every answer.
+    /// The outcome, if the round has every answer. The names that resolve
+    /// make the list, in order; the round fails when none does, or when
+    /// `ServerAddress2` does not.
     fn finish(&mut self, now: Instant) -> Option<Outcome> {
         if !self.round || self.names().any(|n| n.got.is_none()) {
             return None;
         }
         self.round = false;
-        let primary = self.primary.got.take().unwrap_or(Err("no answer".into()));
+        let each: Vec<(String, Result<Vec<Ipv4Addr>, String>)> = self
+            .primaries
+            .iter_mut()
+            .map(|n| {
+                let got = n.got.take().unwrap_or(Err("no answer".into()));
+                (
+                    n.text.clone(),
+                    got.map(|mut v| {
+                        v.truncate(MAX_ADDRESSES_PER_NAME);
+                        v
+                    }),
+                )
+            })
+            .collect();
         let secondary = self.secondary.as_mut().and_then(|n| n.got.take());
-        let result = match (primary, secondary) {
-            (Err(e), _) => Err(format!("{}: {e}", self.primary.text)),
-            (Ok(_), Some(Err(e))) => Err(format!(
+        let failures: Vec<String> = each
+            .iter()
+            .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{t}: {e}")))
+            .collect();
+        let addrs: Vec<Ipv4Addr> = each
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flatten()
+            .copied()
+            .collect();
+        let first_resolved = each.first().is_some_and(|(_, r)| r.is_ok());
+        let result = match secondary {
+            Some(Err(e)) => Err(format!(
                 "{}: {e}",
                 self.secondary.as_ref().map_or("", |n| n.text.as_str())
             )),
-            (Ok(p), s) => {
-                let s2 = s.and_then(|s| s.ok()).and_then(|v| v.first().copied());
-                ServerList::build(&p, s2)
-                    .map(|l| (l, p))
-                    .map_err(|e| format!("{}: {e}", self.primary.text))
+            _ if addrs.is_empty() => Err(failures.join("; ")),
+            s => {
+                // ServerAddress2 pairs with the first name's first address.
+                let s2 = s
+                    .and_then(|s| s.ok())
+                    .and_then(|v| v.first().copied())
+                    .filter(|_| first_resolved);
+                ServerList::build(&addrs, s2)
+                    .map(ServerList::bounded)
+                    .map_err(|e| format!("{}: {e}", self.primary()))
             }
         };
         match result {
-            Ok((list, addrs)) => {
+            Ok(list) => {
                 self.failures = 0;
                 self.last = Some(list.clone());
-                Some(Outcome::Resolved(list, addrs))
+                Some(Outcome::Resolved(list, addrs, each))
             }
             Err(why) => {
                 self.failures = self.failures.saturating_add(1);
@@ -385,16 +443,16 @@ mod tests {
     #[test]
     fn literals_need_no_resolver() {
         let t = Instant::now();
-        let mut n = Names::new("198.18.1.1", None, t);
+        let mut n = Names::new(&["198.18.1.1"], None, t);
         assert!(n.literal());
         assert_eq!(n.literal_list().unwrap().pairs(), vec![(A, A2)]);
         let (send, out) = n.poll(t);
         assert!(send.is_empty());
-        assert!(matches!(out, Some(Outcome::Resolved(l, _)) if l.server == A));
+        assert!(matches!(out, Some(Outcome::Resolved(l, _, _)) if l.server == A));
         assert_eq!(n.due(), None);
-        let n = Names::new("198.18.1.1", Some("198.18.1.9"), t);
+        let n = Names::new(&["198.18.1.1"], Some("198.18.1.9"), t);
         assert_eq!(n.literal_list().unwrap().pairs(), vec![(A, C)]);
-        let n = Names::new("198.18.1.1", Some("s2.example"), t);
+        let n = Names::new(&["198.18.1.1"], Some("s2.example"), t);
         assert!(!n.literal());
         assert_eq!(n.literal_list(), None);
     }
@@ -402,7 +460,7 @@ mod tests {
     #[test]
     fn a_name_that_does_not_resolve_is_retried_with_backoff_then_resolves() {
         let t0 = Instant::now();
-        let mut n = Names::new("teredo.example", None, t0);
+        let mut n = Names::new(&["teredo.example"], None, t0);
         let mut t = t0;
         let mut gaps = Vec::new();
         for _ in 0..9 {
@@ -424,7 +482,7 @@ mod tests {
         let (send, _) = n.poll(t);
         assert_eq!(send.len(), 1);
         let out = n.answer(t, &ok("teredo.example", &[A, B]));
-        let Some(Outcome::Resolved(l, addrs)) = out else {
+        let Some(Outcome::Resolved(l, addrs, _)) = out else {
             panic!("{out:?}")
         };
         assert_eq!(addrs, [A, B]);
@@ -436,7 +494,7 @@ mod tests {
     #[test]
     fn a_network_change_retries_at_once_and_restarts_the_backoff() {
         let t0 = Instant::now();
-        let mut n = Names::new("teredo.example", None, t0);
+        let mut n = Names::new(&["teredo.example"], None, t0);
         let mut t = t0;
         for _ in 0..6 {
             n.poll(t);
@@ -455,7 +513,7 @@ mod tests {
     #[test]
     fn a_silent_resolver_counts_as_a_failure() {
         let t0 = Instant::now();
-        let mut n = Names::new("teredo.example", None, t0);
+        let mut n = Names::new(&["teredo.example"], None, t0);
         n.poll(t0);
         assert_eq!(n.due(), Some(t0 + ANSWER_TIMEOUT));
         let (send, out) = n.poll(t0 + ANSWER_TIMEOUT);
@@ -471,14 +529,14 @@ mod tests {
     #[test]
     fn both_names_must_resolve_and_strangers_are_ignored() {
         let t = Instant::now();
-        let mut n = Names::new("s1.example", Some("s2.example"), t);
+        let mut n = Names::new(&["s1.example"], Some("s2.example"), t);
         let (mut send, _) = n.poll(t);
         send.sort();
         assert_eq!(send, ["s1.example", "s2.example"]);
         assert_eq!(n.answer(t, &ok("other.example", &[A])), None);
         assert_eq!(n.answer(t, &ok("s1.example", &[A, B])), None);
         let out = n.answer(t, &ok("s2.example", &[C]));
-        let Some(Outcome::Resolved(l, _)) = out else {
+        let Some(Outcome::Resolved(l, _, _)) = out else {
             panic!("{out:?}")
         };
         assert_eq!(l.pairs(), vec![(A, C), (B, B2)]);
@@ -490,5 +548,40 @@ mod tests {
         assert!(matches!(out, Some(Outcome::Failed(ref w)) if w.starts_with("s2.example")));
         // Servers known already: no retry of their own.
         assert_eq!(n.due(), None);
+    }
+
+    #[test]
+    fn several_names_in_order_and_a_dead_one_left_out() {
+        let t = Instant::now();
+        let mut n = Names::new(&["dead.example", "s1.example", "198.18.1.9"], None, t);
+        assert!(!n.literal());
+        let (send, out) = n.poll(t);
+        assert_eq!(send, ["dead.example", "s1.example"]);
+        assert_eq!(out, None);
+        assert_eq!(n.answer(t, &ok("s1.example", &[A, B])), None);
+        let out = n.answer(t, &fail("dead.example"));
+        let Some(Outcome::Resolved(l, addrs, each)) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(addrs, [A, B, C]);
+        assert_eq!(l.pairs().iter().map(|p| p.0).collect::<Vec<_>>(), [A, B, C]);
+        assert!(each[0].1.is_err() && each[1].1.is_ok() && each[2].1.is_ok());
+        assert!(!n.failing());
+        // Every name dead: the round fails, naming each.
+        let mut n = Names::new(&["d1.example", "d2.example"], None, t);
+        n.poll(t);
+        n.answer(t, &fail("d1.example"));
+        let out = n.answer(t, &fail("d2.example"));
+        assert!(
+            matches!(out, Some(Outcome::Failed(ref w)) if w.contains("d1.example") && w.contains("d2.example")),
+            "{out:?}"
+        );
+        assert!(n.failing());
+        // Literals only: at once, in order; bounded.
+        let many: Vec<String> = (1..=40).map(|i| format!("198.18.2.{i}")).collect();
+        let n = Names::new(&many, None, t);
+        let l = n.literal_list().unwrap();
+        assert_eq!(l.pairs().len(), MAX_CANDIDATES);
+        assert_eq!(l.server, Ipv4Addr::new(198, 18, 2, 1));
     }
 }

@@ -1,6 +1,6 @@
 //! Splits a configuration file into directives: `Name value` per line,
 //! `#` comments, blank lines ignored, names case-insensitive, each
-//! directive at most once.
+//! directive at most once unless the caller lets it repeat.
 
 use super::ConfError;
 
@@ -25,7 +25,22 @@ pub(crate) fn lex<'a>(
     known: &[&str],
     errors: &mut Vec<ConfError>,
 ) -> Vec<Option<Entry<'a>>> {
+    lex_repeating(text, file, known, &[], errors).0
+}
+
+/// [`lex`], except that the directives whose indexes (in `known`) are in
+/// `repeatable` may be given more than once: their first occurrence is in
+/// the first list, the later ones in the second, in file order, each with
+/// its index.
+pub(crate) fn lex_repeating<'a>(
+    text: &'a str,
+    file: &str,
+    known: &[&str],
+    repeatable: &[usize],
+    errors: &mut Vec<ConfError>,
+) -> (Vec<Option<Entry<'a>>>, Vec<(usize, Entry<'a>)>) {
     let mut found: Vec<Option<Entry<'a>>> = vec![None; known.len()];
+    let mut more = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         // A comment runs from '#' to the end of the line. No value of either
@@ -67,15 +82,17 @@ pub(crate) fn lex<'a>(
             ));
             continue;
         }
-        let Some(slot) = known
-            .iter()
-            .position(|k| k.eq_ignore_ascii_case(name))
-            .and_then(|i| found.get_mut(i))
-        else {
+        let Some(index) = known.iter().position(|k| k.eq_ignore_ascii_case(name)) else {
             errors.push(ConfError::at(file, line, name, "unknown directive"));
             continue;
         };
+        let Some(slot) = found.get_mut(index) else {
+            continue;
+        };
         match slot {
+            Some(_) if repeatable.contains(&index) => {
+                more.push((index, Entry { line, name, value }));
+            }
             Some(first) => errors.push(ConfError::at(
                 file,
                 line,
@@ -85,7 +102,7 @@ pub(crate) fn lex<'a>(
             None => *slot = Some(Entry { line, name, value }),
         }
     }
-    found
+    (found, more)
 }
 
 #[cfg(test)]

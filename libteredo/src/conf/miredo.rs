@@ -11,7 +11,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
-use super::lexer::{lex, Entry};
+use super::lexer::{lex_repeating, Entry};
 use super::values::{
     check_host, listen_warning, parse_bool, parse_ifname, parse_ipv4, parse_listen, parse_netmask,
     parse_prefix, parse_uint, prefix_display, DiscoveryInterfaces, SyslogFacility, DEFAULT_MTU,
@@ -20,8 +20,26 @@ use super::values::{
 use super::{next_ipv4, read_text, resolve, ConfError, LoadError};
 use crate::addr::TEREDO_PREFIX;
 
-/// The Teredo server a client uses when the file names none.
-pub const DEFAULT_SERVER: &str = "teredo.remlab.net";
+/// The Teredo servers a client uses when the file names none, in order of
+/// preference: public servers that users' lists showed answering in 2023
+/// (a list kept by users of XX-Net's Teredo prober, and its issues), none
+/// whose operator announced it gone (miredo's own `teredo.remlab.net` and
+/// `teredo-debian.remlab.net`, `teredo.trex.fi` offline since 2022,
+/// Microsoft's `teredo.ipv6.microsoft.com` and `win8.ipv6.microsoft.com`).
+/// Reviewed 2026-12-07; not probed from here (`teredo-mire servers` checks
+/// them from a user's network). miredo.conf(5) says the same.
+pub const DEFAULT_SERVERS: &[&str] = &[
+    "win10.ipv6.microsoft.com",
+    "win1710.ipv6.microsoft.com",
+    "win1711.ipv6.microsoft.com",
+    "teredo.iks-jena.de",
+];
+
+/// When [`DEFAULT_SERVERS`] was last reviewed against public evidence.
+pub const DEFAULT_SERVERS_REVIEWED: &str = "2026-12-07";
+
+/// The most `ServerAddress` lines a file may give.
+pub const MAX_SERVER_ADDRESSES: usize = 16;
 
 /// The interface name when the file gives none.
 pub const DEFAULT_INTERFACE_NAME: &str = "teredo";
@@ -186,11 +204,12 @@ pub const DEFAULT_PORT_MAPPING_LIFETIME: u32 = crate::proto::portmap::DEFAULT_LI
 pub struct MiredoConfig {
     /// `RelayType`.
     pub relay_type: RelayType,
-    /// `ServerAddress`: host name or IPv4 literal, resolved by the daemon
-    /// at start and on reload ([`MiredoConfig::resolve_servers`]). `Some`
-    /// in the client modes, `None` in the relay modes.
-    pub server_address: Option<String>,
-    /// True when the client modes use [`DEFAULT_SERVER`] because the file
+    /// `ServerAddress`, given once or more: host names or IPv4 literals in
+    /// order of preference, resolved by the daemon at start and on reload.
+    /// Never empty in the client modes ([`DEFAULT_SERVERS`] when the file
+    /// names none); empty in the relay modes.
+    pub server_addresses: Vec<String>,
+    /// True when the client modes use [`DEFAULT_SERVERS`] because the file
     /// names no server (the daemon says so in its log).
     pub server_address_is_default: bool,
     /// `ServerAddress2`; `None` means the primary address plus one.
@@ -248,7 +267,7 @@ impl Default for MiredoConfig {
     fn default() -> Self {
         MiredoConfig {
             relay_type: RelayType::Client,
-            server_address: Some(DEFAULT_SERVER.to_owned()),
+            server_addresses: DEFAULT_SERVERS.iter().map(|s| s.to_string()).collect(),
             server_address_is_default: true,
             server_address2: None,
             local_discovery: LocalDiscovery::Disabled,
@@ -357,7 +376,8 @@ impl MiredoConfig {
     /// Returns every error of the file, in line order.
     pub fn parse(text: &str, file_name: &str) -> Result<MiredoConfig, Vec<ConfError>> {
         let mut errors = Vec::new();
-        let mut found = lex(text, file_name, &NAMES, &mut errors);
+        let (mut found, more) =
+            lex_repeating(text, file_name, &NAMES, &[SERVER_ADDRESS], &mut errors);
         let mut conf = MiredoConfig::default();
 
         // The mode decides what else is allowed; when it is invalid, the
@@ -393,7 +413,9 @@ impl MiredoConfig {
                 (&CLIENT_ONLY[..], "the client modes (client, autoclient)")
             };
             for &index in unused {
-                if let Some(e) = found.get_mut(index).and_then(Option::take) {
+                let first = found.get_mut(index).and_then(Option::take);
+                let again = more.iter().filter(|(i, _)| *i == index).map(|(_, e)| *e);
+                for e in first.into_iter().chain(again) {
                     errors.push(ConfError::at(
                         file_name,
                         e.line,
@@ -412,7 +434,7 @@ impl MiredoConfig {
             }
         };
         check(SERVER_ADDRESS, &mut |v| {
-            conf.server_address = Some(check_host(v)?);
+            conf.server_addresses = vec![check_host(v)?];
             conf.server_address_is_default = false;
             Ok(())
         });
@@ -494,6 +516,37 @@ impl MiredoConfig {
             Ok(())
         });
 
+        // ServerAddress again: more servers, in order of preference (a
+        // relay mode refused them all above).
+        if entry(&found, SERVER_ADDRESS).is_some() {
+            for (_, e) in more.iter().filter(|(i, _)| *i == SERVER_ADDRESS) {
+                match check_host(e.value) {
+                    Ok(_) if conf.server_addresses.len() >= MAX_SERVER_ADDRESSES => {
+                        errors.push(ConfError::at(
+                            file_name,
+                            e.line,
+                            e.name,
+                            format!("more than {MAX_SERVER_ADDRESSES} servers"),
+                        ))
+                    }
+                    Ok(h)
+                        if conf
+                            .server_addresses
+                            .iter()
+                            .any(|x| x.eq_ignore_ascii_case(&h)) =>
+                    {
+                        conf.warnings.push(ConfError::at(
+                            file_name,
+                            e.line,
+                            e.name,
+                            format!("{h} is listed already: this line changes nothing"),
+                        ))
+                    }
+                    Ok(h) => conf.server_addresses.push(h),
+                    Err(why) => errors.push(ConfError::at(file_name, e.line, e.name, why)),
+                }
+            }
+        }
         if let (Some(e), None) = (
             entry(&found, SERVER_ADDRESS2),
             entry(&found, SERVER_ADDRESS),
@@ -512,7 +565,7 @@ impl MiredoConfig {
             }
         }
         if conf.relay_type.is_relay() {
-            conf.server_address = None;
+            conf.server_addresses.clear();
             conf.server_address_is_default = false;
             if conf.interface_mtu != DEFAULT_MTU && conf.prefix == TEREDO_PREFIX {
                 if let Some(e) = entry(&found, INTERFACE_MTU) {
@@ -556,10 +609,11 @@ impl MiredoConfig {
         MiredoConfig::parse(&text, &path.display().to_string()).map_err(LoadError::Invalid)
     }
 
-    /// Resolves the primary and secondary server addresses (client modes);
-    /// `Ok(None)` in the relay modes. Blocks on the system resolver.
+    /// Resolves the first server's primary and secondary addresses (client
+    /// modes); `Ok(None)` in the relay modes. Blocks on the system
+    /// resolver.
     pub fn resolve_servers(&self) -> io::Result<Option<(Ipv4Addr, Ipv4Addr)>> {
-        let Some(primary_name) = &self.server_address else {
+        let Some(primary_name) = self.server_addresses.first() else {
             return Ok(None);
         };
         let primary = resolve(primary_name)?;

@@ -78,7 +78,7 @@ const fn s(
 }
 
 const NOTE_DEFAULT: &str =
-    "{F}: ServerAddress: note: not given; the client uses the default server teredo.remlab.net";
+    "{F}: ServerAddress: note: not given; the client uses the default servers win10.ipv6.microsoft.com, win1710.ipv6.microsoft.com, win1711.ipv6.microsoft.com, teredo.iks-jena.de";
 
 pub const CORPUS: &[Case] = &[
     // Valid client files.
@@ -151,10 +151,17 @@ pub const CORPUS: &[Case] = &[
     // Invalid files the C tool rejects too.
     m(
         "duplicate",
-        "ServerAddress 192.0.2.1\nserveraddress 192.0.2.2\n",
+        "BindPort 3545\nbindport 3546\n",
         1,
-        &["{F}:2: serveraddress: given twice (first at line 1)"],
+        &["{F}:2: bindport: given twice (first at line 1)"],
         C::Agrees,
+    ),
+    m(
+        "several-servers",
+        "ServerAddress 192.0.2.1\nserveraddress 192.0.2.2\nServerAddress 192.0.2.1\n",
+        0,
+        &["{F}:3: ServerAddress: warning: 192.0.2.1 is listed already: this line changes nothing"],
+        C::Predates("several ServerAddress lines, in order of preference"),
     ),
     m(
         "duplicate-relaytype",
@@ -401,9 +408,9 @@ pub const CORPUS: &[Case] = &[
         "RelayType client\nInterfaceName teredo\n",
         0,
         &[NOTE_DEFAULT],
-        C::Predates("the default server teredo.remlab.net"),
+        C::Predates("the default servers"),
     ),
-    m("empty", "", 0, &[NOTE_DEFAULT], C::Predates("the default server teredo.remlab.net")),
+    m("empty", "", 0, &[NOTE_DEFAULT], C::Predates("the default servers")),
     m(
         "discovery",
         "ServerAddress 192.0.2.1\nLocalDiscovery enabled\nDiscoveryInterfaces ^(eth|wlan)[0-9]+$\nDiscoveryNetmask 255.255.0.0\n",

@@ -385,7 +385,8 @@ impl Daemon {
                     waiting: self.waiting_for(e),
                     server: cfg.server,
                     server2: cfg.server2,
-                    server_name: self.conf.server_address.clone(),
+                    server_name: Some(self.conf.server_addresses.join(", "))
+                        .filter(|n| !n.is_empty()),
                     qualification: c.qualification(),
                     nat: c.nat(),
                     port_mapping: self.mapper.as_ref().map(Mapper::status),

@@ -37,7 +37,7 @@ impl Daemon {
         let new = match MiredoConfig::parse(&text, &path.to_string_lossy()) {
             Ok(mut c) => {
                 if let Some(name) = &self.cli_server {
-                    c.server_address = Some(name.clone());
+                    c.server_addresses = vec![name.clone()];
                     c.server_address_is_default = false;
                     c.server_address2 = None;
                 }
@@ -100,14 +100,16 @@ impl Daemon {
         let now = Instant::now();
         let mut start_names = false;
         if self.client().is_some() {
-            let changed = new.server_address != applied.server_address
+            let changed = new.server_addresses != applied.server_addresses
                 || new.server_address2 != applied.server_address2;
-            match &new.server_address {
+            let name = new.server_addresses.join(", ");
+            match new.server_addresses.first() {
                 None => log::error!("SIGHUP: no Teredo server: keeping the running one"),
-                Some(name) if changed => {
-                    // The running server stays until the new name resolves
-                    // (at once for an address).
-                    let names = Names::new(name, new.server_address2.as_deref(), now);
+                Some(_) if changed => {
+                    // The running server stays until the new names resolve
+                    // (at once for addresses).
+                    let names =
+                        Names::new(&new.server_addresses, new.server_address2.as_deref(), now);
                     if names.literal() && names.literal_list().is_none() {
                         log::error!(
                             "SIGHUP: {name} has no next address; set ServerAddress2: keeping the running server"
@@ -116,7 +118,7 @@ impl Daemon {
                         if !names.literal() {
                             log::info!("SIGHUP: Teredo server name now {name}: the running server stays until it resolves");
                         }
-                        applied.server_address = new.server_address.clone();
+                        applied.server_addresses = new.server_addresses.clone();
                         applied.server_address2 = new.server_address2.clone();
                         self.names = Some(names);
                         self.resolved = None;

@@ -75,12 +75,20 @@ impl Daemon {
             .as_ref()
             .map_or_else(String::new, |n| n.primary().to_string());
         match o {
-            Outcome::Resolved(list, addrs) => {
+            Outcome::Resolved(list, addrs, each) => {
                 self.unresolved_logged = false;
                 if self.resolved.as_ref() != Some(&addrs) {
-                    if name.parse::<Ipv4Addr>().is_err() {
-                        let list_s: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-                        log::info!("ServerAddress {name} resolves to {}", list_s.join(", "));
+                    for (name, r) in &each {
+                        match r {
+                            _ if name.parse::<Ipv4Addr>().is_ok() => {}
+                            Ok(a) => {
+                                let a: Vec<String> = a.iter().map(|a| a.to_string()).collect();
+                                log::info!("ServerAddress {name} resolves to {}", a.join(", "));
+                            }
+                            Err(why) => log::warn!(
+                                "ServerAddress {name} does not resolve ({why}): the other servers are used"
+                            ),
+                        }
                     }
                     self.resolved = Some(addrs);
                 }

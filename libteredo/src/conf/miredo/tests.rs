@@ -75,8 +75,18 @@ fn empty_file_is_a_client_of_the_default_server() {
     let c = ok("");
     assert_eq!(c, MiredoConfig::default());
     assert_eq!(c.relay_type, RelayType::Client);
-    assert_eq!(c.server_address.as_deref(), Some("teredo.remlab.net"));
+    assert_eq!(c.server_addresses, DEFAULT_SERVERS);
     assert!(c.server_address_is_default);
+    // None of the servers whose operators announced them gone.
+    for gone in [
+        "teredo.remlab.net",
+        "teredo-debian.remlab.net",
+        "teredo.trex.fi",
+        "teredo.ipv6.microsoft.com",
+        "win8.ipv6.microsoft.com",
+    ] {
+        assert!(!DEFAULT_SERVERS.contains(&gone), "{gone}");
+    }
     assert_eq!(c.interface_name, "teredo");
     assert_eq!(c.interface_mtu, 1280);
     assert_eq!(c.prefix, 0x2001_0000);
@@ -90,10 +100,7 @@ fn empty_file_is_a_client_of_the_default_server() {
 #[test]
 fn debian_default_file() {
     let c = ok("# Please refer to the miredo.conf(5) man page for details.\nInterfaceName\tteredo\n\n# Pick a Teredo server:\n#ServerAddress\tteredo.ipv6.microsoft.com\nServerAddress\tteredo-debian.remlab.net\n\n#BindPort\t3545\n");
-    assert_eq!(
-        c.server_address.as_deref(),
-        Some("teredo-debian.remlab.net")
-    );
+    assert_eq!(c.server_addresses, ["teredo-debian.remlab.net"]);
     assert!(!c.server_address_is_default);
 }
 
@@ -115,7 +122,7 @@ fn relay_types() {
         "m.conf:1: RelayType: invalid relay type \"server\" (expected client, autoclient, relay, cone or restricted)"
     );
     let c = ok("RelayType cone\n");
-    assert_eq!(c.server_address, None);
+    assert!(c.server_addresses.is_empty());
     assert!(!c.server_address_is_default);
     assert!(c.warnings.is_empty());
     let w = ok("relaytype restricted\n").warnings;
@@ -138,7 +145,7 @@ fn invalid_mode_skips_mode_checks() {
 #[test]
 fn server_addresses() {
     let c = ok("ServerAddress 192.0.2.1\nServerAddress2 192.0.2.9\n");
-    assert_eq!(c.server_address.as_deref(), Some("192.0.2.1"));
+    assert_eq!(c.server_addresses, ["192.0.2.1"]);
     assert_eq!(c.server_address2.as_deref(), Some("192.0.2.9"));
     assert_eq!(
         c.resolve_servers().unwrap(),
@@ -154,10 +161,8 @@ fn server_addresses() {
         .is_err());
     assert_eq!(ok("RelayType cone\n").resolve_servers().unwrap(), None);
     assert_eq!(
-        ok("ServerAddress teredo.example.net\n")
-            .server_address
-            .as_deref(),
-        Some("teredo.example.net")
+        ok("ServerAddress teredo.example.net\n").server_addresses,
+        ["teredo.example.net"]
     );
     assert_eq!(
         one_err("ServerAddress 192.0.2\n"),
@@ -309,20 +314,20 @@ fn comments_blank_lines_and_crlf() {
     let c =
         ok("\n# comment\n   # indented\nServerAddress 192.0.2.1 # the server\r\n\t\nBindPort 3545");
     assert_eq!(c.bind_port, 3545);
-    assert_eq!(c.server_address.as_deref(), Some("192.0.2.1"));
+    assert_eq!(c.server_addresses, ["192.0.2.1"]);
 }
 
 #[test]
 fn duplicates_unknowns_and_all_errors_at_once() {
-    let e = errs("ServerAddress 192.0.2.1\nFoo bar\nserveraddress 192.0.2.2\nBindPort 99999\nInterfaceName\nBindPort 1 2\n");
+    let e = errs("ServerAddress 192.0.2.1\nFoo bar\nbindport 1\nBindPort 99999\nInterfaceName\nBindPort 1 2\nMaxPeers 0\n");
     assert_eq!(
         e,
         vec![
             "m.conf:2: Foo: unknown directive",
-            "m.conf:3: serveraddress: given twice (first at line 1)",
-            "m.conf:4: BindPort: 99999 is out of range: must be between 0 and 65535",
+            "m.conf:4: BindPort: given twice (first at line 3)",
             "m.conf:5: InterfaceName: missing value",
             "m.conf:6: BindPort: unexpected text after the value \"1\": \"2\" (a value is a single word)",
+            "m.conf:7: MaxPeers: 0 is out of range: must be between 1 and 16777216",
         ]
     );
 }
@@ -352,4 +357,42 @@ fn load_distinguishes_unreadable_from_invalid() {
         Err(LoadError::Unreadable { .. })
     ));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn several_servers_in_order_of_preference() {
+    let c = ok("ServerAddress dead.example\nserveraddress 192.0.2.1\nServerAddress2 192.0.2.9\nServerAddress live.example\n");
+    assert_eq!(
+        c.server_addresses,
+        ["dead.example", "192.0.2.1", "live.example"]
+    );
+    assert_eq!(c.server_address2.as_deref(), Some("192.0.2.9"));
+    assert!(!c.server_address_is_default);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // A repeat changes nothing: a warning, not an error.
+    let c = ok("ServerAddress a.example\nServerAddress A.example\n");
+    assert_eq!(c.server_addresses, ["a.example"]);
+    assert_eq!(
+        c.warnings[0].to_string(),
+        "m.conf:2: ServerAddress: A.example is listed already: this line changes nothing"
+    );
+    // Each line is checked.
+    assert_eq!(
+        one_err("ServerAddress a.example\nServerAddress 10.0.0\n"),
+        "m.conf:2: ServerAddress: invalid IPv4 address \"10.0.0\" (expected a dotted quad such as 192.0.2.1, or a host name)"
+    );
+    // Bounded.
+    let many: String = (0..=MAX_SERVER_ADDRESSES)
+        .map(|i| format!("ServerAddress s{i}.example\n"))
+        .collect();
+    assert!(one_err(&many).contains("more than 16 servers"));
+    // A relay refuses every line.
+    let e = errs("RelayType cone\nServerAddress a.example\nServerAddress b.example\n");
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[1].starts_with("m.conf:3: ServerAddress: superfluous"),
+        "{e:?}"
+    );
+    // ServerAddress2 still needs a ServerAddress.
+    assert!(one_err("ServerAddress2 192.0.2.9\n").contains("needs its primary"));
 }
