@@ -92,23 +92,6 @@ impl ServerList {
             .chain(self.fallbacks.iter().copied())
             .collect()
     }
-
-    /// The same servers, turned so that `current` comes first if it is one
-    /// of them (a client keeps the server it uses when the name resolves
-    /// again to the same set, in whatever order).
-    pub fn starting_with(self, current: Ipv4Addr) -> ServerList {
-        let mut pairs = self.pairs();
-        if let Some(i) = pairs.iter().position(|&(a, _)| a == current) {
-            pairs.rotate_left(i);
-        }
-        let mut it = pairs.into_iter();
-        let (server, server2) = it.next().unwrap_or((self.server, self.server2));
-        ServerList {
-            server,
-            server2,
-            fallbacks: it.collect(),
-        }
-    }
 }
 
 /// The most addresses one name gives the client (a name with more is cut:
@@ -426,18 +409,6 @@ mod tests {
             .unwrap_err()
             .contains("ServerAddress2"));
         assert!(ServerList::build(&[Ipv4Addr::BROADCAST], Some(A)).is_ok());
-    }
-
-    #[test]
-    fn the_current_server_stays_first() {
-        let l = ServerList::build(&[A, B, C], None).unwrap();
-        let t = l.clone().starting_with(B);
-        assert_eq!(t.server, B);
-        assert_eq!(
-            t.pairs().iter().map(|p| p.0).collect::<Vec<_>>(),
-            vec![B, C, A]
-        );
-        assert_eq!(l.clone().starting_with(Ipv4Addr::new(1, 2, 3, 4)), l);
     }
 
     #[test]

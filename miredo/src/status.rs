@@ -10,7 +10,7 @@ use libteredo::metrics::lines::StatusLines;
 use libteredo::privsep::TeredoPrefix;
 use libteredo::proto::NatBehaviour;
 use libteredo::proto::Stats;
-use libteredo::proto::{ClientState, Qualification};
+use libteredo::proto::{ClientState, Qualification, ServerCandidate};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -56,8 +56,11 @@ pub struct ClientSnapshot {
     /// The port mapping with the home gateway, if the client runs one.
     pub port_mapping: Option<MapStatus>,
     pub port_mapping_in_use: bool,
-    /// The servers after the one in use.
-    pub fallbacks: Vec<Ipv4Addr>,
+    /// Every server of the list, in order of preference, with what the
+    /// client knows of each.
+    pub candidates: Vec<ServerCandidate>,
+    /// Whether it is looking for a server (soliciting them all).
+    pub hunting: bool,
     pub server_change: Option<ServerChange>,
     pub qualified_after: Option<Duration>,
     pub peers: usize,
@@ -158,21 +161,58 @@ fn client(l: &mut StatusLines, c: &ClientSnapshot) {
         }
         None => l.line("port-mapping", "off"),
     }
-    if !c.fallbacks.is_empty() {
-        let others: Vec<String> = c.fallbacks.iter().map(Ipv4Addr::to_string).collect();
-        l.line("fallback-servers", others.join(" "));
+    // Every server of the list, in order of preference.
+    l.line("server-candidates", c.candidates.len());
+    let now = Instant::now();
+    for (i, cand) in c.candidates.iter().enumerate() {
+        let in_use = c.has_server && !c.hunting && cand.server == c.server;
+        l.line(
+            &format!("server-candidate-{}", i + 1),
+            candidate_line(cand, in_use, now),
+        );
     }
     if let Some((from, to, when)) = c.server_change {
         let ago = when.elapsed().map_or(0, |d| d.as_secs());
         l.line(
             "server-changed",
-            format!("{ago}s ago, from {from} (no answer) to {to}"),
+            format!("{ago}s ago, to {to} ({from}, before it, did not answer)"),
         );
     }
     if let Some(t) = c.qualified_after {
         l.line("qualified-after", format!("{}ms", t.as_millis()));
     }
     l.line("peers", c.peers);
+}
+
+/// One server of the list, for a person: its address, whether it is the
+/// one in use, whether it answers, its round-trip and when it was last
+/// heard, and what was wrong with its answer if it was refused.
+pub fn candidate_line(c: &ServerCandidate, in_use: bool, now: Instant) -> String {
+    let mut t = c.server.to_string();
+    if in_use {
+        t.push_str(" (in use)");
+    }
+    t.push_str(match c.answering {
+        None => ": not asked yet",
+        Some(true) => ": answering",
+        Some(false) => ": not answering",
+    });
+    if let Some(rtt) = c.rtt {
+        t.push_str(&format!(", round-trip {} ms", rtt.as_millis()));
+    }
+    if let Some(h) = c.last_heard {
+        t.push_str(&format!(
+            ", last heard {} s ago",
+            now.saturating_duration_since(h).as_secs()
+        ));
+    }
+    if let Some(p) = &c.problem {
+        t.push_str(&format!(
+            ", advertisement refused: {}",
+            p.replace(char::is_control, " ")
+        ));
+    }
+    t
 }
 
 /// The one-line status for the service manager (`STATUS=`, shown by
@@ -214,6 +254,13 @@ pub fn one_line(s: &Snapshot) -> (String, String) {
                 Some(w) => (
                     format!("waiting {}", w.as_str()),
                     format!("Waiting for the Teredo server {server}: {}", w.as_str()),
+                ),
+                None if c.hunting && c.candidates.len() > 1 => (
+                    "qualifying".into(),
+                    format!(
+                        "Qualifying: soliciting {} Teredo servers, in order of preference from {server}",
+                        c.candidates.len()
+                    ),
                 ),
                 None => (
                     format!("qualifying {server}"),
@@ -280,7 +327,15 @@ mod tests {
             nat: NatBehaviour::Cone,
             port_mapping: None,
             port_mapping_in_use: false,
-            fallbacks: vec![Ipv4Addr::new(192, 0, 2, 9)],
+            candidates: vec![ServerCandidate {
+                server: Ipv4Addr::new(192, 0, 2, 9),
+                server2: Ipv4Addr::new(192, 0, 2, 10),
+                answering: Some(false),
+                rtt: None,
+                last_heard: None,
+                problem: None,
+            }],
+            hunting: false,
             server_change: None,
             qualified_after: None,
             peers: 4,
@@ -314,7 +369,7 @@ mod tests {
         assert!(page.contains(
             "\nstate: waiting\nwaiting-for: server name does not resolve\nserver: none\n"
         ));
-        assert!(page.contains("\naddress: none\nmtu: 1280\nnat: cone\nport-mapping: off\nfallback-servers: 192.0.2.9\n"), "{page}");
+        assert!(page.contains("\naddress: none\nmtu: 1280\nnat: cone\nport-mapping: off\nserver-candidates: 1\nserver-candidate-1: 192.0.2.9: not answering\n"), "{page}");
         assert_eq!(
             one_line(&s),
             (

@@ -43,6 +43,11 @@ pub const CONE_PROBE_ATTEMPTS: u8 = 2;
 pub const MAX_SEQUENTIAL_STEP: u16 = 16;
 /// The MTU when the RA carries none (RFC 4380 5.1.2).
 pub const DEFAULT_MTU: u16 = 1280;
+/// Looking for a server, the client solicits every server of its list at
+/// once; once one answers, it waits this long at most for a more preferred
+/// one that has not answered yet (nor been given up), then takes the best
+/// answer it has. A dead first server costs this, not the RFC's 12 s.
+pub const HUNT_GRACE: Duration = Duration::from_millis(500);
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -68,10 +73,12 @@ pub struct ClientConfig {
     /// (counted as [`DropReason::ForeignPrefix`]): the server is treated as
     /// failing, never followed into an address the daemon cannot use.
     pub allowed_prefix: u32,
-    /// Other servers to use, in order, each as (primary, secondary) address,
-    /// when the current one stops answering (a `ServerAddress` name that
-    /// resolves to several addresses): the client moves to the next after
-    /// the RFC's retries, and around the list again. Empty: only `server`.
+    /// The other servers of the list, after `server` in order of
+    /// preference, each as (primary, secondary) address (several
+    /// `ServerAddress` lines, names with several addresses). Looking for a
+    /// server (at start, after losing one), the client solicits them all at
+    /// once and qualifies with the most preferred that answers (see
+    /// [`HUNT_GRACE`]). Empty: only `server`.
     pub fallbacks: Vec<(Ipv4Addr, Ipv4Addr)>,
 }
 
@@ -122,6 +129,55 @@ pub struct Qualification {
     pub server: Ipv4Addr,
 }
 
+/// A server of the client's list and what the client knows of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerCandidate {
+    /// Its primary address.
+    pub server: Ipv4Addr,
+    /// Its secondary address (the NAT test's).
+    pub server2: Ipv4Addr,
+    /// Whether it answered its last solicitations: `None` until asked.
+    pub answering: Option<bool>,
+    /// From the solicitation to its advertisement, the last time it
+    /// answered.
+    pub rtt: Option<Duration>,
+    /// When it last answered (a valid advertisement).
+    pub last_heard: Option<Instant>,
+    /// Why its last advertisement was refused, if it was.
+    pub problem: Option<String>,
+}
+
+impl ServerCandidate {
+    fn new((server, server2): (Ipv4Addr, Ipv4Addr)) -> ServerCandidate {
+        ServerCandidate {
+            server,
+            server2,
+            answering: None,
+            rtt: None,
+            last_heard: None,
+            problem: None,
+        }
+    }
+}
+
+/// What a server's advertisement offered while the client looked for a
+/// server (qualification, once chosen).
+#[derive(Clone, Copy, Debug)]
+struct Offer {
+    prefix: u32,
+    prefix_server: Ipv4Addr,
+    mapped: SocketAddrV4,
+    mtu: u16,
+}
+
+/// One server's part of the search for a server: its solicitation while
+/// it is outstanding, its offer once it answered.
+#[derive(Clone, Copy, Debug)]
+struct HuntSlot {
+    solicit: Option<Solicit>,
+    offer: Option<Offer>,
+}
+
 /// An outstanding router solicitation.
 #[derive(Clone, Copy, Debug)]
 struct Solicit {
@@ -132,6 +188,8 @@ struct Solicit {
     cone: bool,
     attempts: u8,
     next: Instant,
+    /// When the last attempt went.
+    sent: Instant,
     /// Whether a refused answer to this solicitation was logged already:
     /// the server answers each repetition alike, so one line per round.
     refusal_logged: bool,
@@ -168,9 +226,16 @@ pub struct Client {
     /// When to start a new qualification round (offline).
     retry_at: Option<Instant>,
     backoff: Duration,
-    /// Servers moved to since one last answered (bounds a round of the
-    /// fallback list before backing off).
-    servers_tried: usize,
+    /// Every server of the list in order of preference (`cfg.server` and
+    /// `cfg.fallbacks` as first given): `cfg.server` is the one in use.
+    candidates: Vec<ServerCandidate>,
+    /// Looking for a server: a slot per candidate (same order); empty
+    /// otherwise.
+    hunt: Vec<HuntSlot>,
+    /// When the search takes the best answer it has (see [`HUNT_GRACE`]).
+    hunt_decide_at: Option<Instant>,
+    /// The server the client last qualified with, if any.
+    last_used: Option<Ipv4Addr>,
     /// The external endpoint of the port mapping the daemon holds on the
     /// home gateway for our service port (PCP, NAT-PMP or UPnP IGD).
     port_mapping: Option<SocketAddrV4>,
@@ -185,6 +250,14 @@ impl Client {
             d.seed(rng.as_mut());
             d
         });
+        let candidates = if cfg.server.is_unspecified() {
+            Vec::new()
+        } else {
+            std::iter::once((cfg.server, cfg.server2))
+                .chain(cfg.fallbacks.iter().copied())
+                .map(ServerCandidate::new)
+                .collect()
+        };
         Client {
             cfg,
             rng,
@@ -203,7 +276,10 @@ impl Client {
             // Start at once.
             retry_at: Some(now),
             backoff: MIN_BACKOFF,
-            servers_tried: 0,
+            candidates,
+            hunt: Vec::new(),
+            hunt_decide_at: None,
+            last_used: None,
             port_mapping: None,
         }
     }
@@ -259,13 +335,19 @@ impl Client {
             return;
         }
         self.next_refresh = None;
-        // A solicitation in flight may have gone the old way: a fresh one,
-        // with all its retries.
-        let s = self.new_solicit(self.cfg.server, false, now);
-        self.primary = Some(Solicit { next: now, ..s });
-        self.retry_at = None;
         if self.current.is_none() {
+            // Not qualified: a new search of the whole list, now.
             self.state = ClientState::Probing;
+            self.primary = None;
+            self.hunt.clear();
+            self.hunt_decide_at = None;
+            self.retry_at = Some(now);
+        } else {
+            // A solicitation in flight may have gone the old way: a fresh
+            // one, with all its retries.
+            let s = self.new_solicit(self.cfg.server, false, now);
+            self.primary = Some(Solicit { next: now, ..s });
+            self.retry_at = None;
         }
         // The NAT may be another: observe it again once qualified.
         self.secondary = None;
@@ -328,10 +410,21 @@ impl Client {
         !self.cfg.server.is_unspecified()
     }
 
-    /// The servers to use: the current pair first, then `fallbacks`.
+    /// The servers of the list, in order of preference.
     pub fn servers(&self) -> impl Iterator<Item = (Ipv4Addr, Ipv4Addr)> + '_ {
-        std::iter::once((self.cfg.server, self.cfg.server2))
-            .chain(self.cfg.fallbacks.iter().copied())
+        self.candidates.iter().map(|c| (c.server, c.server2))
+    }
+
+    /// The servers of the list in order of preference, with what the
+    /// client knows of each (for the status page).
+    pub fn candidates(&self) -> &[ServerCandidate] {
+        &self.candidates
+    }
+
+    /// Whether the client is looking for a server (soliciting every server
+    /// of its list).
+    pub fn hunting(&self) -> bool {
+        !self.hunt.is_empty()
     }
 
     /// Changes the servers (a reload). A different primary server starts a
@@ -346,8 +439,11 @@ impl Client {
         self.set_server_list(now, server, server2, Vec::new(), out);
     }
 
-    /// Changes the servers, with fallbacks (see [`ClientConfig::fallbacks`]).
-    /// A different primary server starts a new qualification.
+    /// Changes the list of servers (`server` first, then `fallbacks`, in
+    /// order of preference; see [`ClientConfig::fallbacks`]). A client
+    /// qualified with a server that is still in the list keeps it; one
+    /// whose server left the list looks for a server again; one looking
+    /// for a server starts over with the new list.
     pub fn set_server_list(
         &mut self,
         now: Instant,
@@ -356,14 +452,37 @@ impl Client {
         fallbacks: Vec<(Ipv4Addr, Ipv4Addr)>,
         out: &mut Vec<Output>,
     ) {
-        let changed = server != self.cfg.server;
-        self.cfg.server = server;
-        self.cfg.server2 = server2;
-        self.cfg.fallbacks = fallbacks;
-        self.servers_tried = 0;
-        if changed {
-            self.lose(now, out);
-            self.retry_at = Some(now);
+        let pairs: Vec<(Ipv4Addr, Ipv4Addr)> = std::iter::once((server, server2))
+            .chain(fallbacks)
+            .collect();
+        let old = std::mem::take(&mut self.candidates);
+        self.candidates = pairs
+            .iter()
+            .map(|&p| {
+                // What the client knew of a server stays with it.
+                old.iter()
+                    .find(|c| (c.server, c.server2) == p)
+                    .cloned()
+                    .unwrap_or_else(|| ServerCandidate::new(p))
+            })
+            .collect();
+        self.cfg.fallbacks = pairs[1..].to_vec();
+        let kept = pairs
+            .iter()
+            .find(|p| p.0 == self.cfg.server && self.has_server())
+            .copied();
+        match kept {
+            Some((_, s2)) if self.current.is_some() || self.primary.is_some() => {
+                // In use: kept (its secondary may have changed).
+                self.cfg.server2 = s2;
+            }
+            _ => {
+                (self.cfg.server, self.cfg.server2) = (server, server2);
+                self.lose(now, out);
+                self.hunt.clear();
+                self.hunt_decide_at = None;
+                self.retry_at = Some(now);
+            }
         }
     }
 
@@ -395,7 +514,9 @@ impl Client {
             return;
         };
         let from_server = from.port() == TEREDO_PORT
-            && (*from.ip() == self.cfg.server || *from.ip() == self.cfg.server2);
+            && (*from.ip() == self.cfg.server
+                || *from.ip() == self.cfg.server2
+                || (self.hunting() && self.candidates.iter().any(|c| c.server == *from.ip())));
         if from_server && !to_local.ip().is_multicast() {
             self.handle_server_packet(now, from, &pkt, out);
             return;

@@ -288,7 +288,18 @@ fn sim_foreign_prefix_on_qualified_client_server_lost_then_back() {
     );
     assert!(w.client(c).stats().dropped(DropReason::ForeignPrefix) >= u64::from(RS_ATTEMPTS));
     assert_eq!(w.teredo_addr(c), None);
+    // Looking for a server again (the list: this one), which refuses too.
+    assert_eq!(w.client(c).state(), ClientState::Probing);
+    assert!(w.client(c).hunting());
+    w.run_for(RS_TIMEOUT * u32::from(RS_ATTEMPTS) + SECS(1));
     assert_eq!(w.client(c).state(), ClientState::Offline);
+    let problem = w.client(c).candidates()[0].problem.clone();
+    assert!(
+        problem
+            .as_deref()
+            .is_some_and(|p| p.contains("Teredo prefix")),
+        "{problem:?}"
+    );
 
     // Still foreign: no address for another few rounds.
     w.run_for(SECS(60));

@@ -8,6 +8,7 @@ mod basics;
 mod foreign_prefix;
 mod network;
 mod portmap;
+mod servers;
 
 use std::time::Duration;
 

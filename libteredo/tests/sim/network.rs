@@ -150,13 +150,19 @@ fn sim_network_moves_to_the_next_server_of_the_name_and_says_so() {
         .collect();
     assert_eq!(changed, vec![(ip(SERVER), ip(SERVER_B))]);
     let servers: Vec<_> = w.client(c).servers().collect();
+    // The list keeps its order (of preference); the one in use is B.
     assert_eq!(
         servers,
         vec![
-            (ip(SERVER_B), ip("198.18.5.2")),
-            (ip(SERVER), ip("198.18.1.2"))
+            (ip(SERVER), ip("198.18.1.2")),
+            (ip(SERVER_B), ip("198.18.5.2"))
         ]
     );
+    assert_eq!(w.client(c).config().server, ip(SERVER_B));
+    let cands = w.client(c).candidates();
+    assert_eq!(cands[0].answering, Some(false));
+    assert_eq!(cands[1].answering, Some(true));
+    assert!(cands[1].rtt.is_some() && cands[1].last_heard.is_some());
 }
 
 #[test]
@@ -184,12 +190,16 @@ fn sim_network_all_servers_silent_backs_off_at_most_one_refresh_interval() {
     }
     assert!(longest <= MAX_BACKOFF + MS(200), "{longest:?}");
     assert!(longest > Duration::ZERO);
-    let changes = w
+    // Both asked, neither answering; nothing to move to.
+    assert!(w
+        .client(c)
+        .candidates()
+        .iter()
+        .all(|c| c.answering == Some(false)));
+    assert!(!w
         .events(c)
         .iter()
-        .filter(|e| matches!(e, Event::ServerChanged { .. }))
-        .count();
-    assert!(changes >= 2, "{changes}");
+        .any(|e| matches!(e, Event::ServerChanged { .. })));
     // A server comes back: the client qualifies within one refresh
     // interval (plus a round of solicitations).
     w.nodes[1].up = true;
@@ -197,6 +207,11 @@ fn sim_network_all_servers_silent_backs_off_at_most_one_refresh_interval() {
         w.teredo_addr(c).is_some()
     });
     assert!(back);
+    // B, the second of the list, answered: said so.
+    assert!(w.events(c).contains(&Event::ServerChanged {
+        from: ip(SERVER),
+        to: ip(SERVER_B)
+    }));
 }
 
 #[test]

@@ -88,8 +88,7 @@ impl Daemon {
             Event::NatObserved(nat) => log::info!("NAT behaviour observed: {nat}"),
             Event::ServerChanged { from, to } => {
                 log::warn!(
-                    "the Teredo server {from} did not answer {} solicitations: moving to {to}, the next address of the server's name",
-                    libteredo::proto::RS_ATTEMPTS
+                    "Teredo server {to} in use: {from}, before it in the list, did not answer"
                 );
                 self.server_change = Some((from, to, std::time::SystemTime::now()));
                 // The path to the new server: the baseline of its changes.

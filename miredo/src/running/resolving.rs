@@ -132,18 +132,15 @@ impl Daemon {
             let EngineKind::Client(c) = &mut *e else {
                 return;
             };
-            let list = if c.has_server() {
-                list.starting_with(c.config().server)
-            } else {
-                list
-            };
+            // The list stays in the configuration's order (of preference):
+            // the client keeps the server it uses if the list still has it.
             let current: Vec<(Ipv4Addr, Ipv4Addr)> = c.servers().collect();
             if c.has_server() && current == list.pairs() {
                 return;
             }
             let first = !c.has_server();
             let others: Vec<String> = list.fallbacks.iter().map(|f| f.0.to_string()).collect();
-            let changed = c.has_server() && c.config().server != list.server;
+            let changed = c.has_server() && !list.pairs().iter().any(|p| p.0 == c.config().server);
             c.set_server_list(
                 now,
                 list.server,
@@ -157,25 +154,34 @@ impl Daemon {
                 } else {
                     format!(", then {}", others.join(", "))
                 };
+                let what = if others.is_empty() {
+                    "Teredo server"
+                } else {
+                    "Teredo servers, in order of preference:"
+                };
                 if sighup {
                     log::info!(
-                        "SIGHUP: Teredo server now {} (secondary {}){then}",
+                        "SIGHUP: {what} now {} (secondary {}){then}",
                         list.server,
                         list.server2
                     );
                 } else {
                     log::info!(
-                        "Teredo server {} (secondary address {}){then}",
+                        "{what} {} (secondary address {}){then}",
                         list.server,
                         list.server2
                     );
                 }
                 started = true;
-            } else if !others.is_empty() {
+            } else {
                 log::info!(
-                    "Teredo servers after {}: {}",
+                    "Teredo servers now, in order of preference: {}{}",
                     list.server,
-                    others.join(", ")
+                    if others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", others.join(", "))
+                    }
                 );
             }
         }

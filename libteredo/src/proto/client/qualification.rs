@@ -6,8 +6,9 @@
 //! NAT tests: the cone bit, then the secondary server address (RFC 4380
 //! 5.2.1, with the finer classes of RFC 6081).
 
-use super::{Client, ClientState, NatProbe, Qualification, Solicit};
+use super::{Client, ClientState, HuntSlot, NatProbe, Offer, Qualification, Solicit};
 use super::{DEFAULT_MTU, MAX_SEQUENTIAL_STEP, MIN_BACKOFF, RS_TIMEOUT};
+use super::{HUNT_GRACE, RS_ATTEMPTS};
 use crate::addr::{self, TeredoAddr, LINK_LOCAL_CONE, LINK_LOCAL_RESTRICTED, TEREDO_PORT};
 use crate::proto::forward::ClientIdentity;
 use crate::proto::output::{Event, NatBehaviour, Output, Transmit};
@@ -32,6 +33,7 @@ impl Client {
             cone,
             attempts: 0,
             next: now,
+            sent: now,
             refusal_logged: false,
         }
     }
@@ -65,6 +67,7 @@ impl Client {
             ttl: None,
         }));
         s.attempts += 1;
+        s.sent = now;
         s.next = now + RS_TIMEOUT;
     }
 
@@ -113,21 +116,147 @@ impl Client {
         }
     }
 
-    /// Which outstanding solicitation an RA answers, by nonce.
-    fn match_solicit(&self, nonce: &[u8; 8]) -> Option<u8> {
+    /// Which outstanding solicitation an RA answers, by nonce: 0 the
+    /// qualification or maintenance one, 1 the secondary address's, 2 the
+    /// cone test's, 3 + i the search's to candidate i.
+    fn match_solicit(&self, nonce: &[u8; 8]) -> Option<usize> {
         [self.primary, self.secondary, self.cone_probe]
             .iter()
             .position(|s| s.is_some_and(|s| s.nonce == *nonce))
-            .map(|i| i as u8)
+            .or_else(|| {
+                self.hunt
+                    .iter()
+                    .position(|h| h.solicit.is_some_and(|s| s.nonce == *nonce))
+                    .map(|i| i + 3)
+            })
     }
 
     /// The outstanding solicitation [`Client::match_solicit`] named.
-    fn solicit_mut(&mut self, which: u8) -> Option<&mut Solicit> {
+    fn solicit_mut(&mut self, which: usize) -> Option<&mut Solicit> {
         match which {
             0 => self.primary.as_mut(),
             1 => self.secondary.as_mut(),
-            _ => self.cone_probe.as_mut(),
+            2 => self.cone_probe.as_mut(),
+            i => self.hunt.get_mut(i - 3).and_then(|h| h.solicit.as_mut()),
         }
+    }
+
+    /// The candidate a solicitation went to, when it is a server of the
+    /// list (qualification, maintenance or the search).
+    fn candidate_of(
+        &mut self,
+        which: usize,
+        server: Ipv4Addr,
+    ) -> Option<&mut super::ServerCandidate> {
+        match which {
+            0 => self.candidates.iter_mut().find(|c| c.server == server),
+            1 | 2 => None,
+            i => self.candidates.get_mut(i - 3),
+        }
+    }
+
+    /// Starts looking for a server: a solicitation to every server of the
+    /// list at once.
+    pub(super) fn start_hunt(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.hunt.clear();
+        self.hunt_decide_at = None;
+        self.primary = None;
+        for i in 0..self.candidates.len() {
+            let mut s = self.new_solicit(self.candidates[i].server, false, now);
+            Self::send_rs(&mut s, now, out);
+            self.hunt.push(HuntSlot {
+                solicit: Some(s),
+                offer: None,
+            });
+        }
+    }
+
+    /// The search's timers: solicitations repeated, given up after the
+    /// RFC's attempts, and the choice once due.
+    pub(super) fn hunt_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let mut gave_up = false;
+        for i in 0..self.hunt.len() {
+            let Some(mut s) = self.hunt[i].solicit else {
+                continue;
+            };
+            if s.next > now {
+                continue;
+            }
+            if s.attempts < RS_ATTEMPTS {
+                Self::send_rs(&mut s, now, out);
+                self.hunt[i].solicit = Some(s);
+            } else {
+                self.hunt[i].solicit = None;
+                if let Some(c) = self.candidates.get_mut(i) {
+                    c.answering = Some(false);
+                }
+                gave_up = true;
+            }
+        }
+        let due = self.hunt_decide_at.is_some_and(|t| t <= now);
+        if gave_up || due {
+            self.hunt_choose(now, due, out);
+        }
+    }
+
+    /// Takes the most preferred server that answered once every server
+    /// before it has been given up, or (`force`) once the grace after the
+    /// first answer is over; fails the round when none answered and none is
+    /// left to wait for.
+    fn hunt_choose(&mut self, now: Instant, force: bool, out: &mut Vec<Output>) {
+        let Some(best) = self.hunt.iter().position(|h| h.offer.is_some()) else {
+            if self.hunt.iter().all(|h| h.solicit.is_none()) {
+                // No server answered: offline, a new search later.
+                self.hunt.clear();
+                self.hunt_decide_at = None;
+                self.state = ClientState::Offline;
+                self.retry_at = Some(now + self.backoff);
+                self.backoff = (self.backoff * 2).min(super::MAX_BACKOFF);
+            }
+            return;
+        };
+        let before_given_up = self.hunt[..best].iter().all(|h| h.solicit.is_none());
+        if !(force || before_given_up) {
+            if self.hunt_decide_at.is_none() {
+                self.hunt_decide_at = Some(now + HUNT_GRACE);
+            }
+            return;
+        }
+        let Some(offer) = self.hunt[best].offer else {
+            return;
+        };
+        // Those still outstanding are not waited for: no answer yet.
+        for (i, h) in self.hunt.iter().enumerate() {
+            if h.solicit.is_some() {
+                if let Some(c) = self.candidates.get_mut(i) {
+                    c.answering.get_or_insert(false);
+                }
+            }
+        }
+        self.hunt.clear();
+        self.hunt_decide_at = None;
+        let chosen = &self.candidates[best];
+        (self.cfg.server, self.cfg.server2) = (chosen.server, chosen.server2);
+        let previous = self.last_used.replace(chosen.server);
+        let from = match previous {
+            Some(p) if p != chosen.server => Some(p),
+            None if best > 0 => self.candidates.first().map(|c| c.server),
+            _ => None,
+        };
+        if let Some(from) = from {
+            out.push(Output::Event(crate::proto::output::Event::ServerChanged {
+                from,
+                to: chosen.server,
+            }));
+        }
+        self.qualified(
+            now,
+            offer.prefix,
+            offer.prefix_server,
+            offer.mapped,
+            offer.mtu,
+            out,
+        );
     }
 
     fn handle_ra(
@@ -153,6 +282,7 @@ impl Client {
         let Some(solicit) = self.solicit_mut(which).map(|s| *s) else {
             return;
         };
+        let rtt = now.saturating_duration_since(solicit.sent);
         let expect_dst = if solicit.cone {
             LINK_LOCAL_CONE
         } else {
@@ -225,6 +355,9 @@ impl Client {
                 s.refusal_logged = true;
                 log::warn!("router advertisement from {from} refused: {why}");
             }
+            if let Some(c) = self.candidate_of(which, solicit.server) {
+                c.problem = Some(why);
+            }
             return;
         }
         // A non-cone RS is answered from the address it went to.
@@ -237,17 +370,38 @@ impl Client {
             self.fwd.stats.drop(DropReason::NotGlobal);
             return;
         }
+        if let Some(c) = self.candidate_of(which, solicit.server) {
+            c.answering = Some(true);
+            c.rtt = Some(rtt);
+            c.last_heard = Some(now);
+            c.problem = None;
+        }
+        let mtu = ra
+            .mtu
+            .and_then(|m| u16::try_from(m).ok())
+            .filter(|m| *m >= 1280)
+            .unwrap_or(DEFAULT_MTU);
         match which {
             0 => {
                 let Some(prefix) = prefix else { return };
-                let mtu = ra
-                    .mtu
-                    .and_then(|m| u16::try_from(m).ok())
-                    .filter(|m| *m >= 1280)
-                    .unwrap_or(DEFAULT_MTU);
                 self.primary = None;
                 let server = prefix_server.unwrap_or(self.cfg.server);
+                self.last_used = Some(self.cfg.server);
                 self.qualified(now, prefix, server, mapped, mtu, out);
+            }
+            i if i >= 3 => {
+                let Some(prefix) = prefix else { return };
+                let Some(h) = self.hunt.get_mut(i - 3) else {
+                    return;
+                };
+                h.solicit = None;
+                h.offer = Some(Offer {
+                    prefix,
+                    prefix_server: prefix_server.unwrap_or(solicit.server),
+                    mapped,
+                    mtu,
+                });
+                self.hunt_choose(now, false, out);
             }
             1 => {
                 self.secondary = None;
@@ -276,7 +430,6 @@ impl Client {
         self.state = ClientState::Qualified;
         self.retry_at = None;
         self.backoff = MIN_BACKOFF;
-        self.servers_tried = 0;
         self.schedule_refresh(now);
         if let Some(q) = self.current {
             if q.mapped == mapped && q.prefix == prefix && q.mtu == mtu && q.server == prefix_server

@@ -366,8 +366,14 @@ fn the_server_is_lost_after_3_unanswered_maintenance_solicitations() {
     assert!(refresh[..3]
         .iter()
         .all(|(_, r)| r.nonce == refresh[0].1.nonce));
-    // Then a new round, 10 s later, while the address is gone.
-    assert_eq!(times[3], first + secs(22));
+    // Then, the address gone, a search of the list (here one server) at
+    // once: its own round of 3, then the backoff.
+    assert_eq!(
+        times[3..6],
+        [first + secs(12), first + secs(16), first + secs(20)]
+    );
+    assert_ne!(refresh[3].1.nonce, refresh[0].1.nonce);
+    assert_eq!(times[6], first + secs(24 + 10));
     assert!(h.c.qualification().is_none());
     assert_ne!(h.c.state(), ClientState::Qualified);
 }

@@ -4,7 +4,7 @@
 //! and the move to the next server of the list, the NAT tests' retries,
 //! and local discovery's announcements (5.2.8).
 
-use super::{Client, ClientState, CONE_PROBE_ATTEMPTS, MAX_BACKOFF, RS_ATTEMPTS};
+use super::{Client, ClientState, CONE_PROBE_ATTEMPTS, RS_ATTEMPTS};
 use crate::proto::output::{Event, Output};
 use std::time::Instant;
 
@@ -12,17 +12,22 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
         // Qualification rounds.
         if let Some(at) = self.retry_at {
-            if at <= now && self.primary.is_none() && self.has_server() {
+            if at <= now && self.primary.is_none() && !self.hunting() && self.has_server() {
                 self.retry_at = None;
-                self.state = if self.current.is_some() {
-                    ClientState::Qualified
+                if self.current.is_some() {
+                    self.state = ClientState::Qualified;
+                    let mut s = self.new_solicit(self.cfg.server, false, now);
+                    Self::send_rs(&mut s, now, out);
+                    self.primary = Some(s);
                 } else {
-                    ClientState::Probing
-                };
-                let mut s = self.new_solicit(self.cfg.server, false, now);
-                Self::send_rs(&mut s, now, out);
-                self.primary = Some(s);
+                    // Looking for a server: every server of the list.
+                    self.state = ClientState::Probing;
+                    self.start_hunt(now, out);
+                }
             }
+        }
+        if self.hunting() {
+            self.hunt_timeout(now, out);
         }
         // Maintenance (RFC 4380 5.2.5).
         if let Some(at) = self.next_refresh {
@@ -46,25 +51,13 @@ impl Client {
                 } else {
                     self.primary = None;
                     // No answer to three solicitations: the server is lost
-                    // (maintenance) or unreachable (qualification).
-                    self.lose(now, out);
-                    self.state = ClientState::Offline;
-                    if !self.cfg.fallbacks.is_empty()
-                        && self.servers_tried < self.cfg.fallbacks.len()
-                    {
-                        // Another server of the list, at once.
-                        let from = self.cfg.server;
-                        let next = self.cfg.fallbacks.remove(0);
-                        self.cfg.fallbacks.push((self.cfg.server, self.cfg.server2));
-                        (self.cfg.server, self.cfg.server2) = next;
-                        self.servers_tried += 1;
-                        self.retry_at = Some(now);
-                        out.push(Output::Event(Event::ServerChanged { from, to: next.0 }));
-                    } else {
-                        self.servers_tried = 0;
-                        self.retry_at = Some(now + self.backoff);
-                        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    // (maintenance, or a path change). Look for a server
+                    // among the whole list at once: the next that answers.
+                    let server = self.cfg.server;
+                    if let Some(c) = self.candidates.iter_mut().find(|c| c.server == server) {
+                        c.answering = Some(false);
                     }
+                    self.lose(now, out);
                 }
             }
         }
@@ -130,6 +123,10 @@ impl Client {
         consider(self.retry_at.filter(|_| self.has_server()));
         consider(self.next_refresh);
         consider(self.primary.map(|s| s.next));
+        for h in &self.hunt {
+            consider(h.solicit.map(|s| s.next));
+        }
+        consider(self.hunt_decide_at);
         consider(self.secondary.map(|s| s.next));
         consider(self.cone_probe.map(|s| s.next));
         consider(self.secondary_at);
