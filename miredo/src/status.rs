@@ -198,7 +198,10 @@ pub fn candidate_line(c: &ServerCandidate, in_use: bool, now: Instant) -> String
         Some(false) => ": not answering",
     });
     if let Some(rtt) = c.rtt {
-        t.push_str(&format!(", round-trip {} ms", rtt.as_millis()));
+        t.push_str(&format!(
+            ", round-trip {:.1} ms",
+            rtt.as_secs_f64() * 1000.0
+        ));
     }
     if let Some(h) = c.last_heard {
         t.push_str(&format!(

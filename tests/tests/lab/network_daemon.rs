@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use teredo_lab::named::{client_conf, relay_conf, status_of, unique_iface};
 use teredo_lab::steps::{self, mostly, ping};
 use teredo_lab::{
-    report, teredo_addr_of, teredo_parts, wait_for, wait_until, Impl, NatKind, World, SERVER_V4,
+    is_teredo, ping6, report, teredo_addr_of, teredo_parts, wait_for, wait_until, Impl, NatKind,
+    World, SERVER_V4,
 };
 
 /// A second server pair on the server host.
@@ -210,8 +211,9 @@ fn a_name_that_resolves_later_is_waited_for() {
 }
 
 /// A name with two server addresses, the first one's server not running:
-/// after the RFC's three solicitations the client moves to the second,
-/// qualifies with it, and says so in its status.
+/// the client solicits both at once and qualifies with the second without
+/// waiting out the RFC's three solicitations of the first, and says so in
+/// its status.
 fn two_servers_behind_one_name_the_first_stopped() {
     let test = "two_servers_behind_one_name_the_first_stopped";
     let w = World::build(test, &[NatKind::PortRestricted]);
@@ -261,18 +263,10 @@ fn two_servers_behind_one_name_the_first_stopped() {
         "the name's two addresses are not logged:\n{}",
         w.log_of(&cli)
     );
-    let st = status_of(&iface);
-    assert_eq!(field(&st, "server"), Some(SERVER_V4.to_string()), "{st:?}");
-    assert_eq!(
-        field(&st, "fallback-servers"),
-        Some(SERVER_B.to_string()),
-        "{st:?}"
-    );
-    // Three solicitations 4 s apart, then the next server.
-    let addr = wait_for(Duration::from_secs(30), || {
+    let addr = wait_for(Duration::from_secs(5), || {
         teredo_addr_of(w.client(1), &iface)
     })
-    .unwrap_or_else(|| panic!("no address after 30 s:\n{}", w.log_of(&cli)));
+    .unwrap_or_else(|| panic!("no address within 5 s:\n{}", w.log_of(&cli)));
     let took = t.elapsed();
     assert_eq!(
         teredo_parts(&addr).map(|p| p.server),
@@ -281,27 +275,197 @@ fn two_servers_behind_one_name_the_first_stopped() {
     );
     let st = status_of(&iface);
     assert_eq!(field(&st, "server"), Some(SERVER_B.to_string()), "{st:?}");
-    assert_eq!(
-        field(&st, "fallback-servers"),
-        Some(SERVER_V4.to_string()),
-        "{st:?}"
+    assert_eq!(field(&st, "server-candidates"), Some("2".into()), "{st:?}");
+    let first = field(&st, "server-candidate-1").unwrap_or_default();
+    let second = field(&st, "server-candidate-2").unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{SERVER_V4}: not answering")),
+        "{first:?} ({st:?})"
+    );
+    assert!(
+        second.starts_with(&format!("{SERVER_B} (in use): answering, round-trip")),
+        "{second:?} ({st:?})"
     );
     let changed = field(&st, "server-changed").unwrap_or_default();
     assert!(
-        changed.contains(&format!("from {SERVER_V4}"))
-            && changed.contains(&format!("to {SERVER_B}")),
+        changed.contains(&format!(
+            "to {SERVER_B} ({SERVER_V4}, before it, did not answer)"
+        )),
         "server-changed: {changed:?} ({st:?})"
     );
     let log = w.log_of(&cli);
     assert!(
-        log.contains(&format!("the Teredo server {SERVER_V4} did not answer")),
-        "the move is not logged:\n{log}"
+        log.contains(&format!(
+            "Teredo server {SERVER_B} in use: {SERVER_V4}, before it in the list, did not answer"
+        )),
+        "the choice is not logged:\n{log}"
     );
     assert!(mostly(ping(&w, "native -> client", w.v6h(), addr, 3)));
     report(
         test,
-        &format!("qualified with the second server as {addr} {took:?} after start (3 solicitations of the first, 4 s apart); status server-changed: {changed}"),
+        &format!("qualified with the second server as {addr} {took:?} after start (the first solicited at the same time, not waited for); status server-changed: {changed}"),
     );
+}
+
+/// A dead address taking a name, our server answering on .1, the C
+/// miredo-server on .5/.6 (so that its secondary is not ours).
+const SERVER_C: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 5);
+const SERVER_C2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 6);
+const DEAD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 9);
+
+/// Issue 26: a list of three names, the first dead (its address answers
+/// nothing), then our server, then the C miredo-server. Our client
+/// qualifies with ours within 5 s; the C client, with the same file, takes
+/// one server only (or refuses the file) and does not qualify in the same
+/// time. Then our server stops: the time until the native host's pings
+/// reach our client again, through the C server.
+fn a_dead_name_then_ours_then_the_c_server() {
+    let test = "a_dead_name_then_ours_then_the_c_server";
+    let w = World::build(test, &[NatKind::PortRestricted, NatKind::PortRestricted]);
+    let _relay = w.start_relay(Impl::Ours, "cone");
+    let ours = w.start_server(Impl::Ours);
+    let s_i = format!("{}s-i", w.prefix());
+    for a in [SERVER_C, SERVER_C2] {
+        w.srv()
+            .ip(&format!("addr add {a}/24 dev {s_i}"))
+            .expect("the C server's addresses");
+    }
+    let c_srv = w.spawn_daemon(
+        w.srv(),
+        "server-c-b",
+        &Impl::C.miredo_server(),
+        &format!("ServerBindAddress {SERVER_C}\nServerBindAddress2 {SERVER_C2}\n"),
+        &[],
+    );
+    let c_listens = wait_until(Duration::from_secs(5), || {
+        w.srv()
+            .run(&["ss", "-Hnlu", &format!("src {SERVER_C}:3544")])
+            .is_ok_and(|o| o.contains(&SERVER_C.to_string()))
+    });
+    assert!(
+        c_listens,
+        "the C server does not listen:\n{}",
+        w.log_of(&c_srv)
+    );
+    let p = w.prefix();
+    let (dead, ours_name, c_name) = (
+        format!("dead-{p}.lab.test"),
+        format!("ours-{p}.lab.test"),
+        format!("c-{p}.lab.test"),
+    );
+    let hosts = format!(
+        "127.0.0.1 localhost\n{DEAD} {dead}\n{SERVER_V4} {ours_name}\n{SERVER_C} {c_name}\n"
+    );
+    let _etc1 = NetnsEtc::new(w.client(1).name(), &hosts);
+    let _etc2 = NetnsEtc::new(w.client(2).name(), &hosts);
+    let list = format!("ServerAddress {dead}\nServerAddress {ours_name}\nServerAddress {c_name}\n");
+    let conf = |iface: &str| {
+        client_conf(iface, "").replace(&format!("ServerAddress {SERVER_V4}\n"), &list)
+    };
+    let (iface, c_iface) = (unique_iface(&w, "lst"), unique_iface(&w, "lsc"));
+    let t0 = Instant::now();
+    let cli = w.spawn_daemon(
+        w.client(1),
+        "client1-list",
+        &Impl::Ours.miredo(),
+        &conf(&iface),
+        &[],
+    );
+    let c_cli = w.spawn_daemon(
+        w.client(2),
+        "client2-list-c",
+        &Impl::C.miredo(),
+        &conf(&c_iface),
+        &[],
+    );
+    let addr = wait_for(Duration::from_secs(5), || {
+        teredo_addr_of(w.client(1), &iface)
+    })
+    .unwrap_or_else(|| panic!("ours: no address within 5 s:\n{}", w.log_of(&cli)));
+    let ours_took = t0.elapsed();
+    assert_eq!(
+        teredo_parts(&addr).map(|p| p.server),
+        Some(SERVER_V4),
+        "{addr}: not our server, the first live one of the list"
+    );
+    // The C client: the same file, watched as long again and more.
+    let c_addr = wait_for(Duration::from_secs(15).saturating_sub(t0.elapsed()), || {
+        teredo_addr_of(w.client(2), &c_iface)
+    });
+    let c_running = w.is_running(&c_cli);
+    let c_log = w.log_of(&c_cli);
+    let c_said = c_log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+    report(
+        test,
+        &format!(
+            "first server dead: ours qualified in {:.2} s (with {SERVER_V4}); C client: {} after {:.0} s (running: {c_running}; its last lines: {c_said})",
+            ours_took.as_secs_f64(),
+            c_addr.map_or("no address".to_string(), |a| format!("address {a}")),
+            t0.elapsed().as_secs_f64()
+        ),
+    );
+    assert_eq!(
+        c_addr, None,
+        "the C client qualified with a list whose first server is dead: this test's premise is wrong"
+    );
+    let st = status_of(&iface);
+    assert_eq!(field(&st, "server-candidates"), Some("3".into()), "{st:?}");
+    assert!(mostly(ping(
+        &w,
+        "native -> client (our server)",
+        w.v6h(),
+        addr,
+        3
+    )));
+
+    // The server in use stops.
+    let stopped_at = Instant::now();
+    w.stop(&ours, Duration::from_secs(5));
+    let back = wait_for(Duration::from_secs(60), || {
+        let a = teredo_addr_of(w.client(1), &iface)?;
+        (teredo_parts(&a).map(|p| p.server) == Some(SERVER_C)
+            && ping6(w.v6h(), a, 1, Duration::from_secs(1)))
+        .then_some(a)
+    });
+    let took = stopped_at.elapsed();
+    let new = back.unwrap_or_else(|| {
+        panic!(
+            "no working address through the C server 60 s after ours stopped:\n{}",
+            w.log_of(&cli)
+        )
+    });
+    report(
+        test,
+        &format!(
+            "our server stopped: pings from the native host work again after {:.1} s, through the C server, as {new}",
+            took.as_secs_f64()
+        ),
+    );
+    let st = status_of(&iface);
+    let lines: Vec<String> = (1..=3)
+        .filter_map(|i| field(&st, &format!("server-candidate-{i}")))
+        .collect();
+    report(test, &format!("status: {}", lines.join(" / ")));
+    assert!(
+        lines
+            .get(2)
+            .is_some_and(|l| l.starts_with(&format!("{SERVER_C} (in use): answering"))),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .get(1)
+            .is_some_and(|l| l.starts_with(&format!("{SERVER_V4}: not answering"))),
+        "{lines:?}"
+    );
+    // Never two Teredo addresses on the interface.
+    let teredo: Vec<_> = w
+        .client(1)
+        .ipv6_addrs(&iface)
+        .into_iter()
+        .filter(is_teredo)
+        .collect();
+    assert_eq!(teredo.len(), 1, "{teredo:?}");
 }
 
 teredo_lab::lab_tests! {
@@ -309,5 +473,8 @@ teredo_lab::lab_tests! {
         a_second_daemon_refuses_the_first_ones_status_socket,
         a_name_that_resolves_later_is_waited_for,
         two_servers_behind_one_name_the_first_stopped,
+    ],
+    needs(root, ours, c_miredo): [
+        a_dead_name_then_ours_then_the_c_server,
     ],
 }
