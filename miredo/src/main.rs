@@ -32,7 +32,8 @@ pub const DEFAULT_PIDFILE: &str = "/run/miredo.pid";
 #[command(name = "miredo", version, about, long_about = None)]
 pub struct Cli {
     /// Configuration file [default: /etc/miredo/miredo.conf; when that file
-    /// is absent, built-in defaults: client mode, server teredo.remlab.net]
+    /// is absent, built-in defaults: client mode, the public servers
+    /// miredo.conf(5) lists]
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Stay in the foreground and log to standard error as well as syslog

@@ -396,3 +396,19 @@ fn several_servers_in_order_of_preference() {
     // ServerAddress2 still needs a ServerAddress.
     assert!(one_err("ServerAddress2 192.0.2.9\n").contains("needs its primary"));
 }
+
+#[test]
+fn the_packaged_file_and_the_page_name_the_default_servers() {
+    // The packaged miredo.conf lists the built-in servers, in their order.
+    let packaged = include_str!("../../../../packaging/etc/miredo.conf");
+    let c = MiredoConfig::parse(packaged, "packaging/etc/miredo.conf").unwrap();
+    assert_eq!(c.server_addresses, DEFAULT_SERVERS);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(packaged.contains(DEFAULT_SERVERS_REVIEWED));
+    // miredo.conf(5) names each, and when the list was reviewed.
+    let page = include_str!("../../../../man/miredo.conf.5").replace("\\-", "-");
+    for s in DEFAULT_SERVERS {
+        assert!(page.contains(s), "miredo.conf.5 does not name {s}");
+    }
+    assert!(page.contains(DEFAULT_SERVERS_REVIEWED));
+}
