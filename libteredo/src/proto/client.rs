@@ -510,6 +510,20 @@ impl Client {
         bytes: &[u8],
         out: &mut Vec<Output>,
     ) {
+        let n0 = out.len();
+        self.udp_in(now, from, to_local, ecn, bytes, out);
+        self.fwd.count_sent(&out[n0..]);
+    }
+
+    fn udp_in(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        to_local: SocketAddrV4,
+        ecn: u8,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
         let Some(pkt) = self.fwd.parse_datagram(ecn, bytes) else {
             return;
         };
@@ -540,6 +554,8 @@ impl Client {
 
     /// An IPv6 packet from the TUN device.
     pub fn handle_tun(&mut self, now: Instant, pkt: &[u8], out: &mut Vec<Output>) {
+        let n0 = out.len();
         self.fwd.handle_tun(now, pkt, out);
+        self.fwd.count_sent(&out[n0..]);
     }
 }

@@ -50,6 +50,20 @@ impl Relay {
         bytes: &[u8],
         out: &mut Vec<Output>,
     ) {
+        let n0 = out.len();
+        self.udp_in(now, from, to_local, ecn, bytes, out);
+        self.fwd.count_sent(&out[n0..]);
+    }
+
+    fn udp_in(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        to_local: SocketAddrV4,
+        ecn: u8,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
         let f = &mut self.fwd;
         let Some(pkt) = f.parse_datagram(ecn, bytes) else {
             return;
@@ -74,11 +88,15 @@ impl Relay {
 
     /// An IPv6 packet from the TUN device (routed to the Teredo prefix).
     pub fn handle_tun(&mut self, now: Instant, pkt: &[u8], out: &mut Vec<Output>) {
+        let n0 = out.len();
         self.fwd.handle_tun(now, pkt, out);
+        self.fwd.count_sent(&out[n0..]);
     }
 
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let n0 = out.len();
         self.fwd.handle_timeout(now, out);
+        self.fwd.count_sent(&out[n0..]);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -10,7 +10,7 @@ use crate::addr::{
     server_link_local, TeredoAddr, ALL_ROUTERS, LINK_LOCAL_CONE, LINK_LOCAL_RESTRICTED,
     TEREDO_PREFIX,
 };
-use crate::proto::output::Event;
+use crate::proto::output::{Event, Transmit};
 use crate::proto::random::SeededRandom;
 use crate::proto::server::{advert, advert_datagram};
 use crate::wire::icmpv6::Icmpv6Repr;
@@ -412,4 +412,38 @@ fn an_unanswered_cone_test_then_the_same_mapping_seen_by_the_secondary_is_restri
     let out = h.udp(from(SERVER2), &ra(&rs, MAPPED, TEREDO_PREFIX));
     assert_eq!(events(&out), [Event::NatObserved(NatBehaviour::Restricted)]);
     assert_eq!(h.c.nat(), NatBehaviour::Restricted);
+}
+
+#[test]
+fn every_datagram_sent_is_counted() {
+    // Solicitations (qualification, then the NAT tests) are UDP sent: the
+    // status page counted only data packets, and a qualified client showed
+    // udp-tx-packets: 0.
+    let mut h = Harness::new();
+    let mut sent = Vec::new();
+    let first = h.run_until(Duration::ZERO);
+    sent.extend(first.iter().flat_map(|(_, o)| o.iter().cloned()));
+    let rs = solicitations(&first[0].1)[0];
+    let out = h.udp(from(SERVER), &ra(&rs, MAPPED, TEREDO_PREFIX));
+    sent.extend(out);
+    sent.extend(
+        h.run_until(secs(40))
+            .into_iter()
+            .flat_map(|(_, o)| o.into_iter()),
+    );
+    let udp: Vec<&Transmit> = sent
+        .iter()
+        .filter_map(|o| match o {
+            Output::Udp(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert!(udp.len() >= 3, "{udp:?}");
+    let st = h.c.stats();
+    assert_eq!(st.udp_tx_packets, udp.len() as u64);
+    assert_eq!(
+        st.udp_tx_bytes,
+        udp.iter().map(|t| t.payload.len() as u64).sum::<u64>()
+    );
+    assert_eq!(st.udp_rx_packets, 1);
 }

@@ -10,6 +10,12 @@ use std::time::Instant;
 
 impl Client {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let n0 = out.len();
+        self.timeout_in(now, out);
+        self.fwd.count_sent(&out[n0..]);
+    }
+
+    fn timeout_in(&mut self, now: Instant, out: &mut Vec<Output>) {
         // Qualification rounds.
         if let Some(at) = self.retry_at {
             if at <= now && self.primary.is_none() && !self.hunting() && self.has_server() {

@@ -370,6 +370,18 @@ impl Forwarder {
         self.me.is_some_and(|m| *m.mapped.ip() == t.mapped_addr)
     }
 
+    /// Counts what an engine call handed out for UDP (data, bubbles,
+    /// solicitations, ICMPv6 errors: everything, once): the engines call it
+    /// on the outputs of each of their entry points.
+    pub(crate) fn count_sent(&mut self, out: &[Output]) {
+        for o in out {
+            if let Output::Udp(t) = o {
+                self.stats.udp_tx_packets += 1;
+                self.stats.udp_tx_bytes += t.payload.len() as u64;
+            }
+        }
+    }
+
     fn udp(to: SocketAddrV4, payload: Vec<u8>, ecn: u8) -> Output {
         Self::udp_ttl(to, payload, ecn, None)
     }

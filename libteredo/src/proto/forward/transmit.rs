@@ -283,8 +283,6 @@ impl Forwarder {
         // RFC 9601 / RFC 6040 normal mode: the inner ECN field goes to the
         // outer header.
         let ecn = Ipv6Packet::new_checked(&pkt[..]).map_or(0, |p| ecn::encapsulate(p.ecn()));
-        self.stats.udp_tx_packets += 1;
-        self.stats.udp_tx_bytes += pkt.len() as u64;
         out.push(Self::udp(to, pkt, ecn));
     }
 }
