@@ -214,7 +214,7 @@ const ENUMS: &[(&str, &str, &str, &str, &[&str])] = &[
         "teredo_nat_behaviour",
         "nat",
         "The NAT behaviour the client observed (1 for the current one).",
-        &["unknown", "cone", "restricted", "symmetric"],
+        &["unknown", "none", "cone", "restricted", "symmetric"],
     ),
     (
         "port-mapping",

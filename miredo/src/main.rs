@@ -78,8 +78,11 @@ fn main() -> ExitCode {
     match run(cli, notify) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Logging may not be set up yet: say it on stderr too.
-            eprintln!("miredo: {e}");
+            // Logging may not be set up yet, or not to standard error: say
+            // it there too (once).
+            if !libteredo::sys::logging::to_stderr() {
+                eprintln!("miredo: {e}");
+            }
             log::error!("{e}");
             ExitCode::from(1)
         }

@@ -321,15 +321,21 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
     // Offloads (virtio-net headers): TCP super-packets come in whole and
     // are cut in one read; packets to the host go out coalesced. Without
     // kernel support, a plain device.
+    // A client's interface stays down until it qualifies (as the C
+    // miredo's): up, the kernel would give an interface that carries
+    // nothing a link-local address and routes. miredo-privproc brings it
+    // up with the address, and down again when the server is lost.
     let tun = tun_rs::DeviceBuilder::new()
         .name(conf.interface_name.as_str())
         .mtu(mtu)
         .offload(true)
+        .enable(!client)
         .build_sync()
         .or_else(|_| {
             tun_rs::DeviceBuilder::new()
                 .name(conf.interface_name.as_str())
                 .mtu(mtu)
+                .enable(!client)
                 .build_sync()
         })
         .map_err(|e| {

@@ -401,7 +401,7 @@ impl Client {
     /// Whether no direct bubble of ours is needed to let a peer in: the NAT
     /// is a cone, or a port mapping lets anyone reach our address.
     fn behaves_as_cone(&self) -> bool {
-        self.nat == NatBehaviour::Cone || self.port_mapping_in_use()
+        matches!(self.nat, NatBehaviour::Cone | NatBehaviour::None) || self.port_mapping_in_use()
     }
 
     /// Whether the client has a server to solicit (see

@@ -20,6 +20,7 @@
 
 mod admission;
 mod client;
+pub(crate) mod debuglog;
 mod discovery;
 mod ecn;
 mod forward;

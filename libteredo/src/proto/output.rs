@@ -25,8 +25,11 @@ pub struct Transmit {
 /// the finer classes RFC 6081 adds reported when known).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NatBehaviour {
-    /// Not behind a NAT, or behind a cone NAT (same mapping whoever sends).
+    /// Behind a cone NAT (same mapping whoever sends).
     Cone,
+    /// No NAT at all: the server sees our own address and port, and the
+    /// cone test was answered (nothing filters either).
+    None,
     /// Restricted or port-restricted cone: same mapping for both server
     /// addresses, unsolicited packets refused.
     Restricted,
@@ -46,6 +49,7 @@ impl std::fmt::Display for NatBehaviour {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             NatBehaviour::Cone => "cone",
+            NatBehaviour::None => "none",
             NatBehaviour::Restricted => "restricted",
             NatBehaviour::PortPreservingSymmetric => "port-preserving symmetric",
             NatBehaviour::SequentialSymmetric => "sequential symmetric",

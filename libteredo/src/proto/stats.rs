@@ -156,6 +156,7 @@ impl Stats {
         if let Some(i) = DropReason::ALL.iter().position(|d| *d == why) {
             self.drops[i] += 1;
         }
+        crate::proto::debuglog::debug_line!("dropped a packet: {}", why.name());
     }
 
     pub fn dropped(&self, why: DropReason) -> u64 {

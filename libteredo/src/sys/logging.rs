@@ -14,6 +14,8 @@ static FACILITY: Mutex<Option<syslog::Facility>> = Mutex::new(None);
 /// The syslog socket's descriptor (-1: none) and the facility's number,
 /// for [`emergency`], which cannot take a lock.
 static SYSLOG_FD: AtomicI32 = AtomicI32::new(-1);
+/// Whether the logger writes to standard error (see [`to_stderr`]).
+static STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static FACILITY_NUMBER: AtomicI32 = AtomicI32::new(syslog::Facility::LOG_DAEMON as i32);
 
 /// Changes the syslog facility of the installed logger (SIGHUP).
@@ -137,6 +139,13 @@ fn stderr_is_journal() -> bool {
     nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
+/// Whether the logger installed by [`init`] writes its lines to standard
+/// error: a program that prints a fatal error there itself would print it
+/// twice.
+pub fn to_stderr() -> bool {
+    STDERR.load(Ordering::Relaxed)
+}
+
 /// Installs the logger. `facility` is a syslog facility name (`daemon`,
 /// `local0`, ...); an unknown name falls back to `daemon`. Without a
 /// reachable syslog daemon, only standard error (if asked) is used; when
@@ -162,6 +171,7 @@ pub fn init(ident: &'static str, facility: &str, stderr: bool, verbose: bool) {
         SYSLOG_FD.store(fd, Ordering::Relaxed);
     }
     let stderr = stderr && !(syslog.is_some() && stderr_is_journal());
+    STDERR.store(stderr, Ordering::Relaxed);
     let logger = Logger {
         syslog: Mutex::new(syslog),
         stderr,

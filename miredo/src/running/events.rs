@@ -6,7 +6,7 @@
 use super::Daemon;
 use crate::io_threads::lock;
 use libteredo::privsep::Request;
-use libteredo::proto::Event;
+use libteredo::proto::{Event, NatBehaviour};
 use libteredo::sys::socket;
 use std::net::SocketAddrV4;
 use std::os::fd::AsFd;
@@ -85,6 +85,9 @@ impl Daemon {
                     n.refresh(Instant::now());
                 }
             }
+            Event::NatObserved(NatBehaviour::None) => log::info!(
+                "no NAT: the Teredo server sees this host's own address and port, and nothing filters"
+            ),
             Event::NatObserved(nat) => log::info!("NAT behaviour observed: {nat}"),
             Event::ServerChanged { from, to } => {
                 log::warn!(

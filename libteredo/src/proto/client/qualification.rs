@@ -69,6 +69,21 @@ impl Client {
         s.attempts += 1;
         s.sent = now;
         s.next = now + RS_TIMEOUT;
+        crate::proto::debuglog::debug_line!(
+            "router solicitation to {}{} (attempt {} of {})",
+            s.server,
+            if s.cone {
+                ", cone flag set (NAT test)"
+            } else {
+                ""
+            },
+            s.attempts,
+            if s.cone {
+                super::CONE_PROBE_ATTEMPTS
+            } else {
+                RS_ATTEMPTS
+            }
+        );
     }
 
     pub(super) fn handle_server_packet(
@@ -370,6 +385,11 @@ impl Client {
             self.fwd.stats.drop(DropReason::NotGlobal);
             return;
         }
+        crate::proto::debuglog::debug_line!(
+            "router advertisement from {from}: mapped {mapped}, prefix {}, round-trip {:.1} ms",
+            prefix.map_or("none".to_string(), prefix32),
+            rtt.as_secs_f64() * 1000.0
+        );
         if let Some(c) = self.candidate_of(which, solicit.server) {
             c.answering = Some(true);
             c.rtt = Some(rtt);
@@ -512,6 +532,8 @@ impl Client {
             return;
         };
         let nat = match (self.nat_probe.cone, self.nat_probe.secondary) {
+            // The server sees our own endpoint: there is no NAT.
+            (Some(true), _) if self.cfg.local == Some(current) => NatBehaviour::None,
             (Some(true), _) => NatBehaviour::Cone,
             (Some(false), Some(Some(m))) if m == current => NatBehaviour::Restricted,
             (Some(false), Some(Some(m))) => {

@@ -391,6 +391,22 @@ fn an_answered_cone_test_reports_a_cone_nat() {
 }
 
 #[test]
+fn the_servers_view_of_our_own_endpoint_is_no_nat() {
+    // A host with a public address: the server sees our own endpoint, and
+    // the cone test is answered. That is no NAT, not a cone NAT.
+    let mut cfg = ClientConfig::new(SERVER);
+    cfg.local = Some(MAPPED);
+    let mut h = Harness::with(cfg);
+    let first = h.run_until(Duration::ZERO);
+    let rs = solicitations(&first[0].1)[0];
+    let out = h.udp(from(SERVER), &ra(&rs, MAPPED, TEREDO_PREFIX));
+    let cone = solicitations(&out)[0];
+    let out = h.udp(from(SERVER2), &ra(&cone, MAPPED, TEREDO_PREFIX));
+    assert_eq!(events(&out), [Event::NatObserved(NatBehaviour::None)]);
+    assert_eq!(NatBehaviour::None.to_string(), "none");
+}
+
+#[test]
 fn an_unanswered_cone_test_then_the_same_mapping_seen_by_the_secondary_is_restricted() {
     let (mut h, _, _) = Harness::qualified();
     let trace = h.run_until(secs(8));

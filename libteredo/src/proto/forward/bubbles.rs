@@ -97,6 +97,14 @@ impl Forwarder {
     pub(super) fn send_bubbles(&mut self, dst: &Ipv6Addr, t: &TeredoAddr, out: &mut Vec<Output>) {
         let src = self.bubble_source(dst);
         let server = SocketAddrV4::new(t.server, TEREDO_PORT);
+        crate::proto::debuglog::debug_line!(
+            "bubbles for {dst}: through its server {server}{}",
+            if self.cfg.direct_bubbles && !self.behind_cone {
+                format!(", and direct to {}", t.mapped())
+            } else {
+                String::new()
+            }
+        );
         let ext = self.ext();
         let (attempt, echo) = self
             .peers

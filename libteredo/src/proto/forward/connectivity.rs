@@ -83,6 +83,9 @@ impl Forwarder {
             },
         );
         self.stats.ping_tests_sent += 1;
+        crate::proto::debuglog::debug_line!(
+            "connectivity test: echo request for {dst} sent to {to}"
+        );
         out.push(Self::udp(to, p, 0));
     }
 
