@@ -270,6 +270,47 @@ fn two_servers_in_one_namespace_each_with_its_status_socket() {
     );
     assert!(w.is_running(&srv_a), "{}", w.log_of(&srv_a));
 
+    // The same in that namespace with a status socket of its own: it gets
+    // as far as the pid file, which A holds, and the socket it had bound
+    // goes again.
+    let own = w.trusted_dir().join("server-a-again.sock");
+    let conf = w.dir().join("server-a-again.conf");
+    let late = w.spawn(
+        w.relay(),
+        "server-a-pidfile",
+        &[
+            Impl::Ours.miredo_server().display().to_string(),
+            "-f".into(),
+            "-c".into(),
+            conf.display().to_string(),
+            "--status-socket".into(),
+            own.display().to_string(),
+        ],
+    );
+    let stopped = wait_until(Duration::from_secs(8), || !w.is_running(&late));
+    let log_late = w.log_of(&late);
+    assert!(stopped, "a second server on A's pid file runs:\n{log_late}");
+    assert!(
+        log_late.contains(&format!(
+            "pid file {}: {} names process {}, which is running",
+            pidfile_of(p.a.0).display(),
+            pidfile_of(p.a.0).display(),
+            srv_a.pid
+        )),
+        "{log_late}"
+    );
+    assert!(
+        !own.exists(),
+        "the refused server left its status socket {}",
+        own.display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(pidfile_of(p.a.0))
+            .unwrap_or_default()
+            .trim(),
+        srv_a.pid.to_string()
+    );
+
     // Stopped, each leaves a socket nobody answers on, and says so.
     for d in [&srv_a, &srv_b] {
         let status = w.stop(d, Duration::from_secs(5));
