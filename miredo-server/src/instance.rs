@@ -3,8 +3,10 @@
 //!
 //! Several servers may run on one host, each on its own pair of addresses,
 //! so these names carry the primary address (the one clients know the
-//! server by): `/run/miredo/miredo-server-198.18.1.1.sock`,
-//! `/run/miredo-server-198.18.1.1.pid`. One instance keeps the names the
+//! server by): `/run/miredo/miredo-server-198.18.1.1.sock` and
+//! `/run/miredo/miredo-server-198.18.1.1.pid`, both in the run directory
+//! (which the packaged unit's sandbox, where the rest of /run is
+//! read-only, lets the server write). One instance keeps the names the
 //! server always had, `miredo-server.sock` and `/run/miredo-server.pid`:
 //! the one that reads the default configuration file and has no server
 //! name on its command line, which is how the packaged unit (and any
@@ -53,7 +55,7 @@ pub fn pidfile(default: bool, primary: Ipv4Addr) -> PathBuf {
     if default {
         PathBuf::from(DEFAULT_PIDFILE)
     } else {
-        PathBuf::from(format!("/run/miredo-server-{primary}.pid"))
+        PathBuf::from(format!("/run/miredo/miredo-server-{primary}.pid"))
     }
 }
 
@@ -90,7 +92,7 @@ mod tests {
         assert_eq!(pidfile(true, A), Path::new("/run/miredo-server.pid"));
         assert_eq!(
             pidfile(false, B),
-            Path::new("/run/miredo-server-198.18.1.3.pid")
+            Path::new("/run/miredo/miredo-server-198.18.1.3.pid")
         );
         // Every name is one plain component, of the shape teredo-mire
         // looks for (miredo-server*.sock).

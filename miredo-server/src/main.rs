@@ -21,7 +21,7 @@ pub struct Cli {
     /// Stay in the foreground and log to standard error as well as syslog
     #[arg(short = 'f', long = "foreground")]
     pub foreground: bool,
-    /// Pid file [default: /run/miredo-server-ADDRESS.pid, ADDRESS being
+    /// Pid file [default: /run/miredo/miredo-server-ADDRESS.pid, ADDRESS being
     /// the primary address; /run/miredo-server.pid for the default
     /// configuration file without SERVER_NAME]
     #[arg(short = 'p', long = "pidfile", value_name = "FILE")]

@@ -1,7 +1,7 @@
 //! Issue 26, item 5: two miredo-server instances on one host, each on its
 //! own pair of addresses, each with its default status socket
 //! (`/run/miredo/miredo-server-ADDR.sock`) and pid file
-//! (`/run/miredo-server-ADDR.pid`), and `teredo-mire status --server`
+//! (`/run/miredo/miredo-server-ADDR.pid`), and `teredo-mire status --server`
 //! finding each.
 //!
 //! `/run` is shared by every network namespace of the machine (and every
@@ -47,7 +47,7 @@ fn socket_of(a: Ipv4Addr) -> PathBuf {
 }
 
 fn pidfile_of(a: Ipv4Addr) -> PathBuf {
-    PathBuf::from(format!("/run/miredo-server-{a}.pid"))
+    PathBuf::from(format!("/run/miredo/miredo-server-{a}.pid"))
 }
 
 /// The files in the machine's /run that the servers of this test make:
