@@ -286,8 +286,15 @@ fn header(out: &mut String, name: &str, kind: Kind, help: &str) {
 
 /// The status in the Prometheus text exposition format.
 pub fn to_prometheus(status: &[(String, String)]) -> String {
-    render(&[(Vec::new(), status)])
+    render(&[Instance {
+        labels: &[],
+        status,
+    }])
 }
+
+/// `(name, value)` pairs: a status as [`parse_status`] gives it, or the
+/// labels of an instance.
+pub type Pairs = Vec<(String, String)>;
 
 /// Several instances' statuses (several servers on one host) in one
 /// exposition: each metric family declared once, with one series per
@@ -295,14 +302,18 @@ pub fn to_prometheus(status: &[(String, String)]) -> String {
 /// label name, and any text), which come first in each series. A label of
 /// `teredo_info` that the status already carries is not repeated there.
 /// One instance without labels gives what [`to_prometheus`] gives.
-pub fn to_prometheus_labeled(
-    instances: &[(Vec<(String, String)>, Vec<(String, String)>)],
-) -> String {
-    let views: Vec<(Vec<(String, String)>, &[(String, String)])> = instances
+pub fn to_prometheus_labeled(instances: &[(Pairs, Pairs)]) -> String {
+    let views: Vec<Instance<'_>> = instances
         .iter()
-        .map(|(l, s)| (l.clone(), s.as_slice()))
+        .map(|(labels, status)| Instance { labels, status })
         .collect();
     render(&views)
+}
+
+/// One instance's status, and the labels that set its series apart.
+struct Instance<'a> {
+    labels: &'a [(String, String)],
+    status: &'a [(String, String)],
 }
 
 /// `name="value",...` of `labels`, escaped.
@@ -322,7 +333,7 @@ fn sample(out: &mut String, name: &str, labels: &[String], value: impl std::fmt:
     }
 }
 
-fn render(instances: &[(Vec<(String, String)>, &[(String, String)])]) -> String {
+fn render(instances: &[Instance<'_>]) -> String {
     let get = |status: &[(String, String)], key: &str| -> Option<String> {
         status
             .iter()
@@ -337,7 +348,11 @@ fn render(instances: &[(Vec<(String, String)>, &[(String, String)])]) -> String 
         Kind::Gauge,
         "The instance: interface, mode, addresses and server (always 1).",
     );
-    for (extra, status) in instances {
+    for &Instance {
+        labels: extra,
+        status,
+    } in instances
+    {
         let own: Vec<(String, String)> = INFO
             .iter()
             .filter_map(|(key, name)| get(status, key).map(|v| (name.to_string(), v)))
@@ -353,10 +368,15 @@ fn render(instances: &[(Vec<(String, String)>, &[(String, String)])]) -> String 
     for m in METRICS {
         let samples: Vec<(Vec<String>, f64)> = instances
             .iter()
-            .filter_map(|(extra, status)| {
-                let v = get(status, m.key).as_deref().and_then(number)?;
-                Some((label_list(extra), v))
-            })
+            .filter_map(
+                |&Instance {
+                     labels: extra,
+                     status,
+                 }| {
+                    let v = get(status, m.key).as_deref().and_then(number)?;
+                    Some((label_list(extra), v))
+                },
+            )
             .collect();
         if samples.is_empty() {
             continue;
@@ -369,7 +389,12 @@ fn render(instances: &[(Vec<(String, String)>, &[(String, String)])]) -> String 
     for (key, name, l, help, values) in ENUMS {
         let present: Vec<(Vec<String>, String)> = instances
             .iter()
-            .filter_map(|(extra, status)| Some((label_list(extra), get(status, key)?)))
+            .filter_map(
+                |&Instance {
+                     labels: extra,
+                     status,
+                 }| Some((label_list(extra), get(status, key)?)),
+            )
             .collect();
         if present.is_empty() {
             continue;
@@ -390,15 +415,20 @@ fn render(instances: &[(Vec<(String, String)>, &[(String, String)])]) -> String 
     }
     let drops: Vec<(Vec<String>, f64)> = instances
         .iter()
-        .flat_map(|(extra, status)| {
-            status.iter().filter_map(|(k, v)| {
-                let reason = k.strip_prefix(DROP)?;
-                let n = number(v)?;
-                let mut all = label_list(extra);
-                all.push(format!("reason=\"{}\"", label(reason)));
-                Some((all, n))
-            })
-        })
+        .flat_map(
+            |&Instance {
+                 labels: extra,
+                 status,
+             }| {
+                status.iter().filter_map(|(k, v)| {
+                    let reason = k.strip_prefix(DROP)?;
+                    let n = number(v)?;
+                    let mut all = label_list(extra);
+                    all.push(format!("reason=\"{}\"", label(reason)));
+                    Some((all, n))
+                })
+            },
+        )
         .collect();
     if !drops.is_empty() {
         header(

@@ -313,7 +313,7 @@ pub fn render(format: Format, answers: &[(PathBuf, String)]) -> String {
                 .iter()
                 .enumerate()
                 .all(|(i, a)| a.is_some() && !addresses[..i].contains(a));
-            let instances: Vec<(Vec<(String, String)>, Vec<(String, String)>)> = answers
+            let instances: Vec<(metrics::Pairs, metrics::Pairs)> = answers
                 .iter()
                 .zip(&addresses)
                 .map(|((path, text), addr)| {
