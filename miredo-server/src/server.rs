@@ -464,13 +464,14 @@ impl StatusSocket {
             Some(p) => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
             None => run_dir.path().join(default_name),
         };
-        let listener = libteredo::sys::rundir::bind_status_socket(
-            run_dir,
-            explicit,
-            default_name,
-            "another miredo-server answers on this status socket (one with the same primary address, perhaps in another network namespace): not starting; give this one another --status-socket",
-        )
-        .map_err(|e| e.to_string())?;
+        let in_use = if explicit.is_some() {
+            "another miredo-server answers on this status socket (perhaps in another network namespace): not starting; give this one another --status-socket"
+        } else {
+            "another miredo-server answers on this status socket (one with the same primary address, perhaps in another network namespace): not starting; give this one another --status-socket"
+        };
+        let listener =
+            libteredo::sys::rundir::bind_status_socket(run_dir, explicit, default_name, in_use)
+                .map_err(|e| e.to_string())?;
         let s = StatusSocket {
             listener: Some(listener),
             path: Some(path),
