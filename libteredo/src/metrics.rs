@@ -286,45 +286,149 @@ fn header(out: &mut String, name: &str, kind: Kind, help: &str) {
 
 /// The status in the Prometheus text exposition format.
 pub fn to_prometheus(status: &[(String, String)]) -> String {
-    let get = |key: &str| {
+    render(&[Instance {
+        labels: &[],
+        status,
+    }])
+}
+
+/// `(name, value)` pairs: a status as [`parse_status`] gives it, or the
+/// labels of an instance.
+pub type Pairs = Vec<(String, String)>;
+
+/// Several instances' statuses (several servers on one host) in one
+/// exposition: each metric family declared once, with one series per
+/// instance, told apart by the instance's `labels` (name, value: a valid
+/// label name, and any text), which come first in each series. A label of
+/// `teredo_info` that the status already carries is not repeated there.
+/// One instance without labels gives what [`to_prometheus`] gives.
+pub fn to_prometheus_labeled(instances: &[(Pairs, Pairs)]) -> String {
+    let views: Vec<Instance<'_>> = instances
+        .iter()
+        .map(|(labels, status)| Instance { labels, status })
+        .collect();
+    render(&views)
+}
+
+/// One instance's status, and the labels that set its series apart.
+struct Instance<'a> {
+    labels: &'a [(String, String)],
+    status: &'a [(String, String)],
+}
+
+/// `name="value",...` of `labels`, escaped.
+fn label_list(labels: &[(String, String)]) -> Vec<String> {
+    labels
+        .iter()
+        .map(|(n, v)| format!("{n}=\"{}\"", label(v)))
+        .collect()
+}
+
+/// A sample line: `name{labels} value`, or `name value` without labels.
+fn sample(out: &mut String, name: &str, labels: &[String], value: impl std::fmt::Display) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
+
+fn render(instances: &[Instance<'_>]) -> String {
+    let get = |status: &[(String, String)], key: &str| -> Option<String> {
         status
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.clone())
     };
     let mut out = String::new();
     // Identity.
-    let labels: Vec<String> = INFO
-        .iter()
-        .filter_map(|(key, name)| get(key).map(|v| format!("{name}=\"{}\"", label(v))))
-        .collect();
     header(
         &mut out,
         "teredo_info",
         Kind::Gauge,
         "The instance: interface, mode, addresses and server (always 1).",
     );
-    let _ = writeln!(out, "teredo_info{{{}}} 1", labels.join(","));
+    for &Instance {
+        labels: extra,
+        status,
+    } in instances
+    {
+        let own: Vec<(String, String)> = INFO
+            .iter()
+            .filter_map(|(key, name)| get(status, key).map(|v| (name.to_string(), v)))
+            .collect();
+        let mut labels: Vec<(String, String)> = extra
+            .iter()
+            .filter(|(n, _)| !own.iter().any(|(o, _)| o == n))
+            .cloned()
+            .collect();
+        labels.extend(own);
+        let _ = writeln!(out, "teredo_info{{{}}} 1", label_list(&labels).join(","));
+    }
     for m in METRICS {
-        if let Some(v) = get(m.key).and_then(number) {
-            header(&mut out, m.name, m.kind, m.help);
-            let _ = writeln!(out, "{} {v}", m.name);
+        let samples: Vec<(Vec<String>, f64)> = instances
+            .iter()
+            .filter_map(
+                |&Instance {
+                     labels: extra,
+                     status,
+                 }| {
+                    let v = get(status, m.key).as_deref().and_then(number)?;
+                    Some((label_list(extra), v))
+                },
+            )
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        header(&mut out, m.name, m.kind, m.help);
+        for (labels, v) in samples {
+            sample(&mut out, m.name, &labels, v);
         }
     }
     for (key, name, l, help, values) in ENUMS {
-        if let Some(current) = get(key) {
-            header(&mut out, name, Kind::Gauge, help);
+        let present: Vec<(Vec<String>, String)> = instances
+            .iter()
+            .filter_map(
+                |&Instance {
+                     labels: extra,
+                     status,
+                 }| Some((label_list(extra), get(status, key)?)),
+            )
+            .collect();
+        if present.is_empty() {
+            continue;
+        }
+        header(&mut out, name, Kind::Gauge, help);
+        for (labels, current) in present {
             for v in values.iter().copied() {
-                let _ = writeln!(out, "{name}{{{l}=\"{v}\"}} {}", u8::from(v == current));
+                let mut all = labels.clone();
+                all.push(format!("{l}=\"{v}\""));
+                sample(&mut out, name, &all, u8::from(v == current));
             }
-            if !values.contains(&current) {
-                let _ = writeln!(out, "{name}{{{l}=\"{}\"}} 1", label(current));
+            if !values.contains(&current.as_str()) {
+                let mut all = labels.clone();
+                all.push(format!("{l}=\"{}\"", label(&current)));
+                sample(&mut out, name, &all, 1);
             }
         }
     }
-    let drops: Vec<(&str, f64)> = status
+    let drops: Vec<(Vec<String>, f64)> = instances
         .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(DROP)?, number(v)?)))
+        .flat_map(
+            |&Instance {
+                 labels: extra,
+                 status,
+             }| {
+                status.iter().filter_map(|(k, v)| {
+                    let reason = k.strip_prefix(DROP)?;
+                    let n = number(v)?;
+                    let mut all = label_list(extra);
+                    all.push(format!("reason=\"{}\"", label(reason)));
+                    Some((all, n))
+                })
+            },
+        )
         .collect();
     if !drops.is_empty() {
         header(
@@ -333,12 +437,8 @@ pub fn to_prometheus(status: &[(String, String)]) -> String {
             Kind::Counter,
             "Packets dropped, by reason.",
         );
-        for (reason, n) in drops {
-            let _ = writeln!(
-                out,
-                "teredo_dropped_packets_total{{reason=\"{}\"}} {n}",
-                label(reason)
-            );
+        for (labels, n) in drops {
+            sample(&mut out, "teredo_dropped_packets_total", &labels, n);
         }
     }
     out
@@ -453,6 +553,69 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("teredo_dropped_packets_total{reason=\"spoofed\"} 1\n"));
+    }
+
+    #[test]
+    fn several_servers_in_one_exposition() {
+        let a = parse_status(
+            "mode: server\nstate: serving\nserver-address: 198.18.1.1\n\
+             server-address2: 198.18.1.2\nrs-received: 5\ndrop-spoofed: 1\n",
+        );
+        let b = parse_status(
+            "mode: server\nstate: serving\nserver-address: 198.18.1.3\n\
+             server-address2: 198.18.1.4\nrs-received: 7\n",
+        );
+        let with = |addr: &str, s: &Vec<(String, String)>| {
+            (
+                vec![("server_address".to_string(), addr.to_string())],
+                s.clone(),
+            )
+        };
+        let m = to_prometheus_labeled(&[with("198.18.1.1", &a), with("198.18.1.3", &b)]);
+        // Each family once, a series per server.
+        for family in [
+            "teredo_info",
+            "teredo_server_router_solicitations_received_total",
+            "teredo_state",
+            "teredo_dropped_packets_total",
+        ] {
+            assert_eq!(
+                m.matches(&format!("# TYPE {family} ")).count(),
+                1,
+                "{family}: {m}"
+            );
+        }
+        assert!(m.contains(
+            "teredo_server_router_solicitations_received_total{server_address=\"198.18.1.1\"} 5\n\
+             teredo_server_router_solicitations_received_total{server_address=\"198.18.1.3\"} 7\n"
+        ), "{m}");
+        assert!(m.contains("teredo_state{server_address=\"198.18.1.3\",state=\"serving\"} 1\n"));
+        assert!(m.contains(
+            "teredo_dropped_packets_total{server_address=\"198.18.1.1\",reason=\"spoofed\"} 1\n"
+        ));
+        // The status's own server_address is not repeated in teredo_info.
+        assert!(
+            m.contains("teredo_info{mode=\"server\",server_address=\"198.18.1.3\",server_address2=\"198.18.1.4\"} 1\n"),
+            "{m}"
+        );
+        // A label the status does not carry goes first.
+        let m = to_prometheus_labeled(&[(
+            vec![("status_socket".to_string(), "/run/x\"y".to_string())],
+            b.clone(),
+        )]);
+        assert!(
+            m.contains("teredo_info{status_socket=\"/run/x\\\"y\",mode=\"server\""),
+            "{m}"
+        );
+        // One instance without labels: as to_prometheus.
+        assert_eq!(
+            to_prometheus_labeled(&[(Vec::new(), a.clone())]),
+            to_prometheus(&a)
+        );
+        assert_eq!(
+            to_prometheus_labeled(&[(Vec::new(), parse_status(RELAY))]),
+            to_prometheus(&parse_status(RELAY))
+        );
     }
 
     #[test]

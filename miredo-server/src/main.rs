@@ -2,6 +2,7 @@
 //! IPv4 addresses, UDP port 3544; a drop-in replacement of the C
 //! miredo-server 1.2.x.
 
+mod instance;
 mod server;
 
 use clap::Parser;
@@ -9,7 +10,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub const DEFAULT_CONFIG: &str = "/etc/miredo/miredo-server.conf";
-pub const DEFAULT_PIDFILE: &str = "/run/miredo-server.pid";
 
 /// Teredo server (RFC 4380).
 #[derive(Parser, Debug)]
@@ -21,9 +21,11 @@ pub struct Cli {
     /// Stay in the foreground and log to standard error as well as syslog
     #[arg(short = 'f', long = "foreground")]
     pub foreground: bool,
-    /// Pid file
-    #[arg(short = 'p', long = "pidfile", value_name = "FILE", default_value = DEFAULT_PIDFILE)]
-    pub pidfile: PathBuf,
+    /// Pid file [default: /run/miredo/miredo-server-ADDRESS.pid, ADDRESS being
+    /// the primary address; /run/miredo-server.pid for the default
+    /// configuration file without SERVER_NAME]
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
     /// Directory to chroot into once the sockets are open, a directory of
     /// root's [default: an empty directory, /run/miredo/empty]
     #[arg(short = 't', long = "chrootdir", value_name = "DIR")]
@@ -32,7 +34,9 @@ pub struct Cli {
     /// or nobody where that user does not exist]
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
-    /// The status socket [default: /run/miredo/miredo-server.sock]; its
+    /// The status socket [default: /run/miredo/miredo-server-ADDRESS.sock,
+    /// ADDRESS being the primary address; /run/miredo/miredo-server.sock
+    /// for the default configuration file without SERVER_NAME]; its
     /// directory must be root's and writable by nobody else
     #[arg(long = "status-socket", value_name = "PATH")]
     pub status_socket: Option<PathBuf>,

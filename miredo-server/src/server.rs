@@ -1,7 +1,7 @@
 //! Start-up as root (configuration, sockets), then the unprivileged loop
 //! around the stateless server engine.
 
-use crate::Cli;
+use crate::{instance, Cli};
 use libteredo::addr::{is_global_unicast_v4, TEREDO_PORT};
 use libteredo::conf::server::ServerConfig as ServerFile;
 use libteredo::conf::LoadError;
@@ -26,7 +26,7 @@ use std::io;
 use std::net::{SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -35,9 +35,6 @@ use std::time::Instant;
 const RUN_DIR: &str = "/run/miredo";
 /// Datagrams handled per socket and wake-up.
 const BATCH: usize = 64;
-/// The status socket's name in the run directory: not `IFACE.status`, so
-/// that no miredo's interface name can give it.
-pub const STATUS_NAME: &str = "miredo-server.sock";
 
 fn joined(errs: Vec<libteredo::conf::ConfError>) -> String {
     errs.iter()
@@ -328,18 +325,8 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
     if let Some(w) = warning {
         log::warn!("{w}");
     }
-    // The status socket first: a server that would take another's socket
-    // stops before it binds anything else.
     let run_dir =
         SafeDir::ensure(Path::new(RUN_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
-    let status = libteredo::sys::rundir::bind_status_socket(
-        &run_dir,
-        cli.status_socket.as_deref(),
-        STATUS_NAME,
-        "another miredo-server answers on this status socket (perhaps in another network namespace): not starting; give this one another --status-socket",
-    )
-    .map_err(|e| e.to_string())?;
-    status.set_nonblocking(true).map_err(|e| e.to_string())?;
     let metrics = Exporter::configured(file.metrics_listen).map_err(|e| e.to_string())?;
     let n = workers();
     let primary = bind(SocketAddrV4::new(file.server_bind_address, TEREDO_PORT), n)?;
@@ -355,11 +342,27 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         Some(d) => privileges::open_chroot(d).map_err(|e| e.to_string())?,
         None => privileges::prepare_empty(&run_dir).map_err(|e| format!("chroot: {e}"))?,
     };
+    // The status socket once everything above, which can refuse a start
+    // (addresses, sockets, directories), went well; until the server runs
+    // as its user, a failure removes it again (see StatusSocket). Its
+    // default name and the pid file's carry the primary address, so that
+    // servers on other addresses of the host have their own
+    // (instance.rs).
+    let default_instance = instance::is_default(&cli.config, cli.server_name.as_deref());
+    let status = StatusSocket::bind(
+        &run_dir,
+        cli.status_socket.as_deref(),
+        &instance::status_name(default_instance, file.server_bind_address),
+    )?;
     drop(run_dir);
     // Relative paths mean the directory we were started in: made absolute
     // before detaching moves to /.
     let config_path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
-    let pid_path = std::path::absolute(&cli.pidfile).unwrap_or_else(|_| cli.pidfile.clone());
+    let pidfile = cli
+        .pidfile
+        .clone()
+        .unwrap_or_else(|| instance::pidfile(default_instance, file.server_bind_address));
+    let pid_path = std::path::absolute(&pidfile).unwrap_or(pidfile);
     if !cli.foreground {
         notify.warn_detaching();
         *startup = daemon::daemonize("miredo-server").map_err(|e| format!("cannot detach: {e}"))?;
@@ -374,6 +377,10 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
     pidfile::write(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
     let sandbox = Sandbox::with_children(Role::Server, &[reader.pid().as_raw()])
         .map_err(|e| format!("cannot build the system call filter: {e}"))?;
+    // Past this point the socket cannot be removed (not root, not in the
+    // run directory): it stays if what follows fails, and the next start
+    // replaces it.
+    let status = status.keep()?;
     privileges::drop_for_good(&target, root).map_err(|e| e.to_string())?;
     // From here on, only the system calls on the list: before any thread
     // starts and before any datagram is read.
@@ -433,6 +440,76 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         started: Instant::now(),
         notified: StatusLine::default(),
     })
+}
+
+/// The status socket bound at start-up, and its path while start-up may
+/// still fail: dropped before [`StatusSocket::keep`], it removes its name
+/// again, so that a server that does not start leaves no socket behind.
+struct StatusSocket {
+    listener: Option<UnixListener>,
+    /// The socket's absolute path; `None` once kept.
+    path: Option<PathBuf>,
+}
+
+impl StatusSocket {
+    /// Binds the status socket: `explicit` (`--status-socket`), or
+    /// `default_name` in the run directory. Refuses when another live
+    /// process answers on it.
+    fn bind(
+        run_dir: &SafeDir,
+        explicit: Option<&Path>,
+        default_name: &str,
+    ) -> Result<StatusSocket, String> {
+        let path = match explicit {
+            Some(p) => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+            None => run_dir.path().join(default_name),
+        };
+        let in_use = if explicit.is_some() {
+            "another miredo-server answers on this status socket (perhaps in another network namespace): not starting; give this one another --status-socket"
+        } else {
+            "another miredo-server answers on this status socket (one with the same primary address, perhaps in another network namespace): not starting; give this one another --status-socket"
+        };
+        let listener =
+            libteredo::sys::rundir::bind_status_socket(run_dir, explicit, default_name, in_use)
+                .map_err(|e| e.to_string())?;
+        let s = StatusSocket {
+            listener: Some(listener),
+            path: Some(path),
+        };
+        if let Some(l) = &s.listener {
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        }
+        Ok(s)
+    }
+
+    /// Start-up succeeded as far as the socket is concerned: the listener,
+    /// whose name stays.
+    fn keep(mut self) -> Result<UnixListener, String> {
+        self.path = None;
+        self.listener
+            .take()
+            .ok_or_else(|| "the status socket is gone".to_string())
+    }
+}
+
+impl Drop for StatusSocket {
+    fn drop(&mut self) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        // The path goes through directories of root's only (checked when
+        // the socket was bound), and no other server takes over a name
+        // while we listen on it: it still names our socket. Closed, then
+        // removed.
+        drop(self.listener.take());
+        use std::os::unix::fs::FileTypeExt;
+        let is_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket());
+        if is_socket {
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::warn!("cannot remove the status socket {}: {e}", path.display());
+            }
+        }
+    }
 }
 
 /// What the socket threads share: the sockets, and the engine settings

@@ -135,14 +135,17 @@ enum Command {
         #[arg(value_name = "IFACE", default_value = status::DEFAULT_IFACE)]
         iface: String,
 
-        /// Read this Unix socket instead of /run/miredo/IFACE.status
+        /// Read this Unix socket instead of /run/miredo/IFACE.status (with
+        /// --server, instead of looking for miredo-server's sockets)
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
 
-        /// Read miredo-server's status socket
-        /// (/run/miredo/miredo-server.sock, unless --socket names another)
-        #[arg(long, conflicts_with = "iface")]
-        server: bool,
+        /// Read miredo-server's status instead: of every server whose
+        /// socket, /run/miredo/miredo-server*.sock, answers (each under a
+        /// header with its address when there are several), or only of the
+        /// server whose primary or secondary address is ADDRESS
+        #[arg(long, value_name = "ADDRESS", num_args = 0..=1, conflicts_with = "iface")]
+        server: Option<Option<Ipv4Addr>>,
 
         /// How to print it: the daemon's own lines (text), one JSON object
         /// (json), or the Prometheus text exposition format (prometheus)
@@ -201,10 +204,9 @@ fn main() -> ExitCode {
             server,
             format,
         }) => {
-            let target = if server {
-                status::Target::Server
-            } else {
-                status::Target::Miredo(&iface)
+            let target = match server {
+                Some(want) => status::Target::Server(want),
+                None => status::Target::Miredo(&iface),
             };
             status::run(target, socket.as_deref(), format)
         }

@@ -159,7 +159,9 @@ fn absent_server_socket_says_so() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("/run/miredo/miredo-server.sock") && err.contains("is miredo-server running?"),
+        err.contains("/run/miredo/miredo-server.sock")
+            && err.contains("miredo-server-ADDRESS.sock")
+            && err.contains("is miredo-server running?"),
         "{err}"
     );
     // An interface and --server contradict each other.
@@ -168,6 +170,149 @@ fn absent_server_socket_says_so() {
         Duration::from_secs(10),
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Answers `text` on `dir/name` to every connection, until the test
+/// process ends.
+fn serve_forever(dir: &std::path::Path, name: &str, text: &'static str) {
+    let l = UnixListener::bind(dir.join(name)).unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let _ = s.write_all(text.as_bytes());
+        }
+    });
+}
+
+const SERVER_B_STATUS: &str = "mode: server\nstate: serving\nuptime: 9s\n\
+    server-address: 198.18.1.3\nserver-address2: 198.18.1.4\nprefix: 2001::/32\nmtu: 1280\n\
+    workers: 2\nrs-received: 40\nra-sent: 39\nrelayed-to-clients: 0\nrelayed-to-native: 0\n\
+    udp-rx-packets: 40\nudp-rx-bytes: 2400\nudp-tx-packets: 39\nudp-tx-bytes: 3900\n\
+    drop-malformed: 0\ndrop-spoofed: 3\n";
+
+/// A run directory with two live servers' sockets and a stale one,
+/// mounted as `/run/miredo` for `teredo-mire status ARGS` (see
+/// [`with_run_miredo`]).
+fn two_servers_and_a_stale_one() -> TempDir {
+    let dir = TempDir::new("mirerun");
+    serve_forever(&dir.0, "miredo-server-198.18.1.1.sock", SERVER_STATUS);
+    serve_forever(&dir.0, "miredo-server-198.18.1.3.sock", SERVER_B_STATUS);
+    drop(UnixListener::bind(dir.0.join("miredo-server-198.18.1.5.sock")).unwrap());
+    // Not a server's.
+    serve_forever(&dir.0, "teredo.status", RELAY_STATUS);
+    dir
+}
+
+/// Mounts an empty tmpfs on /run and the directory `$1` on /run/miredo,
+/// then runs `"$0" "$2" ...`.
+const RUN_MIREDO: &str = "mount -t tmpfs tmpfs /run && mkdir /run/miredo && \
+    mount --bind \"$1\" /run/miredo && shift && exec \"$0\" \"$@\"";
+
+/// `teredo-mire ARGS` in a mount namespace of its own whose
+/// `/run/miredo` is `dir`.
+fn with_run_miredo(dir: &TempDir, args: &[&str]) -> Output {
+    run(
+        Command::new("unshare")
+            .args(unshare_flags())
+            .args(["--", "sh", "-c", RUN_MIREDO, BIN])
+            .arg(&dir.0)
+            .args(args),
+        Duration::from_secs(20),
+    )
+}
+
+fn every_server_is_found_each_under_its_address() {
+    let dir = two_servers_and_a_stale_one();
+    let out = with_run_miredo(&dir, &["status", "--server"]);
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        text,
+        format!(
+            "==> 198.18.1.1 (/run/miredo/miredo-server-198.18.1.1.sock) <==\n{SERVER_STATUS}\n\
+             ==> 198.18.1.3 (/run/miredo/miredo-server-198.18.1.3.sock) <==\n{SERVER_B_STATUS}"
+        )
+    );
+    assert!(
+        err.contains("/run/miredo/miredo-server-198.18.1.5.sock: nobody answers"),
+        "the stale socket is not mentioned: {err}"
+    );
+    // One picked by its address, primary or secondary: alone, as it came.
+    for (addr, want) in [
+        ("198.18.1.3", SERVER_B_STATUS),
+        ("198.18.1.2", SERVER_STATUS),
+    ] {
+        let out = with_run_miredo(&dir, &["status", "--server", addr]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{addr}");
+        assert!(out.stderr.is_empty());
+    }
+    // An address nobody serves: every socket tried, named.
+    let out = with_run_miredo(&dir, &["status", "--server", "198.18.1.7"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for said in [
+        "no miredo-server serving 198.18.1.7",
+        "/run/miredo/miredo-server-198.18.1.1.sock (serves 198.18.1.1)",
+        "/run/miredo/miredo-server-198.18.1.3.sock (serves 198.18.1.3)",
+        "/run/miredo/miredo-server-198.18.1.5.sock (nobody answers",
+    ] {
+        assert!(err.contains(said), "{said}: {err}");
+    }
+    // --socket and an address: that socket, if it serves the address.
+    let b = dir.0.join("miredo-server-198.18.1.3.sock");
+    let b = b.to_str().unwrap();
+    let out = run(
+        Command::new(BIN).args(["status", "--server", "198.18.1.4", "--socket", b]),
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), SERVER_B_STATUS);
+    let out = run(
+        Command::new(BIN).args(["status", "--server", "198.18.1.1", "--socket", b]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(serves 198.18.1.3)"), "{err}");
+}
+
+fn several_servers_as_json_and_prometheus() {
+    let dir = two_servers_and_a_stale_one();
+    let out = with_run_miredo(&dir, &["status", "--server", "--format", "json"]);
+    assert!(out.status.success());
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.starts_with("[{\"mode\": \"server\""), "{json}");
+    assert!(json.trim_end().ends_with("}]"), "{json}");
+    assert_eq!(json.matches("\"server-address\": ").count(), 2, "{json}");
+    // One picked: one object, as for a single server.
+    let out = with_run_miredo(
+        &dir,
+        &["status", "--server", "198.18.1.3", "--format", "json"],
+    );
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        json.starts_with("{\"mode\": \"server\"") && json.contains("\"rs-received\": 40"),
+        "{json}"
+    );
+    let out = with_run_miredo(&dir, &["status", "--server", "--format", "prometheus"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "teredo_server_router_solicitations_received_total{server_address=\"198.18.1.1\"} 12\n",
+        "teredo_server_router_solicitations_received_total{server_address=\"198.18.1.3\"} 40\n",
+        "teredo_dropped_packets_total{server_address=\"198.18.1.3\",reason=\"spoofed\"} 3\n",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    promtool_check(&text);
 }
 
 /// The flags of unshare(1) for a mount namespace of our own: root has
@@ -269,7 +414,12 @@ teredo_lab::lab_main! {
         prometheus_format_passes_promtool,
         server_status_in_prometheus_format_passes_promtool,
     ],
-    needs(empty_run): [absent_socket_says_so, absent_server_socket_says_so],
+    needs(empty_run, promtool): [several_servers_as_json_and_prometheus],
+    needs(empty_run): [
+        absent_socket_says_so,
+        absent_server_socket_says_so,
+        every_server_is_found_each_under_its_address,
+    ],
     plain: [
         prints_what_the_daemon_sends,
         a_silent_daemon_times_out,
