@@ -59,7 +59,11 @@ fn main() -> ExitCode {
     match server::run(cli, notify) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("miredo-server: {e}");
+            // Logging may not be set up yet, or not to standard error: say
+            // it there too (once).
+            if !libteredo::sys::logging::to_stderr() {
+                eprintln!("miredo-server: {e}");
+            }
             log::error!("{e}");
             ExitCode::from(1)
         }
