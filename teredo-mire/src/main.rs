@@ -103,12 +103,14 @@ enum Command {
         #[arg(value_name = "NAME")]
         names: Vec<String>,
 
-        /// The miredo.conf whose servers to check
+        /// The miredo.conf whose servers to check (default:
+        /// /etc/miredo/miredo.conf, or the built-in list if it is absent)
         #[arg(short, long, value_name = "FILE", conflicts_with = "names")]
         config: Option<PathBuf>,
 
         /// How long the whole check may take, in seconds
-        #[arg(long, value_name = "SECS", default_value_t = servers::DEFAULT_TIMEOUT)]
+        #[arg(long, value_name = "SECS", default_value_t = servers::DEFAULT_TIMEOUT,
+              value_parser = timeout_arg)]
         timeout: f64,
 
         /// How to print the results: an aligned table, or a JSON array
@@ -265,6 +267,15 @@ fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
             "invalid timeout {secs}: give a number of seconds above 0 and at most 86400"
         ))
     }
+}
+
+/// A timeout option checked by clap, so that a bad one is a bad command
+/// line (exit status 2).
+fn timeout_arg(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    timeout_from_secs(secs).map(|_| secs)
 }
 
 /// A time to hold something, in seconds: 0 or more, at most a day.

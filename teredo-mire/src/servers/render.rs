@@ -183,6 +183,7 @@ fn json_row(row: &Row) -> String {
                 ("mapped", json_opt(o.mapped)),
                 ("secondary", json_string(&p.secondary.to_string())),
                 ("secondary_answered", json_bool(o.secondary_answered).into()),
+                ("secondary_mapped", json_opt(o.secondary_mapped)),
                 ("nat", json_opt(o.nat.map(|n| n.as_str()))),
                 (
                     "prefix",
@@ -204,6 +205,7 @@ fn json_row(row: &Row) -> String {
                 ("mapped", "null".to_string()),
                 ("secondary", "null".to_string()),
                 ("secondary_answered", "null".to_string()),
+                ("secondary_mapped", "null".to_string()),
                 ("nat", "null".to_string()),
                 ("prefix", "null".to_string()),
                 ("mtu", "null".to_string()),
@@ -251,6 +253,7 @@ mod tests {
                         prefix: Some(("2001:0:c612:101::".parse().unwrap(), 64)),
                         mtu: Some(1280),
                         secondary_answered: Some(true),
+                        secondary_mapped: Some(mapped),
                         nat: Some(Nat::Restricted),
                         problems: vec![],
                     },
@@ -268,6 +271,7 @@ mod tests {
                         prefix: Some(("3ffe:831f:c612:103::".parse().unwrap(), 64)),
                         mtu: Some(1400),
                         secondary_answered: Some(false),
+                        secondary_mapped: None,
                         nat: Some(Nat::Unknown),
                         problems: vec![
                             "prefix in 3ffe:831f::/32, not the Teredo prefix 2001::/32".into(),
@@ -336,6 +340,10 @@ no\"such\\host?.invalid  unresolved  no       -        -                 -      
         assert_eq!(ours.get("mapped"), Some(&Value::from("198.18.3.1:40123")));
         assert_eq!(ours.get("secondary"), Some(&Value::from("198.18.1.2")));
         assert_eq!(ours.get("secondary_answered"), Some(&Value::Bool(true)));
+        assert_eq!(
+            ours.get("secondary_mapped"),
+            Some(&Value::from("198.18.3.1:40123"))
+        );
         assert_eq!(ours.get("nat"), Some(&Value::from("restricted")));
         assert_eq!(
             ours.get("prefix"),

@@ -21,7 +21,9 @@
 //! 3. Only then a plain solicitation to the secondary address (every 4 s,
 //!    at most 3 times): had it gone earlier, a restricted NAT would let
 //!    the cone answer in. The same mapping seen from both addresses: a
-//!    cone or restricted NAT; another one: a symmetric NAT.
+//!    cone or restricted NAT; another one: a symmetric NAT, or a
+//!    restricted NAT that tracks the refused cone answer (see
+//!    [`classify`]: the other servers tell them apart).
 //!
 //! Everything stops at the overall deadline. When the secondary address
 //! of one server is another address probed (an address given twice, a
@@ -75,6 +77,10 @@ pub enum Nat {
     /// The same mapping for both addresses, but the cone test could not be
     /// run or could not tell.
     ConeOrRestricted,
+    /// The cone test unanswered, and another mapping for the secondary
+    /// address: a symmetric NAT, or a restricted one whose connection
+    /// tracking kept the cone test's reply (no other server to tell).
+    RestrictedOrSymmetric,
     /// The secondary address did not answer, and the cone test either.
     Unknown,
 }
@@ -88,6 +94,7 @@ impl Nat {
             Nat::Restricted => "restricted",
             Nat::Symmetric => "symmetric",
             Nat::ConeOrRestricted => "cone or restricted",
+            Nat::RestrictedOrSymmetric => "restricted or symmetric",
             Nat::Unknown => "unknown",
         }
     }
@@ -110,6 +117,8 @@ pub struct Outcome {
     /// Whether the secondary address answered; `None`: not tried (the
     /// primary did not answer) or not long enough.
     pub secondary_answered: Option<bool>,
+    /// Our address and port as the secondary address sees them.
+    pub secondary_mapped: Option<SocketAddrV4>,
     /// `None` when the primary did not answer.
     pub nat: Option<Nat>,
     /// What is wrong with the server's answers, one sentence each.
@@ -287,7 +296,7 @@ impl Probe {
             .is_some_and(|s| s.answer.is_some() || s.given_up(now))
     }
 
-    fn outcome(&self, now: Instant) -> Outcome {
+    fn outcome(&self, now: Instant, same_elsewhere: Option<bool>) -> Outcome {
         let q = self.qualification.answer;
         let mut problems = self.problems.clone();
         if self.invalid > 0 {
@@ -311,6 +320,7 @@ impl Probe {
                 self.cone,
                 secondary.and_then(|s| s.answer).map(|a| a.mapped),
                 self.target.local,
+                same_elsewhere,
             )
         });
         Outcome {
@@ -320,22 +330,39 @@ impl Probe {
             prefix: self.prefix,
             mtu: self.mtu,
             secondary_answered,
+            secondary_mapped: secondary.and_then(|s| s.answer).map(|a| a.mapped),
             nat,
             problems,
         }
     }
 }
 
-/// The NAT's behaviour from the plain answer's mapping, the cone test and
-/// the secondary address's mapping (RFC 4380 5.2.1).
+/// The NAT's behaviour from the plain answer's mapping, the cone test, the
+/// secondary address's mapping (RFC 4380 5.2.1), and what the other
+/// servers saw (`same_elsewhere`: whether another server, reached the same
+/// way at the same moment, saw the same mapping; `None`: no other server
+/// answered).
+///
+/// The other servers tell what one server cannot in bounded time: a
+/// restricted NAT's connection tracking (Linux's, for one) keeps an entry
+/// for the cone test's unanswered reply from the secondary address (30 s
+/// for UDP), so the NAT must pick another port when we solicit that
+/// address: to one server it looks symmetric. If other servers saw our
+/// mapping unchanged, the NAT maps whatever the destination, and the new
+/// port is that entry's doing.
 fn classify(
     mapped: SocketAddrV4,
     cone: Cone,
     secondary: Option<SocketAddrV4>,
     local: Option<SocketAddrV4>,
+    same_elsewhere: Option<bool>,
 ) -> Nat {
     if secondary.is_some_and(|m| m != mapped) {
-        return Nat::Symmetric;
+        return match (cone, same_elsewhere) {
+            (Cone::Unanswered, Some(true)) => Nat::Restricted,
+            (Cone::Unanswered, None) => Nat::RestrictedOrSymmetric,
+            _ => Nat::Symmetric,
+        };
     }
     if local == Some(mapped) {
         return match cone {
@@ -343,11 +370,13 @@ fn classify(
             _ => Nat::None,
         };
     }
-    match (cone, secondary) {
-        (Cone::Answered, _) => Nat::Cone,
-        (Cone::Unanswered, Some(_)) => Nat::Restricted,
-        (Cone::CannotTell | Cone::Pending, Some(_)) => Nat::ConeOrRestricted,
-        (_, None) => Nat::Unknown,
+    match (cone, secondary.is_some(), same_elsewhere) {
+        (Cone::Answered, _, _) => Nat::Cone,
+        (_, false, Some(false)) => Nat::Symmetric,
+        (Cone::Unanswered, true, _) | (Cone::Unanswered, false, Some(true)) => Nat::Restricted,
+        (Cone::CannotTell | Cone::Pending, true, _)
+        | (Cone::CannotTell | Cone::Pending, false, Some(true)) => Nat::ConeOrRestricted,
+        (_, false, None) => Nat::Unknown,
     }
 }
 
@@ -436,7 +465,27 @@ impl Survey {
     /// What was learnt of each target, in the order given.
     pub fn outcomes(&self, now: Instant) -> Vec<Outcome> {
         let now = now.min(self.deadline);
-        self.probes.iter().map(|p| p.outcome(now)).collect()
+        let mapped = |p: &Probe| p.qualification.answer.map(|a| a.mapped);
+        self.probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                // The other servers reached from the same local address
+                // (a host with several routes may have several NATs).
+                let others: Vec<SocketAddrV4> = self
+                    .probes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, o)| *j != i && o.target.local == p.target.local)
+                    .filter_map(|(_, o)| mapped(o))
+                    .collect();
+                let same_elsewhere = match mapped(p) {
+                    Some(m) if !others.is_empty() => Some(others.contains(&m)),
+                    _ => None,
+                };
+                p.outcome(now, same_elsewhere)
+            })
+            .collect()
     }
 
     /// When [`Survey::handle_timeout`] has something to do.

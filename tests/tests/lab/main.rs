@@ -30,6 +30,7 @@ mod rfc6081;
 mod sandbox;
 mod scenarios;
 mod security;
+mod servers;
 
 fn main() {
     teredo_lab::harness::run(
@@ -54,6 +55,7 @@ fn main() {
             sandbox::tests(),
             scenarios::tests(),
             security::tests(),
+            servers::tests(),
         ]
         .into_iter()
         .flatten()

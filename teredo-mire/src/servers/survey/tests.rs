@@ -21,6 +21,11 @@ enum NatModel {
     PortRestricted,
     /// A new port for each destination, from endpoints we sent to only.
     Symmetric,
+    /// Like Linux masquerade: [`WAN`]:50000 from endpoints we sent to only,
+    /// but an endpoint whose unsolicited datagram was refused keeps a
+    /// connection-tracking entry, so our first datagram to it gets
+    /// another port.
+    Linux,
 }
 
 /// A server of the model network, and what it gets wrong.
@@ -40,6 +45,8 @@ struct Net {
     /// Endpoints we sent to (the NAT's filter), mappings by destination.
     opened: HashSet<SocketAddrV4>,
     mappings: BTreeMap<SocketAddrV4, u16>,
+    /// Endpoints whose unsolicited datagrams the NAT refused.
+    refused: HashSet<SocketAddrV4>,
     /// Datagrams on their way: (arrival, from, to, payload).
     flight: Vec<(Instant, SocketAddrV4, SocketAddrV4, Vec<u8>)>,
     /// Extra datagrams a host sends us, as (from, payload), at the start.
@@ -72,6 +79,7 @@ impl Net {
             hosts,
             opened: HashSet::new(),
             mappings: BTreeMap::new(),
+            refused: HashSet::new(),
             flight: Vec::new(),
             garbage: Vec::new(),
             sent: Vec::new(),
@@ -88,15 +96,30 @@ impl Net {
                 let next = 50000 + self.mappings.len() as u16 * 7;
                 SocketAddrV4::new(WAN, *self.mappings.entry(to).or_insert(next))
             }
+            NatModel::Linux => {
+                let port = if self.refused.contains(&to) {
+                    51000 + self.mappings.len() as u16
+                } else {
+                    50000
+                };
+                SocketAddrV4::new(WAN, *self.mappings.entry(to).or_insert(port))
+            }
         }
     }
 
     /// Whether the NAT lets `from` in to `to` (one of our mappings).
-    fn lets_in(&self, from: SocketAddrV4, to: SocketAddrV4) -> bool {
+    fn lets_in(&mut self, from: SocketAddrV4, to: SocketAddrV4) -> bool {
         match self.nat {
             NatModel::None | NatModel::FullCone => true,
             NatModel::PortRestricted => self.opened.contains(&from),
             NatModel::Symmetric => self.mappings.get(&from) == Some(&to.port()),
+            NatModel::Linux => {
+                let ok = self.mappings.get(&from) == Some(&to.port());
+                if !ok && !self.mappings.contains_key(&from) {
+                    self.refused.insert(from);
+                }
+                ok
+            }
         }
     }
 
@@ -233,10 +256,14 @@ fn port_restricted_nat_and_the_order_of_the_tests() {
 }
 
 #[test]
-fn symmetric_nat() {
+fn symmetric_nat_through_one_server() {
+    // One server cannot tell it from a Linux NAT in bounded time (see
+    // linux_nat_through_one_server_cannot_tell); two can (see
+    // linux_nat_through_two_servers_is_restricted).
     let mut net = Net::new(NatModel::Symmetric, vec![host(S1)]);
     let (o, _) = net.run(&[target(S1)], TIMEOUT);
-    assert_eq!(o[0].nat, Some(Nat::Symmetric));
+    assert_ne!(o[0].secondary_mapped, o[0].mapped);
+    assert_eq!(o[0].nat, Some(Nat::RestrictedOrSymmetric));
 }
 
 #[test]
@@ -393,32 +420,164 @@ fn garbage_from_a_server_is_counted() {
 }
 
 #[test]
+fn linux_nat_through_one_server_cannot_tell() {
+    let mut net = Net::new(NatModel::Linux, vec![host(S1)]);
+    let (o, _) = net.run(&[target(S1)], TIMEOUT);
+    assert_eq!(o[0].mapped, Some(SocketAddrV4::new(WAN, 50000)));
+    assert_eq!(o[0].secondary_answered, Some(true));
+    assert_ne!(o[0].secondary_mapped, o[0].mapped);
+    assert_eq!(o[0].nat, Some(Nat::RestrictedOrSymmetric));
+}
+
+#[test]
+fn linux_nat_through_two_servers_is_restricted() {
+    let mut net = Net::new(NatModel::Linux, vec![host(S1), host(S2)]);
+    let (o, _) = net.run(&[target(S1), target(S2)], TIMEOUT);
+    for o in &o {
+        assert_ne!(
+            o.secondary_mapped, o.mapped,
+            "the refused cone answer moved it"
+        );
+        assert_eq!(o.nat, Some(Nat::Restricted), "{o:?}");
+    }
+    // A real symmetric NAT stays symmetric with two servers.
+    let mut net = Net::new(NatModel::Symmetric, vec![host(S1), host(S2)]);
+    let (o, _) = net.run(&[target(S1), target(S2)], TIMEOUT);
+    assert!(o.iter().all(|o| o.nat == Some(Nat::Symmetric)), "{o:?}");
+}
+
+#[test]
+fn other_servers_stand_in_for_a_silent_secondary() {
+    for (model, want) in [
+        (NatModel::Symmetric, Nat::Symmetric),
+        (NatModel::PortRestricted, Nat::Restricted),
+    ] {
+        let mut hosts = vec![host(S1), host(S2)];
+        for h in &mut hosts {
+            let s = h.engine.config().secondary;
+            h.silent.push(s);
+        }
+        let mut net = Net::new(model, hosts);
+        let (o, _) = net.run(&[target(S1), target(S2)], TIMEOUT);
+        for o in &o {
+            assert_eq!(o.secondary_answered, Some(false));
+            assert_eq!(o.nat, Some(want), "{o:?}");
+        }
+    }
+}
+
+#[test]
 fn nat_verdicts() {
     let m = SocketAddrV4::new(WAN, 1);
     let other = SocketAddrV4::new(WAN, 2);
-    assert_eq!(
-        classify(m, Cone::Answered, Some(other), None),
-        Nat::Symmetric
-    );
-    assert_eq!(
-        classify(OURS, Cone::Answered, Some(OURS), Some(OURS)),
-        Nat::None
-    );
-    assert_eq!(
-        classify(OURS, Cone::Unanswered, Some(OURS), Some(OURS)),
-        Nat::NoneFiltered
-    );
-    assert_eq!(classify(m, Cone::Answered, None, Some(OURS)), Nat::Cone);
-    assert_eq!(
-        classify(m, Cone::Unanswered, Some(m), Some(OURS)),
-        Nat::Restricted
-    );
-    assert_eq!(
-        classify(m, Cone::Unanswered, None, Some(OURS)),
-        Nat::Unknown
-    );
-    assert_eq!(
-        classify(m, Cone::CannotTell, Some(m), None),
-        Nat::ConeOrRestricted
-    );
+    let cases = [
+        // (mapped, cone, secondary's mapping, local, same elsewhere)
+        (m, Cone::Answered, Some(other), None, None, Nat::Symmetric),
+        (
+            m,
+            Cone::Unanswered,
+            Some(other),
+            None,
+            Some(false),
+            Nat::Symmetric,
+        ),
+        (
+            m,
+            Cone::Unanswered,
+            Some(other),
+            None,
+            Some(true),
+            Nat::Restricted,
+        ),
+        (
+            m,
+            Cone::Unanswered,
+            Some(other),
+            None,
+            None,
+            Nat::RestrictedOrSymmetric,
+        ),
+        (
+            m,
+            Cone::CannotTell,
+            Some(other),
+            None,
+            Some(true),
+            Nat::Symmetric,
+        ),
+        (
+            OURS,
+            Cone::Answered,
+            Some(OURS),
+            Some(OURS),
+            None,
+            Nat::None,
+        ),
+        (
+            OURS,
+            Cone::Unanswered,
+            Some(OURS),
+            Some(OURS),
+            None,
+            Nat::NoneFiltered,
+        ),
+        (
+            OURS,
+            Cone::Unanswered,
+            None,
+            Some(OURS),
+            None,
+            Nat::NoneFiltered,
+        ),
+        (m, Cone::Answered, None, Some(OURS), None, Nat::Cone),
+        (
+            m,
+            Cone::Unanswered,
+            Some(m),
+            Some(OURS),
+            None,
+            Nat::Restricted,
+        ),
+        (m, Cone::Unanswered, None, Some(OURS), None, Nat::Unknown),
+        (
+            m,
+            Cone::Unanswered,
+            None,
+            Some(OURS),
+            Some(true),
+            Nat::Restricted,
+        ),
+        (
+            m,
+            Cone::Unanswered,
+            None,
+            Some(OURS),
+            Some(false),
+            Nat::Symmetric,
+        ),
+        (
+            m,
+            Cone::CannotTell,
+            Some(m),
+            None,
+            None,
+            Nat::ConeOrRestricted,
+        ),
+        (
+            m,
+            Cone::CannotTell,
+            None,
+            None,
+            Some(true),
+            Nat::ConeOrRestricted,
+        ),
+        (m, Cone::CannotTell, None, None, None, Nat::Unknown),
+    ];
+    for (mapped, cone, secondary, local, elsewhere, want) in cases {
+        assert_eq!(
+            classify(mapped, cone, secondary, local, elsewhere),
+            want,
+            "{mapped} {cone:?} {secondary:?} {local:?} {elsewhere:?}"
+        );
+    }
 }
