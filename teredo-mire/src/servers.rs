@@ -58,6 +58,13 @@ struct Entry {
     secondary: Option<String>,
 }
 
+/// A name's addresses from the resolver (or why none), and the secondary
+/// address given for it.
+type Resolved = (Result<Vec<Ipv4Addr>, String>, Option<Ipv4Addr>);
+/// A row before the survey: a name, and an address with its secondary (or
+/// why it is not probed).
+type Planned = (String, Result<(Ipv4Addr, Ipv4Addr), Unprobed>);
+
 /// The servers of a `miredo.conf`: its `ServerAddress` lines in order, or
 /// the built-in list when it names none or when the default file is
 /// absent. A relay's file has none.
@@ -116,7 +123,7 @@ fn rows_of(
     entry: &Entry,
     resolved: Result<Vec<Ipv4Addr>, String>,
     secondary: Option<Ipv4Addr>,
-) -> Vec<(String, Result<(Ipv4Addr, Ipv4Addr), Unprobed>)> {
+) -> Vec<Planned> {
     let name = entry.name.clone();
     let addrs = match resolved {
         Ok(a) => a,
@@ -161,7 +168,7 @@ fn rows_of(
 
 /// Resolves every name (and secondary name) at once, a thread each: a
 /// slow resolver costs its longest answer, not their sum.
-fn resolve_entries(entries: &[Entry]) -> Vec<(Result<Vec<Ipv4Addr>, String>, Option<Ipv4Addr>)> {
+fn resolve_entries(entries: &[Entry]) -> Vec<Resolved> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = entries
             .iter()
@@ -217,7 +224,7 @@ pub fn run(o: &Options) -> Result<(), String> {
         ));
     }
     let resolved = resolve_entries(&entries);
-    let named: Vec<(String, Result<(Ipv4Addr, Ipv4Addr), Unprobed>)> = entries
+    let named: Vec<Planned> = entries
         .iter()
         .zip(resolved)
         .flat_map(|(e, (addrs, second))| rows_of(e, addrs, second))
