@@ -100,7 +100,7 @@ enum Command {
         /// The servers to check (host names or IPv4 addresses; default:
         /// the ServerAddress lines of the configuration file, or the
         /// built-in list when it names none)
-        #[arg(value_name = "NAME")]
+        #[arg(value_name = "NAME", num_args = 0..=servers::MAX_NAMES)]
         names: Vec<String>,
 
         /// The miredo.conf whose servers to check (default:

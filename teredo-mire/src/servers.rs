@@ -11,6 +11,7 @@ mod survey;
 
 use crate::names::{resolve_all, unicast};
 use crate::random::OsRandom;
+use libteredo::addr::TEREDO_PORT;
 use libteredo::conf::miredo::{MiredoConfig, DEFAULT_SERVERS};
 use libteredo::conf::{next_ipv4, LoadError};
 use render::{Probed, Row, Unprobed};
@@ -117,8 +118,8 @@ fn configured(path: &Path, explicit: bool) -> Result<Vec<Entry>, String> {
         .collect())
 }
 
-/// The rows of a name (one per address probed, or one saying why none),
-/// and its targets.
+/// The rows of a name: one per address to probe (with its secondary), or
+/// one saying why there is none.
 fn rows_of(
     entry: &Entry,
     resolved: Result<Vec<Ipv4Addr>, String>,
@@ -230,14 +231,7 @@ pub fn run(o: &Options) -> Result<(), String> {
         .flat_map(|(e, (addrs, second))| rows_of(e, addrs, second))
         .collect();
 
-    // One socket, an ephemeral port of its own.
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    let port = match sock.local_addr() {
-        Ok(SocketAddr::V4(a)) => a.port(),
-        Ok(a) => return Err(format!("unexpected local address {a}")),
-        Err(e) => return Err(format!("cannot read the local address: {e}")),
-    };
+    let (sock, port) = ephemeral_socket()?;
     let mut targets: Vec<Target> = Vec::new();
     for (_, pair) in &named {
         if let Ok((primary, secondary)) = pair {
@@ -308,6 +302,25 @@ pub fn run(o: &Options) -> Result<(), String> {
         return Err("no Teredo server answered".to_string());
     }
     Ok(())
+}
+
+/// One UDP socket on a port the kernel chooses, never the Teredo port
+/// (the kernel never gives one that is in use, such as a running client's:
+/// no option to share ports is set).
+fn ephemeral_socket() -> Result<(UdpSocket, u16), String> {
+    for _ in 0..4 {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+        match sock.local_addr() {
+            Ok(SocketAddr::V4(a)) if a.port() != TEREDO_PORT => return Ok((sock, a.port())),
+            Ok(SocketAddr::V4(_)) => continue,
+            Ok(a) => return Err(format!("unexpected local address {a}")),
+            Err(e) => return Err(format!("cannot read the local address: {e}")),
+        }
+    }
+    Err(format!(
+        "the kernel keeps giving port {TEREDO_PORT}: check net.ipv4.ip_local_port_range"
+    ))
 }
 
 /// Runs the survey on `sock` until it ends: the outcomes, in the order of

@@ -145,9 +145,37 @@ pub fn table(rows: &[Row]) -> String {
             line(&mut out, name, c);
         }
         for n in notes {
-            let _ = writeln!(out, "  - {}", printable(n));
+            out.push_str(&wrap(&printable(n), "  - ", "    "));
         }
     }
+    out
+}
+
+/// The width the table's notes are wrapped at.
+const WIDTH: usize = 100;
+
+/// `text` on lines of at most [`WIDTH`] characters (a longer word stays
+/// whole), the first after `first`, the others after `then`.
+fn wrap(text: &str, first: &str, then: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let len = line.chars().count() + 1 + word.chars().count();
+        if !empty && len > WIDTH {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = then.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
     out
 }
 
@@ -388,6 +416,22 @@ no\"such\\host?.invalid  unresolved  no       -        -                 -      
         // One object per line, for line-oriented tools.
         assert_eq!(text.lines().count(), 6);
         assert_eq!(json(&[]), "[]\n");
+    }
+
+    #[test]
+    fn notes_wrap_at_100_columns() {
+        let text = "cannot resolve nowhere.invalid: failed to lookup address information: \
+                    Temporary failure in name resolution";
+        let w = wrap(text, "  - ", "    ");
+        assert_eq!(
+            w,
+            "  - cannot resolve nowhere.invalid: failed to lookup address information: Temporary failure in \
+             name\n    resolution\n"
+        );
+        assert!(w.lines().all(|l| l.chars().count() <= WIDTH));
+        let long = "x".repeat(120);
+        assert_eq!(wrap(&long, "  - ", "    "), format!("  - {long}\n"));
+        assert_eq!(wrap("", "  - ", "    "), "  -\n");
     }
 
     #[test]
