@@ -470,13 +470,18 @@ impl Survey {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                // The other servers reached from the same local address
-                // (a host with several routes may have several NATs).
+                // The other servers (other destinations) reached from the
+                // same local address (a host with several routes may have
+                // several NATs).
                 let others: Vec<SocketAddrV4> = self
                     .probes
                     .iter()
                     .enumerate()
-                    .filter(|(j, o)| *j != i && o.target.local == p.target.local)
+                    .filter(|(j, o)| {
+                        *j != i
+                            && o.target.primary != p.target.primary
+                            && o.target.local == p.target.local
+                    })
                     .filter_map(|(_, o)| mapped(o))
                     .collect();
                 let same_elsewhere = match mapped(p) {
@@ -513,13 +518,15 @@ impl Survey {
     fn nonce(&mut self) -> [u8; 8] {
         let mut n = [0u8; 8];
         // A nonce we already used (for another attempt) would make the
-        // round trip ambiguous: draw again (2^-64 per draw).
-        loop {
+        // round trip ambiguous: draw again (2^-64 per draw; a few times at
+        // most, whatever the generator).
+        for _ in 0..8 {
             self.rng.fill(&mut n);
             if !self.nonces.contains_key(&n) {
-                return n;
+                break;
             }
         }
+        n
     }
 
     fn send(&mut self, i: usize, purpose: Purpose, now: Instant, out: &mut Vec<Output>) {
