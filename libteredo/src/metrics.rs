@@ -444,8 +444,10 @@ fn render(instances: &[Instance<'_>]) -> String {
     out
 }
 
-/// A string as a JSON string literal.
-fn json_string(v: &str) -> String {
+/// A string as a JSON string literal (RFC 8259: quote, backslash and
+/// control characters escaped). `teredo-mire servers` writes its JSON with
+/// it too.
+pub fn json_string(v: &str) -> String {
     let mut s = String::with_capacity(v.len() + 2);
     s.push('"');
     for c in v.chars() {

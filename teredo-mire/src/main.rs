@@ -1,17 +1,19 @@
 //! teredo-mire: a stateless Teredo ICMPv6 echo responder (the job of the C
 //! tool of the same name), plus diagnostics: decode a Teredo address, probe
-//! a Teredo server without creating an interface, ask the home gateway for
-//! a port mapping (PCP or NAT-PMP), and read the status of a running
-//! miredo.
+//! a Teredo server without creating an interface, check which of several
+//! servers answer, ask the home gateway for a port mapping (PCP or
+//! NAT-PMP), and read the status of a running miredo.
 //!
 //! Exit status: 0 success, 1 failure (the reason is printed on standard
 //! error), 2 a bad command line.
 
 mod decode;
+mod names;
 mod portmap;
 mod probe;
 mod random;
 mod responder;
+mod servers;
 mod status;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -29,8 +31,8 @@ use clap::{Parser, Subcommand};
     long_about = "Without a command, answer ICMPv6 echo requests (pings) that arrive \
                   over Teredo on UDP ports 3544 and 3545, statelessly, one reply per \
                   request, never larger than the request. The commands decode a Teredo \
-                  address, probe a Teredo server, ask the gateway for a port mapping, or \
-                  show the status of a running miredo.",
+                  address, probe a Teredo server, check a list of servers, ask the \
+                  gateway for a port mapping, or show the status of a running miredo.",
     after_help = "Exit status: 0 on success, 1 on failure (the reason is printed on \
                   standard error), 2 for a bad command line.",
     args_conflicts_with_subcommands = true
@@ -90,6 +92,30 @@ enum Command {
         /// Do not ask the gateway what port mapping it offers
         #[arg(long, conflicts_with = "gateway")]
         no_gateway: bool,
+    },
+    /// Check which Teredo servers answer from here, all at once: round trip,
+    /// mapped address, secondary address, NAT behaviour, faults of their
+    /// advertisements
+    Servers {
+        /// The servers to check (host names or IPv4 addresses; default:
+        /// the ServerAddress lines of the configuration file, or the
+        /// built-in list when it names none)
+        #[arg(value_name = "NAME", num_args = 0..=servers::MAX_NAMES)]
+        names: Vec<String>,
+
+        /// The miredo.conf whose servers to check (default:
+        /// /etc/miredo/miredo.conf, or the built-in list if it is absent)
+        #[arg(short, long, value_name = "FILE", conflicts_with = "names")]
+        config: Option<PathBuf>,
+
+        /// How long the whole check may take, in seconds
+        #[arg(long, value_name = "SECS", default_value_t = servers::DEFAULT_TIMEOUT,
+              value_parser = timeout_arg)]
+        timeout: f64,
+
+        /// How to print the results: an aligned table, or a JSON array
+        #[arg(long, value_enum, default_value_t = servers::Format::Table)]
+        format: servers::Format,
     },
     /// Ask the gateway for a UDP port mapping in PCP or NAT-PMP, as
     /// miredo's client does for its Teredo port, and report it
@@ -178,6 +204,20 @@ fn main() -> ExitCode {
             }),
             Err(e) => Err(e),
         },
+        Some(Command::Servers {
+            names,
+            config,
+            timeout,
+            format,
+        }) => match timeout_from_secs(timeout) {
+            Ok(timeout) => servers::run(&servers::Options {
+                names,
+                config,
+                timeout,
+                format,
+            }),
+            Err(e) => Err(e),
+        },
         Some(Command::Portmap {
             gateway,
             protocol,
@@ -229,6 +269,15 @@ fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
             "invalid timeout {secs}: give a number of seconds above 0 and at most 86400"
         ))
     }
+}
+
+/// A timeout option checked by clap, so that a bad one is a bad command
+/// line (exit status 2).
+fn timeout_arg(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    timeout_from_secs(secs).map(|_| secs)
 }
 
 /// A time to hold something, in seconds: 0 or more, at most a day.

@@ -3,6 +3,7 @@
 //! of libteredo driven by a blocking loop. Results go to standard output as
 //! `key: value` lines, progress to standard error.
 
+use crate::names::resolve;
 use crate::random::OsRandom;
 use libteredo::addr::{LINK_LOCAL_CONE, TEREDO_PORT};
 use libteredo::proto::{
@@ -14,11 +15,12 @@ use libteredo::wire::ipv6::next_header;
 use libteredo::wire::teredo::TeredoPacket;
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-/// The public server of the C miredo's author, its default too.
-pub const DEFAULT_SERVER: &str = "teredo.remlab.net";
+/// The first of the client's built-in servers (miredo.conf(5)); the C
+/// miredo's default, teredo.remlab.net, was switched off.
+pub const DEFAULT_SERVER: &str = libteredo::conf::miredo::DEFAULT_SERVERS[0];
 
 /// How long the NAT test may take after qualification. The engine needs
 /// at most two cone solicitations and three solicitations of the secondary
@@ -34,27 +36,6 @@ pub struct Options {
     pub bind: SocketAddrV4,
     pub timeout: Duration,
     pub nat_test: bool,
-}
-
-/// The first IPv4 address of a host name (or the address itself), which
-/// must be unicast: a server cannot be a group or "any".
-fn resolve(host: &str) -> Result<Ipv4Addr, String> {
-    let a = match host.parse::<Ipv4Addr>() {
-        Ok(a) => a,
-        Err(_) => (host, TEREDO_PORT)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .filter_map(|a| match a {
-                SocketAddr::V4(a) => Some(*a.ip()),
-                SocketAddr::V6(_) => None,
-            })
-            .next()
-            .ok_or_else(|| format!("{host} has no IPv4 address"))?,
-    };
-    if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
-        return Err(format!("{a} is not a unicast IPv4 address"));
-    }
-    Ok(a)
 }
 
 /// What a solicitation the engine sends is for.
@@ -425,21 +406,5 @@ impl Run {
                 reasons.join(", ")
             }
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn servers_must_be_unicast() {
-        assert_eq!(resolve("198.18.1.1"), Ok(Ipv4Addr::new(198, 18, 1, 1)));
-        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.253"] {
-            assert!(resolve(bad).unwrap_err().contains("not a unicast"), "{bad}");
-        }
-        assert!(resolve("no-such-host.invalid")
-            .unwrap_err()
-            .contains("cannot resolve"));
     }
 }

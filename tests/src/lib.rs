@@ -34,6 +34,7 @@ pub mod farm;
 pub mod flood;
 pub mod harness;
 pub mod impls;
+pub mod json;
 pub mod miniupnpd;
 pub mod named;
 pub mod nat;

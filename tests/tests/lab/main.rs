@@ -30,6 +30,7 @@ mod rfc6081;
 mod sandbox;
 mod scenarios;
 mod security;
+mod servers;
 mod two_servers;
 
 fn main() {
@@ -55,6 +56,7 @@ fn main() {
             sandbox::tests(),
             scenarios::tests(),
             security::tests(),
+            servers::tests(),
             two_servers::tests(),
         ]
         .into_iter()
