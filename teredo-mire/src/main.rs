@@ -15,6 +15,7 @@ mod random;
 mod responder;
 mod servers;
 mod status;
+mod summary;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -173,10 +174,17 @@ enum Command {
         #[arg(long, value_name = "ADDRESS", num_args = 0..=1, conflicts_with = "iface")]
         server: Option<Option<Ipv4Addr>>,
 
-        /// How to print it: the daemon's own lines (text), one JSON object
-        /// (json), or the Prometheus text exposition format (prometheus)
+        /// How to print it: for a person (text: miredo's state, server,
+        /// addresses, NAT, port mapping, servers, traffic and peers in a
+        /// dozen lines), one JSON object (json), or the Prometheus text
+        /// exposition format (prometheus)
         #[arg(long, value_enum, default_value_t = status::Format::Text)]
         format: status::Format,
+
+        /// With the text format, the daemon's whole page: every `key: value`
+        /// line, every counter (miredo-server's page is always shown whole)
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -243,10 +251,15 @@ fn main() -> ExitCode {
             socket,
             server,
             format,
+            all,
         }) => {
             let target = match server {
                 Some(want) => status::Target::Server(want),
                 None => status::Target::Miredo(&iface),
+            };
+            let format = match (format, all, target) {
+                (status::Format::Text, false, status::Target::Miredo(_)) => status::Format::Summary,
+                (f, _, _) => f,
             };
             status::run(target, socket.as_deref(), format)
         }

@@ -51,6 +51,10 @@ pub enum Format {
     Json,
     /// The Prometheus text exposition format.
     Prometheus,
+    /// miredo's page for a person (`crate::summary`): the default of
+    /// `status` without `--all`; not a `--format` of its own.
+    #[value(skip)]
+    Summary,
 }
 
 /// Whose status to read.
@@ -263,6 +267,10 @@ fn servers_at(
 pub fn render(format: Format, answers: &[(PathBuf, String)]) -> String {
     if let [(_, text)] = answers {
         return match format {
+            Format::Summary if text.lines().any(|l| l.starts_with("state:")) => {
+                printable(&crate::summary::summary(&metrics::parse_status(text)))
+            }
+            Format::Summary => render(Format::Text, answers),
             Format::Text => {
                 let mut out = printable(text);
                 if !out.is_empty() && !out.ends_with('\n') {
@@ -275,7 +283,7 @@ pub fn render(format: Format, answers: &[(PathBuf, String)]) -> String {
         };
     }
     match format {
-        Format::Text => {
+        Format::Text | Format::Summary => {
             let mut out = String::new();
             for (i, (path, text)) in answers.iter().enumerate() {
                 if i > 0 {

@@ -27,7 +27,7 @@ fn prints_what_the_daemon_sends() {
         }
     });
     let out = run(
-        Command::new(BIN).args(["status", "--socket", path.to_str().unwrap()]),
+        Command::new(BIN).args(["status", "--all", "--socket", path.to_str().unwrap()]),
         Duration::from_secs(10),
     );
     server.join().unwrap();
@@ -37,6 +37,28 @@ fn prints_what_the_daemon_sends() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), text);
+    // Without --all: the page for a person, from the same lines.
+    let listener = UnixListener::bind(dir.0.join("again.status")).unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(text.as_bytes()).unwrap();
+    });
+    let again = dir.0.join("again.status");
+    let out = run(
+        Command::new(BIN).args(["status", "--socket", again.to_str().unwrap()]),
+        Duration::from_secs(10),
+    );
+    server.join().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("state:")
+            && said.contains("qualified")
+            && said.contains("2001:0:c612:101:0:f227:39ed:fefd")
+            && said.contains("NAT:")
+            && said.contains("teredo-mire status --all"),
+        "{said}"
+    );
 }
 
 fn a_silent_daemon_times_out() {

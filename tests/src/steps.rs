@@ -73,6 +73,7 @@ pub fn mire_status(iface: &str) -> Vec<(String, String)> {
         &[
             teredo_mire().display().to_string(),
             "status".into(),
+            "--all".into(),
             iface.into(),
         ],
         Duration::from_secs(5),

@@ -571,6 +571,7 @@ fn client_status(w: &World, label: &str) -> String {
         &[
             teredo_mire().display().to_string(),
             "status".into(),
+            "--all".into(),
             "--socket".into(),
             sock.display().to_string(),
         ],
