@@ -16,7 +16,7 @@ use libteredo::sys::notify::{
 };
 use libteredo::sys::poll::PollSet;
 use libteredo::sys::reader::ConfigReader;
-use libteredo::sys::rundir::SafeDir;
+use libteredo::sys::rundir::{SafeDir, StatusSocket};
 use libteredo::sys::seccomp::{Role, Sandbox};
 use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
 use libteredo::wire::ipv6::Ipv6Packet;
@@ -26,7 +26,7 @@ use std::io;
 use std::net::{SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -349,10 +349,16 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
     // servers on other addresses of the host have their own
     // (instance.rs).
     let default_instance = instance::is_default(&cli.config, cli.server_name.as_deref());
+    let in_use = if cli.status_socket.is_some() {
+        "another miredo-server answers on this status socket (perhaps in another network namespace): not starting; give this one another --status-socket"
+    } else {
+        "another miredo-server answers on this status socket (one with the same primary address, perhaps in another network namespace): not starting; give this one another --status-socket"
+    };
     let status = StatusSocket::bind(
         &run_dir,
         cli.status_socket.as_deref(),
         &instance::status_name(default_instance, file.server_bind_address),
+        in_use,
     )?;
     drop(run_dir);
     // Relative paths mean the directory we were started in: made absolute
@@ -440,76 +446,6 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         started: Instant::now(),
         notified: StatusLine::default(),
     })
-}
-
-/// The status socket bound at start-up, and its path while start-up may
-/// still fail: dropped before [`StatusSocket::keep`], it removes its name
-/// again, so that a server that does not start leaves no socket behind.
-struct StatusSocket {
-    listener: Option<UnixListener>,
-    /// The socket's absolute path; `None` once kept.
-    path: Option<PathBuf>,
-}
-
-impl StatusSocket {
-    /// Binds the status socket: `explicit` (`--status-socket`), or
-    /// `default_name` in the run directory. Refuses when another live
-    /// process answers on it.
-    fn bind(
-        run_dir: &SafeDir,
-        explicit: Option<&Path>,
-        default_name: &str,
-    ) -> Result<StatusSocket, String> {
-        let path = match explicit {
-            Some(p) => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
-            None => run_dir.path().join(default_name),
-        };
-        let in_use = if explicit.is_some() {
-            "another miredo-server answers on this status socket (perhaps in another network namespace): not starting; give this one another --status-socket"
-        } else {
-            "another miredo-server answers on this status socket (one with the same primary address, perhaps in another network namespace): not starting; give this one another --status-socket"
-        };
-        let listener =
-            libteredo::sys::rundir::bind_status_socket(run_dir, explicit, default_name, in_use)
-                .map_err(|e| e.to_string())?;
-        let s = StatusSocket {
-            listener: Some(listener),
-            path: Some(path),
-        };
-        if let Some(l) = &s.listener {
-            l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        }
-        Ok(s)
-    }
-
-    /// Start-up succeeded as far as the socket is concerned: the listener,
-    /// whose name stays.
-    fn keep(mut self) -> Result<UnixListener, String> {
-        self.path = None;
-        self.listener
-            .take()
-            .ok_or_else(|| "the status socket is gone".to_string())
-    }
-}
-
-impl Drop for StatusSocket {
-    fn drop(&mut self) {
-        let Some(path) = self.path.take() else {
-            return;
-        };
-        // The path goes through directories of root's only (checked when
-        // the socket was bound), and no other server takes over a name
-        // while we listen on it: it still names our socket. Closed, then
-        // removed.
-        drop(self.listener.take());
-        use std::os::unix::fs::FileTypeExt;
-        let is_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket());
-        if is_socket {
-            if let Err(e) = std::fs::remove_file(&path) {
-                log::warn!("cannot remove the status socket {}: {e}", path.display());
-            }
-        }
-    }
 }
 
 /// What the socket threads share: the sockets, and the engine settings

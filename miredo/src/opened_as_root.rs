@@ -27,7 +27,7 @@ use libteredo::sys::notify::Notifier;
 use libteredo::sys::privileges::Target;
 use libteredo::sys::random::OsRandom;
 use libteredo::sys::reader::ConfigReader;
-use libteredo::sys::rundir::SafeDir;
+use libteredo::sys::rundir::{SafeDir, StatusSocket};
 use libteredo::sys::socket;
 use libteredo::sys::{daemon, logging, pidfile, privileges, signals};
 use nix::sys::signalfd::SignalFd;
@@ -88,6 +88,29 @@ pub fn configure_relay_interface(ifindex: u32, prefix: u32, mtu: u16) -> io::Res
     nl.relay_up(ifindex, prefix, mtu)
 }
 
+/// Whether the host forwards IPv6 (a relay needs it).
+const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// Why the TUN interface could not be made, with what to do about it.
+fn tun_error(name: &str, e: &std::io::Error) -> String {
+    let next = match e.raw_os_error() {
+        Some(nix::libc::EBUSY) => format!(
+            ": the interface {name} exists and is in use; another miredo may be running with it (stop it, or give this one another InterfaceName)"
+        ),
+        Some(nix::libc::EINVAL) => format!(
+            ": an interface named {name} exists and is not a TUN device (ip link show {name}); give miredo another InterfaceName"
+        ),
+        Some(nix::libc::EPERM) | Some(nix::libc::EACCES) => {
+            ": creating a TUN device needs root (CAP_NET_ADMIN)".to_string()
+        }
+        Some(nix::libc::ENOENT) | Some(nix::libc::ENODEV) => {
+            ": no /dev/net/tun (load the tun module: modprobe tun)".to_string()
+        }
+        _ => String::new(),
+    };
+    format!("cannot create the TUN interface {name}: {e}{next}")
+}
+
 /// Where status sockets live: `/run/miredo/IFACE.status`. A directory of
 /// root's (mode 0755): nobody else can put anything in it. Without -t,
 /// miredo chroots into its entry `chroot`, empty but for copies of the
@@ -99,14 +122,15 @@ pub const STATUS_DIR: &str = "/run/miredo";
 /// daemons whose interfaces have the same name in different network
 /// namespaces see the same `/run/miredo`, and the second must not take
 /// the first one's socket.
-fn bind_status(run_dir: &SafeDir, cli: &Cli, iface: &str) -> Result<UnixListener, String> {
-    libteredo::sys::rundir::bind_status_socket(
+/// Until start-up succeeded, a failure removes it again (a refused start
+/// leaves nothing in /run: see [`StatusSocket`]).
+fn bind_status(run_dir: &SafeDir, cli: &Cli, iface: &str) -> Result<StatusSocket, String> {
+    StatusSocket::bind(
         run_dir,
         cli.status_socket.as_deref(),
         &format!("{iface}.status"),
         "another miredo answers on this status socket (perhaps in another network namespace, with an interface of the same name): not starting; give this one another InterfaceName, or another --status-socket",
     )
-    .map_err(|e| e.to_string())
 }
 
 /// The configuration as loaded, with where it came from.
@@ -217,6 +241,11 @@ fn bind_discovery(ifaces: &[DiscoveryIface]) -> Result<UdpSocket, String> {
 /// [`daemon::daemonize`]) unless in the foreground, `startup` says how it
 /// went to the process that was started.
 pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened, String> {
+    if !nix::unistd::geteuid().is_root() {
+        // Said before anything fails on it (the run directory, the TUN
+        // device) with an error that does not say why.
+        return Err("must be started as root: it creates its interface and binds its sockets as root, then drops every privilege for good (miredo(8), SECURITY); try sudo".into());
+    }
     let mut loaded = load_config(&cli)?;
     let conf = &mut loaded.conf;
     if let Some(name) = &cli.server_name {
@@ -314,7 +343,6 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
     let run_dir =
         SafeDir::ensure(Path::new(STATUS_DIR), 0o755).map_err(|e| format!("run directory: {e}"))?;
     let status = bind_status(&run_dir, &cli, &conf.interface_name)?;
-    status.set_nonblocking(true).map_err(|e| e.to_string())?;
     let metrics = Exporter::configured(conf.metrics_listen).map_err(|e| e.to_string())?;
 
     let mtu = if client { 1280 } else { conf.interface_mtu };
@@ -338,12 +366,7 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
                 .enable(!client)
                 .build_sync()
         })
-        .map_err(|e| {
-            format!(
-                "cannot create the TUN interface {}: {e}",
-                conf.interface_name
-            )
-        })?;
+        .map_err(|e| tun_error(&conf.interface_name, &e))?;
     let offload = tun.tcp_gso();
     tun.set_nonblocking(true).map_err(|e| e.to_string())?;
     let ifindex = tun.if_index().map_err(|e| e.to_string())?;
@@ -388,6 +411,14 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
             TeredoPrefix(conf.prefix),
             conf.interface_mtu
         );
+        // A relay forwards between its interface and the IPv6 network: the
+        // kernel does that only with forwarding on.
+        if std::fs::read_to_string(IPV6_FORWARDING).is_ok_and(|v| v.trim() == "0") {
+            log::warn!(
+                "IPv6 forwarding is off ({IPV6_FORWARDING} is 0): the kernel will not pass packets between {} and the IPv6 network, so this relay relays nothing; turn it on with sysctl -w net.ipv6.conf.all.forwarding=1 (and in /etc/sysctl.d to keep it)",
+                conf.interface_name
+            );
+        }
     }
     // The chroot: root's, made through descriptors (libteredo::sys::rundir),
     // whatever an earlier version or another user left there.
@@ -520,7 +551,8 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
             local,
             discovery,
             sigfd,
-            status,
+            // Every step that could refuse the start is behind us.
+            status: status.keep()?,
             metrics,
             privproc,
             monitor,

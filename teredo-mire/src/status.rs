@@ -82,9 +82,11 @@ pub fn run(target: Target<'_>, socket: Option<&Path>, format: Format) -> Result<
             return show(servers(Path::new(STATUS_DIR), want, TIMEOUT)?, format);
         }
     };
-    let who = match target {
-        Target::Miredo(iface) => format!("miredo running for interface {iface}"),
-        Target::Server(_) => "miredo-server running".into(),
+    let who = match (target, socket) {
+        // Named by its socket: the interface is not known.
+        (_, Some(_)) => "the daemon that serves it running".to_string(),
+        (Target::Miredo(iface), None) => format!("miredo running for interface {iface}"),
+        (Target::Server(_), None) => "miredo-server running".into(),
     };
     let text = fetch(&path, TIMEOUT).map_err(|e| match e.kind() {
         ErrorKind::NotFound | ErrorKind::ConnectionRefused => {

@@ -94,6 +94,25 @@ fn absent_socket_says_so() {
     );
 }
 
+fn a_dead_socket_named_by_path_is_named_so() {
+    // --socket PATH: the error names the socket, not the interface
+    // `teredo` the command would otherwise have asked.
+    let dir = TempDir::new("mirest");
+    let path = dir.0.join("gone.status");
+    let out = run(
+        Command::new(BIN).args(["status", "--socket", path.to_str().unwrap()]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(path.to_str().unwrap())
+            && err.contains("is the daemon that serves it running?")
+            && !err.contains("interface teredo"),
+        "{err}"
+    );
+}
+
 fn bad_interface_name() {
     let out = run(
         Command::new(BIN).args(["status", "../etc/x"]),
@@ -439,6 +458,7 @@ teredo_lab::lab_main! {
     needs(empty_run, promtool): [several_servers_as_json_and_prometheus],
     needs(empty_run): [
         absent_socket_says_so,
+        a_dead_socket_named_by_path_is_named_so,
         absent_server_socket_says_so,
         every_server_is_found_each_under_its_address,
     ],

@@ -525,6 +525,17 @@ impl Client {
         out: &mut Vec<Output>,
     ) {
         let Some(pkt) = self.fwd.parse_datagram(ecn, bytes) else {
+            // From a server we solicit, not qualified with it yet: what came
+            // back is worth saying (not "no answer").
+            if self.current.is_none() {
+                self.server_said(
+                    from,
+                    format!(
+                        "answers with a datagram that is not Teredo ({} bytes)",
+                        bytes.len()
+                    ),
+                );
+            }
             return;
         };
         let from_server = from.port() == TEREDO_PORT
@@ -549,6 +560,17 @@ impl Client {
                 },
                 _ => self.fwd.stats.drop(DropReason::Unexpected),
             }
+        }
+    }
+
+    /// Notes what a server of the list sent that is no usable answer (for
+    /// the status page and the log), while the client has no address.
+    pub(super) fn server_said(&mut self, from: SocketAddrV4, what: String) {
+        if from.port() != TEREDO_PORT {
+            return;
+        }
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.server == *from.ip()) {
+            c.problem = Some(what);
         }
     }
 

@@ -99,6 +99,8 @@ pub struct ConfigReader {
     path: Option<PathBuf>,
     /// Answers to names met while waiting for a file.
     kept: VecDeque<Resolved>,
+    /// Who it runs as, for a person: `NAME (uid N)`.
+    user: String,
 }
 
 /// Whether this process runs a single thread (fork is only safe then: the
@@ -164,6 +166,7 @@ impl ConfigReader {
                     pid: child,
                     path: path.map(Path::to_path_buf),
                     kept: VecDeque::new(),
+                    user: format!("{} (uid {})", user.name, user.uid),
                 })
             }
         }
@@ -188,6 +191,11 @@ impl ConfigReader {
     /// first are kept for [`ConfigReader::answers`]).
     /// An error says why in a sentence: the reader's own words when it
     /// could not read the file.
+    /// The user it runs as, for a person: `NAME (uid N)`.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     pub fn read(&mut self) -> io::Result<String> {
         let Some(path) = self.path.clone() else {
             return Err(io::Error::new(

@@ -449,6 +449,72 @@ impl SafeDir {
     }
 }
 
+/// The status socket bound at start-up, and its path while start-up may
+/// still fail: dropped before [`StatusSocket::keep`], it removes its name
+/// again, so that a daemon that does not start leaves no socket behind.
+pub struct StatusSocket {
+    listener: Option<UnixListener>,
+    /// The socket's absolute path; `None` once kept.
+    path: Option<PathBuf>,
+}
+
+impl StatusSocket {
+    /// Binds the status socket: `explicit` (`--status-socket`), or
+    /// `default_name` in the run directory, non-blocking. Refuses (with
+    /// `in_use` in the message) when another live process answers on it
+    /// (see [`bind_status_socket`]).
+    pub fn bind(
+        run_dir: &SafeDir,
+        explicit: Option<&Path>,
+        default_name: &str,
+        in_use: &str,
+    ) -> Result<StatusSocket, String> {
+        let path = match explicit {
+            Some(p) => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+            None => run_dir.path().join(default_name),
+        };
+        let listener = bind_status_socket(run_dir, explicit, default_name, in_use)
+            .map_err(|e| e.to_string())?;
+        let s = StatusSocket {
+            listener: Some(listener),
+            path: Some(path),
+        };
+        if let Some(l) = &s.listener {
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        }
+        Ok(s)
+    }
+
+    /// Start-up succeeded as far as the socket is concerned: the listener,
+    /// whose name stays.
+    pub fn keep(mut self) -> Result<UnixListener, String> {
+        self.path = None;
+        self.listener
+            .take()
+            .ok_or_else(|| "the status socket is gone".to_string())
+    }
+}
+
+impl Drop for StatusSocket {
+    fn drop(&mut self) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        // The path goes through directories of root's only (checked when
+        // the socket was bound), and no other daemon takes over a name
+        // while we listen on it: it still names our socket. Closed, then
+        // removed.
+        drop(self.listener.take());
+        use std::os::unix::fs::FileTypeExt;
+        let is_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket());
+        if is_socket {
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::warn!("cannot remove the status socket {}: {e}", path.display());
+            }
+        }
+    }
+}
+
 /// Binds a daemon's status socket (mode 0666: anyone may read the
 /// status): `default_name` in `run_dir` unless `explicit` names another,
 /// whose directory must be root's and writable by nobody else. Refuses

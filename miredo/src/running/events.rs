@@ -71,9 +71,12 @@ impl Daemon {
                 }
             }
             Event::ServerLost { old } => {
-                log::warn!(
-                    "the Teredo server stopped answering: {old} withdrawn, qualifying again"
-                );
+                match self.leaving_because.take() {
+                    Some(why) => log::info!("{why}: {old} withdrawn, qualifying with the new list"),
+                    None => log::warn!(
+                        "the Teredo server stopped answering: {old} withdrawn, looking for a server again"
+                    ),
+                }
                 self.ask_privproc(Request::Down {
                     ifindex: self.ifindex,
                 });

@@ -88,6 +88,9 @@ pub struct Daemon {
     /// The servers were changed by a reload (said so in the log when the
     /// client starts using them).
     sighup_servers: bool,
+    /// Why the next loss of the server is no loss at all (the list no
+    /// longer has it): said instead of "stopped answering".
+    leaving_because: Option<String>,
     /// The service manager (sd_notify), if one listens.
     notify: Arc<Notifier>,
     /// The main thread's sign of life, for the watchdog.
@@ -166,6 +169,7 @@ impl Daemon {
             alarm,
             boot_offset: sleep::offset(),
             sighup_servers: false,
+            leaving_because: None,
             notify: Arc::new(notify),
             main_beat: Arc::default(),
             notified: StatusLine::default(),

@@ -153,13 +153,24 @@ impl Daemon {
     /// server that does not answer only once a round of solicitations
     /// failed; a name that does not resolve is said where it fails).
     pub(super) fn log_waiting(&mut self) {
-        let (now_waiting, offline, server) = {
+        let (now_waiting, offline, server, answers) = {
             let e = lock(&self.sh.engine);
             let EngineKind::Client(c) = &*e else { return };
+            // What each server of the list did, for "no answer": a server
+            // that answered with something unusable is said so.
+            let answers: Vec<String> = c
+                .candidates()
+                .iter()
+                .map(|k| match &k.problem {
+                    Some(p) => format!("{} {p}", k.server),
+                    None => format!("{} does not answer", k.server),
+                })
+                .collect();
             (
                 self.waiting_for(&e),
                 c.state() == ClientState::Offline,
                 c.config().server,
+                answers,
             )
         };
         match now_waiting {
@@ -171,6 +182,10 @@ impl Daemon {
                 match w {
                     Waiting::NoRoute => log::warn!("waiting: no route to the Teredo server {server}; soliciting it again as soon as the network changes"),
                     Waiting::NoAddress => log::warn!("waiting: no IPv4 address to reach the Teredo server {server} from; soliciting it again as soon as the network changes"),
+                    _ if answers.len() > 1 || answers.iter().any(|a| !a.ends_with("does not answer")) => log::warn!(
+                        "waiting: no server answered as a Teredo server should ({}); trying again",
+                        answers.join("; ")
+                    ),
                     _ => log::warn!("waiting: no answer from the Teredo server {server}; trying again"),
                 }
             }

@@ -24,11 +24,20 @@ impl Daemon {
             }
             return;
         };
+        let user = reader.user().to_string();
         let text = reader.read();
         // Answers about names that came before the file's.
         self.read_answers(false);
         let text = match text {
             Ok(t) => t,
+            Err(e) if e.to_string().contains("os error 13") => {
+                // Read as the daemon's user (the reader runs as it, outside
+                // the chroot): root could read it at start.
+                log::error!(
+                    "SIGHUP: {e}: the configuration is reread as {user}, who may not read it; make it readable by that user (chgrp it to the user's group and chmod g+r, for instance); keeping the running configuration"
+                );
+                return;
+            }
             Err(e) => {
                 log::error!("SIGHUP: {e}; keeping the running configuration");
                 return;

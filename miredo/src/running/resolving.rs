@@ -127,6 +127,7 @@ impl Daemon {
         let mut started = false;
         // A reload's new servers: said so once, whatever happens to them.
         let sighup = std::mem::take(&mut self.sighup_servers);
+        let mut leaving = None;
         {
             let Some(mut e) = self.client() else { return };
             let EngineKind::Client(c) = &mut *e else {
@@ -141,6 +142,14 @@ impl Daemon {
             let first = !c.has_server();
             let others: Vec<String> = list.fallbacks.iter().map(|f| f.0.to_string()).collect();
             let changed = c.has_server() && !list.pairs().iter().any(|p| p.0 == c.config().server);
+            if changed && c.qualification().is_some() {
+                let old = c.config().server;
+                leaving = Some(if sighup {
+                    format!("SIGHUP: the Teredo server {old} is no longer in the configuration")
+                } else {
+                    format!("the Teredo server names no longer give {old}")
+                });
+            }
             c.set_server_list(
                 now,
                 list.server,
@@ -184,6 +193,9 @@ impl Daemon {
                     }
                 );
             }
+        }
+        if leaving.is_some() {
+            self.leaving_because = leaving;
         }
         self.sh.dispatch(&mut out, &mut self.iobufs);
         if started {

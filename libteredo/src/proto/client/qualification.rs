@@ -102,6 +102,12 @@ impl Client {
                 return;
             }
         }
+        if self.current.is_none() {
+            self.server_said(
+                from,
+                "answers with a Teredo packet that is not a router advertisement".into(),
+            );
+        }
         if *from.ip() != self.cfg.server {
             self.fwd.stats.drop(DropReason::Unexpected);
             return;
