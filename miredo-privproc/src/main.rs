@@ -179,7 +179,9 @@ impl Privproc {
     /// only a deletion by index removes it then.
     fn shutdown(&mut self, relay: bool) {
         if !relay {
-            for next in [Settings::down(), Settings::destroy()] {
+            // `down` once: not again when miredo already asked for it.
+            let down = (self.current.state != State::Down).then(Settings::down);
+            for next in down.into_iter().chain([Settings::destroy()]) {
                 if let Err(e) = self.apply(next) {
                     log::error!("{}: {e}", self.ifname);
                 }

@@ -31,6 +31,7 @@ mod sandbox;
 mod scenarios;
 mod security;
 mod servers;
+mod told;
 mod two_servers;
 
 fn main() {
@@ -57,6 +58,7 @@ fn main() {
             scenarios::tests(),
             security::tests(),
             servers::tests(),
+            told::tests(),
             two_servers::tests(),
         ]
         .into_iter()
