@@ -379,8 +379,10 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
     let reader = ConfigReader::spawn(&config_path, &target)
         .map_err(|e| format!("configuration reader: {e}"))?;
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
-    // Kept by nobody: it stays, naming a dead process, when we stop.
-    pidfile::write(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
+    // Removed when we end by its keeper (libteredo::sys::pidfile::keep):
+    // the server itself cannot.
+    pidfile::write_and_keep(&pid_path)
+        .map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
     let sandbox = Sandbox::with_children(Role::Server, &[reader.pid().as_raw()])
         .map_err(|e| format!("cannot build the system call filter: {e}"))?;
     // Past this point the socket cannot be removed (not root, not in the

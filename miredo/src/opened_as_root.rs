@@ -469,9 +469,10 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
         (None, None)
     };
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
-    // It stays when we stop (nothing that could remove it is kept: see
-    // libteredo::sys::pidfile); it names a dead process then.
-    pidfile::write(&pid_path).map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
+    // Removed when we end by its keeper (libteredo::sys::pidfile::keep):
+    // the daemon itself cannot.
+    pidfile::write_and_keep(&pid_path)
+        .map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
 
     let now = Instant::now();
     let mut engine = match client {

@@ -3,15 +3,21 @@
 //! the file is created with `O_EXCL`), refused if a live process of the same
 //! program holds it.
 //!
-//! Nothing of it is kept open: the unprivileged daemon must hold neither a
-//! directory outside its chroot (a way out of it) nor a file root reads
-//! later (a way to make root signal another process). So the file stays
-//! after the daemon stops, naming a dead process, and the next start takes
-//! it over; `start-stop-daemon --exec` and service managers check the
-//! process too. Under systemd (`Type=notify`) no pid file is needed.
+//! Nothing of it is kept open by the daemon: the unprivileged daemon must
+//! hold neither a directory outside its chroot (a way out of it) nor a file
+//! root reads later (a way to make root signal another process). The file
+//! is removed when the daemon ends by a process of its own, [`keep`]: it
+//! keeps root's uid (the directory is root's: only its owner may remove a
+//! name in it) and nothing else: no capability, chrooted in the pid file's
+//! directory, under a filter that allows reading a pipe, the pid file, and
+//! removing it, with no input but the end of the pipe the daemon holds. If
+//! it cannot start, the file stays after the daemon stops, naming a dead
+//! process, and the next start takes it over; `start-stop-daemon --exec`
+//! and service managers check the process too.
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
+use nix::libc;
 use nix::sys::stat::{fstat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::io::{self, Read, Write};
@@ -106,9 +112,204 @@ pub fn write(path: &Path) -> io::Result<()> {
     writeln!(f, "{}", std::process::id())
 }
 
+/// [`write`], then [`keep`]: the pid file, removed by its keeper when we
+/// end. The keeper's descriptor stays open until we exit (it is let go of
+/// here on purpose: nothing must close it before). A keeper that cannot
+/// start is said, and the file then stays after we stop.
+pub fn write_and_keep(path: &Path) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    write(path)?;
+    match keep(path) {
+        Ok(fd) => {
+            let _ = fd.into_raw_fd();
+        }
+        Err(e) => log::warn!(
+            "{}: no process to remove it when we stop ({e}): it will stay, naming a dead process",
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+/// What the keeper is called (`ps`, `/proc/PID/comm`).
+pub const KEEPER_NAME: &str = "miredo-pidfile";
+
+/// Starts the pid file's keeper for `path`, which [`write`] just wrote
+/// with our pid: a child that waits until the descriptor returned here is
+/// closed everywhere (the daemon ends, whatever way), then removes the file
+/// if it still names us. The caller keeps the descriptor for its life and
+/// must be single-threaded (a fork). An error leaves no process behind;
+/// the file then stays after the daemon, as without a keeper.
+pub fn keep(path: &Path) -> io::Result<OwnedFd> {
+    use nix::unistd::{fork, ForkResult};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a file name", path.display()),
+        ));
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let dirfd: OwnedFd = openat(
+        nix::fcntl::AT_FDCWD,
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // Root's directory, writable by root alone: the keeper never follows a
+    // path another user can change.
+    let st = fstat(&dirfd)?;
+    if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: not a directory of root's that only root may write",
+                dir.display()
+            ),
+        ));
+    }
+    let name = std::ffi::CString::new(name.as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in the pid file's name"))?;
+    let ours = std::process::id() as i32;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: a new pipe; both ends are ours.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 made them; nothing else owns them.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the caller is single-threaded; the child only makes system
+    // calls and exits.
+    match unsafe { fork() }.map_err(io::Error::from)? {
+        ForkResult::Parent { .. } => {
+            drop(rd);
+            Ok(wr)
+        }
+        ForkResult::Child => {
+            drop(wr);
+            let code = keeper(rd.as_raw_fd(), dirfd.as_raw_fd(), &name, ours);
+            // SAFETY: leaves without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// The keeper's life, in the child. Returns its exit status.
+fn keeper(pipe: libc::c_int, dir: libc::c_int, name: &std::ffi::CStr, daemon: i32) -> i32 {
+    use crate::sys::seccomp::{Role, Sandbox};
+    // Compiled here, in the child (the parent was single-threaded: it may
+    // allocate), so that the filter knows the keeper's own pid.
+    // SAFETY: system calls on our own descriptors and process.
+    unsafe {
+        let comm = b"miredo-pidfile\0";
+        libc::prctl(libc::PR_SET_NAME, comm.as_ptr());
+        // The pipe and the directory at 3 and 4, nothing else open (but
+        // standard streams, pointed at /dev/null by a detached daemon).
+        if libc::dup3(pipe, 3, libc::O_CLOEXEC) < 0 || libc::dup3(dir, 4, libc::O_CLOEXEC) < 0 {
+            return 10;
+        }
+        if crate::sys::fds::close_from(5).is_err() {
+            return 11;
+        }
+        // A service manager stops the whole group: the keeper outlives the
+        // daemon by the moment it takes to remove the file.
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        // Its root: the pid file's directory.
+        if libc::fchdir(4) != 0
+            || libc::chroot(c".".as_ptr()) != 0
+            || libc::chdir(c"/".as_ptr()) != 0
+        {
+            return 12;
+        }
+    }
+    // Root's uid stays (the directory's owner may remove names in it);
+    // every capability goes, the bounding set too.
+    let _ = caps::clear(None, caps::CapSet::Bounding);
+    if crate::sys::privileges::clear_capabilities().is_err()
+        || nix::sys::prctl::set_no_new_privs().is_err()
+        || nix::sys::prctl::set_dumpable(false).is_err()
+    {
+        return 13;
+    }
+    let Ok(sandbox) = Sandbox::new(Role::PidKeeper) else {
+        return 14;
+    };
+    if sandbox.enter().is_err() {
+        return 15;
+    }
+    // SAFETY: reads into a buffer on the stack, on our own descriptors.
+    unsafe {
+        let mut buf = [0u8; 64];
+        loop {
+            let n = libc::read(3, buf.as_mut_ptr().cast(), buf.len());
+            if n == 0 {
+                break;
+            }
+            if n < 0 && *libc::__errno_location() != libc::EINTR {
+                break;
+            }
+        }
+        // The daemon is gone. The file, if it still names it, goes too.
+        let fd = libc::openat(
+            4,
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        let text = if n > 0 { &buf[..n as usize] } else { &[][..] };
+        if parse_pid(text) == Some(daemon) {
+            libc::unlinkat(4, name.as_ptr(), 0);
+        }
+    }
+    0
+}
+
+/// The pid a pid file's bytes hold (digits, then a newline), without
+/// allocating.
+fn parse_pid(text: &[u8]) -> Option<i32> {
+    let digits = text.strip_suffix(b"\n").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 10 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(d - b'0');
+    }
+    i32::try_from(v).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pids_are_read_without_allocating() {
+        assert_eq!(parse_pid(b"1234\n"), Some(1234));
+        assert_eq!(parse_pid(b"1234"), Some(1234));
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"12a\n",
+            b"-1\n",
+            b"99999999999\n",
+            b" 12\n",
+        ] {
+            assert_eq!(parse_pid(bad), None, "{bad:?}");
+        }
+    }
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 

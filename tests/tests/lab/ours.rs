@@ -195,12 +195,26 @@ fn ours_everywhere_privileges_and_clean_stop() {
     let names: Vec<&str> = helpers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["miredo-privproc", "miredo-reader"],
+        ["miredo-pidfile", "miredo-privproc", "miredo-reader"],
         "the relay's helpers"
     );
     for (name, p) in &helpers {
         if name == "miredo-reader" {
             assert_unprivileged(*p, "the relay's configuration reader");
+        } else if name == "miredo-pidfile" {
+            // Root's uid (the pid file's directory is root's) and nothing
+            // else: no capability at all, its filter, its chroot.
+            for set in ["CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"] {
+                assert_eq!(
+                    status_field(*p, set).as_deref(),
+                    Some("0000000000000000"),
+                    "the pid file's keeper {set}"
+                );
+            }
+            assert_eq!(status_field(*p, "NoNewPrivs").as_deref(), Some("1"));
+            assert_eq!(status_field(*p, "Seccomp").as_deref(), Some("2"));
+            let root = fs::read_link(format!("/proc/{p}/root")).unwrap_or_default();
+            assert_eq!(root, w.dir(), "the pid file's keeper's root");
         } else {
             for set in ["CapEff", "CapPrm"] {
                 assert_eq!(

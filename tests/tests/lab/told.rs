@@ -138,6 +138,10 @@ fn a_stop_runs_the_hooks_down_while_the_interface_exists() {
     assert!(pid_file.exists(), "no pid file {}", pid_file.display());
     w.signal(&cli, "TERM");
     let status = w.stop(&cli, Duration::from_secs(15));
+    // The pid file goes with the daemon (its keeper removes it).
+    let removed = wait_until(Duration::from_secs(3), || !pid_file.exists());
+    report(test, &format!("pid file removed at the stop: {removed}"));
+    assert!(removed, "{} stays after the stop", pid_file.display());
     let calls = fs::read_to_string(&hook_log).unwrap_or_default();
     let log = w.log_of(&cli);
     report(

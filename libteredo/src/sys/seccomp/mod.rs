@@ -66,6 +66,9 @@ pub enum Role {
     /// the client hook, which inherits the filter: the list then holds
     /// what starting a program and a shell script running `ip` need.
     Privproc { hook: bool },
+    /// The pid file's keeper (libteredo::sys::pidfile::keep): waits for
+    /// the daemon's end on a pipe, then removes the pid file. Nothing else.
+    PidKeeper,
 }
 
 impl Role {
@@ -75,6 +78,7 @@ impl Role {
             Role::Daemon => "miredo",
             Role::Server => "miredo-server",
             Role::Reader => "miredo-reader",
+            Role::PidKeeper => "miredo-pidfile",
             Role::Privproc { .. } => "miredo-privproc",
         }
     }
@@ -237,6 +241,26 @@ const READER: &[Allowed] = &[
     a("uname", libc::SYS_uname, Always, "the resolver: the host's name"),
 ];
 
+/// The pid file's keeper: a pipe read to its end, the file read and
+/// removed in its directory (its root), and the SIGSYS handler's calls.
+/// Not even memory: it allocates nothing once it waits.
+#[rustfmt::skip]
+const PIDKEEPER: &[Allowed] = &[
+    a("read", libc::SYS_read, Always, "the pipe whose end is the daemon's, then the pid file"),
+    a("close", libc::SYS_close, Always, "the pid file read"),
+    a("openat", libc::SYS_openat, NoneOf(2, (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64,), "the pid file, read only: does it still name the daemon?"),
+    a("unlinkat", libc::SYS_unlinkat, Always, "the pid file, removed"),
+    a("exit_group", libc::SYS_exit_group, Always, "the end"),
+    a("exit", libc::SYS_exit, Always, "the end"),
+    a("rt_sigreturn", libc::SYS_rt_sigreturn, Always, "return from a signal handler"),
+    a("restart_syscall", libc::SYS_restart_syscall, Always, "a read interrupted by a stop resumes"),
+    a("write", libc::SYS_write, Always, "the SIGSYS handler's line"),
+    a("sendto", libc::SYS_sendto, Always, "the SIGSYS handler's line to syslog"),
+    a("getpid", libc::SYS_getpid, Always, "the SIGSYS handler"),
+    a("gettid", libc::SYS_gettid, Always, "the SIGSYS handler"),
+    a("tgkill", libc::SYS_tgkill, Only::OwnPid(&[SIGSYS, SIGABRT]), "the SIGSYS handler ends the process"),
+];
+
 /// miredo-privproc without a hook: its netlink socket and the daemon's.
 #[rustfmt::skip]
 const PRIVPROC: &[Allowed] = &[
@@ -370,7 +394,7 @@ pub fn answered_with_error(role: Role) -> (&'static [Allowed], i32) {
         Role::Daemon | Role::Server | Role::Privproc { hook: false } => {
             (ANSWERED_EACCES, libc::EACCES)
         }
-        Role::Reader | Role::Privproc { hook: true } => (&[], libc::EACCES),
+        Role::Reader | Role::Privproc { hook: true } | Role::PidKeeper => (&[], libc::EACCES),
     }
 }
 
@@ -381,6 +405,7 @@ pub fn allow_list(role: Role) -> Vec<Allowed> {
         Role::Daemon => &[BASE, NET, PORT_MAPPING, READER_CHILD],
         Role::Server => &[BASE, NET, READER_CHILD],
         Role::Reader => &[BASE, READER],
+        Role::PidKeeper => &[PIDKEEPER],
         Role::Privproc { hook: false } => &[BASE, PRIVPROC],
         Role::Privproc { hook: true } => &[BASE, PRIVPROC, HOOK],
     };
@@ -697,6 +722,7 @@ mod tests {
             Role::Reader,
             Role::Privproc { hook: false },
             Role::Privproc { hook: true },
+            Role::PidKeeper,
         ] {
             let list = allow_list(role);
             assert!(!list.is_empty());
@@ -768,6 +794,18 @@ mod tests {
             assert!(answered_with_error(role).0.is_empty(), "{role:?}");
             assert!(Sandbox::new(role).unwrap().answered.is_none());
         }
+    }
+
+    #[test]
+    fn the_pid_files_keeper_can_do_nothing_but_remove_it() {
+        let names: Vec<&str> = allow_list(Role::PidKeeper).iter().map(|e| e.name).collect();
+        for forbidden in [
+            "socket", "connect", "mmap", "clone", "execve", "ioctl", "open", "openat2", "renameat",
+            "chmod", "fchmod", "chown", "kill", "ptrace", "mount", "setuid",
+        ] {
+            assert!(!names.contains(&forbidden), "the keeper allows {forbidden}");
+        }
+        assert!(names.contains(&"unlinkat") && names.contains(&"read"));
     }
 
     #[test]
