@@ -592,13 +592,48 @@ fn reload(
     if new.metrics_listen != file.metrics_listen {
         log::warn!("SIGHUP: MetricsListen changed: restart miredo-server to apply it; the old listener stays");
     }
+    // What the file says that is worth a word (an MTU other than 1280
+    // with the standard prefix...), as miredo-checkconf says it.
+    for w in &new.warnings {
+        log::warn!("SIGHUP: {w}");
+    }
     let mut applied = file.clone();
-    applied.prefix = new.prefix;
-    applied.interface_mtu = new.interface_mtu;
+    let mut changed = Vec::new();
+    if new.prefix != applied.prefix {
+        changed.push(format!(
+            "Prefix {} -> {}",
+            TeredoPrefix(applied.prefix),
+            TeredoPrefix(new.prefix)
+        ));
+        applied.prefix = new.prefix;
+    }
+    if new.interface_mtu != applied.interface_mtu {
+        changed.push(format!(
+            "InterfaceMTU {} -> {}",
+            applied.interface_mtu, new.interface_mtu
+        ));
+        applied.interface_mtu = new.interface_mtu;
+    }
     if new.syslog_facility != applied.syslog_facility {
         logging::set_facility(new.syslog_facility.as_str());
+        changed.push(format!(
+            "SyslogFacility {} -> {}",
+            applied.syslog_facility.as_str(),
+            new.syslog_facility.as_str()
+        ));
         applied.syslog_facility = new.syslog_facility;
     }
-    log::info!("SIGHUP: configuration {} reloaded", path.display());
+    if changed.is_empty() {
+        log::info!(
+            "SIGHUP: configuration {} reloaded: nothing changed that applies at once",
+            path.display()
+        );
+    } else {
+        log::info!(
+            "SIGHUP: configuration {} reloaded: {}",
+            path.display(),
+            changed.join(", ")
+        );
+    }
     Some(applied)
 }

@@ -241,12 +241,13 @@ fn bind_discovery(ifaces: &[DiscoveryIface]) -> Result<UdpSocket, String> {
 /// [`daemon::daemonize`]) unless in the foreground, `startup` says how it
 /// went to the process that was started.
 pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened, String> {
+    let mut loaded = load_config(&cli)?;
     if !nix::unistd::geteuid().is_root() {
-        // Said before anything fails on it (the run directory, the TUN
-        // device) with an error that does not say why.
+        // The configuration is checked for anyone; then this is said
+        // before anything fails on it (the run directory, the TUN device)
+        // with an error that does not say why.
         return Err("must be started as root: it creates its interface and binds its sockets as root, then drops every privilege for good (miredo(8), SECURITY); try sudo".into());
     }
-    let mut loaded = load_config(&cli)?;
     let conf = &mut loaded.conf;
     if let Some(name) = &cli.server_name {
         if !conf.relay_type.is_client() {

@@ -86,3 +86,72 @@ fn refuses_to_run_as_root_once_set_up() {
     assert!(err.contains("uid 0"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs miredo as nobody (65534) through setpriv, when this runs as root.
+fn miredo_as_nobody(args: &[&str]) -> Option<(i32, String)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED the nobody half: not root (setpriv needs it)");
+        return None;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_miredo"))
+        .args(args)
+        .output()
+        .ok()?;
+    Some((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn started_without_root_says_so_and_what_to_do() {
+    let dir = std::env::temp_dir().join(format!("miredo-cli-nr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("ok.conf");
+    std::fs::write(&conf, "RelayType client\nServerAddress 192.0.2.1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let Some((code, err)) = miredo_as_nobody(&["-f", "-c", conf.to_str().unwrap()]) else {
+        std::fs::remove_dir_all(&dir).unwrap();
+        return;
+    };
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("must be started as root") && !err.contains("Permission denied"),
+        "{err}"
+    );
+    // Said once, not once by the logger and once more.
+    assert_eq!(err.matches("must be started as root").count(), 1, "{err}");
+}
+
+#[test]
+fn a_fatal_error_is_said_once_in_the_foreground() {
+    // An error after logging started (to standard error, with -f): the
+    // logger says it, and main must not say it again.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: not root (the user is looked up after the root check)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("miredo-cli-once-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("client.conf");
+    std::fs::write(&conf, "RelayType client\nServerAddress 192.0.2.1\n").unwrap();
+    let (code, _, err) = miredo(&[
+        "-f",
+        "-c",
+        conf.to_str().unwrap(),
+        "-u",
+        "no-such-user-miredo-test",
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("no such user")).count(),
+        1,
+        "said more than once:\n{err}"
+    );
+}

@@ -426,6 +426,105 @@ fn a_relay_with_ipv6_forwarding_off_warns() {
     w.stop(&relay, Duration::from_secs(10));
 }
 
+/// An interface of the name that is not a TUN device: refused, and said
+/// so (the kernel's word alone is "Invalid argument").
+fn an_interface_that_is_not_a_tun_is_named() {
+    let test = "an_interface_that_is_not_a_tun_is_named";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let iface = unique_iface(&w, "dm");
+    w.client(1)
+        .ip(&format!("link add {iface} type veth peer name {iface}p"))
+        .expect("a veth interface");
+    let cli = w.spawn_daemon(
+        w.client(1),
+        "client1-dummy",
+        &Impl::Ours.miredo(),
+        &client_conf(&iface, "PortMapping off\n"),
+        &[],
+    );
+    let ended = wait_until(Duration::from_secs(10), || !w.is_running(&cli));
+    let status = w.stop(&cli, Duration::from_secs(1));
+    let log = w.log_of(&cli);
+    report(
+        test,
+        &format!(
+            "said: {}",
+            log.lines().find(|l| l.contains("TUN")).unwrap_or("nothing")
+        ),
+    );
+    assert!(ended && status.and_then(|s| s.code()) == Some(1), "{log}");
+    assert!(log.contains("exists and is not a TUN device"), "{log}");
+    assert!(
+        w.client(1).has_iface(&iface),
+        "the veth interface was touched"
+    );
+}
+
+/// A reload says what changed, and what a checker would warn about: our
+/// miredo-server given InterfaceMTU 1400, then a miredo client whose file
+/// its user cannot read.
+fn reloads_say_what_changed_and_who_cannot_read() {
+    let test = "reloads_say_what_changed_and_who_cannot_read";
+    let w = World::build(test, &[NatKind::PortRestricted]);
+    let srv = w.start_server(Impl::Ours);
+    let conf = w.write_file(
+        &format!("{}.conf", srv.label),
+        &format!(
+            "ServerBindAddress {}\nServerBindAddress2 {}\nInterfaceMTU 1400\n",
+            teredo_lab::SERVER_V4,
+            teredo_lab::SERVER2_V4
+        ),
+    );
+    w.signal(&srv, "HUP");
+    let said = wait_until(Duration::from_secs(5), || {
+        w.log_of(&srv).contains("InterfaceMTU 1280 -> 1400")
+    });
+    let log = w.log_of(&srv);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("SIGHUP")).collect();
+    report(test, &format!("miredo-server: {}", lines.join(" | ")));
+    assert!(said, "the reload does not say what changed:\n{log}");
+    assert!(
+        log.contains("an MTU other than 1280"),
+        "no warning about the MTU:\n{log}"
+    );
+    let _ = conf;
+
+    // The client's file, made unreadable for its user (root's, mode 0600).
+    let iface = unique_iface(&w, "rl");
+    let cli = w.spawn_daemon(
+        w.client(1),
+        "client1-reload",
+        &Impl::Ours.miredo(),
+        &client_conf(&iface, "PortMapping off\n"),
+        &[],
+    );
+    wait_for(steps::QUALIFY_TIMEOUT, || {
+        teredo_lab::teredo_addr_of(w.client(1), &iface)
+    })
+    .unwrap_or_else(|| panic!("not qualified:\n{}", w.log_of(&cli)));
+    let path = w.dir().join("client1-reload.conf");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    w.signal(&cli, "HUP");
+    let said = wait_until(Duration::from_secs(5), || {
+        w.log_of(&cli).contains("the configuration is reread as")
+    });
+    let log = w.log_of(&cli);
+    report(
+        test,
+        &format!(
+            "miredo: {}",
+            log.lines()
+                .find(|l| l.contains("SIGHUP"))
+                .unwrap_or("nothing")
+        ),
+    );
+    assert!(
+        said && log.contains("(uid ") && log.contains("keeping the running configuration"),
+        "the refusal does not name the user:\n{log}"
+    );
+}
+
 teredo_lab::lab_tests! {
     needs(root, ours): [
         a_clients_interface_stays_down_until_it_qualifies,
@@ -434,5 +533,7 @@ teredo_lab::lab_tests! {
         every_counter_against_the_traffic,
         verbose_says_what_the_client_does,
         a_relay_with_ipv6_forwarding_off_warns,
+        reloads_say_what_changed_and_who_cannot_read,
+        an_interface_that_is_not_a_tun_is_named,
     ],
 }
