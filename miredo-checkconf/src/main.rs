@@ -51,15 +51,22 @@ struct Args {
     // The C tool shares miredo's option table, and Debian's service file
     // runs `miredo-checkconf -f FILE`: miredo's options are accepted and
     // ignored.
-    #[arg(short = 'f', long = "foreground", hide = true)]
+    /// miredo's "stay in the foreground" (Debian's service file gives it)
+    #[arg(short = 'f', long = "foreground", help_heading = COMPAT)]
     _foreground: bool,
-    #[arg(short = 'p', long = "pidfile", hide = true, value_name = "FILE")]
+    /// miredo's pid file
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE", help_heading = COMPAT)]
     _pidfile: Option<PathBuf>,
-    #[arg(short = 't', long = "chrootdir", hide = true, value_name = "DIR")]
+    /// miredo's root directory
+    #[arg(short = 't', long = "chrootdir", value_name = "DIR", help_heading = COMPAT)]
     _chrootdir: Option<PathBuf>,
-    #[arg(short = 'u', long = "user", hide = true, value_name = "USER")]
+    /// miredo's user
+    #[arg(short = 'u', long = "user", value_name = "USER", help_heading = COMPAT)]
     _user: Option<String>,
 }
+
+/// The heading of the options kept for the C tool's command line.
+const COMPAT: &str = "Options of miredo, accepted for compatibility, ignored";
 
 fn main() -> ExitCode {
     let args = Args::parse();
