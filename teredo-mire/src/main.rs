@@ -153,7 +153,9 @@ enum Command {
         #[arg(long)]
         no_delete: bool,
 
-        /// Give up if there is no mapping after this many seconds
+        /// Give up if there is no mapping after this many seconds, all
+        /// protocols together: in auto mode PCP has the first half at most,
+        /// NAT-PMP the rest (at once if the gateway refuses PCP)
         #[arg(long, value_name = "SECS", default_value_t = portmap::DEFAULT_TIMEOUT)]
         timeout: f64,
     },
@@ -275,6 +277,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// A timeout in seconds from the command line: positive and at most a day.
+fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "invalid timeout {secs}: give a number of seconds above 0 and at most 86400"
+        ))
+    }
+}
+
+/// A timeout option checked by clap, so that a bad one is a bad command
+/// line (exit status 2).
+fn timeout_arg(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    timeout_from_secs(secs).map(|_| secs)
+}
+
+/// A time to hold something, in seconds: 0 or more, at most a day.
+fn keep_from_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_finite() && (0.0..=86_400.0).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "invalid time {secs}: give a number of seconds from 0 to 86400"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,36 +338,5 @@ mod tests {
         for protocol in ["PCP", "NAT-PMP", "UPnP IGD"] {
             assert!(gateway.contains(protocol), "{gateway}");
         }
-    }
-}
-
-/// A timeout in seconds from the command line: positive and at most a day.
-fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
-    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        Err(format!(
-            "invalid timeout {secs}: give a number of seconds above 0 and at most 86400"
-        ))
-    }
-}
-
-/// A timeout option checked by clap, so that a bad one is a bad command
-/// line (exit status 2).
-fn timeout_arg(text: &str) -> Result<f64, String> {
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    timeout_from_secs(secs).map(|_| secs)
-}
-
-/// A time to hold something, in seconds: 0 or more, at most a day.
-fn keep_from_secs(secs: f64) -> Result<Duration, String> {
-    if secs.is_finite() && (0.0..=86_400.0).contains(&secs) {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        Err(format!(
-            "invalid time {secs}: give a number of seconds from 0 to 86400"
-        ))
     }
 }
