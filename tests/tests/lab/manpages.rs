@@ -328,8 +328,40 @@ fn pages_agree_on_what_a_peer_costs() {
     );
 }
 
+/// The number after `before` in `text` (spaces normalised).
+fn number_after(text: &str, before: &str) -> Option<u32> {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let at = text.find(before)? + before.len();
+    let digits: String = text
+        .get(at..)?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn probe_nat_test_time_agrees() {
+    // `teredo-mire probe --help` and the page give the NAT test's time
+    // alike (the progress line and --help take it from one constant,
+    // which teredo-mire's unit tests check against the engine's).
+    let exe = our_bin_dir().join("teredo-mire");
+    let help = help_of(&exe, &["probe".to_string()]);
+    let page = std::fs::read_to_string(man_dir().join("teredo-mire.1")).expect("read page");
+    let in_help = number_after(&help, "(which takes up to about ");
+    let in_page = number_after(&page, "All in all this takes up to about ");
+    assert!(in_help.is_some(), "no time in probe --help:\n{help}");
+    assert_eq!(in_help, in_page, "probe --help and teredo-mire.1 disagree");
+    report(
+        "probe_nat_test_time_agrees",
+        &format!(
+            "the NAT test takes up to about {} s in both",
+            in_help.unwrap_or(0)
+        ),
+    );
+}
+
 teredo_lab::lab_tests! {
     needs(groff): [every_page_renders_without_warnings],
-    needs(our_programs): [pages_document_every_option_of_help],
+    needs(our_programs): [pages_document_every_option_of_help, probe_nat_test_time_agrees],
     plain: [page_footers_agree, pages_agree_on_what_a_peer_costs],
 }
