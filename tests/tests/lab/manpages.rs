@@ -145,8 +145,10 @@ fn commands_of(exe: &Path) -> Vec<(Vec<String>, Vec<String>)> {
 
 /// The subcommands that must be found in `--help` (a parser that finds
 /// none would check nothing); others found there are checked as well.
-const KNOWN_SUBCOMMANDS: [(&str, &[&str]); 1] =
-    [("teredo-mire", &["decode", "probe", "portmap", "status"])];
+const KNOWN_SUBCOMMANDS: [(&str, &[&str]); 1] = [(
+    "teredo-mire",
+    &["decode", "probe", "servers", "portmap", "status"],
+)];
 
 /// Whether the page has a section for the subcommand `sub`: a `.SS` line
 /// whose first word is its name (`.SS decode \fIADDRESS\fR`).
