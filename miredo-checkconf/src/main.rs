@@ -21,8 +21,9 @@ const SERVER_CONF: &str = "/etc/miredo/miredo-server.conf";
     version,
     about = "Check a miredo.conf, or with -s a miredo-server.conf",
     long_about = "Check a miredo.conf, or with -s a miredo-server.conf, without starting \
-                  anything. Every problem is printed on standard error as \
-                  FILE:LINE: Directive: reason; warnings do not make a file invalid. \
+                  anything. Every problem, errors and warnings alike, is printed on \
+                  standard error as FILE:LINE: Directive: reason, in line order; \
+                  warnings do not make a file invalid. \
                   Host names are checked for syntax, not resolved.",
     after_help = "Exit status: 0 if the file is valid, 1 if it is not, \
                   2 if it cannot be read or the command line is wrong."
