@@ -39,34 +39,46 @@ pub fn run_default(kind: Kind, path: &Path, out: &mut impl Write) -> Status {
 }
 
 fn check(kind: Kind, path: &Path, may_be_absent: bool, out: &mut impl Write) -> Status {
-    let result = match kind {
-        Kind::Miredo => MiredoConfig::load(path).map(|c| {
-            let mut notes = c.warnings.iter().map(warning).collect::<Vec<_>>();
-            if c.server_address_is_default {
-                notes.push(format!(
+    // Errors and warnings both, whether the file is valid or not: one
+    // line each, in line order, a warning after an error of the same line.
+    let checked = match kind {
+        Kind::Miredo => MiredoConfig::load_checked(path).map(|c| {
+            let default_servers = matches!(&c.config, Ok(m) if m.server_address_is_default);
+            let note = default_servers.then(|| {
+                format!(
                     "{}: ServerAddress: note: not given; the client uses the default servers {}",
                     path.display(),
                     DEFAULT_SERVERS.join(", ")
-                ));
-            }
-            notes
+                )
+            });
+            (c.config.err(), c.warnings, note)
         }),
-        Kind::Server => ServerConfig::load(path).map(|c| c.warnings.iter().map(warning).collect()),
+        Kind::Server => {
+            ServerConfig::load_checked(path).map(|c| (c.config.err(), c.warnings, None))
+        }
     };
     // A closed stderr must not turn a verdict into a panic: writes are
     // best effort, the exit status carries the answer.
-    match result {
-        Ok(notes) => {
-            for n in notes {
-                let _ = writeln!(out, "{n}");
+    match checked {
+        Ok((errors, warnings, note)) => {
+            let status = if errors.is_some() {
+                Status::Invalid
+            } else {
+                Status::Valid
+            };
+            let mut lines: Vec<(Option<usize>, String)> = errors
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.line, e.to_string()))
+                .chain(warnings.iter().map(warning))
+                .collect();
+            // A stable sort: problems of the whole file (no line) first,
+            // then by line, an error before a warning of the same line.
+            lines.sort_by_key(|(line, _)| *line);
+            for (_, l) in lines.into_iter().chain(note.map(|n| (None, n))) {
+                let _ = writeln!(out, "{l}");
             }
-            Status::Valid
-        }
-        Err(LoadError::Invalid(errors)) => {
-            for e in errors {
-                let _ = writeln!(out, "{e}");
-            }
-            Status::Invalid
+            status
         }
         // The daemon's own test (miredo's load_config): reading the default
         // file fails with "not found" (a dangling link too), nothing else.
@@ -84,17 +96,18 @@ fn check(kind: Kind, path: &Path, may_be_absent: bool, out: &mut impl Write) -> 
             );
             Status::Valid
         }
-        Err(e @ LoadError::Unreadable { .. }) => {
+        Err(e) => {
             let _ = writeln!(out, "{e}");
             Status::Unreadable
         }
     }
 }
 
-fn warning(w: &ConfError) -> String {
+/// A warning's line number and its line of output.
+fn warning(w: &ConfError) -> (Option<usize>, String) {
     let mut w = w.clone();
     w.reason = format!("warning: {}", w.reason);
-    w.to_string()
+    (w.line, w.to_string())
 }
 
 #[cfg(test)]
@@ -153,6 +166,61 @@ mod tests {
             MiredoConfig::parse("", "empty.conf"),
             Ok(MiredoConfig::default())
         );
+    }
+
+    #[test]
+    fn an_invalid_file_shows_its_warnings_too() {
+        let d = dir("warnings");
+        let path = d.join("miredo.conf");
+        std::fs::write(
+            &path,
+            "RelayType restricted\nServerAdress 192.0.2.1\nBindPort 70000\n",
+        )
+        .expect("write");
+        let mut out = Vec::new();
+        assert_eq!(run(Kind::Miredo, &path, &mut out), Status::Invalid);
+        let p = path.display();
+        assert_eq!(
+            lines(&out),
+            vec![
+                format!("{p}:1: RelayType: warning: restricted is deprecated: direct bubbles make NAT traversal unreliable; use cone"),
+                format!("{p}:2: ServerAdress: unknown directive; did you mean ServerAddress?"),
+                format!("{p}:3: BindPort: 70000 is out of range: must be between 0 and 65535"),
+            ]
+        );
+        // An error and a warning of the same line: the error first.
+        std::fs::write(
+            &path,
+            "RelayType cone\nInterfaceMTU 1400\nInterfaceMTU 1500\n",
+        )
+        .expect("write");
+        let mut out = Vec::new();
+        assert_eq!(run(Kind::Miredo, &path, &mut out), Status::Invalid);
+        assert_eq!(
+            lines(&out),
+            vec![
+                format!("{p}:2: InterfaceMTU: warning: an MTU other than 1280 with the standard prefix 2001:0:: breaks other Teredo implementations"),
+                format!("{p}:3: InterfaceMTU: given twice (first at line 2)"),
+            ]
+        );
+        // The server's file likewise.
+        let path = d.join("miredo-server.conf");
+        std::fs::write(
+            &path,
+            "ServerBindAddress 192.0.2.1\nInterfaceMTU 1400\nServerBindAdress2 192.0.2.9\n",
+        )
+        .expect("write");
+        let mut out = Vec::new();
+        assert_eq!(run(Kind::Server, &path, &mut out), Status::Invalid);
+        let p = path.display();
+        assert_eq!(
+            lines(&out),
+            vec![
+                format!("{p}:2: InterfaceMTU: warning: an MTU other than 1280 with the standard prefix 2001:0:: breaks other Teredo implementations"),
+                format!("{p}:3: ServerBindAdress2: unknown directive; did you mean ServerBindAddress2?"),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

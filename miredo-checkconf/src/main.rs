@@ -21,8 +21,9 @@ const SERVER_CONF: &str = "/etc/miredo/miredo-server.conf";
     version,
     about = "Check a miredo.conf, or with -s a miredo-server.conf",
     long_about = "Check a miredo.conf, or with -s a miredo-server.conf, without starting \
-                  anything. Every problem is printed on standard error as \
-                  FILE:LINE: Directive: reason; warnings do not make a file invalid. \
+                  anything. Every problem, errors and warnings alike, is printed on \
+                  standard error as FILE:LINE: Directive: reason, in line order; \
+                  warnings do not make a file invalid. \
                   Host names are checked for syntax, not resolved.",
     after_help = "Exit status: 0 if the file is valid, 1 if it is not, \
                   2 if it cannot be read or the command line is wrong."
@@ -51,15 +52,22 @@ struct Args {
     // The C tool shares miredo's option table, and Debian's service file
     // runs `miredo-checkconf -f FILE`: miredo's options are accepted and
     // ignored.
-    #[arg(short = 'f', long = "foreground", hide = true)]
+    /// miredo's "stay in the foreground" (Debian's service file gives it)
+    #[arg(short = 'f', long = "foreground", help_heading = COMPAT)]
     _foreground: bool,
-    #[arg(short = 'p', long = "pidfile", hide = true, value_name = "FILE")]
+    /// miredo's pid file
+    #[arg(short = 'p', long = "pidfile", value_name = "FILE", help_heading = COMPAT)]
     _pidfile: Option<PathBuf>,
-    #[arg(short = 't', long = "chrootdir", hide = true, value_name = "DIR")]
+    /// miredo's root directory
+    #[arg(short = 't', long = "chrootdir", value_name = "DIR", help_heading = COMPAT)]
     _chrootdir: Option<PathBuf>,
-    #[arg(short = 'u', long = "user", hide = true, value_name = "USER")]
+    /// miredo's user
+    #[arg(short = 'u', long = "user", value_name = "USER", help_heading = COMPAT)]
     _user: Option<String>,
 }
+
+/// The heading of the options kept for the C tool's command line.
+const COMPAT: &str = "Options of miredo, accepted for compatibility, ignored";
 
 fn main() -> ExitCode {
     let args = Args::parse();

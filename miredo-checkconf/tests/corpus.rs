@@ -134,6 +134,28 @@ fn help_and_version() {
         .output()
         .expect("run -h");
     assert!(short.status.success());
+    // miredo's options, which the C tool shares, are listed as ignored
+    // (both forms of help).
+    for help in [
+        help.to_string(),
+        String::from_utf8_lossy(&short.stdout).into_owned(),
+    ] {
+        let compat = help
+            .split_once("Options of miredo, accepted for compatibility, ignored:")
+            .map(|(_, after)| after)
+            .unwrap_or_else(|| panic!("no section of ignored options:\n{help}"));
+        for needle in [
+            "-f, --foreground",
+            "-p, --pidfile <FILE>",
+            "-t, --chrootdir <DIR>",
+            "-u, --user <USER>",
+        ] {
+            assert!(
+                compat.contains(needle),
+                "{needle:?} is not listed as ignored:\n{help}"
+            );
+        }
+    }
 
     let out = std::process::Command::new(common::ours())
         .arg("-V")

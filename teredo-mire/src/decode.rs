@@ -15,12 +15,36 @@ pub fn run(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The report for an address, or why there is none.
-pub fn describe(text: &str) -> Result<String, String> {
-    let addr: Ipv6Addr = text
-        .trim()
+/// The address of `text`, which may carry a prefix length as `ip addr`
+/// prints it (`2001:0:...:fdd2/32`): a length from 0 to 128 is accepted
+/// and ignored, since the address alone says what it says.
+fn address(text: &str) -> Result<Ipv6Addr, String> {
+    let text = text.trim();
+    let (addr, length) = match text.split_once('/') {
+        Some((addr, length)) => (addr, Some(length)),
+        None => (text, None),
+    };
+    let addr: Ipv6Addr = addr
         .parse()
         .map_err(|_| format!("{text:?} is not an IPv6 address"))?;
+    if let Some(length) = length {
+        // Digits only: u8's parser would take "+32".
+        let valid = !length.is_empty()
+            && length.len() <= 3
+            && length.bytes().all(|b| b.is_ascii_digit())
+            && length.parse::<u8>().is_ok_and(|n| n <= 128);
+        if !valid {
+            return Err(format!(
+                "{text:?}: invalid prefix length {length:?} (an IPv6 prefix length is a number from 0 to 128)"
+            ));
+        }
+    }
+    Ok(addr)
+}
+
+/// The report for an address, or why there is none.
+pub fn describe(text: &str) -> Result<String, String> {
+    let addr = address(text)?;
     let t = TeredoAddr::parse(&addr)
         .ok_or_else(|| format!("{addr} is not a Teredo address: it is outside 2001::/32"))?;
 
@@ -134,6 +158,41 @@ mod tests {
         assert!(
             d.contains("rfc5991: invalid (the R bit is set, the U bit is set, the G bit is set)\n")
         );
+    }
+
+    #[test]
+    fn prefix_lengths_as_ip_addr_prints_them() {
+        let bare = describe("2001:0:4136:e378:8000:63bf:3fff:fdd2").unwrap();
+        for length in ["0", "32", "64", "128", "032"] {
+            assert_eq!(
+                describe(&format!("2001:0:4136:e378:8000:63bf:3fff:fdd2/{length}")),
+                Ok(bare.clone()),
+                "/{length}"
+            );
+        }
+        for (length, shown) in [
+            ("129", "\"129\""),
+            ("", "\"\""),
+            ("-1", "\"-1\""),
+            ("+32", "\"+32\""),
+            ("32/64", "\"32/64\""),
+            ("0128", "\"0128\""),
+            ("abc", "\"abc\""),
+            ("99999999999999999999", "\"99999999999999999999\""),
+        ] {
+            let text = format!("2001:0:4136:e378:8000:63bf:3fff:fdd2/{length}");
+            assert_eq!(
+                describe(&text),
+                Err(format!(
+                    "{text:?}: invalid prefix length {shown} (an IPv6 prefix length is a number from 0 to 128)"
+                ))
+            );
+        }
+        // The address is still checked first.
+        assert!(describe("2001:0:4136:e378:8000:63bf:3fff:zzzz/32")
+            .unwrap_err()
+            .contains("not an IPv6 address"));
+        assert!(describe("/32").unwrap_err().contains("not an IPv6 address"));
     }
 
     #[test]

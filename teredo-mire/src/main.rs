@@ -56,12 +56,14 @@ struct Args {
 enum Command {
     /// Decode a Teredo IPv6 address and check it against RFC 4380 and RFC 5991
     Decode {
-        /// The IPv6 address to decode
+        /// The IPv6 address to decode; a prefix length as `ip addr` prints
+        /// it (ADDRESS/32) is accepted and ignored
         #[arg(value_name = "ADDRESS")]
         address: String,
     },
     /// Qualify with a Teredo server over UDP, without creating an interface,
-    /// and report the address, the mapped endpoint and the NAT behaviour
+    /// and report the address, the mapped endpoint, the NAT behaviour and
+    /// the port mapping the gateway offers (PCP, NAT-PMP, UPnP IGD)
     Probe {
         /// The Teredo server (host name or IPv4 address)
         #[arg(value_name = "SERVER", default_value = probe::DEFAULT_SERVER)]
@@ -80,13 +82,13 @@ enum Command {
         timeout: f64,
 
         /// Stop right after qualification, without learning the NAT behaviour
-        /// (which can take up to about a minute)
+        /// (which takes up to about 20 s)
         #[arg(long)]
         no_nat_test: bool,
 
-        /// The gateway asked what port mapping it offers (PCP, NAT-PMP),
-        /// after the qualification (default: the gateway of the default
-        /// route)
+        /// The gateway asked, after the qualification, what port mapping it
+        /// offers in PCP, NAT-PMP and UPnP IGD (nothing is mapped; default:
+        /// the gateway of the default route)
         #[arg(long, value_name = "ADDR")]
         gateway: Option<Ipv4Addr>,
 
@@ -151,7 +153,9 @@ enum Command {
         #[arg(long)]
         no_delete: bool,
 
-        /// Give up if there is no mapping after this many seconds
+        /// Give up if there is no mapping after this many seconds, all
+        /// protocols together: in auto mode PCP has the first half at most,
+        /// NAT-PMP the rest (at once if the gateway refuses PCP)
         #[arg(long, value_name = "SECS", default_value_t = portmap::DEFAULT_TIMEOUT)]
         timeout: f64,
     },
@@ -301,5 +305,38 @@ fn keep_from_secs(secs: f64) -> Result<Duration, String> {
         Err(format!(
             "invalid time {secs}: give a number of seconds from 0 to 86400"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The help of `--NAME` of the subcommand `sub`.
+    fn help_of(sub: &str, name: &str) -> String {
+        let cmd = Args::command();
+        let sub = cmd.find_subcommand(sub).expect("subcommand");
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .expect("option");
+        arg.get_help().map(|h| h.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn probe_help_says_what_the_probe_does() {
+        // The NAT test's time as the probe computes it.
+        let secs = probe::NAT_TEST_TIME.as_secs();
+        assert!(
+            help_of("probe", "no-nat-test").contains(&format!("up to about {secs} s")),
+            "{}",
+            help_of("probe", "no-nat-test")
+        );
+        // The gateway is asked in the three protocols gateway_offers speaks.
+        let gateway = help_of("probe", "gateway");
+        for protocol in ["PCP", "NAT-PMP", "UPnP IGD"] {
+            assert!(gateway.contains(protocol), "{gateway}");
+        }
     }
 }

@@ -23,7 +23,8 @@ pub const DEFAULT_PORT: u16 = 3544;
 pub const DEFAULT_LIFETIME: u32 = 120;
 /// How long to wait for a mapping by default (seconds). The mapper gives
 /// up by itself before: six requests 250 ms apart, doubling, take 15.75 s
-/// in one protocol, 31.5 s in both (`auto`).
+/// in one protocol, 31.5 s in both (`auto`, where PCP's share, half of
+/// this, is more than its 15.75 s).
 pub const DEFAULT_TIMEOUT: f64 = 35.0;
 /// The mapper's six tries at a deletion take 15.75 s.
 const DELETE_LIMIT: Duration = Duration::from_secs(16);
@@ -331,8 +332,11 @@ pub fn run(o: &Options) -> Result<(), String> {
     println!("gateway: {gateway}");
     println!("internal: {internal}");
 
-    // Asking.
+    // Asking. The timeout bounds the whole: in auto mode PCP has its first
+    // half at most, then NAT-PMP the rest (at once if the gateway refuses
+    // PCP).
     let deadline = start + o.timeout;
+    let mut pcp_until = (o.protocol == Protocol::Auto).then(|| start + pcp_share(o.timeout));
     let mut events = Vec::new();
     d.mapper.handle_timeout(start, &mut d.out, &mut events);
     let mapped = loop {
@@ -349,11 +353,27 @@ pub fn run(o: &Options) -> Result<(), String> {
         if d.interrupted > 0 {
             return Err(d.failure("interrupted by a signal before the gateway answered"));
         }
-        if Instant::now() >= deadline {
-            let why = format!("no answer within {} s", o.timeout.as_secs_f64());
+        let now = Instant::now();
+        if now >= deadline {
+            let why = match o.protocol {
+                Protocol::Auto => format!(
+                    "no answer within {} s, in PCP then NAT-PMP",
+                    o.timeout.as_secs_f64()
+                ),
+                _ => format!("no answer within {} s", o.timeout.as_secs_f64()),
+            };
             return Err(d.failure(&why));
         }
-        events = d.step(deadline);
+        if let Some(until) = pcp_until.filter(|t| now >= *t) {
+            pcp_until = None;
+            if d.mapper.fall_back(now, &mut d.out) {
+                eprintln!(
+                    "no answer in PCP within {} s, half the timeout: asking in NAT-PMP",
+                    (until - start).as_secs_f64()
+                );
+            }
+        }
+        events = d.step(pcp_until.map_or(deadline, |t| t.min(deadline)));
     };
     println!("protocol: {}", mapped.protocol);
     println!("external: {}", mapped.external);
@@ -447,9 +467,28 @@ pub fn run(o: &Options) -> Result<(), String> {
     result
 }
 
+/// PCP's share of the timeout in auto mode: half, so that NAT-PMP, tried
+/// next, gets as long.
+fn pcp_share(timeout: Duration) -> Duration {
+    timeout / 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pcp_has_half_the_timeout() {
+        assert_eq!(pcp_share(Duration::from_secs(8)), Duration::from_secs(4));
+        assert_eq!(
+            pcp_share(Duration::from_millis(1)),
+            Duration::from_micros(500)
+        );
+        // The default leaves PCP its six requests (15.75 s).
+        assert!(
+            pcp_share(Duration::from_secs_f64(DEFAULT_TIMEOUT)) > Duration::from_millis(15_750)
+        );
+    }
 
     #[test]
     #[cfg(target_endian = "little")]

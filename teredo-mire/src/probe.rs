@@ -8,7 +8,7 @@ use crate::random::OsRandom;
 use libteredo::addr::{LINK_LOCAL_CONE, TEREDO_PORT};
 use libteredo::proto::{
     Client, ClientConfig, DropReason, Event, NatBehaviour, Output, Stats, Transmit,
-    CONE_PROBE_ATTEMPTS, RS_ATTEMPTS,
+    CONE_PROBE_ATTEMPTS, RS_ATTEMPTS, RS_TIMEOUT,
 };
 use libteredo::wire::icmpv6::msg_type;
 use libteredo::wire::ipv6::next_header;
@@ -22,10 +22,16 @@ use std::time::{Duration, Instant};
 /// miredo's default, teredo.remlab.net, was switched off.
 pub const DEFAULT_SERVER: &str = libteredo::conf::miredo::DEFAULT_SERVERS[0];
 
-/// How long the NAT test may take after qualification. The engine needs
-/// at most two cone solicitations and three solicitations of the secondary
-/// address, 4 s apart: 20 s.
-const NAT_TEST_LIMIT: Duration = Duration::from_secs(40);
+/// How long the NAT test takes at most after qualification: the engine
+/// sends at most two solicitations with the cone bit, then three to the
+/// secondary address, each waited for 4 s: 20 s. What `--help`, the
+/// progress line and the page say (a test keeps them together).
+pub const NAT_TEST_TIME: Duration =
+    Duration::from_secs(RS_TIMEOUT.as_secs() * (CONE_PROBE_ATTEMPTS as u64 + RS_ATTEMPTS as u64));
+
+/// How long the probe waits for the NAT test's verdict before it calls
+/// the NAT undetermined: twice what the test takes, for slow answers.
+const NAT_TEST_LIMIT: Duration = Duration::from_secs(2 * NAT_TEST_TIME.as_secs());
 
 pub struct Options {
     /// Ask the default gateway what port mapping it offers (`None`: do
@@ -63,11 +69,56 @@ struct Run {
 }
 
 pub fn run(o: &Options) -> Result<(), String> {
-    let r = qualify(o);
+    // A server that cannot be named ends the probe at once: nothing was
+    // sent, and the gateway has nothing to add.
+    let server = resolve_server(&o.server, o.timeout)?;
+    let server2 = match &o.server2 {
+        Some(s) => resolve_server(s, o.timeout)?,
+        None => Ipv4Addr::from(u32::from(server).wrapping_add(1)),
+    };
+    let r = qualify(o, server, server2);
     if let Some(g) = o.gateway {
         gateway_offers(g);
     }
     r
+}
+
+/// A server's address ([`resolve`]), without waiting more than `limit`
+/// for the system resolver (which may wait much longer for a name server
+/// that does not answer; the look-up goes on in its thread, which ends
+/// with the process). A name under `.invalid` is refused at once without
+/// asking anyone (RFC 6761 6.4: it never resolves).
+fn resolve_server(host: &str, limit: Duration) -> Result<Ipv4Addr, String> {
+    if host.parse::<Ipv4Addr>().is_err() && is_invalid_tld(host) {
+        return Err(format!(
+            "cannot resolve {host}: a name under .invalid never resolves (RFC 6761)"
+        ));
+    }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return resolve(host);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("resolver".into())
+        .spawn(move || {
+            let _ = tx.send(resolve(&name));
+        })
+        .map_err(|e| format!("cannot start the resolver's thread: {e}"))?;
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        Err(format!(
+            "cannot resolve {host}: the resolver gave no answer within {} s",
+            limit.as_secs_f64()
+        ))
+    })
+}
+
+/// Whether `host` is `invalid` or a name under it, whatever the case and
+/// with or without the final dot.
+fn is_invalid_tld(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let tld = host.rsplit('.').next().unwrap_or(host);
+    tld.eq_ignore_ascii_case("invalid")
 }
 
 /// How long the gateway has to answer (its requests are repeated at 250,
@@ -169,12 +220,7 @@ fn gateway_offers(g: Option<Ipv4Addr>) {
     }
 }
 
-fn qualify(o: &Options) -> Result<(), String> {
-    let server = resolve(&o.server)?;
-    let server2 = match &o.server2 {
-        Some(s) => resolve(s)?,
-        None => Ipv4Addr::from(u32::from(server).wrapping_add(1)),
-    };
+fn qualify(o: &Options, server: Ipv4Addr, server2: Ipv4Addr) -> Result<(), String> {
     let sock = UdpSocket::bind(o.bind).map_err(|e| format!("cannot bind {}: {e}", o.bind))?;
     let local = match sock.local_addr() {
         Ok(SocketAddr::V4(a)) => a,
@@ -343,8 +389,9 @@ impl Run {
                     println!("mtu: {mtu}");
                     if self.nat_test {
                         eprintln!(
-                            "qualified; now learning the NAT's behaviour (up to about 20 s; \
-                             --no-nat-test skips this)"
+                            "qualified; now learning the NAT's behaviour (up to about {} s; \
+                             --no-nat-test skips this)",
+                            NAT_TEST_TIME.as_secs()
                         );
                     }
                 } else {
@@ -406,5 +453,50 @@ impl Run {
                 reasons.join(", ")
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn names_under_invalid_are_refused_at_once() {
+        for name in [
+            "no-such-host.invalid",
+            "x.INVALID.",
+            "invalid",
+            "a.b.Invalid",
+        ] {
+            let start = Instant::now();
+            assert_eq!(
+                resolve_server(name, LIMIT),
+                Err(format!(
+                    "cannot resolve {name}: a name under .invalid never resolves (RFC 6761)"
+                ))
+            );
+            assert!(start.elapsed() < Duration::from_millis(100));
+        }
+        assert!(!is_invalid_tld("invalid.example"));
+        assert!(!is_invalid_tld("teredo.example.net"));
+        // Literals and /etc/hosts names as before.
+        assert_eq!(
+            resolve_server("198.18.1.1", LIMIT),
+            Ok(Ipv4Addr::new(198, 18, 1, 1))
+        );
+        assert!(resolve_server("224.0.0.253", LIMIT)
+            .unwrap_err()
+            .contains("not a unicast"));
+        assert_eq!(resolve_server("localhost", LIMIT), Ok(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn the_nat_test_takes_20_seconds_at_most() {
+        // Two cone solicitations and three of the secondary address, 4 s
+        // each: what --help, the progress line and the page say.
+        assert_eq!(NAT_TEST_TIME, Duration::from_secs(20));
+        assert!(NAT_TEST_LIMIT > NAT_TEST_TIME);
     }
 }

@@ -108,6 +108,27 @@ fn unparseable() {
 }
 
 #[test]
+fn prefix_length_as_ip_addr_prints_it() {
+    // `ip -6 addr show teredo` prints the address as ADDRESS/32 (the hook
+    // adds it so); copied with its length, it decodes the same.
+    let (_, bare, _) = decode("2001:0:4136:e378:8000:63bf:3fff:fdd2");
+    for length in ["32", "64", "128"] {
+        let (code, out, err) = decode(&format!("2001:0:4136:e378:8000:63bf:3fff:fdd2/{length}"));
+        assert_eq!(code, 0, "/{length}: {err}");
+        assert_eq!(out, bare, "/{length}");
+        assert_eq!(err, "");
+    }
+    let (code, out, err) = decode("2001:0:4136:e378:8000:63bf:3fff:fdd2/129");
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "teredo-mire: \"2001:0:4136:e378:8000:63bf:3fff:fdd2/129\": invalid prefix length \"129\" \
+         (an IPv6 prefix length is a number from 0 to 128)\n"
+    );
+}
+
+#[test]
 fn missing_argument_is_a_usage_error() {
     let out = run(Command::new(BIN).arg("decode"), Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(2));

@@ -175,14 +175,35 @@ fn silent_server_fails() {
 }
 
 fn unresolvable_server_fails() {
-    // No namespace needed: the name is refused before anything is sent.
-    let out = run(
-        Command::new(BIN).args(["probe", "no-such-host.invalid", "--timeout", "1"]),
-        Duration::from_secs(30),
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot resolve no-such-host.invalid"), "{err}");
+    // No namespace needed: the name is refused before anything is sent,
+    // at once (not after --timeout), and the gateway is not asked either.
+    // A name under .invalid never resolves (RFC 6761).
+    for args in [
+        &["probe", "no-such-host.invalid"][..],
+        &["probe", "no-such-host.invalid", "--timeout", "30"],
+        &["probe", "198.18.1.1", "--server2", "other.invalid"],
+    ] {
+        let start = Instant::now();
+        let out = run(Command::new(BIN).args(args), Duration::from_secs(30));
+        let took = start.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let name = args.iter().find(|a| a.ends_with(".invalid")).unwrap();
+        assert_eq!(
+            err,
+            format!(
+                "teredo-mire: cannot resolve {name}: \
+                 a name under .invalid never resolves (RFC 6761)\n"
+            ),
+            "{args:?}"
+        );
+        assert_eq!(stdout, "", "{args:?}: nothing is probed or asked");
+        assert!(
+            took < Duration::from_secs(2),
+            "{args:?}: took {took:?}, not at once"
+        );
+    }
 }
 
 fn wrong_answers_are_counted() {

@@ -83,7 +83,11 @@ pub(crate) fn lex_repeating<'a>(
             continue;
         }
         let Some(index) = known.iter().position(|k| k.eq_ignore_ascii_case(name)) else {
-            errors.push(ConfError::at(file, line, name, "unknown directive"));
+            let reason = match suggestion(name, known) {
+                Some(meant) => format!("unknown directive; did you mean {meant}?"),
+                None => "unknown directive".to_owned(),
+            };
+            errors.push(ConfError::at(file, line, name, reason));
             continue;
         };
         let Some(slot) = found.get_mut(index) else {
@@ -103,6 +107,58 @@ pub(crate) fn lex_repeating<'a>(
         }
     }
     (found, more)
+}
+
+/// The known names closest to an unknown `name`, for "did you mean":
+/// those at the smallest edit distance (case-insensitive; a letter
+/// inserted, deleted, changed, or two neighbours swapped), when that is
+/// at most 2 and small beside the name (at most a third of its letters),
+/// so that a short or unrelated word gets no guess. Several names equally
+/// close are joined with "or".
+fn suggestion(name: &str, known: &[&str]) -> Option<String> {
+    let typed: Vec<char> = name.chars().flat_map(char::to_lowercase).collect();
+    let limit = (typed.len() / 3).min(2);
+    let mut best: Option<(usize, Vec<&str>)> = None;
+    for k in known {
+        let candidate: Vec<char> = k.chars().flat_map(char::to_lowercase).collect();
+        let d = distance(&typed, &candidate);
+        if d == 0 || d > limit {
+            continue;
+        }
+        match &mut best {
+            Some((b, names)) if d == *b => names.push(k),
+            Some((b, _)) if d > *b => {}
+            _ => best = Some((d, vec![k])),
+        }
+    }
+    best.map(|(_, names)| names.join(" or "))
+}
+
+/// The optimal string alignment distance between `a` and `b`: the fewest
+/// insertions, deletions, substitutions and swaps of neighbours that turn
+/// one into the other (each character edited once at most).
+fn distance(a: &[char], b: &[char]) -> usize {
+    // Three rows of the usual table: two back for the swaps.
+    let width = b.len() + 1;
+    let mut before: Vec<usize> = vec![0; width];
+    let mut previous: Vec<usize> = (0..width).collect();
+    let mut current: Vec<usize> = vec![0; width];
+    for (i, ca) in a.iter().enumerate() {
+        current[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            let mut d = (previous[j] + cost)
+                .min(previous[j + 1] + 1)
+                .min(current[j] + 1);
+            if i > 0 && j > 0 && a.get(i - 1) == Some(cb) && b.get(j - 1) == Some(ca) {
+                d = d.min(before[j - 1] + 1);
+            }
+            current[j + 1] = d;
+        }
+        std::mem::swap(&mut before, &mut previous);
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -161,6 +217,58 @@ mod tests {
         assert_eq!(errors, vec!["t:1: Alpha: the line is not valid UTF-8 text"]);
         assert!(found[0].is_none());
         assert!(found[1].is_some());
+    }
+
+    #[test]
+    fn unknown_directives_get_the_name_meant() {
+        const NAMES: &[&str] = &["ServerAddress", "ServerAddress2", "BindPort", "Prefix"];
+        let reason = |text: &str| {
+            let mut errors = Vec::new();
+            let _ = lex(text, "t", NAMES, &mut errors);
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        };
+        // A letter missing, whatever the case.
+        assert_eq!(
+            reason("ServerAdress 192.0.2.1\n"),
+            vec!["t:1: ServerAdress: unknown directive; did you mean ServerAddress?"]
+        );
+        assert_eq!(
+            reason("serveradress 192.0.2.1\n"),
+            vec!["t:1: serveradress: unknown directive; did you mean ServerAddress?"]
+        );
+        // Two neighbours swapped, a letter changed, two edits.
+        assert!(reason("BnidPort 1\n")[0].ends_with("did you mean BindPort?"));
+        assert!(reason("BindPost 1\n")[0].ends_with("did you mean BindPort?"));
+        assert!(reason("BndPrt 1\n")[0].ends_with("did you mean BindPort?"));
+        // Equally close to two names: both.
+        assert!(reason("ServerAddress3 1\n")[0]
+            .ends_with("did you mean ServerAddress or ServerAddress2?"));
+        // Too far, or too short to guess: no suggestion.
+        assert_eq!(reason("Gamma 1\n"), vec!["t:1: Gamma: unknown directive"]);
+        assert_eq!(reason("BndPrt2 1\n")[0], "t:1: BndPrt2: unknown directive");
+        assert_eq!(reason("Prfx 1\n")[0], "t:1: Prfx: unknown directive");
+        assert_eq!(reason("P 1\n")[0], "t:1: P: unknown directive");
+        assert_eq!(
+            reason("\u{e9}t\u{e9} 1\n")[0],
+            "t:1: \u{e9}t\u{e9}: unknown directive"
+        );
+    }
+
+    #[test]
+    fn edit_distances() {
+        let d = |a: &str, b: &str| {
+            distance(
+                &a.chars().collect::<Vec<_>>(),
+                &b.chars().collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(d("", ""), 0);
+        assert_eq!(d("", "abc"), 3);
+        assert_eq!(d("abc", ""), 3);
+        assert_eq!(d("kitten", "sitting"), 3);
+        assert_eq!(d("ab", "ba"), 1);
+        assert_eq!(d("abcd", "acbd"), 1);
+        assert_eq!(d("ca", "abc"), 3);
     }
 
     #[test]

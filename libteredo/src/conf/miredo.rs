@@ -17,7 +17,7 @@ use super::values::{
     parse_prefix, parse_uint, prefix_display, DiscoveryInterfaces, SyslogFacility, DEFAULT_MTU,
     MAX_MTU, MIN_MTU,
 };
-use super::{next_ipv4, read_text, resolve, ConfError, LoadError};
+use super::{next_ipv4, read_text, resolve, Checked, ConfError, LoadError};
 use crate::addr::TEREDO_PREFIX;
 
 /// The Teredo servers a client uses when the file names none, in order of
@@ -375,6 +375,12 @@ impl MiredoConfig {
     /// Parses the text of a `miredo.conf`. `file_name` only labels errors.
     /// Returns every error of the file, in line order.
     pub fn parse(text: &str, file_name: &str) -> Result<MiredoConfig, Vec<ConfError>> {
+        MiredoConfig::check(text, file_name).config
+    }
+
+    /// [`MiredoConfig::parse`], with the warnings kept when the file is
+    /// invalid too.
+    pub fn check(text: &str, file_name: &str) -> Checked<MiredoConfig> {
         let mut errors = Vec::new();
         let (mut found, more) =
             lex_repeating(text, file_name, &NAMES, &[SERVER_ADDRESS], &mut errors);
@@ -593,12 +599,19 @@ impl MiredoConfig {
             }
         }
 
+        conf.warnings.sort_by_key(|w| w.line);
+        let warnings = conf.warnings.clone();
         if errors.is_empty() {
-            conf.warnings.sort_by_key(|w| w.line);
-            Ok(conf)
+            Checked {
+                config: Ok(conf),
+                warnings,
+            }
         } else {
             errors.sort_by_key(|e| e.line);
-            Err(errors)
+            Checked {
+                config: Err(errors),
+                warnings,
+            }
         }
     }
 
@@ -607,6 +620,14 @@ impl MiredoConfig {
         let path = path.as_ref();
         let text = read_text(path)?;
         MiredoConfig::parse(&text, &path.display().to_string()).map_err(LoadError::Invalid)
+    }
+
+    /// Reads a `miredo.conf` and checks it ([`MiredoConfig::check`]); the
+    /// error is [`LoadError::Unreadable`] alone.
+    pub fn load_checked(path: impl AsRef<Path>) -> Result<Checked<MiredoConfig>, LoadError> {
+        let path = path.as_ref();
+        let text = read_text(path)?;
+        Ok(MiredoConfig::check(&text, &path.display().to_string()))
     }
 
     /// Resolves the first server's primary and secondary addresses (client

@@ -123,6 +123,18 @@ impl std::error::Error for LoadError {
     }
 }
 
+/// What a parser found in a file, valid or not: the configuration, or
+/// every error; and the warnings in both cases (a valid file's are also in
+/// its configuration). miredo-checkconf reports the warnings of an invalid
+/// file beside its errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked<T> {
+    /// The configuration of a valid file, or every error, in line order.
+    pub config: Result<T, Vec<ConfError>>,
+    /// Every warning, in line order.
+    pub warnings: Vec<ConfError>,
+}
+
 /// Reads a file for a parser. Bytes that are not UTF-8 become U+FFFD, which
 /// the lexer reports as an error of the line (outside comments).
 pub(crate) fn read_text(path: &Path) -> Result<String, LoadError> {

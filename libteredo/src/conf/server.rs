@@ -13,7 +13,7 @@ use super::values::{
     listen_warning, parse_ipv4, parse_listen, parse_prefix, parse_uint, prefix_display,
     SyslogFacility, DEFAULT_MTU, MAX_MTU, MIN_MTU,
 };
-use super::{next_ipv4, read_text, ConfError, LoadError};
+use super::{next_ipv4, read_text, Checked, ConfError, LoadError};
 use crate::addr::{is_global_unicast_v4, TEREDO_PREFIX};
 
 /// The content of a valid `miredo-server.conf`.
@@ -86,6 +86,12 @@ impl ServerConfig {
     /// Parses the text of a `miredo-server.conf`. `file_name` only labels
     /// errors. Returns every error of the file.
     pub fn parse(text: &str, file_name: &str) -> Result<ServerConfig, Vec<ConfError>> {
+        ServerConfig::check(text, file_name).config
+    }
+
+    /// [`ServerConfig::parse`], with the warnings kept when the file is
+    /// invalid too.
+    pub fn check(text: &str, file_name: &str) -> Checked<ServerConfig> {
         let mut errors = Vec::new();
         let found = lex(text, file_name, &NAMES, &mut errors);
         let mut conf = ServerConfig::default();
@@ -183,11 +189,19 @@ impl ServerConfig {
             }
         }
 
+        conf.warnings.sort_by_key(|w| w.line);
+        let warnings = conf.warnings.clone();
         if errors.is_empty() {
-            Ok(conf)
+            Checked {
+                config: Ok(conf),
+                warnings,
+            }
         } else {
             errors.sort_by_key(|e| e.line);
-            Err(errors)
+            Checked {
+                config: Err(errors),
+                warnings,
+            }
         }
     }
 
@@ -196,6 +210,15 @@ impl ServerConfig {
         let path = path.as_ref();
         let text = read_text(path)?;
         ServerConfig::parse(&text, &path.display().to_string()).map_err(LoadError::Invalid)
+    }
+
+    /// Reads a `miredo-server.conf` and checks it
+    /// ([`ServerConfig::check`]); the error is [`LoadError::Unreadable`]
+    /// alone.
+    pub fn load_checked(path: impl AsRef<Path>) -> Result<Checked<ServerConfig>, LoadError> {
+        let path = path.as_ref();
+        let text = read_text(path)?;
+        Ok(ServerConfig::check(&text, &path.display().to_string()))
     }
 }
 
@@ -284,6 +307,26 @@ mod tests {
         assert!(e[2].starts_with("s.conf:4: SyslogFacility: unknown syslog facility"));
         assert_eq!(e[3], "s.conf:5: ServerAddress: unknown directive");
         assert_eq!(e[4], "s.conf:6: Prefix: given twice (first at line 2)");
+    }
+
+    #[test]
+    fn warnings_of_an_invalid_file_are_kept() {
+        let c = ServerConfig::check(
+            "ServerBindAddress 192.0.2.1\nInterfaceMTU 1400\nBogus 1\n",
+            "s.conf",
+        );
+        assert_eq!(
+            c.config.map_err(|e| e.len()),
+            Err(1),
+            "the unknown directive is an error"
+        );
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0]
+            .to_string()
+            .starts_with("s.conf:2: InterfaceMTU: an MTU other than 1280"));
+        // A valid file: the same warnings in both places.
+        let c = ServerConfig::check("ServerBindAddress 192.0.2.1\nInterfaceMTU 1400\n", "s.conf");
+        assert_eq!(c.config.map(|c| c.warnings), Ok(c.warnings.clone()));
     }
 
     #[test]

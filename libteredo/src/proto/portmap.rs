@@ -278,6 +278,28 @@ impl PortMapper {
         self.begin(m.protocol, Step::Delete, payload, now, out);
     }
 
+    /// In [`Mode::Auto`], while PCP is asked for the first mapping and the
+    /// gateway has said nothing yet: stop asking in PCP and ask in NAT-PMP
+    /// now, rather than after PCP's [`MAX_TRIES`]. For a caller with a
+    /// deadline of its own, which shares it between the two protocols
+    /// (`teredo-mire portmap --timeout`). Returns whether it did.
+    pub fn fall_back(&mut self, now: Instant, out: &mut Vec<Request>) -> bool {
+        let asking_pcp = self
+            .exchange
+            .as_ref()
+            .is_some_and(|x| x.protocol == Protocol::Pcp && x.step == Step::Map);
+        if self.cfg.mode != Mode::Auto
+            || self.speaks.is_some()
+            || self.mapping.is_some()
+            || self.stopping
+            || !asking_pcp
+        {
+            return false;
+        }
+        self.ask(Protocol::NatPmp, now, out);
+        true
+    }
+
     /// The first protocol to try.
     fn first_protocol(&self) -> Option<Protocol> {
         match (self.cfg.mode, self.speaks) {

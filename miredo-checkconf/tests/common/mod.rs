@@ -178,6 +178,27 @@ pub const CORPUS: &[Case] = &[
         C::Agrees,
     ),
     m(
+        "misspelt",
+        "ServerAdress 192.0.2.1\nbindprot 3545\n",
+        1,
+        &[
+            "{F}:1: ServerAdress: unknown directive; did you mean ServerAddress?",
+            "{F}:2: bindprot: unknown directive; did you mean BindPort?",
+        ],
+        C::Agrees,
+    ),
+    m(
+        "errors-and-warnings",
+        "RelayType restricted\nInterfaceMTU 1400\nBindPort 70000\n",
+        1,
+        &[
+            "{F}:1: RelayType: warning: restricted is deprecated: direct bubbles make NAT traversal unreliable; use cone",
+            "{F}:2: InterfaceMTU: warning: an MTU other than 1280 with the standard prefix 2001:0:: breaks other Teredo implementations",
+            "{F}:3: BindPort: 70000 is out of range: must be between 0 and 65535",
+        ],
+        C::Agrees,
+    ),
+    m(
         "bad-relaytype",
         "RelayType server\nServerAddress 192.0.2.1\n",
         1,
@@ -493,6 +514,15 @@ pub const CORPUS: &[Case] = &[
             "{F}:3: InterfaceMTU: 1000 is out of range: must be between 1280 and 65535",
             "{F}:4: ServerAddress: unknown directive",
             "{F}:5: prefix: given twice (first at line 2)",
+        ],
+    ),
+    s(
+        "srv-errors-and-warnings",
+        "ServerBindAddress 192.0.2.1\nInterfaceMTU 1400\nServerBindAdress2 192.0.2.9\n",
+        1,
+        &[
+            "{F}:2: InterfaceMTU: warning: an MTU other than 1280 with the standard prefix 2001:0:: breaks other Teredo implementations",
+            "{F}:3: ServerBindAdress2: unknown directive; did you mean ServerBindAddress2?",
         ],
     ),
     s(

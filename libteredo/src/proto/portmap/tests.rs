@@ -190,6 +190,54 @@ fn silence_then_natpmp_then_unavailable_and_retry_later() {
 }
 
 #[test]
+fn falling_back_early_to_natpmp() {
+    let t0 = Instant::now();
+    let (mut out, mut ev) = (Vec::new(), Vec::new());
+    // Auto, PCP unanswered: NAT-PMP at once, from its first request.
+    let mut m = mapper(Mode::Auto, t0);
+    m.handle_timeout(t0, &mut out, &mut ev);
+    let t1 = t0 + Duration::from_secs(2);
+    m.handle_timeout(t1, &mut out, &mut ev);
+    out.clear();
+    assert!(m.fall_back(t1, &mut out));
+    assert_eq!(out.pop().map(|r| r.payload), Some(vec![0, 0]));
+    assert_eq!(m.poll_timeout(), Some(t1 + FIRST_WAIT));
+    // Only once: NAT-PMP is being asked now.
+    assert!(!m.fall_back(t1, &mut out));
+    assert!(out.is_empty());
+    // Then the exchange goes on as ever.
+    m.handle_udp(t1, gw(), &natpmp_external(5), &mut out, &mut ev);
+    assert_eq!(out.pop().map(|r| r.payload.len()), Some(12));
+    m.handle_udp(t1, gw(), &natpmp_map(0, 5, 41000, 3600), &mut out, &mut ev);
+    assert_eq!(m.protocol(), Some(Protocol::NatPmp));
+    assert!(!m.fall_back(t1, &mut out));
+    assert!(matches!(ev[..], [Event::Mapped { .. }]), "{ev:?}");
+
+    // Not in one protocol only, nor before the first request, nor once
+    // the gateway answered in PCP.
+    for mode in [Mode::Pcp, Mode::NatPmp, Mode::Off] {
+        let mut m = mapper(mode, t0);
+        m.handle_timeout(t0, &mut out, &mut ev);
+        out.clear();
+        assert!(!m.fall_back(t0, &mut out), "{mode:?}");
+        assert!(out.is_empty());
+    }
+    let mut m = mapper(Mode::Auto, t0);
+    assert!(!m.fall_back(t0, &mut out), "nothing asked yet");
+    m.handle_timeout(t0, &mut out, &mut ev);
+    let req = out.pop().unwrap().payload;
+    m.handle_udp(
+        t0,
+        gw(),
+        &pcp_answer(&req, 0, 7200, 1, 41000),
+        &mut out,
+        &mut ev,
+    );
+    assert_eq!(m.protocol(), Some(Protocol::Pcp));
+    assert!(!m.fall_back(t0, &mut out));
+}
+
+#[test]
 fn strict_about_what_it_takes() {
     let t0 = Instant::now();
     let mut m = mapper(Mode::Pcp, t0);
