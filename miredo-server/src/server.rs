@@ -170,6 +170,9 @@ struct Running {
     started: Instant,
     /// The last `STATUS=` sent.
     notified: StatusLine,
+    /// The pid file's keeper: dropped last, it lets the keeper remove the
+    /// file, and reaps it.
+    _pid_keeper: Option<pidfile::Keeper>,
 }
 
 impl Running {
@@ -381,9 +384,14 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
     // Removed when we end by its keeper (libteredo::sys::pidfile::keep):
     // the server itself cannot.
-    pidfile::write_and_keep(&pid_path)
+    let pid_keeper = pidfile::write_and_keep(&pid_path)
         .map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
-    let sandbox = Sandbox::with_children(Role::Server, &[reader.pid().as_raw()])
+    // The processes the server may signal: its reader, and the keeper
+    // (killed if it does not end by itself).
+    let children: Vec<i32> = std::iter::once(reader.pid().as_raw())
+        .chain(pid_keeper.as_ref().map(pidfile::Keeper::pid))
+        .collect();
+    let sandbox = Sandbox::with_children(Role::Server, &children)
         .map_err(|e| format!("cannot build the system call filter: {e}"))?;
     // Past this point the socket cannot be removed (not root, not in the
     // run directory): it stays if what follows fails, and the next start
@@ -447,6 +455,7 @@ fn start(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Running, S
         main_beat: Arc::default(),
         started: Instant::now(),
         notified: StatusLine::default(),
+        _pid_keeper: pid_keeper,
     })
 }
 

@@ -17,7 +17,17 @@ use libteredo::sys::seccomp::{allow_list, Role, Sandbox};
 pub fn drop_privileges(o: Opened) -> Result<Daemon, String> {
     // The allow-list, compiled while allocation is of no concern; it may
     // signal its configuration reader (to end it when stopping).
-    let children: Vec<i32> = o.reader.iter().map(|r| r.pid().as_raw()).collect();
+    // And the pid file's keeper, killed if it does not end by itself.
+    let children: Vec<i32> = o
+        .reader
+        .iter()
+        .map(|r| r.pid().as_raw())
+        .chain(
+            o.io.pid_keeper
+                .as_ref()
+                .map(libteredo::sys::pidfile::Keeper::pid),
+        )
+        .collect();
     let sandbox = Sandbox::with_children(Role::Daemon, &children)
         .map_err(|e| format!("cannot build the system call filter: {e}"))?;
     let root = privileges::drop_for_good(&o.target, o.root).map_err(|e| e.to_string())?;

@@ -80,6 +80,8 @@ pub struct Io {
     /// none when they could not be).
     pub monitor: Option<Monitor>,
     pub routes: Option<Netlink>,
+    /// The pid file's keeper (dropped last: see pidfile::Keeper).
+    pub pid_keeper: Option<pidfile::Keeper>,
 }
 
 /// Configures a relay's interface: the Teredo prefix routed to it, MTU, up.
@@ -472,7 +474,7 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
     let sigfd = signals::block_and_watch().map_err(|e| format!("signals: {e}"))?;
     // Removed when we end by its keeper (libteredo::sys::pidfile::keep):
     // the daemon itself cannot.
-    pidfile::write_and_keep(&pid_path)
+    let pid_keeper = pidfile::write_and_keep(&pid_path)
         .map_err(|e| format!("pid file {}: {e}", pid_path.display()))?;
 
     let now = Instant::now();
@@ -559,6 +561,7 @@ pub fn open(cli: Cli, notify: Notifier, startup: &mut Startup) -> Result<Opened,
             privproc,
             monitor,
             routes,
+            pid_keeper,
         },
     })
 }

@@ -112,35 +112,65 @@ pub fn write(path: &Path) -> io::Result<()> {
     writeln!(f, "{}", std::process::id())
 }
 
-/// [`write`], then [`keep`]: the pid file, removed by its keeper when we
-/// end. The keeper's descriptor stays open until we exit (it is let go of
-/// here on purpose: nothing must close it before). A keeper that cannot
-/// start is said, and the file then stays after we stop.
-pub fn write_and_keep(path: &Path) -> io::Result<()> {
-    use std::os::fd::IntoRawFd;
+/// [`write`], then [`keep`]: the pid file, and its keeper (`None` when
+/// none could start: said, and the file then stays after we stop).
+pub fn write_and_keep(path: &Path) -> io::Result<Option<Keeper>> {
     write(path)?;
     match keep(path) {
-        Ok(fd) => {
-            let _ = fd.into_raw_fd();
+        Ok(k) => Ok(Some(k)),
+        Err(e) => {
+            log::warn!(
+                "{}: no process to remove it when we stop ({e}): it will stay, naming a dead process",
+                path.display()
+            );
+            Ok(None)
         }
-        Err(e) => log::warn!(
-            "{}: no process to remove it when we stop ({e}): it will stay, naming a dead process",
-            path.display()
-        ),
     }
-    Ok(())
+}
+
+/// The pid file's keeper, from the daemon's side: dropped (at the very
+/// end), it closes the pipe, and waits for the keeper to have removed the
+/// file and ended (a second at most, then it is killed): a daemon that
+/// stops leaves no process for its service manager to kill.
+pub struct Keeper {
+    pipe: Option<OwnedFd>,
+    pid: nix::unistd::Pid,
+}
+
+impl Keeper {
+    /// Its process id (the daemons' filters let them signal it).
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        drop(self.pipe.take());
+        for _ in 0..100 {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                _ => return,
+            }
+        }
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(self.pid, None);
+    }
 }
 
 /// What the keeper is called (`ps`, `/proc/PID/comm`).
 pub const KEEPER_NAME: &str = "miredo-pidfile";
 
 /// Starts the pid file's keeper for `path`, which [`write`] just wrote
-/// with our pid: a child that waits until the descriptor returned here is
+/// with our pid: a child that waits until the pipe [`Keeper`] holds is
 /// closed everywhere (the daemon ends, whatever way), then removes the file
-/// if it still names us. The caller keeps the descriptor for its life and
+/// if it still names us. The caller keeps the [`Keeper`] for its life and
 /// must be single-threaded (a fork). An error leaves no process behind;
 /// the file then stays after the daemon, as without a keeper.
-pub fn keep(path: &Path) -> io::Result<OwnedFd> {
+pub fn keep(path: &Path) -> io::Result<Keeper> {
     use nix::unistd::{fork, ForkResult};
     use std::os::fd::{AsRawFd, FromRawFd};
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
@@ -185,9 +215,12 @@ pub fn keep(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: the caller is single-threaded; the child only makes system
     // calls and exits.
     match unsafe { fork() }.map_err(io::Error::from)? {
-        ForkResult::Parent { .. } => {
+        ForkResult::Parent { child } => {
             drop(rd);
-            Ok(wr)
+            Ok(Keeper {
+                pipe: Some(wr),
+                pid: child,
+            })
         }
         ForkResult::Child => {
             drop(wr);

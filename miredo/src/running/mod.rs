@@ -99,6 +99,9 @@ pub struct Daemon {
     notified: StatusLine,
     /// A client's port mapping with its home gateway.
     mapper: Option<Mapper>,
+    /// The pid file's keeper: dropped last (after the reader above), it
+    /// lets the keeper remove the file, and reaps it.
+    _pid_keeper: Option<libteredo::sys::pidfile::Keeper>,
 }
 
 impl Daemon {
@@ -174,6 +177,7 @@ impl Daemon {
             main_beat: Arc::default(),
             notified: StatusLine::default(),
             mapper: None,
+            _pid_keeper: io.pid_keeper,
         })
     }
 

@@ -321,7 +321,14 @@ const DEAD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 9);
 /// reach our client again, through the C server.
 fn a_dead_name_then_ours_then_the_c_server() {
     let test = "a_dead_name_then_ours_then_the_c_server";
-    let w = World::build(test, &[NatKind::PortRestricted, NatKind::PortRestricted]);
+    let w = World::build(
+        test,
+        &[
+            NatKind::PortRestricted,
+            NatKind::PortRestricted,
+            NatKind::PortRestricted,
+        ],
+    );
     let _relay = w.start_relay(Impl::Ours, "cone");
     let ours = w.start_server(Impl::Ours);
     let s_i = format!("{}s-i", w.prefix());
@@ -358,6 +365,7 @@ fn a_dead_name_then_ours_then_the_c_server() {
     );
     let _etc1 = NetnsEtc::new(w.client(1).name(), &hosts);
     let _etc2 = NetnsEtc::new(w.client(2).name(), &hosts);
+    let _etc3 = NetnsEtc::new(w.client(3).name(), &hosts);
     let list = format!("ServerAddress {dead}\nServerAddress {ours_name}\nServerAddress {c_name}\n");
     let conf = |iface: &str| {
         client_conf(iface, "").replace(&format!("ServerAddress {SERVER_V4}\n"), &list)
@@ -376,6 +384,18 @@ fn a_dead_name_then_ours_then_the_c_server() {
         "client2-list-c",
         &Impl::C.miredo(),
         &conf(&c_iface),
+        &[],
+    );
+    // The C client at its best: one live server, ours (it takes one only).
+    let c1_iface = unique_iface(&w, "lc1");
+    let c_one = w.spawn_daemon(
+        w.client(3),
+        "client3-one-c",
+        &Impl::C.miredo(),
+        &client_conf(&c1_iface, "").replace(
+            &format!("ServerAddress {SERVER_V4}\n"),
+            &format!("ServerAddress {ours_name}\n"),
+        ),
         &[],
     );
     let addr = wait_for(Duration::from_secs(5), || {
@@ -417,28 +437,90 @@ fn a_dead_name_then_ours_then_the_c_server() {
         addr,
         3
     )));
+    let c_one_addr = wait_for(Duration::from_secs(15), || {
+        teredo_addr_of(w.client(3), &c1_iface)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the C client with our server alone did not qualify:\n{}",
+            w.log_of(&c_one)
+        )
+    });
+    assert!(mostly(ping(
+        &w,
+        "native -> C client (our server)",
+        w.v6h(),
+        c_one_addr,
+        3
+    )));
 
-    // The server in use stops.
+    // The server in use stops. Every quarter of a second, for 75 s at
+    // most: is each client's address there, and does the native host
+    // reach it? Ours loses its address when its maintenance solicitations
+    // go unanswered, then qualifies through the C server; the C client
+    // keeps its address until it notices, and has no other server.
     let stopped_at = Instant::now();
     w.stop(&ours, Duration::from_secs(5));
-    let back = wait_for(Duration::from_secs(60), || {
-        let a = teredo_addr_of(w.client(1), &iface)?;
-        (teredo_parts(&a).map(|p| p.server) == Some(SERVER_C)
-            && ping6(w.v6h(), a, 1, Duration::from_secs(1)))
-        .then_some(a)
-    });
-    let took = stopped_at.elapsed();
-    let new = back.unwrap_or_else(|| {
+    let secs = |t: Option<Duration>| {
+        t.map_or("never".to_string(), |t| format!("{:.1} s", t.as_secs_f64()))
+    };
+    let (mut ours_lost, mut ours_back, mut new) = (None, None, None);
+    let (mut c_lost, mut c_back) = (None, None);
+    while stopped_at.elapsed() < Duration::from_secs(75) {
+        let t = stopped_at.elapsed();
+        match teredo_addr_of(w.client(1), &iface) {
+            Some(a) if a == addr => {}
+            Some(a) => {
+                ours_lost.get_or_insert(t);
+                if ours_back.is_none()
+                    && teredo_parts(&a).map(|p| p.server) == Some(SERVER_C)
+                    && ping6(w.v6h(), a, 1, Duration::from_secs(1))
+                {
+                    ours_back = Some(stopped_at.elapsed());
+                    new = Some(a);
+                }
+            }
+            None => {
+                ours_lost.get_or_insert(t);
+            }
+        }
+        match teredo_addr_of(w.client(3), &c1_iface) {
+            Some(a) if a == c_one_addr => {}
+            Some(a) => {
+                c_lost.get_or_insert(t);
+                if c_back.is_none() && ping6(w.v6h(), a, 1, Duration::from_secs(1)) {
+                    c_back = Some(stopped_at.elapsed());
+                }
+            }
+            None => {
+                c_lost.get_or_insert(t);
+            }
+        }
+        // Done once ours is back and the C client has been seen without
+        // its address for 20 s (or came back).
+        if ours_back.is_some()
+            && (c_back.is_some() || c_lost.is_some_and(|l| t > l + Duration::from_secs(20)))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let new = new.unwrap_or_else(|| {
         panic!(
-            "no working address through the C server 60 s after ours stopped:\n{}",
+            "no working address through the C server 75 s after ours stopped:\n{}",
             w.log_of(&cli)
         )
     });
+    let (ours_back_t, ours_lost_t) = (ours_back.unwrap_or_default(), ours_lost.unwrap_or_default());
     report(
         test,
         &format!(
-            "our server stopped: pings from the native host work again after {:.1} s, through the C server, as {new}",
-            took.as_secs_f64()
+            "our server stopped: ours withdrew its address after {}, pings work again after {} through the C server as {new} (outage {:.1} s); the C client (our server alone, as it takes one): address withdrawn after {}, working again: {}",
+            secs(ours_lost),
+            secs(ours_back),
+            ours_back_t.saturating_sub(ours_lost_t).as_secs_f64(),
+            secs(c_lost),
+            secs(c_back),
         ),
     );
     let st = status_of(&iface);

@@ -1210,9 +1210,13 @@ fn the_units_allow_every_call_of_the_lists() {
                 Role::Reader,
                 Role::Privproc { hook: false },
                 Role::Privproc { hook: true },
+                Role::PidKeeper,
             ],
         ),
-        ("miredo-server.service", vec![Role::Server, Role::Reader]),
+        (
+            "miredo-server.service",
+            vec![Role::Server, Role::Reader, Role::PidKeeper],
+        ),
     ] {
         let text = fs::read_to_string(units.join(unit)).expect("the unit");
         let mut allowed = std::collections::BTreeSet::new();

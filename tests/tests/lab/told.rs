@@ -503,6 +503,32 @@ fn reloads_say_what_changed_and_who_cannot_read() {
     })
     .unwrap_or_else(|| panic!("not qualified:\n{}", w.log_of(&cli)));
     let path = w.dir().join("client1-reload.conf");
+    // Another server by reload: not "stopped answering".
+    let text = fs::read_to_string(&path).expect("the client's file");
+    fs::write(
+        &path,
+        text.replace(
+            &format!("ServerAddress {}", teredo_lab::SERVER_V4),
+            "ServerAddress 198.18.1.9",
+        ),
+    )
+    .expect("rewrite");
+    w.signal(&cli, "HUP");
+    let moved = wait_until(Duration::from_secs(5), || {
+        w.log_of(&cli).contains("is no longer in the configuration")
+    });
+    let log = w.log_of(&cli);
+    report(
+        test,
+        &format!(
+            "miredo, another server by SIGHUP: {}",
+            log.lines()
+                .find(|l| l.contains("no longer in the configuration"))
+                .unwrap_or("nothing")
+        ),
+    );
+    assert!(moved, "the change of server is not said:\n{log}");
+    assert!(!log.contains("stopped answering"), "{log}");
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
     w.signal(&cli, "HUP");

@@ -463,3 +463,20 @@ fn every_datagram_sent_is_counted() {
     );
     assert_eq!(st.udp_rx_packets, 1);
 }
+
+#[test]
+fn a_server_that_answers_with_something_else_is_said_to() {
+    // Not "no answer": what came back is kept for the status page and the
+    // log (a UDP service on 3544 that is not Teredo, say).
+    let mut h = Harness::new();
+    h.run_until(Duration::ZERO);
+    h.udp(from(SERVER), b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let c = &h.c.candidates()[0];
+    assert!(
+        c.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("not Teredo")),
+        "{c:?}"
+    );
+    assert_eq!(c.answering, None);
+}
