@@ -93,3 +93,21 @@ pub fn daemonize(program: &str) -> io::Result<Startup> {
     dup2_stderr(&null).map_err(io::Error::from)?;
     Ok(Startup { pipe: Some(tx) })
 }
+
+/// Reaps child `pid`, which was told to end (its pipe or socket closed):
+/// waits for it up to `within`, then kills it and reaps it, so that a
+/// daemon that stops leaves no process behind for its service manager to
+/// kill. A child already reaped (or not ours) is not waited for.
+pub fn reap_child(pid: nix::unistd::Pid, within: std::time::Duration) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let step = std::time::Duration::from_millis(10);
+    let tries = (within.as_millis() / step.as_millis()).max(1);
+    for _ in 0..tries {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(step),
+            _ => return,
+        }
+    }
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = waitpid(pid, None);
+}

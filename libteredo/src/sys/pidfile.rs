@@ -146,18 +146,9 @@ impl Keeper {
 
 impl Drop for Keeper {
     fn drop(&mut self) {
-        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        // The end of the pipe: the keeper removes the file and exits.
         drop(self.pipe.take());
-        for _ in 0..100 {
-            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                _ => return,
-            }
-        }
-        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(self.pid, None);
+        super::daemon::reap_child(self.pid, std::time::Duration::from_secs(1));
     }
 }
 
@@ -234,8 +225,6 @@ pub fn keep(path: &Path) -> io::Result<Keeper> {
 /// The keeper's life, in the child. Returns its exit status.
 fn keeper(pipe: libc::c_int, dir: libc::c_int, name: &std::ffi::CStr, daemon: i32) -> i32 {
     use crate::sys::seccomp::{Role, Sandbox};
-    // Compiled here, in the child (the parent was single-threaded: it may
-    // allocate), so that the filter knows the keeper's own pid.
     // SAFETY: system calls on our own descriptors and process.
     unsafe {
         let comm = b"miredo-pidfile\0";
@@ -270,6 +259,8 @@ fn keeper(pipe: libc::c_int, dir: libc::c_int, name: &std::ffi::CStr, daemon: i3
     {
         return 13;
     }
+    // Compiled here, in the child (the parent was single-threaded: it may
+    // allocate), so that the filter knows the keeper's own pid.
     let Ok(sandbox) = Sandbox::new(Role::PidKeeper) else {
         return 14;
     };

@@ -359,22 +359,9 @@ fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
 
 impl Drop for ConfigReader {
     fn drop(&mut self) {
-        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-        // Closing our end makes it exit: reap it, so that a daemon that
-        // stops leaves no process behind for its service manager to kill.
-        // It has half a second; then it is killed.
+        // Closing our end makes it exit: reaped, with half a second to go.
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
-        for _ in 0..50 {
-            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                // Reaped, or not ours to wait for (already reaped).
-                _ => return,
-            }
-        }
-        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(self.pid, None);
+        super::daemon::reap_child(self.pid, std::time::Duration::from_millis(500));
     }
 }
 
