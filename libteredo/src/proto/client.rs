@@ -10,6 +10,7 @@
 //! tests; [`timers`]: retries, maintenance and server loss.
 
 mod qualification;
+pub use qualification::solicitation_datagram;
 #[cfg(test)]
 mod tests;
 mod timers;

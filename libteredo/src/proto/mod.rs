@@ -37,9 +37,9 @@ mod stats;
 pub mod upnp;
 
 pub use client::{
-    Client, ClientConfig, ClientState, Qualification, ServerCandidate, CONE_PROBE_ATTEMPTS,
-    DEFAULT_MTU, HUNT_GRACE, MAX_BACKOFF, MAX_SEQUENTIAL_STEP, MIN_BACKOFF, REFRESH_INTERVAL,
-    RS_ATTEMPTS, RS_TIMEOUT,
+    solicitation_datagram, Client, ClientConfig, ClientState, Qualification, ServerCandidate,
+    CONE_PROBE_ATTEMPTS, DEFAULT_MTU, HUNT_GRACE, MAX_BACKOFF, MAX_SEQUENTIAL_STEP, MIN_BACKOFF,
+    REFRESH_INTERVAL, RS_ATTEMPTS, RS_TIMEOUT,
 };
 pub use discovery::DiscoveryConfig;
 pub use ecn::{CE, ECT0, ECT1, NOT_ECT};

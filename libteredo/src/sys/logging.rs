@@ -27,8 +27,9 @@ pub fn set_facility(facility: &str) {
 }
 
 /// Forgets the syslog socket's descriptor for [`emergency`]: a forked
-/// child that closed it (the configuration reader) must not have that
-/// number, reused for another descriptor, written to.
+/// child that closed it (the configuration reader, the pid file's
+/// keeper) must not have that number, reused for another descriptor,
+/// written to.
 pub fn forget_syslog() {
     SYSLOG_FD.store(-1, Ordering::Relaxed);
 }

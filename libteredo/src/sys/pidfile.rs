@@ -21,7 +21,7 @@ use nix::libc;
 use nix::sys::stat::{fstat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 fn alive(pid: i32) -> bool {
@@ -38,9 +38,8 @@ fn same_program(pid: i32) -> bool {
     }
 }
 
-/// Writes our pid to `path`. A stale file (its process gone, or another
-/// program's) is replaced; a live one of ours is an error.
-pub fn write(path: &Path) -> io::Result<()> {
+/// The pid file's directory, opened, and its name.
+fn open_dir(path: &Path) -> io::Result<(OwnedFd, &std::ffi::OsStr)> {
     let (Some(dir), Some(name)) = (
         path.parent().map(|d| {
             if d.as_os_str().is_empty() {
@@ -62,7 +61,20 @@ pub fn write(path: &Path) -> io::Result<()> {
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    let st = fstat(&dir)?;
+    Ok((dir, name))
+}
+
+/// Writes our pid to `path`. A stale file (its process gone, or another
+/// program's) is replaced; a live one of ours is an error.
+pub fn write(path: &Path) -> io::Result<()> {
+    let (dir, name) = open_dir(path)?;
+    write_at(&dir, name, path)
+}
+
+/// [`write`] in the directory `dir` already open (`path` for messages).
+fn write_at(dir: &OwnedFd, name: &std::ffi::OsStr, path: &Path) -> io::Result<()> {
+    let dir = dir.as_fd();
+    let st = fstat(dir)?;
     if st.st_mode & 0o002 != 0 && st.st_mode & 0o1000 == 0 {
         log::warn!(
             "{}: its directory is writable by everyone: anyone can replace it",
@@ -70,7 +82,7 @@ pub fn write(path: &Path) -> io::Result<()> {
         );
     }
     match openat(
-        &dir,
+        dir,
         name,
         OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
@@ -97,12 +109,12 @@ pub fn write(path: &Path) -> io::Result<()> {
         // A link (ELOOP) or anything else there: removed below.
         Err(_) => {}
     }
-    match unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
+    match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
     }
     let fd = openat(
-        &dir,
+        dir,
         name,
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o644),
@@ -115,8 +127,11 @@ pub fn write(path: &Path) -> io::Result<()> {
 /// [`write`], then [`keep`]: the pid file, and its keeper (`None` when
 /// none could start: said, and the file then stays after we stop).
 pub fn write_and_keep(path: &Path) -> io::Result<Option<Keeper>> {
-    write(path)?;
-    match keep(path) {
+    // One look-up of the directory: the file is written and its keeper
+    // removes it in the same one.
+    let (dir, name) = open_dir(path)?;
+    write_at(&dir, name, path)?;
+    match keep_at(dir, name, path) {
         Ok(k) => Ok(Some(k)),
         Err(e) => {
             log::warn!(
@@ -162,34 +177,24 @@ pub const KEEPER_NAME: &str = "miredo-pidfile";
 /// must be single-threaded (a fork). An error leaves no process behind;
 /// the file then stays after the daemon, as without a keeper.
 pub fn keep(path: &Path) -> io::Result<Keeper> {
+    let (dir, name) = open_dir(path)?;
+    keep_at(dir, name, path)
+}
+
+/// [`keep`] for the file `name` in the directory `dirfd` already open
+/// (`path` for messages).
+fn keep_at(dirfd: OwnedFd, name: &std::ffi::OsStr, path: &Path) -> io::Result<Keeper> {
     use nix::unistd::{fork, ForkResult};
     use std::os::fd::{AsRawFd, FromRawFd};
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: not a file name", path.display()),
-        ));
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let dirfd: OwnedFd = openat(
-        nix::fcntl::AT_FDCWD,
-        dir,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // Root's directory, writable by root alone: the keeper never follows a
-    // path another user can change.
+    // Root's directory, writable by root alone: the keeper, root's uid,
+    // works in nothing another user can change.
     let st = fstat(&dirfd)?;
     if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "{}: not a directory of root's that only root may write",
-                dir.display()
+                "{}: not in a directory of root's that only root may write",
+                path.display()
             ),
         ));
     }
@@ -229,14 +234,21 @@ fn keeper(pipe: libc::c_int, dir: libc::c_int, name: &std::ffi::CStr, daemon: i3
     unsafe {
         let comm = b"miredo-pidfile\0";
         libc::prctl(libc::PR_SET_NAME, comm.as_ptr());
-        // The pipe and the directory at 3 and 4, nothing else open (but
-        // standard streams, pointed at /dev/null by a detached daemon).
+        // The pipe and the directory at 3 and 4, standard input and output
+        // on /dev/null, nothing else open; standard error stays for the
+        // line of a refused system call (the syslog socket is closed).
         if libc::dup3(pipe, 3, libc::O_CLOEXEC) < 0 || libc::dup3(dir, 4, libc::O_CLOEXEC) < 0 {
             return 10;
         }
         if crate::sys::fds::close_from(5).is_err() {
             return 11;
         }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null < 0 || libc::dup2(null, 0) < 0 || libc::dup2(null, 1) < 0 {
+            return 11;
+        }
+        libc::close(null);
+        crate::sys::logging::forget_syslog();
         // A service manager stops the whole group: the keeper outlives the
         // daemon by the moment it takes to remove the file.
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
@@ -251,9 +263,13 @@ fn keeper(pipe: libc::c_int, dir: libc::c_int, name: &std::ffi::CStr, daemon: i3
         }
     }
     // Root's uid stays (the directory's owner may remove names in it);
-    // every capability goes, the bounding set too.
-    let _ = caps::clear(None, caps::CapSet::Bounding);
-    if crate::sys::privileges::clear_capabilities().is_err()
+    // root's groups go (nothing it reads needs them: the pid file is
+    // world-readable), and every capability, the bounding set too.
+    let nogroup = nix::unistd::Gid::from_raw(65534);
+    if nix::unistd::setgroups(&[]).is_err()
+        || nix::unistd::setresgid(nogroup, nogroup, nogroup).is_err()
+        || caps::clear(None, caps::CapSet::Bounding).is_err()
+        || crate::sys::privileges::clear_capabilities().is_err()
         || nix::sys::prctl::set_no_new_privs().is_err()
         || nix::sys::prctl::set_dumpable(false).is_err()
     {

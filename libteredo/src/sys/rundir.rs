@@ -427,6 +427,14 @@ impl SafeDir {
         }
     }
 
+    /// The same directory, through a descriptor of its own.
+    pub fn try_clone(&self) -> io::Result<SafeDir> {
+        Ok(SafeDir {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
     /// Whether this directory holds an entry `name` that is not a socket
     /// (looked at through the directory's descriptor, not followed).
     pub fn holds_non_socket(&self, name: &str) -> io::Result<bool> {
@@ -449,46 +457,40 @@ impl SafeDir {
     }
 }
 
-/// The status socket bound at start-up, and its path while start-up may
-/// still fail: dropped before [`StatusSocket::keep`], it removes its name
-/// again, so that a daemon that does not start leaves no socket behind.
+/// The status socket bound at start-up, and where it is while start-up
+/// may still fail: dropped before [`StatusSocket::keep`], it removes its
+/// name again (through its directory's descriptor, never by path), so
+/// that a daemon that does not start leaves no socket behind.
 pub struct StatusSocket {
     listener: Option<UnixListener>,
-    /// The socket's absolute path; `None` once kept.
-    path: Option<PathBuf>,
+    /// The socket's directory and name; `None` once kept.
+    place: Option<(SafeDir, String)>,
 }
 
 impl StatusSocket {
     /// Binds the status socket: `explicit` (`--status-socket`), or
     /// `default_name` in the run directory, non-blocking. Refuses (with
     /// `in_use` in the message) when another live process answers on it
-    /// (see [`bind_status_socket`]).
+    /// (an explicit one must be in a directory of root's only).
     pub fn bind(
         run_dir: &SafeDir,
         explicit: Option<&Path>,
         default_name: &str,
         in_use: &str,
     ) -> Result<StatusSocket, String> {
-        let path = match explicit {
-            Some(p) => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
-            None => run_dir.path().join(default_name),
-        };
-        let listener = bind_status_socket(run_dir, explicit, default_name, in_use)
+        let (listener, dir, name) = bind_status_socket(run_dir, explicit, default_name, in_use)
             .map_err(|e| e.to_string())?;
-        let s = StatusSocket {
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(StatusSocket {
             listener: Some(listener),
-            path: Some(path),
-        };
-        if let Some(l) = &s.listener {
-            l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        }
-        Ok(s)
+            place: Some((dir, name)),
+        })
     }
 
     /// Start-up succeeded as far as the socket is concerned: the listener,
     /// whose name stays.
     pub fn keep(mut self) -> Result<UnixListener, String> {
-        self.path = None;
+        self.place = None;
         self.listener
             .take()
             .ok_or_else(|| "the status socket is gone".to_string())
@@ -497,19 +499,18 @@ impl StatusSocket {
 
 impl Drop for StatusSocket {
     fn drop(&mut self) {
-        let Some(path) = self.path.take() else {
+        let Some((dir, name)) = self.place.take() else {
             return;
         };
-        // The path goes through directories of root's only (checked when
-        // the socket was bound), and no other daemon takes over a name
-        // while we listen on it: it still names our socket. Closed, then
-        // removed.
+        // No other daemon takes over a name while we listen on it: it
+        // still names our socket. Closed, then removed if it is a socket.
         drop(self.listener.take());
-        use std::os::unix::fs::FileTypeExt;
-        let is_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket());
-        if is_socket {
-            if let Err(e) = std::fs::remove_file(&path) {
-                log::warn!("cannot remove the status socket {}: {e}", path.display());
+        if matches!(dir.holds_non_socket(&name), Ok(false)) {
+            if let Err(e) = dir.remove(&name) {
+                log::warn!(
+                    "cannot remove the status socket {}: {e}",
+                    dir.path().join(&name).display()
+                );
             }
         }
     }
@@ -523,12 +524,13 @@ impl Drop for StatusSocket {
 /// the run directory, and one must not take another's socket. An explicit
 /// name that exists and is not a socket is refused too: a name given by
 /// mistake must not cost root's directory one of its files.
-pub fn bind_status_socket(
+/// Returns the listener, its directory and its name.
+fn bind_status_socket(
     run_dir: &SafeDir,
     explicit: Option<&Path>,
     default_name: &str,
     in_use: &str,
-) -> io::Result<UnixListener> {
+) -> io::Result<(UnixListener, SafeDir, String)> {
     // Each error says which socket, and why, in a sentence.
     let said = |kind: io::ErrorKind, what: String| io::Error::new(kind, what);
     let (dir, name, shown) = match explicit {
@@ -567,9 +569,12 @@ pub fn bind_status_socket(
             (Some(d), name.to_string(), abs.display().to_string())
         }
     };
-    let dir = dir.as_ref().unwrap_or(run_dir);
+    let dir = match dir {
+        Some(d) => d,
+        None => run_dir.try_clone()?,
+    };
     match dir.bind_socket(&name, 0o666) {
-        Ok(l) => Ok(l),
+        Ok(l) => Ok((l, dir, name)),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             Err(said(e.kind(), format!("{shown}: {in_use}")))
         }

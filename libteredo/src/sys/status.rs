@@ -1,7 +1,7 @@
 //! The status socket of a daemon, answered: whoever connects gets the
 //! status lines (`key: value`, see [`crate::metrics::lines`]) and the
 //! connection is closed. The socket itself is bound as root in the run
-//! directory ([`super::rundir::bind_status_socket`]); miredo and
+//! directory ([`super::rundir::StatusSocket`]); miredo and
 //! miredo-server answer it from their control loops with this.
 
 use std::io::Write;

@@ -31,13 +31,11 @@
 //! probe's traffic through the NAT, so it is not run there.
 
 use super::advert;
-use libteredo::addr::{
-    is_global_unicast_v4, ALL_ROUTERS, LINK_LOCAL_CONE, LINK_LOCAL_RESTRICTED, TEREDO_PORT,
-};
+use libteredo::addr::{is_global_unicast_v4, LINK_LOCAL_CONE, LINK_LOCAL_RESTRICTED, TEREDO_PORT};
 use libteredo::proto::{Random, RS_ATTEMPTS, RS_TIMEOUT};
-use libteredo::wire::icmpv6::{self, Icmpv6Repr};
+use libteredo::wire::icmpv6::Icmpv6Repr;
 use libteredo::wire::ipv6::next_header;
-use libteredo::wire::teredo::{Auth, TeredoPacket, AUTH_MIN_LEN};
+use libteredo::wire::teredo::TeredoPacket;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -384,21 +382,7 @@ fn classify(
 /// authentication header (RFC 4380 5.2.1, 5.1.1), from the link-local
 /// address with or without the cone bit, to all routers.
 pub fn solicitation(nonce: [u8; 8], source: Ipv6Addr) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(AUTH_MIN_LEN + 48);
-    Auth {
-        client_id: &[],
-        auth_value: &[],
-        nonce,
-        confirmation: 0,
-    }
-    .emit(&mut payload);
-    payload.extend_from_slice(&icmpv6::build_packet(
-        source,
-        ALL_ROUTERS,
-        255,
-        &Icmpv6Repr::RouterSolicit,
-    ));
-    payload
+    libteredo::proto::solicitation_datagram(nonce, source)
 }
 
 /// The survey of every target, from one socket.

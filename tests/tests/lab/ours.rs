@@ -2,6 +2,7 @@
 //! pings both ways, privileges of every process, clean shutdown.
 
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use teredo_lab::{
@@ -215,6 +216,29 @@ fn ours_everywhere_privileges_and_clean_stop() {
             assert_eq!(status_field(*p, "Seccomp").as_deref(), Some("2"));
             let root = fs::read_link(format!("/proc/{p}/root")).unwrap_or_default();
             assert_eq!(root, w.dir(), "the pid file's keeper's root");
+            // No group of root's; descriptors: /dev/null twice, standard
+            // error, the pipe and the directory, nothing else.
+            assert_eq!(
+                status_field(*p, "Gid").as_deref(),
+                Some("65534\t65534\t65534\t65534")
+            );
+            assert_eq!(status_field(*p, "Groups").as_deref(), Some(""));
+            let fds: Vec<String> = fs::read_dir(format!("/proc/{p}/fd"))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut fds: Vec<u32> = fds.iter().filter_map(|f| f.parse().ok()).collect();
+            fds.sort_unstable();
+            assert_eq!(fds, [0, 1, 2, 3, 4], "the pid file's keeper's descriptors");
+            for fd in [0, 1] {
+                assert_eq!(
+                    fs::read_link(format!("/proc/{p}/fd/{fd}")).unwrap_or_default(),
+                    Path::new("/dev/null")
+                );
+            }
         } else {
             for set in ["CapEff", "CapPrm"] {
                 assert_eq!(

@@ -19,6 +19,28 @@ use crate::wire::teredo::{Auth, TeredoPacket};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::time::Instant;
 
+/// A router solicitation as a Teredo datagram (RFC 4380 5.2.1): the
+/// authentication header with `nonce` (no client identifier), then the
+/// solicitation from `source` (a link-local address, with or without the
+/// cone bit) to all routers.
+pub fn solicitation_datagram(nonce: [u8; 8], source: Ipv6Addr) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(13 + 48);
+    Auth {
+        client_id: &[],
+        auth_value: &[],
+        nonce,
+        confirmation: 0,
+    }
+    .emit(&mut payload);
+    payload.extend_from_slice(&icmpv6::build_packet(
+        source,
+        addr::ALL_ROUTERS,
+        255,
+        &Icmpv6Repr::RouterSolicit,
+    ));
+    payload
+}
+
 impl Client {
     fn nonce(&mut self) -> [u8; 8] {
         let mut n = [0u8; 8];
@@ -45,20 +67,7 @@ impl Client {
         } else {
             LINK_LOCAL_RESTRICTED
         };
-        let mut payload = Vec::with_capacity(13 + 48);
-        Auth {
-            client_id: &[],
-            auth_value: &[],
-            nonce: s.nonce,
-            confirmation: 0,
-        }
-        .emit(&mut payload);
-        payload.extend_from_slice(&icmpv6::build_packet(
-            src,
-            addr::ALL_ROUTERS,
-            255,
-            &Icmpv6Repr::RouterSolicit,
-        ));
+        let payload = solicitation_datagram(s.nonce, src);
         out.push(Output::Udp(Transmit {
             from: None,
             to: SocketAddrV4::new(s.server, TEREDO_PORT),
